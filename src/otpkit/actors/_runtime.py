@@ -1,0 +1,741 @@
+"""The per-OS-process runtime: connections, links, monitors, exit signals, selective receive.
+
+Each otpkit process is one OS process (a Thespian actor under ``multiprocTCPBase``; the
+program that started a node has one too, a *client*). Processes of one node talk over
+Unix stream sockets in the abstract namespace (``\\0otpkit/<node>/<creation>/<pid>``):
+no file to clean up, gone the instant the process dies, and every frame is authenticated
+with the node's key (:mod:`._wire`). Thespian creates and reaps the processes; it carries
+none of their messages, because its transport costs ~0.7 ms and an ACK per message, and
+because a handler that blocks (a ``call``) stops Thespian's loop in that process.
+
+Why sockets give OTP's semantics almost for free:
+
+* FIFO per pair: a process sends to a peer on one connection (its *outbound* one), so
+  messages from one sender to one receiver arrive in send order.
+* Death is a closed socket: when a process ends, the kernel closes every connection it
+  held; a graceful end first writes ``BYE(reason)`` on each of them. A peer that sees
+  ``BYE`` or end-of-file learns that the process is gone and why (``"killed"`` if no
+  ``BYE`` came: it was SIGKILLed). Before acting on it, the peer reads whatever is still
+  buffered on the dead process's other connection, so a ``Down`` never overtakes a
+  message sent before the death.
+* A monitor is local state plus a connection to the target: nothing to undo on the
+  target's side, and ``noproc`` is a refused connect.
+* ``call`` blocks in a selective receive over the process's own sockets: replies are
+  matched by reference, everything else is queued for later, exit signals act at once.
+  Two processes calling each other both end in :class:`~otpkit.errors.CallTimeout`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import select
+import signal
+import socket
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from otpkit.actors import _wire
+from otpkit.actors._pid import Down, ExitSignal, From, Pid, Ref
+from otpkit.errors import CallTimeout, Exit, FrameError
+
+log = logging.getLogger("otpkit.actors")
+
+# Frame tags. A frame is a tuple whose first item is its tag.
+HELLO = 0  # (HELLO, pid): first frame on a connection, names the connecting process
+MSG = 1  # (MSG, payload)
+CALL = 2  # (CALL, ref, request)
+CAST = 3  # (CAST, payload)
+REPLY = 4  # (REPLY, ref, value)
+LINK = 5  # (LINK,)
+UNLINK = 6  # (UNLINK,)
+EXIT = 7  # (EXIT, reason): an explicit exit signal, exit(pid, reason)
+BYE = 8  # (BYE, reason): the sender is ending with this reason
+STARTED = 9  # (STARTED, token, result): a spawned child reports the end of its init
+SYS = 10  # (SYS, ref, request): answered by the runtime itself, never by the actor
+
+# Mailbox entries: (kind, sender, ...).
+INFO = 100  # (INFO, None, message) - Down, ExitSignal, timer messages
+
+_POLLIN = select.POLLIN | select.POLLPRI
+_POLLERR = select.POLLERR | select.POLLHUP | select.POLLNVAL
+_DOWN_MEMORY = 4096
+
+
+class _Die(BaseException):  # noqa: N818 - a control-flow signal, not an error
+    """Unwinds the process: it must end with ``reason`` (an exit signal it does not trap)."""
+
+    def __init__(self, reason: Any) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class NodeIdentity:
+    """What every process of a node knows about the node it belongs to."""
+
+    name: str
+    creation: int
+
+
+def address_of(pid: Pid) -> str:
+    """The abstract Unix socket address where ``pid`` listens."""
+    return f"\0otpkit/{pid.node}/{pid.creation}/{pid.id}.{pid.serial}"
+
+
+def name_address(node: NodeIdentity, name: str) -> str:
+    """The abstract Unix socket address that a local name binds."""
+    return f"\0otpkit/{node.name}/{node.creation}/n/{name}"
+
+
+def process_start_ticks(ospid: int) -> int | None:
+    """The start time of an OS process in clock ticks, or None if it does not exist."""
+    try:
+        with open(f"/proc/{ospid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return int(fields[19])
+
+
+# Sockets of this process's runtime: a forked child closes them at once, so that a
+# process's death is not hidden by a copy of its sockets living on in a child.
+_live_sockets: set[socket.socket] = set()
+_close_in_children: set[int] = set()
+_current: Runtime | None = None
+
+
+def _after_fork_in_child() -> None:
+    global _current
+    for sock in list(_live_sockets):
+        with contextlib.suppress(OSError):
+            os.close(sock.detach())
+    _live_sockets.clear()
+    for fd in list(_close_in_children):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _close_in_children.clear()
+    _current = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def current() -> Runtime | None:
+    """The runtime of this OS process, if it has one."""
+    return _current
+
+
+def set_current(rt: Runtime | None) -> None:
+    global _current
+    _current = rt
+
+
+def close_in_children(fd: int) -> None:
+    """Make sure no process forked from this one keeps ``fd`` open."""
+    _close_in_children.add(fd)
+
+
+class RemoteHooks:
+    """How a runtime reaches pids on other nodes. ``dist`` plugs an implementation in.
+
+    Without one, a remote pid is unreachable: sends are dropped (sends are at-most-once),
+    ``call`` raises ``Exit("noconnection")``, ``monitor`` delivers ``Down(...,
+    "noconnection")`` and ``link`` an exit signal ``"noconnection"`` - what a process
+    sees when the node is down.
+    """
+
+    def send(self, rt: Runtime, dst: Pid, frame: tuple[Any, ...]) -> bool:
+        """Deliver ``frame`` from ``rt``'s process to ``dst``; False if it cannot be."""
+        return False
+
+    def watch(self, rt: Runtime, dst: Pid) -> bool:
+        """Arrange for ``rt.peer_down(dst, reason)`` when ``dst`` ends; False if unreachable."""
+        return False
+
+
+_remote_hooks = RemoteHooks()
+
+
+def set_remote_hooks(hooks: RemoteHooks) -> None:
+    """Install the cross-node transport (called by ``dist``)."""
+    global _remote_hooks
+    _remote_hooks = hooks
+
+
+class _Conn:
+    __slots__ = ("closed", "fd", "outbound", "peer", "reader", "sock")
+
+    def __init__(self, sock: socket.socket, outbound: bool, peer: Pid | None) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.reader = _wire.FrameReader()
+        self.peer = peer
+        self.outbound = outbound
+        self.closed = False
+
+
+class Runtime:
+    """One otpkit process's view of the world.
+
+    Not thread-safe: an actor's runtime runs on the actor's one thread; a client runtime
+    (the program that started a node) is guarded by the client's lock.
+    """
+
+    def __init__(self, node: NodeIdentity, *, trap_exit: bool = False) -> None:
+        self.node = node
+        ospid = os.getpid()
+        self.pid = Pid(node.name, node.creation, ospid, process_start_ticks(ospid) or 0)
+        self.trap_exit = trap_exit
+        self.parent: Pid | None = None
+        self.mailbox: deque[tuple[Any, ...]] = deque()
+        self.links: set[Pid] = set()
+        self._monitors: dict[Ref, Pid] = {}
+        self._watched: dict[Pid, set[Ref]] = {}
+        self._conns: dict[int, _Conn] = {}
+        self._out: dict[Pid, _Conn] = {}
+        self._by_peer: dict[Pid, list[_Conn]] = {}
+        self._down: OrderedDict[Pid, Any] = OrderedDict()
+        self._listeners: dict[int, tuple[socket.socket, str | None]] = {}
+        self._poll = select.poll()
+        self._ref_base = secrets.randbits(62) << 32
+        self._ref_n = 0
+        self._await_ref: Ref | None = None
+        self._await_pid: Pid | None = None
+        self._await_result: tuple[str, Any] | None = None
+        self._started: dict[Ref, tuple[Any, ...]] = {}
+        self._linking: set[Ref] = set()
+        self._names: set[str] = set()
+        self._listen(address_of(self.pid), None)
+
+    # ------------------------------------------------------------------ sockets
+
+    def _listen(self, address: str, name: str | None) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(address)
+        except OSError:
+            sock.close()
+            raise
+        sock.listen(128)
+        sock.setblocking(False)
+        _live_sockets.add(sock)
+        self._listeners[sock.fileno()] = (sock, name)
+        self._poll.register(sock.fileno(), _POLLIN)
+
+    def _add_conn(self, sock: socket.socket, outbound: bool, peer: Pid | None) -> _Conn:
+        sock.setblocking(False)
+        _live_sockets.add(sock)
+        conn = _Conn(sock, outbound, peer)
+        self._conns[conn.fd] = conn
+        self._poll.register(conn.fd, _POLLIN)
+        if peer is not None:
+            self._by_peer.setdefault(peer, []).append(conn)
+        return conn
+
+    def _close(self, conn: _Conn) -> None:
+        if conn.closed:
+            return
+        conn.closed = True
+        self._conns.pop(conn.fd, None)
+        with contextlib.suppress(KeyError, ValueError):
+            self._poll.unregister(conn.fd)
+        _live_sockets.discard(conn.sock)
+        conn.sock.close()
+        if conn.peer is not None:
+            peers = self._by_peer.get(conn.peer)
+            if peers and conn in peers:
+                peers.remove(conn)
+                if not peers:
+                    del self._by_peer[conn.peer]
+            if self._out.get(conn.peer) is conn:
+                del self._out[conn.peer]
+
+    def fds(self) -> list[int]:
+        """Every file number this runtime needs watched for reading."""
+        return [*self._listeners, *self._conns]
+
+    def is_local(self, pid: Pid) -> bool:
+        return pid.node == self.node.name and pid.creation == self.node.creation
+
+    def _connect(self, pid: Pid) -> _Conn | None:
+        """This process's outbound connection to local ``pid``; None if it is gone."""
+        conn = self._out.get(pid)
+        if conn is not None:
+            return conn
+        if pid in self._down or not self.is_local(pid):
+            return None
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(5.0)
+        try:
+            sock.connect(address_of(pid))
+        except OSError:
+            sock.close()
+            return None
+        conn = self._add_conn(sock, True, pid)
+        self._out[pid] = conn
+        self._write(conn, _wire.encode((HELLO, self.pid)))
+        return conn
+
+    def _write(self, conn: _Conn, data: bytes) -> bool:
+        """Write all of ``data``; while the peer's buffer is full, keep reading our own
+        sockets so that two processes flooding each other cannot deadlock."""
+        view = memoryview(data)
+        while view:
+            if conn.closed:
+                return False
+            try:
+                sent = conn.sock.send(view)
+            except BlockingIOError:
+                self._wait_writable(conn)
+                continue
+            except OSError:
+                self._on_eof(conn)
+                return False
+            view = view[sent:]
+        return True
+
+    def _wait_writable(self, conn: _Conn) -> None:
+        self._poll.modify(conn.fd, _POLLIN | select.POLLOUT)
+        try:
+            events = self._poll.poll(100)
+        finally:
+            if not conn.closed:
+                self._poll.modify(conn.fd, _POLLIN)
+        for fd, ev in events:
+            if fd == conn.fd and not ev & _POLLIN:
+                continue
+            self._on_ready(fd, ev)
+
+    # ------------------------------------------------------------------ reading
+
+    def pump(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` seconds (None: forever) and handle what arrives."""
+        ms = None if timeout is None else max(0, int(timeout * 1000 + 0.999))
+        try:
+            events = self._poll.poll(ms)
+        except InterruptedError:
+            return False
+        for fd, ev in events:
+            self._on_ready(fd, ev)
+        return bool(events)
+
+    def handle_ready(self, fds: list[int]) -> None:
+        """Handle file numbers that Thespian reported readable."""
+        for fd in fds:
+            self._on_ready(fd, select.POLLIN)
+
+    def _on_ready(self, fd: int, ev: int) -> None:
+        listener = self._listeners.get(fd)
+        if listener is not None:
+            self._accept(listener[0], listener[1])
+            return
+        conn = self._conns.get(fd)
+        if conn is not None:
+            self._read(conn)
+
+    def _accept(self, lsock: socket.socket, name: str | None) -> None:
+        while True:
+            try:
+                sock, _ = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("%r: accept failed: %s", self.pid, exc)
+                return
+            conn = self._add_conn(sock, False, None)
+            if name is not None:
+                # a connection to a name learns whose name it is (whereis)
+                self._write(conn, _wire.encode((HELLO, self.pid)))
+
+    def _read(self, conn: _Conn) -> None:
+        while not conn.closed:
+            try:
+                data = conn.sock.recv(262144)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._on_eof(conn)
+                return
+            try:
+                frames = conn.reader.feed(data)
+            except FrameError as exc:
+                log.warning("%r: closing connection from %r: %s", self.pid, conn.peer, exc)
+                self._on_eof(conn, protocol_error=True)
+                return
+            for frame in frames:
+                self._on_frame(conn, frame)
+                if conn.closed:
+                    return
+            if len(data) < 262144:
+                return
+
+    def _on_eof(self, conn: _Conn, protocol_error: bool = False) -> None:
+        peer = conn.peer
+        self._close(conn)
+        if peer is None or peer in self._down or protocol_error:
+            return
+        # A BYE may wait on the peer's other connection: read it before concluding.
+        for other in list(self._by_peer.get(peer, ())):
+            self._read(other)
+        if peer not in self._down:
+            self.peer_down(peer, "killed")
+
+    def _on_frame(self, conn: _Conn, frame: Any) -> None:
+        try:
+            tag = frame[0]
+        except (TypeError, IndexError, KeyError):
+            log.warning("%r: malformed frame from %r", self.pid, conn.peer)
+            return
+        peer = conn.peer
+        if peer is None:
+            if tag == HELLO and isinstance(frame[1], Pid):
+                conn.peer = frame[1]
+                self._by_peer.setdefault(frame[1], []).append(conn)
+            else:
+                log.warning("%r: connection spoke before HELLO; closing", self.pid)
+                self._close(conn)
+            return
+        if tag == MSG:
+            self.mailbox.append((MSG, peer, frame[1]))
+        elif tag == CALL:
+            self.mailbox.append((CALL, peer, frame[1], frame[2]))
+        elif tag == CAST:
+            self.mailbox.append((CAST, peer, frame[1]))
+        elif tag == REPLY:
+            if frame[1] == self._await_ref and self._await_result is None:
+                self._await_result = ("ok", frame[2])
+            # else: a late reply, dropped (its call already timed out)
+        elif tag == LINK:
+            self.links.add(peer)
+        elif tag == UNLINK:
+            self.links.discard(peer)
+        elif tag == EXIT:
+            self.exit_signal(peer, frame[1], linked=False)
+        elif tag == BYE:
+            self.peer_down(peer, frame[1])
+        elif tag == STARTED:
+            token, result = frame[1], frame[2]
+            self._started[token] = result
+            if token in self._linking and result[0] == "ok":
+                self.links.add(result[1])
+        elif tag == SYS:
+            self._sys(peer, frame[1], frame[2])
+        elif tag == HELLO:
+            pass
+        else:
+            log.warning("%r: unknown frame tag %r from %r", self.pid, tag, peer)
+
+    # ------------------------------------------------------------------ death
+
+    def peer_down(self, peer: Pid, reason: Any) -> None:
+        """``peer`` ended with ``reason``: deliver links, monitors and a waiting call."""
+        if peer in self._down:
+            return
+        self._down[peer] = reason
+        if len(self._down) > _DOWN_MEMORY:
+            self._down.popitem(last=False)
+        # whatever the peer sent before it ended comes first
+        for conn in list(self._by_peer.get(peer, ())):
+            self._read(conn)
+        for conn in list(self._by_peer.get(peer, ())):
+            self._close(conn)
+        if self._await_pid == peer and self._await_result is None:
+            self._await_result = ("exit", reason)
+        for ref in sorted(self._watched.pop(peer, ()), key=lambda r: r.n):
+            del self._monitors[ref]
+            self.mailbox.append((INFO, None, Down(ref, peer, reason)))
+        if peer in self.links:
+            self.links.discard(peer)
+            self.exit_signal(peer, reason, linked=True)
+
+    def exit_signal(self, src: Pid, reason: Any, linked: bool) -> None:
+        """Apply an exit signal from ``src`` as Erlang does."""
+        if reason == "kill" and not linked:
+            raise _Die("killed")
+        if self.trap_exit:
+            self.mailbox.append((INFO, None, ExitSignal(src, reason)))
+            return
+        if reason == "normal":
+            return
+        raise _Die(reason)
+
+    def goodbye(self, reason: Any) -> None:
+        """Tell every peer this process ends with ``reason``; close everything."""
+        for lsock, _ in list(self._listeners.values()):
+            self._accept(lsock, None)
+        try:
+            frame = _wire.encode((BYE, reason))
+        except Exception:  # an exit reason that does not pickle still has to go out
+            frame = _wire.encode((BYE, repr(reason)))
+        for conn in list(self._conns.values()):
+            try:
+                conn.sock.setblocking(True)
+                conn.sock.settimeout(1.0)
+                conn.sock.sendall(frame)
+            except OSError:
+                pass
+        for conn in list(self._conns.values()):
+            self._close(conn)
+        for lsock, _ in list(self._listeners.values()):
+            _live_sockets.discard(lsock)
+            lsock.close()
+        self._listeners.clear()
+
+    # ------------------------------------------------------------------ operations
+
+    def make_ref(self) -> Ref:
+        self._ref_n += 1
+        return Ref(self.node.name, self.node.creation, self._ref_base | self._ref_n)
+
+    def deliver(self, dst: Pid, frame: tuple[Any, ...]) -> bool:
+        """Send ``frame`` to ``dst``; False if ``dst`` is known to be unreachable."""
+        if dst == self.pid:
+            self._on_frame_from_self(frame)
+            return True
+        if not self.is_local(dst):
+            return _remote_hooks.send(self, dst, frame)
+        conn = self._connect(dst)
+        if conn is None:
+            return False
+        return self._write(conn, _wire.encode(frame))
+
+    def _on_frame_from_self(self, frame: tuple[Any, ...]) -> None:
+        tag = frame[0]
+        if tag == MSG:
+            self.mailbox.append((MSG, self.pid, frame[1]))
+        elif tag == CAST:
+            self.mailbox.append((CAST, self.pid, frame[1]))
+        elif tag == EXIT:
+            reason = frame[1]
+            if reason == "kill":
+                raise _Die("killed")
+            if self.trap_exit:
+                self.mailbox.append((INFO, None, ExitSignal(self.pid, reason)))
+            else:
+                raise _Die(reason)
+
+    def send(self, dst: Pid, msg: Any) -> None:
+        self.deliver(dst, (MSG, msg))
+
+    def cast(self, dst: Pid, msg: Any) -> None:
+        self.deliver(dst, (CAST, msg))
+
+    def reply(self, to: From, value: Any) -> None:
+        self.deliver(to.pid, (REPLY, to.ref, value))
+
+    def call(self, dst: Pid, request: Any, timeout: float = 5.0) -> Any:
+        return self._request(dst, (CALL, None, request), request, timeout)
+
+    def sys_call(self, dst: Pid, request: Any, timeout: float = 5.0) -> Any:
+        """A request the target's runtime answers itself (names, introspection)."""
+        return self._request(dst, (SYS, None, request), request, timeout)
+
+    def _request(self, dst: Pid, frame: tuple[Any, ...], request: Any, timeout: float) -> Any:
+        if dst == self.pid:
+            raise Exit("calling_self", dst)
+        if self._await_ref is not None:
+            raise RuntimeError("call made while another call of this process waits")
+        ref = self.make_ref()
+        self._await_ref, self._await_pid, self._await_result = ref, dst, None
+        try:
+            if self.is_local(dst):
+                conn = self._connect(dst)
+                if conn is None:
+                    raise Exit(self._down.get(dst, "noproc"), dst)
+                self._write(conn, _wire.encode((frame[0], ref, frame[2])))
+            elif not (
+                _remote_hooks.watch(self, dst)
+                and _remote_hooks.send(self, dst, (frame[0], ref, frame[2]))
+            ):
+                raise Exit("noconnection", dst)
+            deadline = time.monotonic() + timeout
+            while self._await_result is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise CallTimeout(dst, request, timeout)
+                self.pump(remaining)
+            kind, value = self._await_result
+        finally:
+            self._await_ref = self._await_pid = self._await_result = None
+        if kind == "ok":
+            return value
+        raise Exit(value, dst)
+
+    def link(self, pid: Pid) -> None:
+        if pid == self.pid or pid in self.links:
+            return
+        if self.is_local(pid):
+            if self._connect(pid) is None:
+                self.exit_signal(pid, self._down.get(pid, "noproc"), linked=True)
+                return
+        elif not _remote_hooks.watch(self, pid):
+            self.exit_signal(pid, "noconnection", linked=True)
+            return
+        self.links.add(pid)
+        self.deliver(pid, (LINK,))
+
+    def unlink(self, pid: Pid) -> None:
+        if pid in self.links:
+            self.links.discard(pid)
+            self.deliver(pid, (UNLINK,))
+
+    def monitor(self, pid: Pid) -> Ref:
+        ref = self.make_ref()
+        reachable = (
+            self._connect(pid) is not None
+            if self.is_local(pid)
+            else _remote_hooks.watch(self, pid)
+        )
+        if not reachable or pid == self.pid:
+            reason = self._down.get(pid, "noproc" if self.is_local(pid) else "noconnection")
+            self.mailbox.append((INFO, None, Down(ref, pid, reason)))
+            return ref
+        self._monitors[ref] = pid
+        self._watched.setdefault(pid, set()).add(ref)
+        return ref
+
+    def demonitor(self, ref: Ref, flush: bool = False) -> bool:
+        pid = self._monitors.pop(ref, None)
+        if pid is not None:
+            refs = self._watched.get(pid)
+            if refs is not None:
+                refs.discard(ref)
+                if not refs:
+                    del self._watched[pid]
+        if flush:
+            self.mailbox = deque(
+                m for m in self.mailbox
+                if not (m[0] == INFO and isinstance(m[2], Down) and m[2].ref == ref)
+            )
+        return pid is not None
+
+    def exit(self, pid: Pid, reason: Any) -> None:
+        """Send an exit signal. ``"kill"`` to a process of this node is a SIGKILL, so it
+        cannot be trapped or delayed by a busy handler; its peers see ``"killed"``."""
+        if pid == self.pid:
+            self._on_frame_from_self((EXIT, reason))
+            return
+        if reason == "kill" and self.is_local(pid) and self._kill_local(pid):
+            return
+        self.deliver(pid, (EXIT, reason))
+
+    def _kill_local(self, pid: Pid) -> bool:
+        # Only a process of this node (same process group as the node's admin) and only
+        # the very process the pid names (start time checked), never a recycled OS pid.
+        if process_start_ticks(pid.id) != pid.serial:
+            return True  # already gone
+        try:
+            if os.getpgid(pid.id) != node_pgid():
+                return False
+            os.kill(pid.id, signal.SIGKILL)
+        except ProcessLookupError:
+            return True
+        return True
+
+    # ------------------------------------------------------------------ names
+
+    def register(self, name: str) -> bool:
+        """Bind ``name`` to this process; False if another live process holds it."""
+        if name in self._names:
+            return True
+        try:
+            self._listen(name_address(self.node, name), name)
+        except OSError:
+            return False
+        self._names.add(name)
+        return True
+
+    def unregister(self, name: str) -> bool:
+        for fd, (lsock, held) in list(self._listeners.items()):
+            if held == name:
+                with contextlib.suppress(KeyError, ValueError):
+                    self._poll.unregister(fd)
+                del self._listeners[fd]
+                _live_sockets.discard(lsock)
+                lsock.close()
+                self._names.discard(name)
+                return True
+        return False
+
+    def whereis(self, name: str) -> Pid | None:
+        if name in self._names:
+            return self.pid
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(2.0)
+        try:
+            sock.connect(name_address(self.node, name))
+            reader = _wire.FrameReader()
+            while True:
+                data = sock.recv(4096)
+                if not data:
+                    return None
+                frames = reader.feed(data)
+                if frames:
+                    pid = frames[0][1]
+                    return pid if isinstance(pid, Pid) else None
+        except (OSError, FrameError):
+            return None
+        finally:
+            sock.close()
+
+    def _sys(self, peer: Pid, ref: Ref, request: Any) -> None:
+        kind = request[0] if isinstance(request, tuple) and request else None
+        value: Any
+        if kind == "register":
+            value = self.register(request[1])
+        elif kind == "unregister":
+            value = self.unregister(request[1])
+        elif kind == "info":
+            value = {
+                "pid": self.pid,
+                "links": sorted(self.links, key=repr),
+                "monitors": len(self._monitors),
+                "message_queue_len": len(self.mailbox),
+                "trap_exit": self.trap_exit,
+                "registered_names": sorted(self._names),
+            }
+        else:
+            value = ("error", ("unknown_sys_request", request))
+        self.deliver(peer, (REPLY, ref, value))
+
+    # ------------------------------------------------------------------ spawning
+
+    def await_start(
+        self, token: Ref, link: bool, alive: Callable[[], bool]
+    ) -> tuple[Any, ...]:
+        """Wait for a spawned child's STARTED report (OTP's start_link waits without a
+        time limit; a child that dies before it reports is an error, not a hang)."""
+        if link:
+            self._linking.add(token)
+        try:
+            while token not in self._started:
+                self.pump(0.05)
+                if token not in self._started and not alive():
+                    self.pump(0.01)
+                    if token not in self._started:
+                        return ("error", "killed")
+            return self._started.pop(token)
+        finally:
+            self._linking.discard(token)
+
+
+_node_pgid: int | None = None
+
+
+def node_pgid() -> int:
+    """The process group of this node's processes (every actor, its admin and logger)."""
+    return _node_pgid if _node_pgid is not None else os.getpgrp()
+
+
+def set_node_pgid(pgid: int) -> None:
+    global _node_pgid
+    _node_pgid = pgid

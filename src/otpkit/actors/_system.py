@@ -1,0 +1,272 @@
+"""A node's local Thespian actor system: loopback only, authenticated, nothing left behind.
+
+Three things Thespian 4.0.1 does not do, done here before its system starts (the admin
+and every actor are forked from this process, so they inherit all of it):
+
+* **Bind to loopback.** Thespian binds every socket to 0.0.0.0 whatever
+  ``THESPIAN_BASE_IPADDR`` says; the address classes are patched to bind to the address
+  they advertise (127.0.0.1).
+* **Authenticate what it unpickles.** Thespian unpickles anything that reaches its ports.
+  Its serializer is replaced by one that signs each pickle with this process's random key
+  and refuses (without unpickling) any blob whose tag does not verify. Thespian's two
+  constant ACK packets are let through by exact match.
+* **No orphans.** The admin daemonizes itself (new session, parent 1). It gets a
+  *lifeline*: the read end of a pipe whose only write end this process holds; a thread in
+  the admin blocks on it, and when this process dies by any signal the read returns and
+  the admin SIGKILLs its process group - the admin, its logger and every actor of the
+  node (none of them leaves the group). Below the admin, each process dies with its
+  parent (``PR_SET_PDEATHSIG``), Thespian's logger included.
+
+Actor stdio goes to the node's log file, never to the starter's pipes (a test runner
+reading this process's output would otherwise wait for the node's processes to exit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+os.environ.setdefault("THESPIAN_BASE_IPADDR", "127.0.0.1")
+
+from thespian.actors import ActorSystem  # noqa: E402
+from thespian.system import multiprocCommon  # noqa: E402
+from thespian.system.transport import IPBase, TCPTransport  # noqa: E402
+
+from otpkit.actors import _host, _runtime, _wire  # noqa: E402
+from otpkit.actors._pid import Pid, Ref  # noqa: E402
+from otpkit.errors import FrameError, NodeError  # noqa: E402
+
+log = logging.getLogger("otpkit.node")
+
+_PLAIN_ACKS = {pickle.dumps("ACK"): "ACK", pickle.dumps("ACK+DATAERR"): "ACK+DATAERR"}
+
+
+class SignedPickle:
+    """Thespian's serializer, with every pickle signed by the node's key."""
+
+    @staticmethod
+    def dumps(obj: Any) -> bytes:
+        return _wire.sign(pickle.dumps(obj))
+
+    @staticmethod
+    def loads(data: bytes) -> Any:
+        ack = _PLAIN_ACKS.get(bytes(data))
+        if ack is not None:
+            return ack
+        try:
+            body = _wire.verify(bytes(data))
+        except FrameError:
+            log.warning("refused an unauthenticated Thespian packet (%d bytes)", len(data))
+            raise
+        return pickle.loads(body)
+
+
+def _loopback_bind_args(self: Any) -> tuple[Any, ...]:
+    return (self.sockname,)
+
+
+# What the admin needs, set just before it is forked (inherited, never sent).
+_admin_boot: dict[str, Any] | None = None
+
+
+class _OtpkitAdmin(multiprocCommon.MultiProcAdmin):  # type: ignore[misc, name-defined]
+    """Thespian's admin, started with stdio on the log file and the lifeline armed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        boot = _admin_boot
+        if boot is not None:
+            _redirect_stdio(boot["log_path"])
+            threading.Thread(
+                target=_watch_lifeline, args=(boot["lifeline"],), daemon=True,
+                name="otpkit-lifeline",
+            ).start()
+        super().__init__(*args, **kwargs)
+
+
+def _redirect_stdio(log_path: str) -> None:
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    os.close(null)
+
+
+def _watch_lifeline(fd: int) -> None:
+    while True:
+        try:
+            os.read(fd, 1)
+        except InterruptedError:
+            continue
+        except OSError:
+            pass
+        break
+    os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+_original_logger_start = multiprocCommon.startupASLogger
+
+
+def _logger_start(*args: Any, **kwargs: Any) -> Any:
+    _host._set_parent_death_signal()
+    return _original_logger_start(*args, **kwargs)
+
+
+_patched = False
+
+
+def patch_thespian() -> None:
+    """Apply the loopback, serializer and orphan fixes (idempotent)."""
+    global _patched
+    if _patched:
+        return
+    TCPTransport.serializer = SignedPickle
+    IPBase.IPActorAddress.bindArgs = property(_loopback_bind_args)
+    multiprocCommon.MultiProcAdmin = _OtpkitAdmin
+    multiprocCommon.startupASLogger = _logger_start
+    _patched = True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LocalSystem:
+    """A started node's actor system, as seen from the program that started it."""
+
+    asys: Any
+    admin_port: int
+    lifeline: int
+    kernel: Pid
+    pgid: int
+    log_path: str
+
+    def node_pids(self) -> list[int]:
+        """OS pids of every live process of the node (its process group)."""
+        return pids_in_group(self.pgid)
+
+
+def pids_in_group(pgid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        if fields[0] != b"Z" and int(fields[2]) == pgid:
+            out.append(int(entry))
+    return out
+
+
+_start_lock = threading.Lock()
+
+
+def start_local_system(
+    client: Any,
+    kernel_target: Any,
+    kernel_args: tuple[Any, ...],
+    log_path: str,
+    log_level: int,
+    start_timeout: float,
+) -> LocalSystem:
+    """Start the admin and the node's kernel process; the kernel reports to ``client``."""
+    global _admin_boot
+    patch_thespian()
+    token: Ref = client.make_ref()
+    _wire.node_key()  # made before the fork, so the admin and actors share it
+    os.environ["THESPLOG_FILE"] = log_path + ".thespian"
+    os.environ.setdefault("THESPLOG_THRESHOLD", "WARNING")
+    with _start_lock:
+        read_end, write_end = os.pipe()
+        _runtime.close_in_children(write_end)
+        _admin_boot = {"lifeline": read_end, "log_path": log_path}
+        _host._pending = _host.SpawnPayload(
+            node=client.node,
+            target=kernel_target,
+            args=kernel_args,
+            kwargs={},
+            parent=client.pid,
+            parent_ospid=None,
+            link=False,
+            name=None,
+            token=token,
+            log_level=log_level,
+        )
+        port = free_port()
+        try:
+            asys = ActorSystem(
+                "multiprocTCPBase",
+                {"Admin Port": port},
+                logDefs=_thespian_log_defs(log_path),
+                transientUnique=True,
+            )
+        finally:
+            _admin_boot = None
+            os.close(read_end)
+        try:
+            asys.createActor(_host.Host)
+        finally:
+            _host._pending = None
+    deadline = time.monotonic() + start_timeout
+    result: tuple[Any, ...] | None = None
+    while time.monotonic() < deadline:
+        client.pump(0.05)
+        if token in client._started:
+            result = client._started.pop(token)
+            break
+    if result is None or result[0] != "ok":
+        os.close(write_end)
+        raise NodeError(f"the node's kernel did not start: {result!r} (log: {log_path})")
+    kernel: Pid = result[1]
+    pgid = os.getpgid(kernel.id)
+    return LocalSystem(asys, port, write_end, kernel, pgid, log_path)
+
+
+def halt_local_system(system: LocalSystem, wait: float = 5.0) -> list[int]:
+    """Close the lifeline (the admin kills the node's process group) and wait until the
+    group is empty. Returns the OS pids still alive after ``wait`` (empty on success)."""
+    with contextlib.suppress(OSError):
+        os.close(system.lifeline)
+    deadline = time.monotonic() + wait
+    left = pids_in_group(system.pgid)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.02)
+        left = pids_in_group(system.pgid)
+    if left and system.pgid != os.getpgrp():
+        with contextlib.suppress(OSError):
+            os.killpg(system.pgid, signal.SIGKILL)
+        time.sleep(0.05)
+        left = pids_in_group(system.pgid)
+    return left
+
+
+def _thespian_log_defs(log_path: str) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s thespian %(message)s"}},
+        "handlers": {
+            "file": {
+                "class": "logging.FileHandler",
+                "filename": log_path,
+                "formatter": "plain",
+                "level": logging.WARNING,
+            }
+        },
+        "root": {"handlers": ["file"], "level": logging.WARNING},
+    }

@@ -1,0 +1,220 @@
+"""Node: one per OS process tree; starts the local actor system and its kernel.
+
+In this foundation the node holds the actor system and the kernel supervisor; dist,
+discovery, the registry and the scheduler plug in here as they land.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import tempfile
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from otpkit.actors import _api, _runtime, _system
+from otpkit.actors._client import ClientRuntime
+from otpkit.actors._pid import Pid
+from otpkit.actors._runtime import NodeIdentity
+from otpkit.errors import NodeError, StartError
+from otpkit.supervision import ChildSpec, SupFlags, Supervisor, start_child
+
+log = logging.getLogger("otpkit.node")
+
+
+class Kernel(Supervisor):
+    """The root of a node's tree (OTP's kernel_sup). If it gives up - or ends in any
+    other way - the whole node stops: every process of its process group is killed, as
+    a BEAM node halts when its kernel dies. It also starts processes on behalf of the
+    program that started the node."""
+
+    def setup(  # type: ignore[override]
+        self,
+        children: list[Any] | tuple[Any, ...] = (),
+        intensity: int = 3,
+        period: float = 5,
+    ) -> Any:
+        return SupFlags("one_for_one", intensity, period), list(children)
+
+    def handle_call(self, request: Any, from_: Any) -> Any:
+        if isinstance(request, tuple) and request and request[0] == "$spawn":
+            _, target, args, kwargs, name, options = request
+            return self._rt.spawn(target, args, kwargs, link=False, name=name, options=options)
+        if request == ("$stop",):
+            self._stop_all()
+            self._children.clear()
+            return "ok"
+        return super().handle_call(request, from_)
+
+    def halt_node_on_exit(self, reason: Any) -> bool:
+        return True
+
+
+_one_node = threading.Lock()
+_running: Node | None = None
+
+
+class Node:
+    """A node: its Thespian system (loopback, authenticated), kernel and client.
+
+    ``Node(name).start()`` returns once the kernel runs; from then on this program is an
+    otpkit process too (``otpkit.call``, ``spawn``, ``monitor`` work here, and exit
+    signals arrive as messages: see :meth:`receive`). ``stop()`` stops the tree in OTP
+    order and leaves no process of the node. Both are idempotent. One node per program.
+
+    If this program dies - by any signal - every process of the node dies with it.
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        children: list[ChildSpec | Mapping[str, Any]] | tuple[Any, ...] = (),
+        kernel_intensity: int = 3,
+        kernel_period: float = 5,
+        log_dir: str | None = None,
+        log_level: int = logging.INFO,
+        start_timeout: float = 30.0,
+    ) -> None:
+        self.name = name or f"otpkit{os.getpid()}@127.0.0.1"
+        if "@" not in self.name:
+            raise NodeError(f"node name {self.name!r}: expected 'app@host'")
+        self._children = list(children)
+        self._kernel_args = (self._children, kernel_intensity, kernel_period)
+        self._log_dir = log_dir
+        self._log_level = log_level
+        self._start_timeout = start_timeout
+        self._system: _system.LocalSystem | None = None
+        self._client: ClientRuntime | None = None
+        self.creation = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> Node:
+        global _running
+        if self._system is not None:
+            return self
+        with _one_node:
+            if _running is not None:
+                raise NodeError(f"this program already runs node {_running.name!r}")
+            _running = self
+        try:
+            self.creation = secrets.randbits(31) | 1
+            identity = NodeIdentity(self.name, self.creation)
+            log_dir = self._log_dir or tempfile.mkdtemp(prefix="otpkit-")
+            os.makedirs(log_dir, exist_ok=True)
+            log_path = os.path.join(log_dir, f"{self.name}.log")
+            client = ClientRuntime(identity)
+            _runtime.set_current(client)
+            self._client = client
+            self._system = _system.start_local_system(
+                client, Kernel, self._kernel_args, log_path, self._log_level,
+                self._start_timeout,
+            )
+            client.kernel = self._system.kernel
+            _runtime.set_node_pgid(self._system.pgid)
+            log.info("node %s started (kernel %r, log %s)", self.name, client.kernel, log_path)
+        except BaseException:
+            with _one_node:
+                _running = None
+            _runtime.set_current(None)
+            self._client = None
+            raise
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the tree (reverse start order, each child's shutdown honoured), then
+        every process of the node. Returns when none is left."""
+        global _running
+        system = self._system
+        if system is None:
+            return
+        client = self._client
+        try:
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.call(system.kernel, ("$stop",), timeout)
+        finally:
+            left = _system.halt_local_system(system)
+            self._system = None
+            if client is not None:
+                client.goodbye("normal")
+            _runtime.set_current(None)
+            _runtime.set_node_pgid(os.getpgrp())
+            self._client = None
+            with _one_node:
+                _running = None
+            if left:
+                raise NodeError(f"node {self.name}: processes {left} survived the stop")
+
+    def __enter__(self) -> Node:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ access
+
+    @property
+    def running(self) -> bool:
+        return self._system is not None
+
+    @property
+    def kernel(self) -> Pid:
+        return self._require().kernel
+
+    @property
+    def pid(self) -> Pid:
+        """This program's own pid in the node."""
+        if self._client is None:
+            raise NodeError("node not started")
+        return self._client.pid
+
+    @property
+    def log_path(self) -> str:
+        return self._require().log_path
+
+    @property
+    def admin_port(self) -> int:
+        return self._require().admin_port
+
+    def os_pids(self) -> list[int]:
+        """OS pids of every process of the node (admin, logger, actors)."""
+        return self._require().node_pids()
+
+    def _require(self) -> _system.LocalSystem:
+        if self._system is None:
+            raise NodeError(f"node {self.name} is not running")
+        return self._system
+
+    def start_child(self, spec: ChildSpec | Mapping[str, Any]) -> Any:
+        """Start a child under the kernel (an application's root supervisor)."""
+        return start_child(self.kernel, spec)
+
+    def spawn(self, target: Any, *args: Any, name: str | None = None, **kwargs: Any) -> Any:
+        """Start an actor process owned by this program (not linked)."""
+        self._require()
+        return _api.spawn(target, *args, name=name, **kwargs)
+
+    def spawn_link(self, target: Any, *args: Any, name: str | None = None, **kwargs: Any) -> Any:
+        """Start an actor linked to this program; its exit arrives as an ExitSignal."""
+        self._require()
+        return _api.spawn_link(target, *args, name=name, **kwargs)
+
+    def receive(self, timeout: float | None = 5.0) -> Any:
+        """The next message to this program (``Down``, ``ExitSignal``, sends)."""
+        if self._client is None:
+            raise NodeError("node not started")
+        return self._client.receive(timeout)
+
+    def flush(self) -> list[Any]:
+        """Every message already waiting for this program."""
+        if self._client is None:
+            raise NodeError("node not started")
+        return self._client.flush()
+
+
+__all__ = ["Kernel", "Node", "StartError"]
