@@ -97,18 +97,24 @@ def _set_parent_death_signal() -> None:
 
 def _fresh_logging(level: int) -> None:
     # Thespian points logging at its logger process through its transport, which only
-    # flushes when the actor returns to Thespian's loop; a crash report written just
-    # before the process exits would be lost. Write straight to stderr instead: the
-    # node's log file, opened for appending by the admin.
-    root = logging.RootLogger(level)
+    # flushes when the actor returns to Thespian's loop: a crash report written just
+    # before the process exits would be lost. Put back the logging tree this process
+    # inherited (module loggers still hang from it), drop the handlers of the program
+    # that started the node, and write to stderr: the node's log file, opened for
+    # appending by the admin.
+    manager = log.manager
+    root = manager.root
     logging.root = root
     logging.Logger.root = root
-    logging.Logger.manager = logging.Manager(root)
+    logging.Logger.manager = manager
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
     )
     root.addHandler(handler)
+    root.setLevel(level)
 
 
 def reason_of(exc: BaseException) -> Any:
