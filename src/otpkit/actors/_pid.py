@@ -27,6 +27,10 @@ class Pid:
     def __repr__(self) -> str:
         return f"<{self.node}.{self.id}>"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # dataclasses' generic slot pickling walks fields() on every load: 5x slower
+        return (Pid, (self.node, self.creation, self.id, self.serial))
+
 
 @dataclass(frozen=True, slots=True)
 class Ref:
@@ -38,6 +42,9 @@ class Ref:
 
     def __repr__(self) -> str:
         return f"#Ref<{self.node}.{self.n & 0xFFFFFFFF}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Ref, (self.node, self.creation, self.n))
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,8 @@ INFO = 100  # (INFO, None, message) - Down, ExitSignal, timer messages
 _POLLIN = select.POLLIN | select.POLLPRI
 _POLLERR = select.POLLERR | select.POLLHUP | select.POLLNVAL
 _DOWN_MEMORY = 4096
+# below the allocator's mmap threshold: a larger buffer costs an mmap per read
+_RECV_SIZE = 65536
 
 
 class _Die(BaseException):  # noqa: N818 - a control-flow signal, not an error
@@ -357,7 +359,7 @@ class Runtime:
     def _read(self, conn: _Conn) -> None:
         while not conn.closed:
             try:
-                data = conn.sock.recv(262144)
+                data = conn.sock.recv(_RECV_SIZE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -375,7 +377,7 @@ class Runtime:
                 self._on_frame(conn, frame)
                 if conn.closed:
                     return
-            if len(data) < 262144:
+            if len(data) < _RECV_SIZE:
                 return
 
     def _on_eof(self, conn: _Conn, protocol_error: bool = False) -> None:
@@ -384,10 +386,18 @@ class Runtime:
         if peer is None or peer in self._down or protocol_error:
             return
         # A BYE may wait on the peer's other connection: read it before concluding.
+        self._settle()
         for other in list(self._by_peer.get(peer, ())):
             self._read(other)
         if peer not in self._down:
             self.peer_down(peer, "killed")
+
+    def _settle(self) -> None:
+        """Accept pending connections and read the ones not introduced yet."""
+        for lsock, name in list(self._listeners.values()):
+            self._accept(lsock, name)
+        for conn in [c for c in self._conns.values() if c.peer is None]:
+            self._read(conn)
 
     def _on_frame(self, conn: _Conn, frame: Any) -> None:
         try:
@@ -443,7 +453,9 @@ class Runtime:
         self._down[peer] = reason
         if len(self._down) > _DOWN_MEMORY:
             self._down.popitem(last=False)
-        # whatever the peer sent before it ended comes first
+        # whatever the peer sent before it ended comes first, including on a connection
+        # it opened that is not accepted or not introduced yet
+        self._settle()
         for conn in list(self._by_peer.get(peer, ())):
             self._read(conn)
         for conn in list(self._by_peer.get(peer, ())):
@@ -550,7 +562,7 @@ class Runtime:
             if self.is_local(dst):
                 conn = self._connect(dst)
                 if conn is None:
-                    raise Exit(self._down.get(dst, "noproc"), dst)
+                    raise Exit("noproc", dst)
                 self._write(conn, _wire.encode((frame[0], ref, frame[2])))
             elif not (
                 _remote_hooks.watch(self, dst)
@@ -575,7 +587,7 @@ class Runtime:
             return
         if self.is_local(pid):
             if self._connect(pid) is None:
-                self.exit_signal(pid, self._down.get(pid, "noproc"), linked=True)
+                self.exit_signal(pid, "noproc", linked=True)
                 return
         elif not _remote_hooks.watch(self, pid):
             self.exit_signal(pid, "noconnection", linked=True)
@@ -596,7 +608,7 @@ class Runtime:
             else _remote_hooks.watch(self, pid)
         )
         if not reachable or pid == self.pid:
-            reason = self._down.get(pid, "noproc" if self.is_local(pid) else "noconnection")
+            reason = "noproc" if self.is_local(pid) else "noconnection"
             self.mailbox.append((INFO, None, Down(ref, pid, reason)))
             return ref
         self._monitors[ref] = pid

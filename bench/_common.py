@@ -1,0 +1,339 @@
+"""Shared plumbing of the benchmark scripts (not a benchmark itself).
+
+Every benchmark script runs in three roles:
+
+* the *driver* (no ``--role``): starts one subprocess per measured system, one after
+  the other, collects their JSON results, prints a summary on stderr and one JSON line
+  per figure on stdout;
+* ``--role otpkit``: starts an otpkit node (one node per OS process) and measures it;
+* ``--role thespian``: starts a raw Thespian ``multiprocTCPBase`` system (no otpkit) on
+  its own admin port and measures the peer.
+
+Each subprocess gets a unique marker in its environment. Every process forked from it
+(Thespian's admin daemonizes itself into a new session, so neither the parent chain nor
+the process group finds it) shows that marker in ``/proc/PID/environ``: the driver uses
+it to prove that nothing is left behind, and the roles use it to find every process of
+their system and to check that none of them holds a socket bound to anything but
+loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+MARKER_VAR = "OTPKIT_BENCH_TAG"
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100), linear interpolation between closest ranks."""
+    if not values:
+        return math.nan
+    data = sorted(values)
+    if len(data) == 1:
+        return float(data[0])
+    pos = (len(data) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(data) - 1)
+    return float(data[lo] + (data[hi] - data[lo]) * (pos - lo))
+
+
+def summary(values: Sequence[float]) -> dict[str, float]:
+    return {
+        "n": len(values),
+        "min": float(min(values)),
+        "p50": percentile(values, 50),
+        "p90": percentile(values, 90),
+        "p99": percentile(values, 99),
+        "max": float(max(values)),
+        "mean": float(sum(values) / len(values)),
+    }
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def figure(
+    name: str,
+    value: float,
+    unit: str,
+    peer: str | None = None,
+    peer_value: float | None = None,
+    digits: int = 3,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"figure": name, "value": round(value, digits), "unit": unit}
+    if peer is not None and peer_value is not None:
+        out["peer"] = peer
+        out["peer_value"] = round(peer_value, digits)
+        out["ratio"] = round(value / peer_value, 3) if peer_value else None
+    return out
+
+
+def emit(figures: Iterable[dict[str, Any]]) -> None:
+    for fig in figures:
+        print(json.dumps(fig), flush=True)
+
+
+def say(*lines: str) -> None:
+    for line in lines:
+        print(line, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def marker() -> str | None:
+    return os.environ.get(MARKER_VAR)
+
+
+def marked_pids(tag: str) -> list[int]:
+    """Live (non-zombie) processes whose initial environment carries ``tag``."""
+    needle = f"{MARKER_VAR}={tag}".encode() + b"\0"
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read()
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if needle in env and stat[stat.rindex(b")") + 2 :][:1] != b"Z":
+            out.append(int(entry))
+    return sorted(out)
+
+
+def my_system_pids() -> list[int]:
+    """Every process of this role's system (forked from it), this process excluded."""
+    tag = marker()
+    if tag is None:
+        return []
+    return [p for p in marked_pids(tag) if p != os.getpid()]
+
+
+def _socket_table() -> dict[int, tuple[str, str, int]]:
+    """inode -> (proto, local address, local port) for every IP socket of the host."""
+    table: dict[int, tuple[str, str, int]] = {}
+    for proto in ("tcp", "tcp6", "udp", "udp6"):
+        try:
+            with open(f"/proc/net/{proto}") as f:
+                lines = f.readlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, inode = fields[1], int(fields[9])
+            addr_hex, port_hex = local.split(":")
+            raw = bytes.fromhex(addr_hex)
+            if len(raw) == 4:
+                addr = socket.inet_ntop(socket.AF_INET, raw[::-1])
+            else:
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+                addr = socket.inet_ntop(socket.AF_INET6, words)
+            table[inode] = (proto, addr, int(port_hex, 16))
+    return table
+
+
+_LOOPBACK = ("127.", "::1", "::ffff:127.")
+
+
+def non_loopback_sockets(pids: Iterable[int]) -> list[str]:
+    """Sockets of ``pids`` bound to a port on an address other than loopback."""
+    table = _socket_table()
+    bad = []
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if not target.startswith("socket:["):
+                continue
+            entry = table.get(int(target[8:-1]))
+            if entry is None:
+                continue  # a Unix socket
+            proto, addr, port = entry
+            if port and not addr.startswith(_LOOPBACK):
+                bad.append(f"pid {pid}: {proto} {addr}:{port}")
+    return bad
+
+
+def pss_kb(pid: int) -> dict[str, int]:
+    """Rss, Pss and USS (private clean + dirty) of one process, in kB."""
+    out = {"rss": 0, "pss": 0, "uss": 0}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            parts = rest.split()
+            if not parts:
+                continue
+            if key == "Rss":
+                out["rss"] = int(parts[0])
+            elif key == "Pss":
+                out["pss"] = int(parts[0])
+            elif key in ("Private_Clean", "Private_Dirty"):
+                out["uss"] += int(parts[0])
+    return out
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --------------------------------------------------------------------------- raw Thespian
+
+
+def loopback_only_thespian() -> None:
+    """Make raw Thespian bind its sockets to the address it advertises (127.0.0.1).
+
+    Thespian 4.0.1 binds every socket to 0.0.0.0 (DESIGN.md §2); the benchmarks must bind
+    nothing but loopback. This changes the bind address only - no serializer, no other
+    behaviour - so the peer stays raw Thespian.
+    """
+    os.environ["THESPIAN_BASE_IPADDR"] = "127.0.0.1"
+    from thespian.system.transport import IPBase
+
+    IPBase.IPActorAddress.bindArgs = property(lambda self: (self.sockname,))
+
+
+def raw_log_defs(log_path: str) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(message)s"}},
+        "handlers": {
+            "file": {
+                "class": "logging.FileHandler",
+                "filename": log_path,
+                "formatter": "plain",
+                "level": "WARNING",
+            }
+        },
+        "root": {"handlers": ["file"], "level": "WARNING"},
+    }
+
+
+def start_raw_system(workdir: str) -> Any:
+    """A raw multiprocTCPBase system on a free loopback admin port."""
+    loopback_only_thespian()
+    os.environ["THESPLOG_FILE"] = os.path.join(workdir, "thespian-internal.log")
+    os.environ.setdefault("THESPLOG_THRESHOLD", "WARNING")
+    from thespian.actors import ActorSystem
+
+    return ActorSystem(
+        "multiprocTCPBase",
+        {"Admin Port": free_port()},
+        logDefs=raw_log_defs(os.path.join(workdir, "thespian.log")),
+        transientUnique=True,
+    )
+
+
+def stop_raw_system(asys: Any) -> None:
+    """Shut the raw system down and wait until none of its processes is left."""
+    with contextlib.suppress(Exception):
+        asys.shutdown()
+    deadline = time.monotonic() + 10
+    left = my_system_pids()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = my_system_pids()
+    for pid in left:  # should not happen; never leave anything behind
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def parse_args(description: str) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--quick", action="store_true", help="short smoke run (< 20 s)")
+    ap.add_argument("--role", choices=("otpkit", "thespian"), help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    return ap.parse_args()
+
+
+def write_result(path: str, result: dict[str, Any]) -> None:
+    result.setdefault("non_loopback", [])
+    with open(path + ".tmp", "w") as f:
+        json.dump(result, f)
+    os.replace(path + ".tmp", path)
+
+
+def run_role(script: str, role: str, quick: bool, timeout: float = 900) -> dict[str, Any]:
+    """Run ``script --role role`` in its own process (stdio to a file, never a pipe of
+    ours: actor processes inherit it) and return its JSON result. Fails loudly if the
+    role fails, leaves a process behind, or bound a non-loopback socket."""
+    tag = uuid.uuid4().hex
+    workdir = tempfile.mkdtemp(prefix=f"otpkit-bench-{role}-")
+    out_path = os.path.join(workdir, "result.json")
+    log_path = os.path.join(workdir, "role.log")
+    env = dict(os.environ)
+    env[MARKER_VAR] = tag
+    env["THESPIAN_BASE_IPADDR"] = "127.0.0.1"
+    env["OTPKIT_BENCH_WORKDIR"] = workdir
+    cmd = [sys.executable, script, "--role", role, "--out", out_path]
+    if quick:
+        cmd.append("--quick")
+    started = time.monotonic()
+    with open(log_path, "ab") as log:
+        try:
+            proc = subprocess.run(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                timeout=timeout, check=False,
+            )
+            rc = proc.returncode
+        except subprocess.TimeoutExpired:
+            rc = -999
+    left = marked_pids(tag)
+    for pid in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    elapsed = time.monotonic() - started
+    if rc != 0 or not os.path.exists(out_path):
+        with open(log_path, errors="replace") as f:
+            tail = f.read()[-4000:]
+        raise RuntimeError(f"role {role} failed (rc={rc}); log {log_path}:\n{tail}")
+    with open(out_path) as f:
+        result: dict[str, Any] = json.load(f)
+    if left:
+        raise RuntimeError(f"role {role} left processes behind: {left} (killed them)")
+    if result.get("non_loopback"):
+        raise RuntimeError(f"role {role} bound non-loopback sockets: {result['non_loopback']}")
+    result["_elapsed_s"] = elapsed
+    result["_log"] = log_path
+    return result
+
+
+def role_main(args: argparse.Namespace, roles: dict[str, Callable[[bool], dict[str, Any]]]) -> int:
+    if args.role is None or args.out is None:
+        raise SystemExit("--role needs --out")
+    result = roles[args.role](args.quick)
+    write_result(args.out, result)
+    return 0
+
+
+def workdir() -> str:
+    return os.environ.get("OTPKIT_BENCH_WORKDIR") or tempfile.mkdtemp(prefix="otpkit-bench-")
