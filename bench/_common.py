@@ -337,3 +337,14 @@ def role_main(args: argparse.Namespace, roles: dict[str, Callable[[bool], dict[s
 
 def workdir() -> str:
     return os.environ.get("OTPKIT_BENCH_WORKDIR") or tempfile.mkdtemp(prefix="otpkit-bench-")
+
+
+def peek_role() -> str | None:
+    """The ``--role`` of this invocation, read before the heavy imports happen."""
+    argv = sys.argv
+    for i, arg in enumerate(argv):
+        if arg == "--role" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--role="):
+            return arg.split("=", 1)[1]
+    return None

@@ -40,15 +40,19 @@ def _rounds(quick: bool) -> tuple[int, int]:
 
 # --------------------------------------------------------------------------- otpkit
 
-import otpkit  # noqa: E402
+# Each role imports only its own system: the raw Thespian peer must not carry otpkit's
+# modules (its actors are forked from this program and would share them).
+ROLE = c.peek_role()
 
+if ROLE == "otpkit":
+    import otpkit
 
-class Worker(otpkit.Actor):
-    def init(self) -> None:
-        self.born = time.monotonic_ns()
+    class Worker(otpkit.Actor):
+        def init(self) -> None:
+            self.born = time.monotonic_ns()
 
-    def handle_call(self, request: Any, from_: Any) -> Any:
-        return (os.getpid(), self.born)
+        def handle_call(self, request: Any, from_: Any) -> Any:
+            return (os.getpid(), self.born)
 
 
 def run_otpkit(quick: bool) -> dict[str, Any]:
@@ -109,39 +113,37 @@ def run_otpkit(quick: bool) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- raw Thespian
 
-from thespian.actors import Actor as ThespianActor  # noqa: E402
-from thespian.actors import ChildActorExited  # noqa: E402
+if ROLE == "thespian":
+    from thespian.actors import Actor as ThespianActor
+    from thespian.actors import ChildActorExited
 
+    class FloorChild(ThespianActor):
+        def __init__(self) -> None:
+            self.born = time.monotonic_ns()
+            super().__init__()
 
-class FloorChild(ThespianActor):
-    def __init__(self) -> None:
-        self.born = time.monotonic_ns()
-        super().__init__()
+        def receiveMessage(self, msg: Any, sender: Any) -> None:  # noqa: N802
+            if msg == "ping":
+                self.send(sender, ("pong", os.getpid(), self.born))
 
-    def receiveMessage(self, msg: Any, sender: Any) -> None:  # noqa: N802
-        if msg == "ping":
-            self.send(sender, ("pong", os.getpid(), self.born))
+    class FloorParent(ThespianActor):
+        def __init__(self) -> None:
+            super().__init__()
+            self.child: Any = None
+            self.asker: Any = None
 
-
-class FloorParent(ThespianActor):
-    def __init__(self) -> None:
-        super().__init__()
-        self.child: Any = None
-        self.asker: Any = None
-
-    def receiveMessage(self, msg: Any, sender: Any) -> None:  # noqa: N802
-        if msg == "start":
-            self.child = self.createActor(FloorChild)
-            self.send(sender, "started")
-        elif msg == "getpid":
-            self.asker = sender
-            self.send(self.child, "ping")
-        elif isinstance(msg, ChildActorExited):
-            if self.child is not None and str(msg.childAddress) == str(self.child):
+        def receiveMessage(self, msg: Any, sender: Any) -> None:  # noqa: N802
+            if msg == "start":
                 self.child = self.createActor(FloorChild)
+                self.send(sender, "started")
+            elif msg == "getpid":
+                self.asker = sender
                 self.send(self.child, "ping")
-        elif isinstance(msg, tuple) and msg[:1] == ("pong",):
-            if self.asker is not None:
+            elif isinstance(msg, ChildActorExited):
+                if self.child is not None and str(msg.childAddress) == str(self.child):
+                    self.child = self.createActor(FloorChild)
+                    self.send(self.child, "ping")
+            elif isinstance(msg, tuple) and msg[:1] == ("pong",) and self.asker is not None:
                 self.send(self.asker, msg)
 
 

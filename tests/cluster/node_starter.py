@@ -1,0 +1,51 @@
+"""Run as a script by the no-orphan tests: start a node with a small tree, print its
+pids as one JSON line, then wait (for stdin to close, or to be killed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import otpkit
+from otpkit import Actor, ChildSpec, Supervisor
+
+
+class Worker(Actor):
+    def handle_call(self, request, from_):
+        return os.getpid()
+
+
+def main() -> None:
+    log_dir = sys.argv[1]
+    inner = ChildSpec(
+        "inner", Supervisor,
+        kwargs={"children": [ChildSpec("w3", Worker), ChildSpec("w4", Worker)]},
+    )
+    app = ChildSpec(
+        "app", Supervisor,
+        kwargs={"children": [ChildSpec("w1", Worker), ChildSpec("w2", Worker), inner]},
+    )
+    node = otpkit.Node("starter@127.0.0.1", children=[app], log_dir=log_dir).start()
+    app_pid = otpkit.which_children(node.kernel)[0].pid
+    rows = {c.id: c.pid for c in otpkit.which_children(app_pid)}
+    inner_rows = {c.id: c.pid for c in otpkit.which_children(rows["inner"])}
+    kernel_ppid = int(open(f"/proc/{node.kernel.id}/stat").read().rsplit(")", 1)[1].split()[1])
+    print(json.dumps({
+        "starter": os.getpid(),
+        "admin": kernel_ppid,
+        "kernel": node.kernel.id,
+        "app": app_pid.id,
+        "w1": rows["w1"].id,
+        "w2": rows["w2"].id,
+        "inner": rows["inner"].id,
+        "w3": inner_rows["w3"].id,
+        "w4": inner_rows["w4"].id,
+        "all": node.os_pids(),
+    }), flush=True)
+    sys.stdin.read()
+    node.stop()
+
+
+if __name__ == "__main__":
+    main()
