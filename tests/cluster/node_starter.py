@@ -26,7 +26,11 @@ def main() -> None:
         "app", Supervisor,
         kwargs={"children": [ChildSpec("w1", Worker), ChildSpec("w2", Worker), inner]},
     )
-    node = otpkit.Node("starter@127.0.0.1", children=[app], log_dir=log_dir).start()
+    fragile = len(sys.argv) > 2 and sys.argv[2] == "fragile"
+    node = otpkit.Node(
+        "starter@127.0.0.1", children=[app], log_dir=log_dir,
+        kernel_intensity=0 if fragile else 3,
+    ).start()
     app_pid = otpkit.which_children(node.kernel)[0].pid
     rows = {c.id: c.pid for c in otpkit.which_children(app_pid)}
     inner_rows = {c.id: c.pid for c in otpkit.which_children(rows["inner"])}
@@ -43,7 +47,12 @@ def main() -> None:
         "w4": inner_rows["w4"].id,
         "all": node.os_pids(),
     }), flush=True)
-    sys.stdin.read()
+    for line in sys.stdin:
+        if line.strip() == "ping":
+            try:
+                print("pong", otpkit.call(rows["w1"], "ping", timeout=10), flush=True)
+            except otpkit.OtpkitError as exc:
+                print("error", exc, flush=True)
     node.stop()
 
 

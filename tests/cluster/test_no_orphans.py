@@ -94,3 +94,21 @@ def test_kill_9_of_a_supervisor_takes_its_subtree_only(started):
     assert gone_within(subtree, 2.0) == []
     # the kernel restarts the app supervisor; the rest of the node lives on
     assert live_pids([info["admin"], info["kernel"]]) == sorted([info["admin"], info["kernel"]])
+
+
+def test_kernel_giving_up_stops_every_process_of_the_node(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, STARTER, str(tmp_path), "fragile"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    info: dict = {}
+    try:
+        info = json.loads(proc.stdout.readline())
+        # kernel intensity 0: the app supervisor's death is one restart too many
+        os.kill(info["app"], signal.SIGKILL)
+        assert gone_within(info["all"], 2.0) == []
+    finally:
+        proc.kill()
+        proc.wait(10)
+        for pid in live_pids(info.get("all", [])):
+            os.kill(pid, signal.SIGKILL)
