@@ -140,7 +140,7 @@ if ROLE == "thespian":
                 self.asker = sender
                 self.send(self.child, "ping")
             elif isinstance(msg, ChildActorExited):
-                if self.child is not None and str(msg.childAddress) == str(self.child):
+                if self.child is not None and msg.childAddress == self.child:
                     self.child = self.createActor(FloorChild)
                     self.send(self.child, "ping")
             elif isinstance(msg, tuple) and msg[:1] == ("pong",) and self.asker is not None:

@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-import otpkit  # noqa: E402
+import otpkit
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ class OtpkitError(Exception):
     """Base class of every error otpkit raises on purpose."""
 
 
-class Exit(OtpkitError):  # noqa: N818 - named after Erlang's exit, which is what it carries
+class Exit(OtpkitError):
     """A process this caller depended on exited; ``reason`` is its exit reason.
 
     Raised by :func:`otpkit.call` when the callee exits (or never existed: ``"noproc"``,

@@ -20,7 +20,7 @@ from otpkit.actors._client import ClientRuntime
 from otpkit.actors._pid import Pid
 from otpkit.actors._runtime import NodeIdentity
 from otpkit.errors import NodeError, StartError
-from otpkit.supervision import ChildSpec, SupFlags, Supervisor, start_child
+from otpkit.supervision import ChildSpec, Supervisor, SupFlags, start_child
 
 log = logging.getLogger("otpkit.node")
 
@@ -111,7 +111,11 @@ class Node:
             _runtime.set_current(client)
             self._client = client
             self._system = _system.start_local_system(
-                client, Kernel, self._kernel_args, log_path, self._log_level,
+                client,
+                Kernel,
+                self._kernel_args,
+                log_path,
+                self._log_level,
                 self._start_timeout,
             )
             client.kernel = self._system.kernel

@@ -8,9 +8,9 @@ import signal
 import time
 
 import pytest
-from _util import alive, wait_until
 
 import otpkit
+from _util import alive, wait_until
 from otpkit import Actor, CallTimeout, Down, Exit, ExitSignal, Stop
 
 pytestmark = pytest.mark.cluster

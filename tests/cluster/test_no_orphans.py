@@ -22,7 +22,9 @@ def live_pids(pids: list[int]) -> list[int]:
     """The pids ps lists as running (zombies are dead)."""
     out = subprocess.run(
         ["ps", "-o", "pid=,stat=", "-p", ",".join(map(str, pids))],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout
     live = []
     for line in out.splitlines():
@@ -45,7 +47,9 @@ def gone_within(pids: list[int], seconds: float) -> list[int]:
 def started(tmp_path) -> Iterator[tuple[subprocess.Popen[str], dict]]:
     proc = subprocess.Popen(
         [sys.executable, STARTER, str(tmp_path)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     info: dict = {}
     try:
@@ -64,10 +68,12 @@ def started(tmp_path) -> Iterator[tuple[subprocess.Popen[str], dict]]:
 
 def test_tree_is_what_the_starter_reports(started):
     proc, info = started
-    assert set(info["all"]) >= {info[k] for k in
-                                ("admin", "kernel", "app", "w1", "w2", "inner", "w3", "w4")}
+    assert set(info["all"]) >= {
+        info[k] for k in ("admin", "kernel", "app", "w1", "w2", "inner", "w3", "w4")
+    }
     assert live_pids(info["all"]) == sorted(info["all"]) or set(live_pids(info["all"])) == set(
-        info["all"])
+        info["all"]
+    )
     proc.stdin.close()  # graceful stop
     assert proc.wait(30) == 0
     assert gone_within(info["all"], 2.0) == []
@@ -88,7 +94,7 @@ def test_kill_9_of_the_admin_leaves_nothing(started):
 
 
 def test_kill_9_of_a_supervisor_takes_its_subtree_only(started):
-    proc, info = started
+    _, info = started
     subtree = [info["app"], info["w1"], info["w2"], info["inner"], info["w3"], info["w4"]]
     os.kill(info["app"], signal.SIGKILL)
     assert gone_within(subtree, 2.0) == []
@@ -99,7 +105,9 @@ def test_kill_9_of_a_supervisor_takes_its_subtree_only(started):
 def test_kernel_giving_up_stops_every_process_of_the_node(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, STARTER, str(tmp_path), "fragile"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     info: dict = {}
     try:

@@ -55,8 +55,21 @@ class Pair:
             self.made.append(ns)
             sh("ip", "-n", ns, "link", "set", "lo", "up")
         va, vb = f"va{self.a[-7:]}", f"vb{self.b[-7:]}"
-        sh("ip", "-n", self.a, "link", "add", va, "type", "veth", "peer", "name", vb,
-           "netns", self.b)
+        sh(
+            "ip",
+            "-n",
+            self.a,
+            "link",
+            "add",
+            va,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            vb,
+            "netns",
+            self.b,
+        )
         sh("ip", "-n", self.a, "addr", "add", "10.10.0.1/24", "dev", va)
         sh("ip", "-n", self.b, "addr", "add", "10.10.0.2/24", "dev", vb)
         sh("ip", "-n", self.a, "link", "set", va, "up")

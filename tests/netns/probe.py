@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 import pickle
 import socket
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 
 class Evil:
@@ -52,10 +52,12 @@ def main() -> None:
         for data in payloads(spec["path"]):
             for host, port in spec["tcp"]:
                 jobs[f"tcp {host}:{port} {data[:6]!r}"] = pool.submit(
-                    probe, socket.AF_INET, (host, port), data)
+                    probe, socket.AF_INET, (host, port), data
+                )
             for name in spec["unix"]:
                 jobs[f"unix {name} {data[:6]!r}"] = pool.submit(
-                    probe, socket.AF_UNIX, "\0" + name, data)
+                    probe, socket.AF_UNIX, "\0" + name, data
+                )
     print(json.dumps({key: job.result() for key, job in jobs.items()}))
 
 

@@ -5,12 +5,14 @@ file never appears and the node keeps answering."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+
 from conftest import sh
 
 pytestmark = pytest.mark.netns
@@ -41,7 +43,9 @@ def test_no_pickle_runs_from_another_namespace_or_the_nodes_own(ns_pair, tmp_pat
     target = tmp_path / "pwned"
     node = subprocess.Popen(
         ["ip", "netns", "exec", ns_pair.a, sys.executable, STARTER, str(tmp_path)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     info: dict = {}
     try:
@@ -58,11 +62,13 @@ def test_no_pickle_runs_from_another_namespace_or_the_nodes_own(ns_pair, tmp_pat
         spec = {"path": str(target), "tcp": [["10.10.0.1", p] for p in ports], "unix": unix}
         out = sh("ip", "netns", "exec", ns_pair.b, sys.executable, PROBE, json.dumps(spec))
         remote = json.loads(out.stdout)
-        assert remote and all(v.startswith("connect-failed") for k, v in remote.items()
-                              if k.startswith("tcp")), remote
+        assert remote and all(
+            v.startswith("connect-failed") for k, v in remote.items() if k.startswith("tcp")
+        ), remote
         # abstract sockets belong to the node's namespace: unreachable from b
-        assert all(v.startswith("connect-failed") for k, v in remote.items()
-                   if k.startswith("unix")), remote
+        assert all(
+            v.startswith("connect-failed") for k, v in remote.items() if k.startswith("unix")
+        ), remote
 
         # from the node's own namespace: every port connects, every pickle is refused
         spec["tcp"] = [["127.0.0.1", p] for p in ports]
@@ -81,7 +87,5 @@ def test_no_pickle_runs_from_another_namespace_or_the_nodes_own(ns_pair, tmp_pat
         node.kill()
         node.wait(10)
         for pid in info.get("all", []):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
-            except ProcessLookupError:
-                pass

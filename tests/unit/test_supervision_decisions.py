@@ -146,9 +146,7 @@ if HAVE_HYPOTHESIS:
 
     @settings(max_examples=300, deadline=None)
     @given(
-        gaps=st.lists(
-            st.integers(min_value=0, max_value=40).map(lambda n: n / 8), max_size=30
-        ),
+        gaps=st.lists(st.integers(min_value=0, max_value=40).map(lambda n: n / 8), max_size=30),
         intensity=st.integers(min_value=0, max_value=5),
         period=st.integers(min_value=1, max_value=40).map(lambda n: n / 8),
     )

@@ -31,7 +31,7 @@ NOREPLY: Final = _Sentinel("NOREPLY")
 _NO_REPLY = object()
 
 
-class Stop(Exception):  # noqa: N818 - it is a request, like Erlang's {stop, Reason}
+class Stop(Exception):
     """Raise from a handler (or from ``init``) to end the process with ``reason``.
 
     From ``handle_call``, ``reply`` (if given) is sent to the caller first. ``terminate``

@@ -11,7 +11,7 @@ from typing import Any
 from otpkit.actors import _runtime
 from otpkit.actors._pid import From, Pid, Ref
 from otpkit.actors._runtime import Runtime
-from otpkit.errors import BadName, NoRuntime, StartError
+from otpkit.errors import AlreadyStarted, BadName, Exit, NoRuntime, StartError
 
 
 def runtime() -> Runtime:
@@ -57,8 +57,6 @@ def call(dest: Pid | str, request: Any, timeout: float = 5.0) -> Any:
     rt = runtime()
     pid = _resolve(rt, dest)
     if pid is None:
-        from otpkit.errors import Exit
-
         raise Exit("noproc", dest)
     return rt.call(pid, request, timeout)
 
@@ -94,7 +92,7 @@ def trap_exit(flag: bool = True) -> bool:
     return old
 
 
-def exit(pid: Pid, reason: Any) -> None:  # noqa: A001 - Erlang's name
+def exit(pid: Pid, reason: Any) -> None:
     """Send an exit signal. ``"kill"`` cannot be trapped; the process ends as ``"killed"``."""
     runtime().exit(pid, reason)
 
@@ -125,7 +123,7 @@ def whereis(name: str) -> Pid | None:
     return runtime().whereis(name)
 
 
-def spawn(target: Any, *args: Any, name: str | None = None, **kwargs: Any) -> Pid:
+def spawn(target: Any, *args: Any, name: str | None = None, **kwargs: Any) -> Pid | None:
     """Start an actor process (``init(*args, **kwargs)`` runs first) and return its pid.
 
     Raises :class:`~otpkit.errors.StartError` if ``init`` fails (``AlreadyStarted`` if
@@ -134,20 +132,19 @@ def spawn(target: Any, *args: Any, name: str | None = None, **kwargs: Any) -> Pi
     return _start(target, args, kwargs, link=False, name=name)
 
 
-def spawn_link(target: Any, *args: Any, name: str | None = None, **kwargs: Any) -> Pid:
+def spawn_link(target: Any, *args: Any, name: str | None = None, **kwargs: Any) -> Pid | None:
     """As :func:`spawn`, linked to the caller before the caller gets the pid."""
     return _start(target, args, kwargs, link=True, name=name)
 
 
-def _start(target: Any, args: Any, kwargs: Any, link: bool, name: str | None) -> Any:
-    from otpkit.errors import AlreadyStarted
-
+def _start(target: Any, args: Any, kwargs: Any, link: bool, name: str | None) -> Pid | None:
     if name is not None:
         _check_name(name)
     rt: Any = runtime()
     result = rt.spawn(target, tuple(args), dict(kwargs), link=link, name=name)
     if result[0] == "ok":
-        return result[1]
+        pid: Pid = result[1]
+        return pid
     if result[0] == "ignore":
         return None
     reason = result[1]
@@ -190,5 +187,7 @@ def _resolve(rt: Runtime, dest: Pid | str) -> Pid | None:
 
 def _check_name(name: str) -> None:
     if not isinstance(name, str) or not name or len(name) > 48 or "/" in name or "\0" in name:
-        raise BadName(f"local name {name!r}: expected a non-empty str of at most 48 "
-                      "characters without '/' or NUL")
+        raise BadName(
+            f"local name {name!r}: expected a non-empty str of at most 48 "
+            "characters without '/' or NUL"
+        )

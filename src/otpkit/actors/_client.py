@@ -80,7 +80,8 @@ class ClientRuntime(Runtime):
         opts["parent"] = self.pid
         opts["link_parent"] = link
         result: tuple[Any, ...] = self.call(
-            self.kernel, ("$spawn", target, tuple(args), dict(kwargs or {}), name, opts),
+            self.kernel,
+            ("$spawn", target, tuple(args), dict(kwargs or {}), name, opts),
             timeout=60.0,
         )
         return result

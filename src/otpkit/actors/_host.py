@@ -18,6 +18,7 @@ import ctypes
 import importlib
 import logging
 import os
+import pickle
 import signal
 import sys
 from collections.abc import Callable
@@ -119,8 +120,6 @@ def _fresh_logging(level: int) -> None:
 
 def reason_of(exc: BaseException) -> Any:
     """The exit reason for a crash: the exception itself, if it survives pickling."""
-    import pickle
-
     try:
         pickle.loads(pickle.dumps(exc))
     except Exception:
@@ -169,7 +168,8 @@ class ProcessRuntime(Runtime):
     def send_after(self, delay: float, msg: Any) -> int:
         self._timer_n += 1
         self._timers[self._timer_n] = msg
-        self._host.wakeupAfter(timedelta(seconds=max(0.0, delay)), payload=("otpkit", self._timer_n))
+        period = timedelta(seconds=max(0.0, delay))
+        self._host.wakeupAfter(period, payload=("otpkit", self._timer_n))
         return self._timer_n
 
     def cancel_timer(self, timer: int) -> bool:
@@ -331,8 +331,11 @@ class Host(ThespianActor):  # type: ignore[misc]
             self._finish(stop.reason, run_terminate=True)
         except Exception as exc:
             log.error(
-                "%r (%s) crashed handling %r", self._rt.pid, type(actor).__name__,
-                item[-1], exc_info=True,
+                "%r (%s) crashed handling %r",
+                self._rt.pid,
+                type(actor).__name__,
+                item[-1],
+                exc_info=True,
             )
             self._finish(reason_of(exc), run_terminate=True)
 

@@ -82,6 +82,6 @@ class From:
 
 def is_normal_exit(reason: Any) -> bool:
     """True for the reasons OTP treats as a clean end: normal, shutdown, (shutdown, _)."""
-    if reason == "normal" or reason == "shutdown":
+    if reason in ("normal", "shutdown"):  # a tuple: reasons may be unhashable
         return True
     return isinstance(reason, tuple) and len(reason) == 2 and reason[0] == "shutdown"

@@ -69,7 +69,7 @@ _DOWN_MEMORY = 4096
 _RECV_SIZE = 65536
 
 
-class _Die(BaseException):  # noqa: N818 - a control-flow signal, not an error
+class _Die(BaseException):
     """Unwinds the process: it must end with ``reason`` (an exit signal it does not trap)."""
 
     def __init__(self, reason: Any) -> None:
@@ -603,9 +603,7 @@ class Runtime:
     def monitor(self, pid: Pid) -> Ref:
         ref = self.make_ref()
         reachable = (
-            self._connect(pid) is not None
-            if self.is_local(pid)
-            else _remote_hooks.watch(self, pid)
+            self._connect(pid) is not None if self.is_local(pid) else _remote_hooks.watch(self, pid)
         )
         if not reachable or pid == self.pid:
             reason = "noproc" if self.is_local(pid) else "noconnection"
@@ -625,7 +623,8 @@ class Runtime:
                     del self._watched[pid]
         if flush:
             self.mailbox = deque(
-                m for m in self.mailbox
+                m
+                for m in self.mailbox
                 if not (m[0] == INFO and isinstance(m[2], Down) and m[2].ref == ref)
             )
         return pid is not None
@@ -721,9 +720,7 @@ class Runtime:
 
     # ------------------------------------------------------------------ spawning
 
-    def await_start(
-        self, token: Ref, link: bool, alive: Callable[[], bool]
-    ) -> tuple[Any, ...]:
+    def await_start(self, token: Ref, link: bool, alive: Callable[[], bool]) -> tuple[Any, ...]:
         """Wait for a spawned child's STARTED report (OTP's start_link waits without a
         time limit; a child that dies before it reports is an error, not a hang)."""
         if link:

@@ -36,13 +36,13 @@ from typing import Any
 
 os.environ.setdefault("THESPIAN_BASE_IPADDR", "127.0.0.1")
 
-from thespian.actors import ActorSystem  # noqa: E402
-from thespian.system import multiprocCommon  # noqa: E402
-from thespian.system.transport import IPBase, TCPTransport  # noqa: E402
+from thespian.actors import ActorSystem
+from thespian.system import multiprocCommon
+from thespian.system.transport import IPBase, TCPTransport
 
-from otpkit.actors import _host, _runtime, _wire  # noqa: E402
-from otpkit.actors._pid import Pid, Ref  # noqa: E402
-from otpkit.errors import FrameError, NodeError  # noqa: E402
+from otpkit.actors import _host, _runtime, _wire
+from otpkit.actors._pid import Pid, Ref
+from otpkit.errors import FrameError, NodeError
 
 log = logging.getLogger("otpkit.node")
 
@@ -77,7 +77,7 @@ def _loopback_bind_args(self: Any) -> tuple[Any, ...]:
 _admin_boot: dict[str, Any] | None = None
 
 
-class _OtpkitAdmin(multiprocCommon.MultiProcAdmin):  # type: ignore[misc, name-defined]
+class _OtpkitAdmin(multiprocCommon.MultiProcAdmin):  # type: ignore[misc]
     """Thespian's admin, started with stdio on the log file and the lifeline armed."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -85,7 +85,9 @@ class _OtpkitAdmin(multiprocCommon.MultiProcAdmin):  # type: ignore[misc, name-d
         if boot is not None:
             _redirect_stdio(boot["log_path"])
             threading.Thread(
-                target=_watch_lifeline, args=(boot["lifeline"],), daemon=True,
+                target=_watch_lifeline,
+                args=(boot["lifeline"],),
+                daemon=True,
                 name="otpkit-lifeline",
             ).start()
         super().__init__(*args, **kwargs)

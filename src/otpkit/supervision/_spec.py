@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copyreg
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -14,6 +15,24 @@ STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one", "simple_one_for_one"
 AUTO_SHUTDOWN = ("never", "any_significant", "all_significant")
 #: A worker's shutdown time when the spec gives none (OTP: 5000 ms).
 DEFAULT_WORKER_SHUTDOWN = 5.0
+
+
+def _rebuild_error(cls: type[Exception], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    exc = cls.__new__(cls)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
+
+
+def _reduce_error(exc: Exception) -> tuple[Any, ...]:
+    return _rebuild_error, (type(exc), exc.args, dict(exc.__dict__))
+
+
+# A supervisor's start fails with these errors, and start_child returns them: both cross
+# a process boundary as pickles, and their constructors do not take their own ``args``
+# (the default exception pickling would fail at the receiver). Pickle them field by field.
+for _error in (InvalidChildSpec, InvalidSupervisorFlags):
+    copyreg.pickle(_error, _reduce_error)
 
 
 @dataclass(frozen=True)
@@ -91,7 +110,7 @@ def child_spec(spec: ChildSpec | Mapping[str, Any]) -> ChildSpec:
     if ctype is None:
         ctype = getattr(start, "otp_type", "worker") if isinstance(start, type) else "worker"
     if ctype not in CHILD_TYPES:
-        raise InvalidChildSpec("type", spec.type, "worker | supervisor", cid)
+        raise InvalidChildSpec("type", ctype, "worker | supervisor", cid)
     shutdown = spec.shutdown
     if shutdown is None:
         shutdown = "infinity" if ctype == "supervisor" else DEFAULT_WORKER_SHUTDOWN
@@ -140,7 +159,7 @@ def sup_flags(flags: SupFlags | Mapping[str, Any] | None) -> SupFlags:
             or flags.intensity < 0:
         raise InvalidSupervisorFlags("intensity", flags.intensity, "an integer >= 0")
     if not isinstance(flags.period, (int, float)) or isinstance(flags.period, bool) \
-            or flags.period <= 0:
+            or not flags.period > 0:  # "not >" also refuses NaN
         raise InvalidSupervisorFlags("period", flags.period, "seconds > 0")
     if flags.auto_shutdown not in AUTO_SHUTDOWN:
         raise InvalidSupervisorFlags("auto_shutdown", flags.auto_shutdown,

@@ -87,6 +87,8 @@ class _Child:
     extra: tuple[Any, ...] = ()
     restarts: int = 0
     key: int = 0
+    #: the pid it had when it last exited: how a restarting dynamic child is named
+    old_pid: Pid | None = None
 
     def __post_init__(self) -> None:
         self.key = next(_keys)
@@ -148,7 +150,9 @@ def start_spec(spec: ChildSpec, extra: tuple[Any, ...] = ()) -> tuple[Any, ...]:
             return ("ignore",)
         if res[0] == "error" and len(res) == 2:
             return res
-    return ("error", ("bad_return", res))
+    # anything else is the error itself, as OTP's do_start_child_i makes it {error, What}
+    log.error("start function of child %r returned %r", spec.id, res)
+    return ("error", res)
 
 
 class Supervisor(Actor):
@@ -223,6 +227,7 @@ class Supervisor(Actor):
         if isinstance(msg, ExitSignal):
             child = self._by_pid.pop(msg.pid, None)
             if child is not None:
+                child.old_pid = msg.pid
                 self._child_exited(child, msg.reason)
         elif isinstance(msg, _TryAgain):
             for child in self._children:
@@ -486,7 +491,13 @@ class Supervisor(Actor):
         if self._dynamic:
             if not isinstance(key, Pid):
                 return "simple_one_for_one" if self._sofo else None
-            return self._by_pid.get(key)
+            child = self._by_pid.get(key)
+            if child is None:
+                # a child in a failing restart loop is still known by its last pid
+                for c in self._children:
+                    if c.pid == "restarting" and c.old_pid == key:
+                        return c
+            return child
         return self._find(key)
 
     def _api_terminate_child(self, key: Any) -> tuple[Any, ...]:
