@@ -1,0 +1,102 @@
+"""Node lifecycle: idempotent start and stop, one node per program, clean errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import otpkit
+
+pytestmark = pytest.mark.cluster
+
+LIFECYCLE = textwrap.dedent(
+    """
+    import json, sys, otpkit
+
+    node = otpkit.Node("life@127.0.0.1", log_dir=sys.argv[1])
+    assert node.start() is node
+    first = (node.kernel, sorted(node.os_pids()))
+    assert node.start() is node                   # idempotent
+    assert node.kernel == first[0]
+    try:
+        otpkit.Node("other@127.0.0.1", log_dir=sys.argv[1]).start()
+        raise SystemExit("a second node started in the same program")
+    except otpkit.NodeError as exc:
+        second = str(exc)
+    node.stop()
+    node.stop()                                   # idempotent
+    try:
+        otpkit.call(first[0], "x")
+        raise SystemExit("otpkit.call worked after stop")
+    except otpkit.OtpkitError as exc:
+        after = type(exc).__name__
+    again = otpkit.Node("life2@127.0.0.1", log_dir=sys.argv[1]).start()
+    creation = again.creation
+    again.stop()
+    print(json.dumps({"pids": first[1], "second": second, "after": after,
+                      "creations": [node.creation, creation]}))
+    """
+)
+
+
+def test_start_and_stop_are_idempotent_and_leave_nothing(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-c", LIFECYCLE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert len(result["pids"]) == 3  # admin, logger, kernel
+    assert "already runs node 'life@127.0.0.1'" in result["second"]
+    assert result["after"] == "NoRuntime"
+    assert result["creations"][0] != result["creations"][1]
+    left = subprocess.run(
+        ["ps", "-o", "pid=,stat=", "-p", ",".join(map(str, result["pids"]))],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split("\n")
+    assert [line for line in left if line.strip() and "Z" not in line.split()[-1]] == []
+
+
+def test_bad_node_name():
+    with pytest.raises(otpkit.NodeError, match="expected 'app@host'"):
+        otpkit.Node("no-at-sign")
+
+
+class Echo(otpkit.Actor):
+    def handle_call(self, request, from_):
+        if request[0] == "remote":
+            target = request[1]
+            ref = otpkit.monitor(target)
+            try:
+                otpkit.call(target, "x", timeout=1)
+            except otpkit.Exit as exc:
+                reason = exc.reason
+            return ref, reason
+        return request
+
+
+def test_a_pid_on_another_node_is_unreachable_without_dist(mailbox):
+    """Until dist plugs in its hooks, a remote pid behaves as one on a down node."""
+    remote = otpkit.Pid("elsewhere@10.0.0.1", 7, 1234, 1)
+    ref = otpkit.monitor(remote)
+    assert mailbox.receive(5) == otpkit.Down(ref, remote, "noconnection")
+    with pytest.raises(otpkit.Exit) as info:
+        otpkit.call(remote, "x")
+    assert info.value.reason == "noconnection"
+    otpkit.send(remote, "dropped")  # at most once: no error
+    otpkit.link(remote)
+    assert mailbox.receive(5) == otpkit.ExitSignal(remote, "noconnection")
+    # the same from inside an actor
+    echo = mailbox.spawn(Echo)
+    _, reason = otpkit.call(echo, ("remote", remote))
+    assert reason == "noconnection"
+    otpkit.exit(echo, "kill")
