@@ -297,6 +297,11 @@ class Host(ThespianActor):  # type: ignore[misc]
             self._run_mailbox()
         except _Die as die:
             self._finish(die.reason, run_terminate=False)
+        except Exception as exc:
+            # a fault in the runtime itself: crash this process (its supervisor decides),
+            # never let Thespian retry the message or limp on in an unknown state
+            log.critical("%r: runtime fault", rt.pid, exc_info=True)
+            self._finish(reason_of(exc), run_terminate=True)
         return ThespianWatch(rt.fds())
 
     def _run_mailbox(self) -> None:

@@ -151,6 +151,13 @@ class RemoteHooks:
     ``call`` raises ``Exit("noconnection")``, ``monitor`` delivers ``Down(...,
     "noconnection")`` and ``link`` an exit signal ``"noconnection"`` - what a process
     sees when the node is down.
+
+    The inbound half needs no hook: a local process accepts any authenticated connection
+    whose ``HELLO`` names a pid, remote or not. So ``dist`` delivers a remote sender's
+    frames by opening, on the receiving node, one connection per remote sender to the
+    local target, introduced with the remote pid; it writes ``BYE(reason)`` on it when the
+    remote process ends, or ``BYE("noconnection")`` when its node is lost. Links,
+    monitors, ``call`` replies and ordering then work unchanged.
     """
 
     def send(self, rt: Runtime, dst: Pid, frame: tuple[Any, ...]) -> bool:
