@@ -9,8 +9,22 @@ from __future__ import annotations
 from typing import Any
 
 
+def _rebuild(cls: type[OtpkitError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    exc = cls.__new__(cls)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
+
+
 class OtpkitError(Exception):
-    """Base class of every error otpkit raises on purpose."""
+    """Base class of every error otpkit raises on purpose.
+
+    Errors cross process boundaries (a start that fails, a supervisor's refusal), and
+    their constructors do not take their own ``args``: they pickle field by field.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), self.args, dict(self.__dict__))
 
 
 class Exit(OtpkitError):

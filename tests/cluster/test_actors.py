@@ -368,3 +368,60 @@ def test_init_failures(mailbox):
         mailbox.spawn(Echo, "too", "many", "args")
     assert isinstance(info.value.reason, TypeError)
     otpkit.exit(pid, "kill")
+
+
+class Weird(Exception):
+    """An exception that pickles but cannot be rebuilt from its args."""
+
+    def __init__(self, a, b):
+        super().__init__(f"{a}{b}")
+
+
+class WeirdReplier(Actor):
+    def handle_call(self, request, from_):
+        if request == "weird":
+            return Weird(1, 2)
+        return request
+
+
+def test_a_reply_that_does_not_unpickle_is_dropped_not_fatal(mailbox):
+    pid = mailbox.spawn(WeirdReplier)
+    with pytest.raises(CallTimeout):
+        otpkit.call(pid, "weird", timeout=0.5)
+    assert otpkit.call(pid, "fine") == "fine"
+    assert mailbox.flush() == []
+    otpkit.exit(pid, "kill")
+
+
+class Parent(Actor):
+    """Links a child; on "go" stops it and exits as soon as it hears the child is gone."""
+
+    def init(self) -> None:
+        self.child = otpkit.spawn_link(Echo, "child")
+
+    def handle_call(self, request, from_):
+        if request == "child":
+            return self.child
+        if request == "go":
+            self.ref = otpkit.monitor(self.child)
+            otpkit.exit(self.child, "shutdown")
+            return "ok"
+        raise AssertionError(request)
+
+    def handle_info(self, msg):
+        if isinstance(msg, Down) and msg.ref == self.ref:
+            raise Stop("normal")
+
+
+def test_every_monitor_sees_the_reason_even_when_the_parent_exits_at_once(mailbox):
+    """A dying process tells its parent last: the parent may exit at once, and its
+    children die with it (PR_SET_PDEATHSIG)."""
+    reasons = []
+    for _ in range(30):
+        parent = mailbox.spawn(Parent)
+        child = otpkit.call(parent, "child")
+        ref = otpkit.monitor(child)
+        otpkit.call(parent, "go")
+        down = receive_matching(mailbox, lambda m, ref=ref: isinstance(m, Down) and m.ref == ref)
+        reasons.append(down.reason)
+    assert reasons == ["shutdown"] * 30

@@ -203,6 +203,7 @@ class Host(ThespianActor):  # type: ignore[misc]
         # A process the kernel starts for a client has the client as its OTP parent.
         otp_parent = payload.options.get("parent")
         self._rt.parent = otp_parent or payload.parent
+        self._rt.os_parent = payload.parent
         if payload.parent is not None:
             if payload.link:
                 self._rt.links.add(payload.parent)
@@ -210,8 +211,6 @@ class Host(ThespianActor):  # type: ignore[misc]
             # happens during init.
             if self._rt._connect(payload.parent) is None:
                 os._exit(1)
-        if otp_parent is not None and payload.options.get("link_parent"):
-            self._rt.link(otp_parent)
 
     # Thespian assigns _myRef right after constructing the actor and before its loop
     # runs: the one moment at which init can run with createActor available and no
@@ -269,6 +268,11 @@ class Host(ThespianActor):  # type: ignore[misc]
         if result is IGNORE:
             self._report(("ignore",))
             self._finish("normal", run_terminate=False, quiet=True)
+        link_to = p.options.get("parent")
+        if link_to is not None and p.options.get("link_parent"):
+            # linked only once init succeeded: a failed start sends its caller no exit
+            # signal (OTP's start_link)
+            rt.link(link_to)
         self._report(("ok", rt.pid))
         self._booted = True
         with contextlib.suppress(AttributeError):

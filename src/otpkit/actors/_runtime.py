@@ -203,6 +203,9 @@ class Runtime:
         self.pid = Pid(node.name, node.creation, ospid, process_start_ticks(ospid) or 0)
         self.trap_exit = trap_exit
         self.parent: Pid | None = None
+        #: the process that forked this one (differs from ``parent`` when the kernel
+        #: starts a process on behalf of a client)
+        self.os_parent: Pid | None = None
         self.mailbox: deque[tuple[Any, ...]] = deque()
         self.links: set[Pid] = set()
         self._monitors: dict[Ref, Pid] = {}
@@ -495,7 +498,11 @@ class Runtime:
             frame = _wire.encode((BYE, reason))
         except Exception:  # an exit reason that does not pickle still has to go out
             frame = _wire.encode((BYE, repr(reason)))
-        for conn in list(self._conns.values()):
+        # Parents last: a parent that hears of this exit may end at once, and this
+        # process dies with its parent (PR_SET_PDEATHSIG) - every other peer must have
+        # its BYE by then, or it would see "killed" instead of the reason.
+        parents = {self.parent, self.os_parent}
+        for conn in sorted(self._conns.values(), key=lambda c: c.peer in parents):
             try:
                 conn.sock.setblocking(True)
                 conn.sock.settimeout(1.0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copyreg
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -15,24 +14,6 @@ STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one", "simple_one_for_one"
 AUTO_SHUTDOWN = ("never", "any_significant", "all_significant")
 #: A worker's shutdown time when the spec gives none (OTP: 5000 ms).
 DEFAULT_WORKER_SHUTDOWN = 5.0
-
-
-def _rebuild_error(cls: type[Exception], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
-    exc = cls.__new__(cls)
-    exc.args = args
-    exc.__dict__.update(state)
-    return exc
-
-
-def _reduce_error(exc: Exception) -> tuple[Any, ...]:
-    return _rebuild_error, (type(exc), exc.args, dict(exc.__dict__))
-
-
-# A supervisor's start fails with these errors, and start_child returns them: both cross
-# a process boundary as pickles, and their constructors do not take their own ``args``
-# (the default exception pickling would fail at the receiver). Pickle them field by field.
-for _error in (InvalidChildSpec, InvalidSupervisorFlags):
-    copyreg.pickle(_error, _reduce_error)
 
 
 @dataclass(frozen=True)
@@ -85,8 +66,9 @@ def child_spec(spec: ChildSpec | Mapping[str, Any]) -> ChildSpec:
         if "id" not in spec:
             raise InvalidChildSpec("id", None, "a child id (missing_id)")
         if "start" not in spec:
-            raise InvalidChildSpec("start", None, "an actor or start function (missing_start)",
-                                   spec["id"])
+            raise InvalidChildSpec(
+                "start", None, "an actor or start function (missing_start)", spec["id"]
+            )
         known = {k: spec[k] for k in ChildSpec.__dataclass_fields__ if k in spec}
         spec = ChildSpec(**known)
     if not isinstance(spec, ChildSpec):
@@ -98,8 +80,9 @@ def child_spec(spec: ChildSpec | Mapping[str, Any]) -> ChildSpec:
         raise InvalidChildSpec("id", cid, "a hashable value") from None
     start = spec.start
     if not (callable(start) or (isinstance(start, str) and ":" in start)):
-        raise InvalidChildSpec("start", start, "an Actor subclass, a function, or "
-                               "'package.module:name'", cid)
+        raise InvalidChildSpec(
+            "start", start, "an Actor subclass, a function, or 'package.module:name'", cid
+        )
     if not isinstance(spec.args, (tuple, list)):
         raise InvalidChildSpec("args", spec.args, "a tuple", cid)
     if not isinstance(spec.kwargs, Mapping):
@@ -116,18 +99,20 @@ def child_spec(spec: ChildSpec | Mapping[str, Any]) -> ChildSpec:
         shutdown = "infinity" if ctype == "supervisor" else DEFAULT_WORKER_SHUTDOWN
     if not (
         shutdown in ("brutal_kill", "infinity")
-        or (isinstance(shutdown, (int, float)) and not isinstance(shutdown, bool)
-            and shutdown >= 0)
+        or (isinstance(shutdown, (int, float)) and not isinstance(shutdown, bool) and shutdown >= 0)
     ):
-        raise InvalidChildSpec("shutdown", shutdown,
-                               "seconds >= 0, 'brutal_kill' or 'infinity'", cid)
+        raise InvalidChildSpec(
+            "shutdown", shutdown, "seconds >= 0, 'brutal_kill' or 'infinity'", cid
+        )
     if not isinstance(spec.significant, bool):
         raise InvalidChildSpec("significant", spec.significant, "True or False", cid)
     if spec.significant and spec.restart == "permanent":
-        raise InvalidChildSpec("significant", True,
-                               "False for a permanent child (bad_combination)", cid)
-    return replace(spec, args=tuple(spec.args), kwargs=dict(spec.kwargs), type=ctype,
-                   shutdown=shutdown)
+        raise InvalidChildSpec(
+            "significant", True, "False for a permanent child (bad_combination)", cid
+        )
+    return replace(
+        spec, args=tuple(spec.args), kwargs=dict(spec.kwargs), type=ctype, shutdown=shutdown
+    )
 
 
 @dataclass(frozen=True)
@@ -155,18 +140,26 @@ def sup_flags(flags: SupFlags | Mapping[str, Any] | None) -> SupFlags:
         raise InvalidSupervisorFlags("flags", flags, "SupFlags or a mapping (invalid_type)")
     if flags.strategy not in STRATEGIES:
         raise InvalidSupervisorFlags("strategy", flags.strategy, " | ".join(STRATEGIES))
-    if not isinstance(flags.intensity, int) or isinstance(flags.intensity, bool) \
-            or flags.intensity < 0:
+    if (
+        not isinstance(flags.intensity, int)
+        or isinstance(flags.intensity, bool)
+        or flags.intensity < 0
+    ):
         raise InvalidSupervisorFlags("intensity", flags.intensity, "an integer >= 0")
-    if not isinstance(flags.period, (int, float)) or isinstance(flags.period, bool) \
-            or not flags.period > 0:  # "not >" also refuses NaN
+    if (
+        not isinstance(flags.period, (int, float))
+        or isinstance(flags.period, bool)
+        or not flags.period > 0
+    ):  # "not >" also refuses NaN
         raise InvalidSupervisorFlags("period", flags.period, "seconds > 0")
     if flags.auto_shutdown not in AUTO_SHUTDOWN:
-        raise InvalidSupervisorFlags("auto_shutdown", flags.auto_shutdown,
-                                     " | ".join(AUTO_SHUTDOWN))
+        raise InvalidSupervisorFlags(
+            "auto_shutdown", flags.auto_shutdown, " | ".join(AUTO_SHUTDOWN)
+        )
     if flags.strategy == "simple_one_for_one" and flags.auto_shutdown != "never":
-        raise InvalidSupervisorFlags("auto_shutdown", flags.auto_shutdown,
-                                     "never with simple_one_for_one (bad_combination)")
+        raise InvalidSupervisorFlags(
+            "auto_shutdown", flags.auto_shutdown, "never with simple_one_for_one (bad_combination)"
+        )
     return flags
 
 
@@ -181,10 +174,11 @@ def check_specs(flags: SupFlags, specs: list[ChildSpec | Mapping[str, Any]]) -> 
             raise InvalidChildSpec("id", spec.id, "unique ids (duplicate_child_name)", spec.id)
         seen.add(spec.id)
         if spec.significant and flags.auto_shutdown == "never":
-            raise InvalidChildSpec("significant", True,
-                                   "False when auto_shutdown is never (bad_combination)",
-                                   spec.id)
+            raise InvalidChildSpec(
+                "significant", True, "False when auto_shutdown is never (bad_combination)", spec.id
+            )
     if flags.strategy == "simple_one_for_one" and len(checked) != 1:
-        raise InvalidChildSpec("children", len(checked),
-                               "exactly one spec for simple_one_for_one (bad_start_spec)")
+        raise InvalidChildSpec(
+            "children", len(checked), "exactly one spec for simple_one_for_one (bad_start_spec)"
+        )
     return checked

@@ -250,7 +250,9 @@ class Supervisor(Actor):
         if spec.restart == "temporary" or self._dynamic:
             self._remove(child)
         if auto_shutdown_due(
-            self._flags.auto_shutdown, spec.significant, False,
+            self._flags.auto_shutdown,
+            spec.significant,
+            False,
             any(c.spec.significant and c.alive for c in self._children),
         ):
             log.info("%r: significant child %r ended; auto shutdown", self.pid, spec.id)
@@ -264,7 +266,10 @@ class Supervisor(Actor):
         if not allowed:
             log.error(
                 "%r: reached_max_restart_intensity (%d in %ss) restarting %r; shutting down",
-                self.pid, flags.intensity, flags.period, child.spec.id,
+                self.pid,
+                flags.intensity,
+                flags.period,
+                child.spec.id,
             )
             self._remove(child)
             raise Stop("shutdown")
@@ -354,8 +359,12 @@ class Supervisor(Actor):
             waits = []
             for ref, (child, pid, deadline, killed) in list(pending.items()):
                 if deadline is not None and now >= deadline and not killed:
-                    log.warning("%r: child %r did not stop in %ss; killing",
-                                self.pid, child.spec.id, child.spec.shutdown)
+                    log.warning(
+                        "%r: child %r did not stop in %ss; killing",
+                        self.pid,
+                        child.spec.id,
+                        child.spec.shutdown,
+                    )
                     rt.exit(pid, "kill")
                     pending[ref] = (child, pid, None, True)
                 elif deadline is not None and not killed:
@@ -386,7 +395,8 @@ class Supervisor(Actor):
         # the link's exit signal of a child we stopped is not news
         rt.mailbox.clear()
         rt.mailbox.extend(
-            item for item in keep
+            item
+            for item in keep
             if not (item[0] == INFO and isinstance(item[2], ExitSignal) and item[2].pid in dead)
         )
 
@@ -414,8 +424,12 @@ class Supervisor(Actor):
 
     def _api_which_children(self) -> list[ChildInfo]:
         return [
-            ChildInfo(None if self._dynamic and self._sofo else c.spec.id, c.pid,
-                      str(c.spec.type), c.spec.modules)
+            ChildInfo(
+                None if self._dynamic and self._sofo else c.spec.id,
+                c.pid,
+                str(c.spec.type),
+                c.spec.modules,
+            )
             for c in reversed(self._children)
         ]
 
@@ -423,8 +437,11 @@ class Supervisor(Actor):
         """Rows for the shell's tree: restart type and restart count too."""
         return [
             {
-                "id": c.spec.id, "pid": c.pid, "type": c.spec.type,
-                "restart": c.spec.restart, "restarts": c.restarts,
+                "id": c.spec.id,
+                "pid": c.pid,
+                "type": c.spec.type,
+                "restart": c.spec.restart,
+                "restarts": c.restarts,
                 "modules": c.spec.modules,
             }
             for c in self._children
@@ -437,8 +454,7 @@ class Supervisor(Actor):
             n = len(children)
             restarting = sum(1 for c in children if c.pid == "restarting")
             sup = n if self._template.type == "supervisor" else 0
-            return {"specs": 1, "active": n - restarting, "supervisors": sup,
-                    "workers": n - sup}
+            return {"specs": 1, "active": n - restarting, "supervisors": sup, "workers": n - sup}
         return {
             "specs": len(children),
             "active": sum(1 for c in children if c.alive),
@@ -460,9 +476,12 @@ class Supervisor(Actor):
         try:
             spec = child_spec(arg)
             if spec.significant and self._flags.auto_shutdown == "never":
-                raise InvalidChildSpec("significant", True,
-                                       "False when auto_shutdown is never (bad_combination)",
-                                       spec.id)
+                raise InvalidChildSpec(
+                    "significant",
+                    True,
+                    "False when auto_shutdown is never (bad_combination)",
+                    spec.id,
+                )
         except OtpkitError as exc:
             return ("error", exc)
         return self._start_new(spec)
@@ -487,7 +506,7 @@ class Supervisor(Actor):
             return ("error", reason)
         return ("error", reason if self.dynamic else (reason, spec))
 
-    def _lookup(self, key: Any) -> _Child | None | str:
+    def _lookup(self, key: Any) -> _Child | str | None:
         if self._dynamic:
             if not isinstance(key, Pid):
                 return "simple_one_for_one" if self._sofo else None
@@ -583,8 +602,15 @@ class DynamicSupervisor(Supervisor):
             return ("error", exc)
         if self._extra_arguments:
             spec = child_spec(
-                ChildSpec(spec.id, spec.start, (*self._extra_arguments, *spec.args),
-                          spec.kwargs, spec.restart, spec.shutdown, spec.type,
-                          spec.significant)
+                ChildSpec(
+                    spec.id,
+                    spec.start,
+                    (*self._extra_arguments, *spec.args),
+                    spec.kwargs,
+                    spec.restart,
+                    spec.shutdown,
+                    spec.type,
+                    spec.significant,
+                )
             )
         return self._start_new(spec)
