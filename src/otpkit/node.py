@@ -6,6 +6,7 @@ discovery, the registry and the scheduler plug in here as they land.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -121,6 +122,8 @@ class Node:
             client.kernel = self._system.kernel
             _runtime.set_node_pgid(self._system.pgid)
             log.info("node %s started (kernel %r, log %s)", self.name, client.kernel, log_path)
+            # a program that ends without stop() still stops its tree in order
+            atexit.register(self._stop_at_exit)
         except BaseException:
             with _one_node:
                 _running = None
@@ -149,10 +152,15 @@ class Node:
             _runtime.set_current(None)
             _runtime.set_node_pgid(os.getpgrp())
             self._client = None
+            atexit.unregister(self._stop_at_exit)
             with _one_node:
                 _running = None
             if left:
                 raise NodeError(f"node {self.name}: processes {left} survived the stop")
+
+    def _stop_at_exit(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop(timeout=10.0)
 
     def __enter__(self) -> Node:
         return self.start()

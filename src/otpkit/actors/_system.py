@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import pickle
+import resource
 import signal
 import socket
 import threading
@@ -84,6 +85,7 @@ class _OtpkitAdmin(multiprocCommon.MultiProcAdmin):  # type: ignore[misc]
         boot = _admin_boot
         if boot is not None:
             _redirect_stdio(boot["log_path"])
+            _raise_fd_limit()
             threading.Thread(
                 target=_watch_lifeline,
                 args=(boot["lifeline"],),
@@ -91,6 +93,15 @@ class _OtpkitAdmin(multiprocCommon.MultiProcAdmin):  # type: ignore[misc]
                 name="otpkit-lifeline",
             ).start()
         super().__init__(*args, **kwargs)
+
+
+def _raise_fd_limit() -> None:
+    # every process keeps a socket per peer it talks to: a supervisor of thousands of
+    # children needs more than the usual soft limit of 1024 descriptors
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _redirect_stdio(log_path: str) -> None:
