@@ -17,9 +17,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from otpkit.actors import _api, _runtime, _system
+from otpkit.actors._actor import Actor
 from otpkit.actors._client import ClientRuntime
 from otpkit.actors._pid import Pid
 from otpkit.actors._runtime import NodeIdentity
+from otpkit.discovery import PeerTracker
+from otpkit.dist import Dist, DistConfig
+from otpkit.dist._actor import NET_NAME
+from otpkit.dist._hooks import DistHooks
 from otpkit.errors import NodeError, StartError
 from otpkit.supervision import ChildSpec, Supervisor, SupFlags, start_child
 
@@ -54,6 +59,72 @@ class Kernel(Supervisor):
         return True
 
 
+def _cookie(cookie: str | bytes | None) -> bytes:
+    """The cookie: given, else ``OTPKIT_COOKIE``, else the file ``OTPKIT_COOKIE_FILE``."""
+    if cookie is None:
+        cookie = os.environ.get("OTPKIT_COOKIE")
+    if cookie is None and os.environ.get("OTPKIT_COOKIE_FILE"):
+        with open(os.environ["OTPKIT_COOKIE_FILE"], "rb") as f:
+            cookie = f.read().strip()
+    if not cookie:
+        raise NodeError(
+            "dist needs a cookie: pass cookie=, or set OTPKIT_COOKIE or OTPKIT_COOKIE_FILE"
+        )
+    return cookie.encode() if isinstance(cookie, str) else bytes(cookie)
+
+
+class Discoverer(Actor):
+    """Polls a discovery strategy and hands dist the set of peers to keep dialling.
+
+    A failed lookup changes nothing; a peer leaves the set only after ``prune_after``
+    good answers in a row lacked it (discovery never decides liveness: dist does).
+    """
+
+    def init(self, strategy: Any, poll_interval: float, prune_after: int) -> None:
+        self.strategy = strategy
+        self.poll_interval = poll_interval
+        self.tracker = PeerTracker(prune_after, _api.self().node)
+        _api.register(DISCOVERY_NAME)
+        self._poll()
+
+    def _poll(self) -> None:
+        result = self.strategy.lookup()
+        if not result.ok:
+            log.warning(
+                "%s: discovery lookup failed (%s): %s",
+                _api.self().node,
+                self.strategy,
+                result.error,
+            )
+        update = self.tracker.update(result)
+        if update.added or update.pruned:
+            log.info(
+                "%s: discovery: +%s -%s",
+                _api.self().node,
+                sorted(p.name for p in update.added),
+                sorted(p.name for p in update.pruned),
+            )
+        if result.ok:
+            peers = {p.name: (p.host, p.port) for p in update.desired}
+            _api.call(NET_NAME, ("set_known", peers))
+        _api.send_after(self.poll_interval, "poll")
+
+    def handle_info(self, msg: Any) -> None:
+        if msg == "poll":
+            self._poll()
+        else:
+            super().handle_info(msg)
+
+    def handle_call(self, request: Any, from_: Any) -> Any:
+        if request == "settled":
+            return self.tracker.settled
+        if request == "peers":
+            return sorted(p.name for p in self.tracker.desired)
+        return super().handle_call(request, from_)
+
+
+DISCOVERY_NAME = "otpkit_discovery"
+
 _one_node = threading.Lock()
 _running: Node | None = None
 
@@ -79,11 +150,30 @@ class Node:
         log_dir: str | None = None,
         log_level: int = logging.INFO,
         start_timeout: float = 30.0,
+        cookie: str | bytes | None = None,
+        dist_port: int | None = None,
+        dist: DistConfig | None = None,
+        discovery: Any = None,
+        poll_interval: float = 5.0,
+        prune_after: int = 3,
     ) -> None:
         self.name = name or f"otpkit{os.getpid()}@127.0.0.1"
         if "@" not in self.name:
             raise NodeError(f"node name {self.name!r}: expected 'app@host'")
+        if dist is None and (cookie is not None or dist_port is not None):
+            dist = DistConfig(self.name.split("@", 1)[1], dist_port or 0, _cookie(cookie))
+        self.dist_config = dist
         self._children = list(children)
+        if dist is not None:
+            # the system actors come first: started before the application, stopped after
+            system = [ChildSpec("dist", Dist, (dist,))]
+            if discovery is not None:
+                system.append(
+                    ChildSpec("discovery", Discoverer, (discovery, poll_interval, prune_after))
+                )
+            self._children[:0] = system
+        elif discovery is not None:
+            raise NodeError("discovery needs dist: give the node a cookie and a dist port")
         self._kernel_args = (self._children, kernel_intensity, kernel_period)
         self._log_dir = log_dir
         self._log_level = log_level
@@ -108,6 +198,8 @@ class Node:
             log_dir = self._log_dir or tempfile.mkdtemp(prefix="otpkit-")
             os.makedirs(log_dir, exist_ok=True)
             log_path = os.path.join(log_dir, f"{self.name}.log")
+            if self.dist_config is not None:
+                _runtime.set_remote_hooks(DistHooks())  # inherited by every process
             client = ClientRuntime(identity)
             _runtime.set_current(client)
             self._client = client
@@ -192,6 +284,12 @@ class Node:
     @property
     def admin_port(self) -> int:
         return self._require().admin_port
+
+    @property
+    def dist_port(self) -> int:
+        """The TCP port this node's dist listens on."""
+        port: int = _api.call(NET_NAME, ("port",))
+        return port
 
     def os_pids(self) -> list[int]:
         """OS pids of every process of the node (admin, logger, actors)."""

@@ -571,6 +571,8 @@ class Runtime:
         if self._await_ref is not None:
             raise RuntimeError("call made while another call of this process waits")
         ref = self.make_ref()
+        if not self.is_local(dst):
+            self._down.pop(dst, None)  # a node may come back: each call watches afresh
         self._await_ref, self._await_pid, self._await_result = ref, dst, None
         try:
             if self.is_local(dst):
@@ -596,6 +598,10 @@ class Runtime:
             return value
         raise Exit(value, dst)
 
+    def _watch_remote(self, pid: Pid) -> bool:
+        self._down.pop(pid, None)  # its node may have come back since it was seen down
+        return _remote_hooks.watch(self, pid)
+
     def link(self, pid: Pid) -> None:
         if pid == self.pid or pid in self.links:
             return
@@ -603,7 +609,7 @@ class Runtime:
             if self._connect(pid) is None:
                 self.exit_signal(pid, "noproc", linked=True)
                 return
-        elif not _remote_hooks.watch(self, pid):
+        elif not self._watch_remote(pid):
             self.exit_signal(pid, "noconnection", linked=True)
             return
         self.links.add(pid)
@@ -617,7 +623,7 @@ class Runtime:
     def monitor(self, pid: Pid) -> Ref:
         ref = self.make_ref()
         reachable = (
-            self._connect(pid) is not None if self.is_local(pid) else _remote_hooks.watch(self, pid)
+            self._connect(pid) is not None if self.is_local(pid) else self._watch_remote(pid)
         )
         if not reachable or pid == self.pid:
             reason = "noproc" if self.is_local(pid) else "noconnection"

@@ -1,0 +1,127 @@
+"""A dist-enabled node driven over stdin/stdout by the dist tests.
+
+Usage: dist_node.py NAME PORT LOG_DIR [COOKIE]. Prints {"ready": ...} once started, then
+answers one JSON line per command line (see ``handle``). Pids travel as
+[node, creation, id, serial].
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import otpkit
+from otpkit import Actor, dist
+
+
+class Echo(Actor):
+    def init(self) -> None:
+        self.seen: list[Any] = []
+
+    def handle_call(self, request, from_):
+        if request == "seen":
+            return self.seen
+        if request == "whoami":
+            return [otpkit.self().node, os.getpid()]
+        if isinstance(request, list) and request and request[0] == "call":
+            target = otpkit.Pid(*request[1])
+            try:
+                return ["ok", otpkit.call(target, request[2], timeout=5)]
+            except otpkit.Exit as exc:
+                return ["exit", str(exc.reason)]
+        if request == "crash":
+            raise ValueError("boom")
+        return ["echo", request]
+
+    def handle_cast(self, msg):
+        self.seen.append(["cast", msg])
+
+    def handle_info(self, msg):
+        self.seen.append(["info", msg])
+
+
+def pid_of(fields: list[Any]) -> otpkit.Pid:
+    return otpkit.Pid(*fields)
+
+
+def out(obj: Any) -> None:
+    print(json.dumps(obj, default=repr), flush=True)
+
+
+def handle(node: otpkit.Node, echo: otpkit.Pid, cmd: dict[str, Any]) -> Any:
+    op = cmd["op"]
+    if op == "nodes":
+        return dist.nodes()
+    if op == "connect":
+        dist.connect_node(cmd["name"], cmd["host"], cmd["port"])
+        return "ok"
+    if op == "monitor_nodes":
+        dist.monitor_nodes(True)
+        return "ok"
+    if op == "call":
+        try:
+            return ["ok", otpkit.call(pid_of(cmd["pid"]), cmd["req"], timeout=cmd.get("t", 5))]
+        except otpkit.Exit as exc:
+            return ["exit", str(exc.reason)]
+        except otpkit.CallTimeout:
+            return ["timeout"]
+    if op == "send":
+        otpkit.send(pid_of(cmd["pid"]), cmd["msg"])
+        return "ok"
+    if op == "cast":
+        otpkit.cast(pid_of(cmd["pid"]), cmd["msg"])
+        return "ok"
+    if op == "monitor":
+        ref = otpkit.monitor(pid_of(cmd["pid"]))
+        return repr(ref)
+    if op == "link":
+        otpkit.link(pid_of(cmd["pid"]))
+        return "ok"
+    if op == "exit":
+        otpkit.exit(pid_of(cmd["pid"]), cmd["reason"])
+        return "ok"
+    if op == "recv":
+        try:
+            msg = node.receive(cmd.get("t", 10))
+        except TimeoutError:
+            return ["timeout"]
+        return [type(msg).__name__, repr(msg)]
+    if op == "send_bad":
+        try:
+            otpkit.send(pid_of(cmd["pid"]), {1, 2})
+        except TypeError as exc:
+            return ["TypeError", str(exc)]
+        return ["sent"]
+    raise ValueError(op)
+
+
+def main() -> None:
+    name, port, log_dir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    cookie = sys.argv[4] if len(sys.argv) > 4 else "test-cookie"
+    node = otpkit.Node(name, cookie=cookie, dist_port=port, log_dir=log_dir).start()
+    echo = node.spawn(Echo, name="echo")
+    out(
+        {
+            "ready": name,
+            "echo": [echo.node, echo.creation, echo.id, echo.serial],
+            "pids": node.os_pids(),
+            "port": node.dist_port,
+            "started": time.time(),
+        }
+    )
+    for raw in sys.stdin:
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            out({"ok": handle(node, echo, json.loads(line))})
+        except Exception as exc:  # report, keep serving
+            out({"error": f"{type(exc).__name__}: {exc}"})
+    node.stop()
+
+
+if __name__ == "__main__":
+    main()
