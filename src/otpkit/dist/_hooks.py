@@ -1,0 +1,48 @@
+"""The remote hooks every process of a dist-enabled node uses (see RemoteHooks)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from otpkit.actors import _wire
+from otpkit.actors._pid import Pid
+from otpkit.actors._runtime import BYE, EXIT, RemoteHooks, Runtime
+from otpkit.dist import _codec
+from otpkit.dist._core import DIST_NAME, DIST_SEND, DIST_WATCH
+
+
+def wire_frame(frame: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A local frame made fit for msgpack: exit reasons summarised if they must be."""
+    if frame[0] in (EXIT, BYE):
+        return (frame[0], _codec.wire_reason(frame[1]))
+    return frame
+
+
+class DistHooks(RemoteHooks):
+    """Reaches remote pids through the node's dist thread."""
+
+    def __init__(self) -> None:
+        self._io: Pid | None = None
+
+    def _io_conn(self, rt: Runtime) -> Any:
+        if self._io is None:
+            self._io = rt.whereis(DIST_NAME)
+            if self._io is None:
+                return None
+        conn = rt._connect(self._io)
+        if conn is None:
+            self._io = None  # the dist process restarted: look it up again next time
+        return conn
+
+    def send(self, rt: Runtime, dst: Pid, frame: tuple[Any, ...]) -> bool:
+        payload = _codec.encode(wire_frame(frame))  # TypeError here, in the sender
+        conn = self._io_conn(rt)
+        if conn is None:
+            return False
+        return rt._write(conn, _wire.encode((DIST_SEND, dst, payload)))
+
+    def watch(self, rt: Runtime, dst: Pid) -> bool:
+        conn = self._io_conn(rt)
+        if conn is None:
+            return False
+        return rt._write(conn, _wire.encode((DIST_WATCH, dst)))

@@ -1,0 +1,26 @@
+"""Prevention of overlapping partitions, as a pure decision (DESIGN §4).
+
+When the link between two nodes breaks, every third node that is linked to both would
+join two partitions that cannot talk. Each such node drops the same one of the two -
+the one with the larger name - and does not link to it again until the pair is linked
+again (or until it loses the one it kept). Only links that *failed* are reported; a
+node's own drops are not, so the decision never cascades: each cut ends in maximal,
+fully connected parts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+
+def overlap_victim(
+    me: str, reporter: str, lost: str, connected: Collection[str]
+) -> tuple[str, str] | None:
+    """``reporter`` lost its link to ``lost``: return ``(victim, keeper)`` if this node
+    must drop (and block) ``victim`` to keep ``keeper``, else None."""
+    if me in (reporter, lost):
+        return None
+    victim, keeper = max(reporter, lost), min(reporter, lost)
+    if keeper not in connected:
+        return None
+    return victim, keeper
