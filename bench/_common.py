@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -120,12 +121,17 @@ def marked_pids(tag: str) -> list[int]:
     return sorted(out)
 
 
-def my_system_pids() -> list[int]:
-    """Every process of this role's system (forked from it), this process excluded."""
+def my_system_pids(include_self: bool = False) -> list[int]:
+    """Every process of this role's system (forked from it); this process only if asked."""
     tag = marker()
     if tag is None:
-        return []
-    return [p for p in marked_pids(tag) if p != os.getpid()]
+        return [os.getpid()] if include_self else []
+    return [p for p in marked_pids(tag) if include_self or p != os.getpid()]
+
+
+def check_loopback_only() -> list[str]:
+    """Sockets of this role's processes (this one included) bound off loopback."""
+    return non_loopback_sockets(my_system_pids(include_self=True))
 
 
 def _socket_table() -> dict[int, tuple[str, str, int]]:
@@ -214,7 +220,7 @@ def loopback_only_thespian() -> None:
     behaviour - so the peer stays raw Thespian.
     """
     os.environ["THESPIAN_BASE_IPADDR"] = "127.0.0.1"
-    from thespian.system.transport import IPBase
+    from thespian.system.transport import IPBase  # noqa: PLC0415 - raw role only
 
     IPBase.IPActorAddress.bindArgs = property(lambda self: (self.sockname,))
 
@@ -240,7 +246,7 @@ def start_raw_system(workdir: str) -> Any:
     loopback_only_thespian()
     os.environ["THESPLOG_FILE"] = os.path.join(workdir, "thespian-internal.log")
     os.environ.setdefault("THESPLOG_THRESHOLD", "WARNING")
-    from thespian.actors import ActorSystem
+    from thespian.actors import ActorSystem  # noqa: PLC0415 - raw role only
 
     return ActorSystem(
         "multiprocTCPBase",
@@ -262,6 +268,94 @@ def stop_raw_system(asys: Any) -> None:
     for pid in left:  # should not happen; never leave anything behind
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------- host load
+
+
+def _cpu_times() -> tuple[int, int, int]:
+    """(busy, total, steal) clock ticks of all CPUs."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal
+    return total - fields[3] - fields[4], total, fields[7]
+
+
+def _proc_cpu_ticks() -> dict[tuple[int, int], int]:
+    """(pid, start time) -> utime + stime in clock ticks, for every process."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        out[(int(entry), int(fields[19]))] = int(fields[11]) + int(fields[12])
+    return out
+
+
+def _is_ours(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f"{MARKER_VAR}=".encode() in f.read()
+    except OSError:
+        return False
+
+
+class HostLoad:
+    """How busy the host was during a run, and how much of it was *other* processes.
+
+    This benchmark shares the machine; a busy neighbour (a test suite, a CPU burner)
+    shows up in every latency figure. A thread samples every process's CPU time four
+    times a second; the CPU used by processes that are neither this driver nor marked as
+    one of its roles is reported as foreign (a process that lives less than one sample
+    period is missed, so this is a lower bound).
+    """
+
+    def __init__(self, period: float = 0.25) -> None:
+        self.load_before = os.getloadavg()[0]
+        self.busy0, self.total0, self.steal0 = _cpu_times()
+        self.t0 = time.monotonic()
+        self.foreign_ticks = 0
+        self._ours: dict[tuple[int, int], bool] = {}
+        self._last = _proc_cpu_ticks()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, args=(period,), daemon=True)
+        self._thread.start()
+
+    def _sample(self, period: float) -> None:
+        while not self._stop.wait(period):
+            now = _proc_cpu_ticks()
+            for key, ticks in now.items():
+                ours = self._ours.get(key)
+                if ours is None:
+                    ours = self._ours[key] = _is_ours(key[0])
+                if not ours:
+                    self.foreign_ticks += ticks - self._last.get(key, 0)
+            self._last = now
+
+    def foreign_cpu_share(self) -> float:
+        """Foreign CPU time so far, as a share of one CPU over the elapsed time."""
+        elapsed = max(1e-9, time.monotonic() - self.t0)
+        return self.foreign_ticks / os.sysconf("SC_CLK_TCK") / elapsed
+
+    def line(self) -> str:
+        self._stop.set()
+        self._thread.join()
+        busy1, total1, steal1 = _cpu_times()
+        span = max(1, total1 - self.total0)
+        ncpu = os.cpu_count() or 1
+        return (
+            f"  host: {ncpu} CPUs {100 * (busy1 - self.busy0) / span:.0f}% busy during the run"
+            f" (steal {100 * (steal1 - self.steal0) / span:.1f}%); other processes used"
+            f" {100 * self.foreign_cpu_share():.0f}% of one CPU (quiet: ~0%); loadavg(1 min)"
+            f" {self.load_before:.2f} before, {os.getloadavg()[0]:.2f} after"
+        )
 
 
 # --------------------------------------------------------------------------- driver
@@ -301,8 +395,13 @@ def run_role(script: str, role: str, quick: bool, timeout: float = 900) -> dict[
     with open(log_path, "ab") as log:
         try:
             proc = subprocess.run(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-                timeout=timeout, check=False,
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                timeout=timeout,
+                check=False,
             )
             rc = proc.returncode
         except subprocess.TimeoutExpired:
@@ -331,8 +430,37 @@ def role_main(args: argparse.Namespace, roles: dict[str, Callable[[bool], dict[s
     if args.role is None or args.out is None:
         raise SystemExit("--role needs --out")
     result = roles[args.role](args.quick)
+    if args.role == "otpkit":
+        result["otpkit"] = otpkit_source()
     write_result(args.out, result)
     return 0
+
+
+def otpkit_source() -> str:
+    """Which otpkit this process imported: its directory, and the git commit of the
+    checkout it lives in (``+dirty`` if ``src/`` has uncommitted changes)."""
+    import otpkit  # noqa: PLC0415 - only the otpkit role has it imported
+
+    pkg = os.path.dirname(os.path.abspath(otpkit.__file__))
+    root = os.path.dirname(os.path.dirname(pkg))
+    try:
+        head = subprocess.run(
+            ["git", "-C", root, "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", root, "status", "--porcelain", "--", "src"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return pkg
+    return f"{pkg} @ {head}{'+dirty' if dirty else ''}"
 
 
 def workdir() -> str:

@@ -1,12 +1,17 @@
 """A dist-enabled node driven over stdin/stdout by the dist tests.
 
-Usage: dist_node.py NAME PORT LOG_DIR [COOKIE]. Prints {"ready": ...} once started, then
-answers one JSON line per command line (see ``handle``). Pids travel as
+Usage: dist_node.py NAME PORT LOG_DIR [COOKIE] [--dns-a SERVICE --ns IP [--ns-port PORT]
+[--poll SECONDS] [--prune-after N] [--dns-timeout SECONDS]]. Prints {"ready": ...} once
+started, then answers one JSON line per command line (see ``handle``). Pids travel as
 [node, creation, id, serial].
+
+With ``--dns-a`` the node finds its peers through ``DnsA(SERVICE, app=<NAME's app>,
+port=PORT)`` asking the nameserver ``IP#PORT`` every ``--poll`` seconds.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -14,7 +19,8 @@ import time
 from typing import Any
 
 import otpkit
-from otpkit import Actor, dist
+from otpkit import Actor, discovery, dist
+from otpkit.node import DISCOVERY_NAME
 
 
 class Echo(Actor):
@@ -58,6 +64,10 @@ def handle(node: otpkit.Node, echo: otpkit.Pid, cmd: dict[str, Any]) -> Any:
     if op == "connect":
         dist.connect_node(cmd["name"], cmd["host"], cmd["port"])
         return "ok"
+    if op == "pids":
+        return node.os_pids()
+    if op == "discovery_peers":
+        return otpkit.call(DISCOVERY_NAME, "peers", timeout=cmd.get("t", 5))
     if op == "monitor_nodes":
         dist.monitor_nodes(True)
         return "ok"
@@ -98,16 +108,48 @@ def handle(node: otpkit.Node, echo: otpkit.Pid, cmd: dict[str, Any]) -> Any:
     raise ValueError(op)
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="dist_node.py")
+    p.add_argument("name")
+    p.add_argument("port", type=int)
+    p.add_argument("log_dir")
+    p.add_argument("cookie", nargs="?", default="test-cookie")
+    p.add_argument("--dns-a", metavar="SERVICE", help="discover peers by DnsA(SERVICE)")
+    p.add_argument("--ns", metavar="IP", help="the nameserver DnsA asks")
+    p.add_argument("--ns-port", type=int, default=53)
+    p.add_argument("--dns-timeout", type=float, default=1.0)
+    p.add_argument("--poll", type=float, default=5.0, help="discovery poll_interval")
+    p.add_argument("--prune-after", type=int, default=3)
+    return p.parse_args(argv)
+
+
 def main() -> None:
-    name, port, log_dir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    cookie = sys.argv[4] if len(sys.argv) > 4 else "test-cookie"
-    node = otpkit.Node(name, cookie=cookie, dist_port=port, log_dir=log_dir).start()
+    args = parse_args(sys.argv[1:])
+    name, port = args.name, args.port
+    options: dict[str, Any] = {}
+    if args.dns_a:
+        options = {
+            "discovery": discovery.DnsA(
+                args.dns_a,
+                app=name.split("@", 1)[0],
+                port=port,
+                nameserver=args.ns,
+                nameserver_port=args.ns_port,
+                timeout=args.dns_timeout,
+            ),
+            "poll_interval": args.poll,
+            "prune_after": args.prune_after,
+        }
+    node = otpkit.Node(
+        name, cookie=args.cookie, dist_port=port, log_dir=args.log_dir, **options
+    ).start()
     echo = node.spawn(Echo, name="echo")
     out(
         {
             "ready": name,
             "echo": [echo.node, echo.creation, echo.id, echo.serial],
             "pids": node.os_pids(),
+            "main": os.getpid(),
             "port": node.dist_port,
             "started": time.time(),
         }

@@ -3,66 +3,13 @@ remote call/cast/send/monitor/link; kill -9 of a node gives NodeDown and noconne
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from _util import wait_until
+from _distproc import NodeProc, mesh
 
 pytestmark = pytest.mark.cluster
-
-SCRIPT = os.path.join(os.path.dirname(__file__), "dist_node.py")
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-class NodeProc:
-    def __init__(self, name: str, log_dir: str, cookie: str = "test-cookie") -> None:
-        self.name = name
-        self.host = name.split("@")[1]
-        self.port = free_port(self.host)
-        self.proc = subprocess.Popen(
-            [sys.executable, SCRIPT, name, str(self.port), log_dir, cookie],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        line = self.proc.stdout.readline() if self.proc.stdout else ""
-        assert line, f"{name} did not start"
-        self.info = json.loads(line)
-        self.echo = self.info["echo"]
-
-    def cmd(self, **kw: Any) -> Any:
-        assert self.proc.stdin and self.proc.stdout
-        self.proc.stdin.write(json.dumps(kw) + "\n")
-        self.proc.stdin.flush()
-        reply = json.loads(self.proc.stdout.readline())
-        assert "ok" in reply, reply
-        return reply["ok"]
-
-    def kill9(self) -> None:
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-        for pid in self.info.get("pids", []):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -75,19 +22,6 @@ def trio(tmp_path) -> Iterator[list[NodeProc]]:
     finally:
         for n in nodes:
             n.close()
-
-
-def mesh(nodes: list[NodeProc]) -> None:
-    a = nodes[0]
-    for other in nodes[1:]:
-        a.cmd(op="connect", name=other.name, host=other.host, port=other.port)
-    for n in nodes:
-        want = sorted(m.name for m in nodes if m is not n)
-        wait_until(
-            lambda n=n, want=want: n.cmd(op="nodes") == want,
-            timeout=10,
-            what=f"{n.name} sees the full mesh",
-        )
 
 
 def test_mesh_and_remote_messaging(trio):

@@ -641,7 +641,7 @@ class DistCore:
         self._peers[name] = conn
         if conn.outbound:
             conn.listen = conn.addr
-        if not conn.hidden:
+        if not conn.hidden and not self.config.hidden:
             self._lost.pop(name, None)
             self._dropped.pop(name, None)
             # its links to the nodes this node can reach are whole again
@@ -689,7 +689,7 @@ class DistCore:
         if was_up and name is not None:
             del self._peers[name]
             self._node_lost(name, reason, conn.hidden)
-            if not conn.hidden and not policy:
+            if not conn.hidden and not policy and not self.config.hidden:
                 # a link failed: redial it, and tell the others (overlapping partitions)
                 self._lost[name] = conn.listen or conn.addr
                 self._unblock_keeper(name)
