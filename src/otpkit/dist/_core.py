@@ -449,14 +449,16 @@ class DistCore:
             for frame in frames:
                 try:
                     self._on_peer_frame(conn, frame)
-                except (TypeError, ValueError, IndexError, KeyError) as exc:
+                except Exception as exc:  # whatever a peer sends, only its link pays
                     self._drop(
                         conn, f"malformed frame {str(frame)[:80]}: {exc}", level=logging.WARNING
                     )
                     return
                 if conn.closed:
                     return
-            if len(data) < _RECV:
+            if len(data) < _RECV and not (
+                isinstance(conn.sock, ssl.SSLSocket) and conn.sock.pending()
+            ):
                 return
 
     def _on_peer_frame(self, conn: _PeerConn, frame: Any) -> None:
@@ -804,7 +806,17 @@ class DistCore:
                 self._close_local(conn)
                 return
             for frame in frames:
-                self._on_local_frame(conn, frame)
+                try:
+                    self._on_local_frame(conn, frame)
+                except Exception:
+                    log.error(
+                        "%s: bad local frame %.80r; connection closed",
+                        self.node.name,
+                        frame,
+                        exc_info=True,
+                    )
+                    self._close_local(conn)
+                    return
                 if conn.closed:
                     return
             if len(data) < _RECV:
