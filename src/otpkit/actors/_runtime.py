@@ -59,6 +59,24 @@ BYE = 8  # (BYE, reason): the sender is ending with this reason
 STARTED = 9  # (STARTED, token, result): a spawned child reports the end of its init
 SYS = 10  # (SYS, ref, request): answered by the runtime itself, never by the actor
 
+#: The length of each kind of frame; anything else is dropped as malformed.
+FRAME_ARITY = {
+    HELLO: 2,
+    MSG: 2,
+    CALL: 3,
+    CAST: 2,
+    REPLY: 3,
+    LINK: 1,
+    UNLINK: 1,
+    EXIT: 2,
+    BYE: 2,
+    STARTED: 3,
+    SYS: 3,
+}
+#: What a process on another node may send (never HELLO, BYE, STARTED or SYS: those
+#: belong to the connection and the node).
+REMOTE_TAGS = frozenset({MSG, CALL, CAST, REPLY, LINK, UNLINK, EXIT})
+
 # Mailbox entries: (kind, sender, ...).
 INFO = 100  # (INFO, None, message) - Down, ExitSignal, timer messages
 
@@ -410,11 +428,10 @@ class Runtime:
             self._read(conn)
 
     def _on_frame(self, conn: _Conn, frame: Any) -> None:
-        try:
-            tag = frame[0]
-        except (TypeError, IndexError, KeyError):
-            log.warning("%r: malformed frame from %r", self.pid, conn.peer)
+        if not (isinstance(frame, tuple) and frame and FRAME_ARITY.get(frame[0]) == len(frame)):
+            log.warning("%r: dropped a malformed frame from %r: %.80r", self.pid, conn.peer, frame)
             return
+        tag = frame[0]
         peer = conn.peer
         if peer is None:
             if tag == HELLO and isinstance(frame[1], Pid):
@@ -444,6 +461,9 @@ class Runtime:
             self.peer_down(peer, frame[1])
         elif tag == STARTED:
             token, result = frame[1], frame[2]
+            if not (isinstance(result, tuple) and result):
+                log.warning("%r: dropped a malformed start report from %r", self.pid, peer)
+                return
             self._started[token] = result
             if token in self._linking and result[0] == "ok":
                 self.links.add(result[1])

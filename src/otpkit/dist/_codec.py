@@ -6,7 +6,12 @@ tuple, dict (keys: any hashable value of these types), :class:`~otpkit.Pid`,
 ``datetime.timezone`` or a ``zoneinfo.ZoneInfo`` with a key), nested at most
 :data:`MAX_DEPTH` containers deep. It arrives equal to what was sent and of the same
 type: tuples stay tuples, lists stay lists, int and tuple map keys work. Anything else
-is a ``TypeError`` at :func:`encode` naming the type; nothing is ever pickled.
+is a ``TypeError`` at :func:`encode` naming the type (subclasses too: an IntEnum, a
+namedtuple, an OrderedDict); nothing is ever pickled. Four types slip through, because
+msgpack's C packer packs them itself, even with ``strict_types``, without asking
+``default``: ``bytearray`` and ``memoryview`` (they arrive as equal ``bytes``),
+``msgpack.ExtType`` and ``msgpack.Timestamp``. Catching them would take a Python walk
+of every message; code that builds msgpack objects by hand gets what it asked for.
 
 msgpack ext type codes (msgpack's own ``-1``, the timestamp, is never sent; one that
 arrives decodes as a UTC datetime):
@@ -15,10 +20,13 @@ arrives decodes as a UTC datetime):
 code  value     payload
 ====  ========  ==============================================================
 1     tuple     empty. A tuple is a msgpack *array* whose first element is this
-                marker, followed by the tuple's items (not an ext whose payload is
-                the items: that would need one nested unpack, ~40 KiB of C stack,
-                per tuple level on decode; the C unpacker segfaults at ~200 nested
-                levels on an 8 MiB stack before Python's recursion limit is hit).
+                marker, followed by the tuple's items. Not an ext whose payload is
+                the packed items: decoding that takes one nested ``unpackb`` per
+                tuple level, each with its ~40 KiB unpack stack on the C stack
+                (msgpack 1.2.4 segfaults at ~200 nested levels on an 8 MiB stack,
+                before Python's recursion limit), and a nested pack per tuple on
+                encode. As an array, the whole value is one pass of the C
+                (un)packer; a marker anywhere but first in an array is an error.
 2     Pid       ``>qqq`` creation, id, serial; then the node name, UTF-8.
 3     Ref       ``>qH`` creation, byte length L of n; n as an L-byte big-endian
                 signed int (any size); then the node name, UTF-8.
@@ -130,7 +138,9 @@ def _short_repr(obj: Any, limit: int = 100) -> str:
 
 
 def _cannot(obj: Any, what: str | None = None) -> TypeError:
-    what = what or f"a {_type_name(type(obj))}"
+    if what is None:
+        name = _type_name(type(obj))
+        what = f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
     return TypeError(f"cannot send {what} across nodes: {_short_repr(obj)}")
 
 
@@ -445,6 +455,8 @@ def _unpack(data: bytes) -> Any:
         raise ProtocolError("trailing bytes after the msgpack value") from None
     except msgpack.StackError:
         raise ProtocolError("msgpack value nested too deep") from None
+    except msgpack.FormatError:
+        raise ProtocolError("not msgpack: a byte no msgpack value starts with") from None
     except Exception as exc:
         raise ProtocolError(f"undecodable msgpack: {type(exc).__name__}: {exc}") from None
     else:
@@ -461,6 +473,9 @@ def _unpack(data: bytes) -> Any:
 def decode(data: bytes) -> Any:
     """The value encoded in ``data`` (exactly one); :class:`ProtocolError` if invalid."""
     if type(data) is not bytes:
+        if not isinstance(data, bytearray | memoryview):
+            # a peer's payload field may be anything: bytes(an int) would allocate that many
+            raise ProtocolError(f"msgpack data must be bytes, not {_type_name(type(data))}")
         data = bytes(data)
     if not data:
         raise ProtocolError("empty msgpack value")
@@ -479,44 +494,52 @@ class FrameDecoder:
     frame that is not exactly one valid value; the decoder then stays failed.
     """
 
-    __slots__ = ("_buf", "_failed", "max_frame")
+    __slots__ = ("_buf", "_failed", "_need", "max_frame")
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         if type(max_frame) is not int or not 0 < max_frame <= _MAX_PREFIX:
             raise ValueError(f"max_frame={max_frame!r}; expected an int in 1..{_MAX_PREFIX}")
         self.max_frame = max_frame
         self._buf = bytearray()
+        self._need = 4  # bytes _buf must hold before it is worth parsing again
         self._failed: str | None = None
 
     def feed(self, data: bytes) -> list[Any]:
+        """The values of the frames that ``data`` completes, in order."""
         if self._failed is not None:
             raise ProtocolError(f"decoder failed earlier: {self._failed}")
         buf = self._buf
-        buf += data
+        if buf:
+            buf += data
+            if len(buf) < self._need:
+                return []  # a large frame arriving in pieces is not re-parsed per piece
+            data = bytes(buf)
+            buf.clear()
+        elif type(data) is not bytes:
+            data = bytes(data)
         out: list[Any] = []
         pos = 0
-        end = len(buf)
+        end = len(data)
+        max_frame = self.max_frame
         try:
-            with memoryview(buf) as view:
-                while end - pos >= 4:
-                    (size,) = _PREFIX_S.unpack_from(view, pos)
-                    if size > self.max_frame:
-                        raise ProtocolError(
-                            f"frame of {size} bytes exceeds max_frame {self.max_frame}"
-                        )
-                    if size == 0:
-                        raise ProtocolError("empty frame")
-                    stop = pos + 4 + size
-                    if stop > end:
-                        break
-                    out.append(_unpack(view[pos + 4 : stop].tobytes()))
-                    pos = stop
+            while end - pos >= 4:
+                (size,) = _PREFIX_S.unpack_from(data, pos)
+                if size > max_frame:
+                    raise ProtocolError(f"frame of {size} bytes exceeds max_frame {max_frame}")
+                if size == 0:
+                    raise ProtocolError("empty frame")
+                stop = pos + 4 + size
+                if stop > end:
+                    break
+                out.append(_unpack(data[pos + 4 : stop]))
+                pos = stop
         except ProtocolError as exc:
             self._failed = exc.reason
-            buf.clear()
             raise
-        if pos:
-            del buf[:pos]
+        if pos < end:
+            rest = end - pos
+            self._need = 4 + size if rest >= 4 else 4
+            buf += memoryview(data)[pos:]
         return out
 
     @property

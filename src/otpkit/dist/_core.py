@@ -34,7 +34,16 @@ from typing import Any
 
 from otpkit.actors import _wire
 from otpkit.actors._pid import Pid
-from otpkit.actors._runtime import BYE, HELLO, MSG, NodeIdentity, address_of, name_address
+from otpkit.actors._runtime import (
+    BYE,
+    FRAME_ARITY,
+    HELLO,
+    MSG,
+    REMOTE_TAGS,
+    NodeIdentity,
+    address_of,
+    name_address,
+)
 from otpkit.dist import _codec, _handshake, _partition
 from otpkit.errors import FrameError
 
@@ -896,6 +905,22 @@ class DistCore:
         return pair
 
     def _deliver_local(self, src: Pid, dst: Pid, inner: Any) -> None:
+        if not (
+            isinstance(src, Pid)
+            and isinstance(dst, Pid)
+            and isinstance(inner, tuple)
+            and inner
+            and inner[0] in REMOTE_TAGS
+            and FRAME_ARITY[inner[0]] == len(inner)
+        ):
+            log.warning(
+                "%s: dropped a malformed message from %r to %r: %.80r",
+                self.node.name,
+                src,
+                dst,
+                inner,
+            )
+            return
         pair = self._pair(src, dst)
         if pair is None:
             if src.node != self.node.name:
