@@ -243,8 +243,13 @@ def _pack(obj: Any) -> bytes:
         packer = _new_packer()
     try:
         data: bytes = packer.pack(obj)
-    except ValueError as exc:  # msgpack's own limits: 511 levels, 4 GiB items
+    except ValueError as exc:  # msgpack's own limits: 511 levels (or a cycle), 4 GiB items
         _packers.append(packer)
+        if "recursion limit" in str(exc):
+            raise TypeError(
+                f"cannot send a value nested deeper than {MAX_DEPTH} levels (or a cycle) "
+                "across nodes"
+            ) from None
         raise TypeError(f"cannot send this value across nodes: {exc}") from None
     except BaseException:
         _packers.append(packer)
