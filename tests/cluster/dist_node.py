@@ -1,12 +1,16 @@
 """A dist-enabled node driven over stdin/stdout by the dist tests.
 
 Usage: dist_node.py NAME PORT LOG_DIR [COOKIE] [--dns-a SERVICE --ns IP [--ns-port PORT]
-[--poll SECONDS] [--prune-after N] [--dns-timeout SECONDS]]. Prints {"ready": ...} once
-started, then answers one JSON line per command line (see ``handle``). Pids travel as
-[node, creation, id, serial].
+[--poll SECONDS] [--prune-after N] [--dns-timeout SECONDS]] [--tls CERT KEY]. Prints
+{"ready": ...} once started, then answers one JSON line per command line (see
+``handle``). Pids travel as [node, creation, id, serial].
 
 With ``--dns-a`` the node finds its peers through ``DnsA(SERVICE, app=<NAME's app>,
 port=PORT)`` asking the nameserver ``IP#PORT`` every ``--poll`` seconds.
+
+With ``--tls CERT KEY`` every dist link is TLS, both ways: the node presents CERT (with
+KEY) and accepts only peers whose certificate CERT signs (a self-signed CERT: the same
+one), checked against the peer's IP address.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 import sys
 import time
 from typing import Any
@@ -120,7 +125,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--dns-timeout", type=float, default=1.0)
     p.add_argument("--poll", type=float, default=5.0, help="discovery poll_interval")
     p.add_argument("--prune-after", type=int, default=3)
+    p.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="TLS for every dist link")
     return p.parse_args(argv)
+
+
+def tls_config(name: str, port: int, cookie: str, cert: str, key: str) -> dist.DistConfig:
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    server.load_verify_locations(cert)
+    server.verify_mode = ssl.CERT_REQUIRED
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # checks the name: the peer's IP
+    client.load_cert_chain(cert, key)
+    client.load_verify_locations(cert)
+    host = name.split("@", 1)[1]
+    return dist.DistConfig(host, port, cookie.encode(), server_ssl=server, client_ssl=client)
 
 
 def main() -> None:
@@ -140,6 +158,8 @@ def main() -> None:
             "poll_interval": args.poll,
             "prune_after": args.prune_after,
         }
+    if args.tls:
+        options["dist"] = tls_config(name, port, args.cookie, *args.tls)
     node = otpkit.Node(
         name, cookie=args.cookie, dist_port=port, log_dir=args.log_dir, **options
     ).start()

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
 from _distproc import NodeProc, mesh
 
 pytestmark = pytest.mark.cluster

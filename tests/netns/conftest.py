@@ -1,17 +1,22 @@
-"""netns tier: network namespaces this test run creates (prefix ``otpk-``), removed
-afterwards even when a test fails; a session sweep removes leftovers of a crashed run."""
+"""netns tier: network namespaces this test run creates (prefix ``otpk-<pytest pid>-``),
+removed afterwards even when a test fails; a session sweep (at the start and the end)
+removes leftovers of a crashed run - namespaces whose owning pytest is gone, with the
+processes inside them, and guard routes - without touching a concurrent run.
+
+Fixtures: ``ns_pair`` (two namespaces joined by a veth pair) and ``cluster`` (a hub with
+a real dnsmasq and three node namespaces: see ``_cluster.py``)."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 
 import pytest
+from _cluster import PREFIX, Cluster, cluster_in, sh, sweep
 
-PREFIX = "otpk-"
+__all__ = ["PREFIX", "Pair", "sh"]
 
 
 def _need_root() -> None:
@@ -21,32 +26,24 @@ def _need_root() -> None:
         pytest.skip("netns tier needs iproute2: apt-get install -y iproute2")
 
 
-def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(args), capture_output=True, text=True, check=check, timeout=30)
-
-
-def _sweep() -> None:
-    out = sh("ip", "netns", "list", check=False).stdout
-    for line in out.splitlines():
-        name = line.split()[0] if line.split() else ""
-        if name.startswith(PREFIX):
-            sh("ip", "netns", "del", name, check=False)
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _sweep_leftovers() -> Iterator[None]:
-    if os.geteuid() == 0 and shutil.which("ip"):
-        _sweep()
+    able = os.geteuid() == 0 and shutil.which("ip") is not None
+    if able:
+        sweep()
     yield
+    if able:
+        left = sweep(include_own=True)
+        assert not left, f"the netns tests left {left} behind (removed now)"
 
 
 class Pair:
     """Two namespaces joined by a veth pair: ``a`` at 10.10.0.1, ``b`` at 10.10.0.2."""
 
     def __init__(self) -> None:
-        tag = uuid.uuid4().hex[:6]
-        self.a = f"{PREFIX}{tag}a"
-        self.b = f"{PREFIX}{tag}b"
+        tag = uuid.uuid4().hex[:6]  # veth names below use its last 7 characters
+        self.a = f"{PREFIX}{os.getpid()}-{tag}a"
+        self.b = f"{PREFIX}{os.getpid()}-{tag}b"
         self.made: list[str] = []
 
     def up(self) -> Pair:
@@ -89,3 +86,11 @@ def ns_pair() -> Iterator[Pair]:
         yield pair.up()
     finally:
         pair.down()
+
+
+@pytest.fixture
+def cluster(tmp_path) -> Iterator[Cluster]:
+    """A hub (bridge 10.10.0.254 + dnsmasq serving HEADLESS, no records yet) and three
+    node namespaces 10.10.0.1..3, no node started; all removed afterwards."""
+    with cluster_in(tmp_path, hosts=3) as c:
+        yield c

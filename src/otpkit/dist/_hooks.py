@@ -18,6 +18,11 @@ def wire_frame(frame: tuple[Any, ...]) -> tuple[Any, ...]:
     return frame
 
 
+#: The largest message dist carries (its frames are at most 16 MiB, with room for the
+#: envelope).
+MAX_MESSAGE = 16 * 1024 * 1024 - 4096
+
+
 class DistHooks(RemoteHooks):
     """Reaches remote pids through the node's dist thread."""
 
@@ -36,6 +41,11 @@ class DistHooks(RemoteHooks):
 
     def send(self, rt: Runtime, dst: Pid, frame: tuple[Any, ...]) -> bool:
         payload = _codec.encode(wire_frame(frame))  # TypeError here, in the sender
+        if len(payload) > MAX_MESSAGE:
+            # the peer would close the link on the oversize frame: fail here instead
+            raise ValueError(
+                f"message to {dst!r} is {len(payload)} bytes; dist carries at most {MAX_MESSAGE}"
+            )
         conn = self._io_conn(rt)
         if conn is None:
             return False
