@@ -24,28 +24,6 @@ SOAK_SECONDS = float(os.environ.get("OTPKIT_SOAK_SECONDS", "8"))
 
 _NODE_IN_REPR = re.compile(r"node='([^']+)'")
 
-# Known bugs (see the netns report in issue 3). Remove a mark when its bug is fixed: the
-# marks are strict, so a fixed bug shows up as XPASS -> FAILED.
-DISCOVERY_DOES_NOT_START = (
-    "Node(discovery=...) does not start: Discoverer.init polls at once and calls "
-    "send_after before Thespian's loop has run, AttributeError: 'TCPTransport' object has "
-    "no attribute 'run_time' (node.py Discoverer / actors/_host.py send_after); the node's "
-    "start then hangs ~50 s and raises ActorSystemRequestTimeout"
-)
-OVERLAP_RACE = (
-    "overlapping-partition prevention: (a) when 1 is cut from 2 and 3, 2 and 3 each get "
-    "the other's 'lost 1' report before their own tick timeout on 1, still count 1 as "
-    "connected and drop each other (victim = max(reporter, lost)): the cut ends 1|2|3 with "
-    "2<->3 connecting and closing every 0.5 s (fails ~3 runs in 4); (b) at the heal, 1 "
-    "re-links 3 first and replays its stale 'lost 2' to it, 3 drops 2, 2 reports 'lost 3', "
-    "1 drops 3: the cluster ends 1-2 | 3 with 3 flapping (every run)"
-)
-xfail_discovery = pytest.mark.xfail(strict=True, reason=DISCOVERY_DOES_NOT_START)
-xfail_discovery_and_overlap = pytest.mark.xfail(
-    strict=True, reason=f"{DISCOVERY_DOES_NOT_START}; and {OVERLAP_RACE}"
-)
-
-
 # --------------------------------------------------------------------------- helpers
 
 
@@ -115,7 +93,6 @@ def dial_failures(node: NetnsNode, peer: str) -> list[float]:
 # --------------------------------------------------------------------------- tests
 
 
-@xfail_discovery
 def test_three_nodes_join_through_dns_a(cluster):
     cluster.set_records([1, 2, 3])
     t0 = time.monotonic()
@@ -128,7 +105,6 @@ def test_three_nodes_join_through_dns_a(cluster):
         assert cluster.node(i).cmd(op="discovery_peers") == others(i)
 
 
-@xfail_discovery
 def test_a_new_record_brings_a_fourth_node_in(trio):
     c = trio
     # node 4 runs without discovery: only the others' DNS lookups can bring it in
@@ -150,7 +126,6 @@ def test_a_new_record_brings_a_fourth_node_in(trio):
         )
 
 
-@xfail_discovery
 def test_a_removed_record_and_a_stopped_node_take_it_out(trio):
     c = trio
     n1, n2, gone = c.node(1), c.node(2), name_of(3)
@@ -200,7 +175,6 @@ def test_a_removed_record_and_a_stopped_node_take_it_out(trio):
 
 
 @pytest.mark.soak
-@xfail_discovery
 def test_dns_outage_prunes_nobody(trio):
     """dnsmasq stopped for OTPKIT_SOAK_SECONDS (default 8; 30 in the issue): every lookup
     fails, nobody is pruned, the mesh stays whole before, during and after."""
@@ -245,7 +219,6 @@ def test_dns_outage_prunes_nobody(trio):
         no_more_events(n)  # no NodeDown / NodeUp at any point
 
 
-@xfail_discovery_and_overlap
 def test_isolating_one_node_is_seen_on_both_sides(trio):
     c = trio
     n1, n2, n3 = (c.node(i) for i in (1, 2, 3))
@@ -263,7 +236,6 @@ def test_isolating_one_node_is_seen_on_both_sides(trio):
         no_more_events(n)
 
 
-@xfail_discovery_and_overlap
 def test_after_heal_the_full_mesh_returns_without_traffic(trio):
     c = trio
     n1, n2, n3 = (c.node(i) for i in (1, 2, 3))

@@ -75,6 +75,9 @@ class SpawnPayload:
 
 _pending: SpawnPayload | None = None
 
+#: The Thespian message that boots a process created with ``defer_boot``.
+BOOT = "$otpkit_boot"
+
 
 def resolve_target(target: Any) -> type[Actor]:
     """An Actor subclass from itself or from ``"package.module:Class"``."""
@@ -169,7 +172,11 @@ class ProcessRuntime(Runtime):
         self._timer_n += 1
         self._timers[self._timer_n] = msg
         period = timedelta(seconds=max(0.0, delay))
-        self._host.wakeupAfter(period, payload=("otpkit", self._timer_n))
+        # during init, before Thespian's loop first ran, its transport has no run_time
+        # yet and raises AttributeError; the wakeup is queued already and fires once
+        # the loop runs
+        with contextlib.suppress(AttributeError):
+            self._host.wakeupAfter(period, payload=("otpkit", self._timer_n))
         return self._timer_n
 
     def cancel_timer(self, timer: int) -> bool:
@@ -223,7 +230,7 @@ class Host(ThespianActor):  # type: ignore[misc]
     def _myRef(self, mgr: Any) -> None:  # noqa: N802
         first = self._mgr is None
         self._mgr = mgr
-        if first:
+        if first and not self._payload.options.get("defer_boot"):
             self._boot()
 
     def fork_child(self, payload: SpawnPayload) -> Callable[[], bool]:
@@ -285,6 +292,12 @@ class Host(ThespianActor):  # type: ignore[misc]
     def receiveMessage(self, msg: Any, sender: Any) -> Any:  # noqa: N802 - Thespian's name
         rt = self._rt
         if not self._booted:
+            # a process created by Thespian's admin (the kernel) boots on its first
+            # message: the admin answers the creator only once the new actor's loop
+            # has run, so a failed init must not end the process before that
+            if msg == BOOT and self._payload.options.get("defer_boot"):
+                self._boot()
+                return ThespianWatch(rt.fds())
             return None
         try:
             if isinstance(msg, WatchMessage):

@@ -220,6 +220,7 @@ def start_local_system(
             name=None,
             token=token,
             log_level=log_level,
+            options={"defer_boot": True},
         )
         port = free_port()
         try:
@@ -233,7 +234,8 @@ def start_local_system(
             _admin_boot = None
             os.close(read_end)
         try:
-            asys.createActor(_host.Host)
+            kernel_address = asys.createActor(_host.Host)
+            asys.tell(kernel_address, _host.BOOT)
         finally:
             _host._pending = None
     deadline = time.monotonic() + start_timeout

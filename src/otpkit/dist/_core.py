@@ -147,6 +147,10 @@ class DistCore:
         self._lost: dict[str, tuple[str, int]] = {}
         self._blocked: dict[str, set[str]] = {}
         self._dropped: dict[str, tuple[str, int]] = {}  # dialled again once unblocked
+        # reports of failed links wait down_after + tick before they are acted on: a
+        # node whose own link to the same node is about to time out must not mistake an
+        # isolated node for a broken pair (nor act on a report that a heal makes stale)
+        self._pending_lost: dict[tuple[str, str], float] = {}
         self._dialing: dict[str, _PeerConn] = {}
         self._next_dial: dict[str, float] = {}
         self._waiting: dict[str, deque[tuple[Any, ...]]] = {}
@@ -327,6 +331,10 @@ class DistCore:
                 continue
             if now - conn.last_tx >= cfg.tick and not conn.wbuf:
                 self._send_peer(conn, ("tick",))
+        for pair, deadline in list(self._pending_lost.items()):
+            if now >= deadline:
+                del self._pending_lost[pair]
+                self._on_lost(*pair)
         for name, addr in [*self._known.items(), *self._lost.items(), *self._dropped.items()]:
             if name in self._peers or name in self._dialing or name in self._blocked:
                 continue
@@ -505,9 +513,12 @@ class DistCore:
                 ):
                     self._dial(str(name), (str(host), int(port)))
         elif kind == "lost":
-            self._on_lost(str(frame[1]), str(frame[2]))
+            reporter, lost = str(frame[1]), str(frame[2])
+            if self.node.name not in (reporter, lost):
+                delay = self.config.down_after + self.config.tick
+                self._pending_lost[(reporter, lost)] = time.monotonic() + delay
         elif kind == "regained":
-            self._unblock_pair(str(frame[1]), str(frame[2]))
+            self._regained(str(frame[1]), str(frame[2]))
         elif kind == "blocked":
             # the sender dropped this node to keep its link to frame[1]: do not dial
             # the sender again before this node can reach frame[1] itself
@@ -603,6 +614,11 @@ class DistCore:
             self._send_peer(conn, ("blocked", keeper))
             self._flush_peer(conn)
             self._drop(conn, f"prevent overlapping partitions: {reporter} lost {lost}", policy=True)
+
+    def _regained(self, a: str, b: str) -> None:
+        self._pending_lost.pop((a, b), None)
+        self._pending_lost.pop((b, a), None)
+        self._unblock_pair(a, b)
 
     def _unblock_pair(self, a: str, b: str) -> None:
         for victim, keeper in ((a, b), (b, a)):

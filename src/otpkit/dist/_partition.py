@@ -6,6 +6,11 @@ the one with the larger name - and does not link to it again until the pair is l
 again (or until it loses the one it kept). Only links that *failed* are reported; a
 node's own drops are not, so the decision never cascades: each cut ends in maximal,
 fully connected parts.
+
+A report is acted on only ``down_after + tick`` after it arrived, and only if the link
+is still reported broken and this node is still linked to both: when one node is cut
+off from all, the others lose it themselves within ``down_after``, and a report that a
+heal made stale is withdrawn (``regained``) before it takes effect.
 """
 
 from __future__ import annotations
