@@ -257,3 +257,20 @@ def test_after_heal_the_full_mesh_returns_without_traffic(trio):
     c.hold_view(c.parts([1, 2, 3]), 2.0, "the healed mesh stays whole")
     for n in (n1, n2, n3):
         no_more_events(n)
+
+
+@pytest.mark.parametrize("how", ["partial", "one_way"])
+def test_a_cut_of_one_link_ends_in_maximal_fully_connected_parts(trio, how):
+    """Only the link 1-2 breaks (both ways, or 1->2 only); 3 still reaches both. 3 keeps
+    the smaller name (1) and drops 2: parts {1, 3} and {2}, stable, then whole again."""
+    c = trio
+    if how == "partial":
+        c.cut(1, 2)
+    else:
+        c.cut_one_way(1, 2)
+    parts = c.parts([1, 3], [2])
+    took = c.wait_view(parts, BOUND, f"{how} cut of 1-2 ends as 1 3 | 2")
+    print(f"{how}: parts formed {took:.2f}s after the cut")
+    c.hold_view(parts, 10.0, "the parts are unchanged 10 s later")
+    c.heal()
+    c.wait_view(c.parts([1, 2, 3]), BOUND, "the full mesh returns after the heal")
