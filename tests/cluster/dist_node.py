@@ -66,6 +66,8 @@ def handle(node: otpkit.Node, echo: otpkit.Pid, cmd: dict[str, Any]) -> Any:
     op = cmd["op"]
     if op == "nodes":
         return dist.nodes()
+    if op == "hidden_nodes":
+        return dist.hidden_nodes()
     if op == "connect":
         dist.connect_node(cmd["name"], cmd["host"], cmd["port"])
         return "ok"

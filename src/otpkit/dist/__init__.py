@@ -16,6 +16,7 @@ __all__ = [
     "NodeUp",
     "connect_node",
     "disconnect_node",
+    "hidden_nodes",
     "monitor_nodes",
     "nodes",
 ]
@@ -31,6 +32,12 @@ def _net() -> Any:
 def nodes(timeout: float = 5.0) -> list[str]:
     """The names of the (visible) nodes this node is connected to."""
     result: list[str] = _api.call(_net(), ("nodes",), timeout)
+    return result
+
+
+def hidden_nodes(timeout: float = 5.0) -> list[str]:
+    """The hidden nodes (admin shells) connected to this node."""
+    result: list[str] = _api.call(_net(), ("hidden_nodes",), timeout)
     return result
 
 
