@@ -1,0 +1,117 @@
+"""A dist node as a separate OS process (tests/cluster/dist_node.py), driven over its
+stdin/stdout by the dist tests."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from typing import Any
+
+from _util import alive, wait_until
+
+SCRIPT = os.path.join(os.path.dirname(__file__), "dist_node.py")
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class NodeProc:
+    """``dist_node.py NAME PORT LOG_DIR COOKIE *extra`` started and ready.
+
+    ``info`` is its ready line (``echo`` pid, the node's os ``pids``); ``log_path`` the
+    node's log file. :meth:`close` kills the driver and every os pid of the node. With
+    ``wait=False`` the constructor returns at once (start several nodes side by side),
+    and :meth:`wait_ready` waits for the ready line.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        log_dir: str,
+        cookie: str = "test-cookie",
+        extra_args: tuple[str, ...] = (),
+        wait: bool = True,
+    ) -> None:
+        self.name = name
+        self.host = name.split("@")[1]
+        self.port = free_port(self.host)
+        self.log_path = os.path.join(log_dir, f"{name}.log")
+        self.info: dict[str, Any] = {}
+        self.echo: list[Any] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, SCRIPT, name, str(self.port), log_dir, cookie, *extra_args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> NodeProc:
+        try:
+            line = self.proc.stdout.readline() if self.proc.stdout else ""
+            assert line, f"{self.name} did not start"
+            self.info = json.loads(line)
+        except BaseException:
+            self.close()
+            raise
+        self.echo = self.info["echo"]
+        return self
+
+    def cmd(self, **kw: Any) -> Any:
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(json.dumps(kw) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        assert line, f"{self.name} ended (exit status {self.proc.poll()})"
+        reply = json.loads(line)
+        assert "ok" in reply, reply
+        return reply["ok"]
+
+    def alive(self) -> bool:
+        """The driver and every os process of the node still run."""
+        return self.proc.poll() is None and all(alive(p) for p in self.info["pids"])
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def kill9(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        for pid in self.info.get("pids", []):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def mesh(nodes: list[NodeProc]) -> None:
+    a = nodes[0]
+    for other in nodes[1:]:
+        a.cmd(op="connect", name=other.name, host=other.host, port=other.port)
+    for n in nodes:
+        want = sorted(m.name for m in nodes if m is not n)
+        wait_until(
+            lambda n=n, want=want: n.cmd(op="nodes") == want,
+            timeout=10,
+            what=f"{n.name} sees the full mesh",
+        )
