@@ -297,6 +297,14 @@ def _proc_cpu_ticks() -> dict[tuple[int, int], int]:
     return out
 
 
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
 def _is_ours(pid: int) -> bool:
     if pid == os.getpid():
         return True
@@ -322,6 +330,7 @@ class HostLoad:
         self.busy0, self.total0, self.steal0 = _cpu_times()
         self.t0 = time.monotonic()
         self.foreign_ticks = 0
+        self.foreign_by_name: dict[str, int] = {}
         self._ours: dict[tuple[int, int], bool] = {}
         self._last = _proc_cpu_ticks()
         self._stop = threading.Event()
@@ -336,7 +345,11 @@ class HostLoad:
                 if ours is None:
                     ours = self._ours[key] = _is_ours(key[0])
                 if not ours:
-                    self.foreign_ticks += ticks - self._last.get(key, 0)
+                    used = ticks - self._last.get(key, 0)
+                    if used > 0:
+                        self.foreign_ticks += used
+                        name = _comm(key[0])
+                        self.foreign_by_name[name] = self.foreign_by_name.get(name, 0) + used
             self._last = now
 
     def foreign_cpu_share(self) -> float:
@@ -353,9 +366,16 @@ class HostLoad:
         return (
             f"  host: {ncpu} CPUs {100 * (busy1 - self.busy0) / span:.0f}% busy during the run"
             f" (steal {100 * (steal1 - self.steal0) / span:.1f}%); other processes used"
-            f" {100 * self.foreign_cpu_share():.0f}% of one CPU (quiet: ~0%); loadavg(1 min)"
-            f" {self.load_before:.2f} before, {os.getloadavg()[0]:.2f} after"
+            f" {100 * self.foreign_cpu_share():.0f}% of one CPU (quiet: ~0%){self._top()};"
+            f" loadavg(1 min) {self.load_before:.2f} before, {os.getloadavg()[0]:.2f} after"
         )
+
+    def _top(self) -> str:
+        top = sorted(self.foreign_by_name.items(), key=lambda kv: -kv[1])[:3]
+        if not top or not self.foreign_ticks:
+            return ""
+        parts = (f"{name} {100 * t / self.foreign_ticks:.0f}%" for name, t in top)
+        return " [" + ", ".join(parts) + "]"
 
 
 # --------------------------------------------------------------------------- driver

@@ -322,6 +322,12 @@ class DistCore:
         for conn in list(self._conns.values()):
             if not isinstance(conn, _PeerConn) or conn.closed:
                 continue
+            if conn.state == "connecting":
+                # a dial into a cut sits in SYN back-off for seconds: give up early and
+                # dial again, so a heal is seen within about redial + connect timeout
+                if now - conn.started > cfg.connect_timeout:
+                    self._drop(conn, "connect timed out", level=logging.DEBUG)
+                continue
             if conn.state != "up":
                 if now - conn.started > _HANDSHAKE_TIMEOUT:
                     self._drop(conn, "handshake timed out")
