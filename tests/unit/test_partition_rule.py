@@ -14,6 +14,7 @@ def test_rule_cases():
     assert overlap_victim("c", "a", "b", {"a", "b"}) == ("b", "a")
     assert overlap_victim("c", "b", "a", {"a", "b"}) == ("b", "a")  # same from both ends
     assert overlap_victim("c", "a", "b", {"b"}) is None  # not linked to the keeper
+    assert overlap_victim("c", "a", "b", {"a"}) is None  # nor to the victim: no bridge
     assert overlap_victim("a", "a", "b", {"b", "c"}) is None  # an end of the pair itself
     assert overlap_victim("b", "a", "b", {"a", "c"}) is None
 

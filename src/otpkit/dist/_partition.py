@@ -21,11 +21,13 @@ from collections.abc import Collection
 def overlap_victim(
     me: str, reporter: str, lost: str, connected: Collection[str]
 ) -> tuple[str, str] | None:
-    """``reporter`` lost its link to ``lost``: return ``(victim, keeper)`` if this node
-    must drop (and block) ``victim`` to keep ``keeper``, else None."""
+    """``reporter`` lost its link to ``lost``: return ``(victim, keeper)`` if this node,
+    linked to both, must drop (and block) ``victim`` to keep ``keeper``, else None."""
     if me in (reporter, lost):
         return None
     victim, keeper = max(reporter, lost), min(reporter, lost)
-    if keeper not in connected:
+    # only a node linked to both joins two partitions; one that lost either itself is
+    # no bridge, and blocking there would keep the victim out after the heal
+    if keeper not in connected or victim not in connected:
         return None
     return victim, keeper
