@@ -178,8 +178,9 @@ class RemoteHooks:
     monitors, ``call`` replies and ordering then work unchanged.
     """
 
-    def send(self, rt: Runtime, dst: Pid, frame: tuple[Any, ...]) -> bool:
-        """Deliver ``frame`` from ``rt``'s process to ``dst``; False if it cannot be."""
+    def send(self, rt: Runtime, dst: Pid, frame: tuple[Any, ...], watch: bool = False) -> bool:
+        """Deliver ``frame`` from ``rt``'s process to ``dst``; False if it cannot be.
+        With ``watch``, also as :meth:`watch` (a ``call``: one frame instead of two)."""
         return False
 
     def watch(self, rt: Runtime, dst: Pid) -> bool:
@@ -512,8 +513,13 @@ class Runtime:
 
     def goodbye(self, reason: Any) -> None:
         """Tell every peer this process ends with ``reason``; close everything."""
+        # Stop listening first (taking what is queued): a peer that connects while the
+        # BYEs go out would otherwise be dropped unaccepted and see "killed", not noproc.
         for lsock, _ in list(self._listeners.values()):
             self._accept(lsock, None)
+            _live_sockets.discard(lsock)
+            lsock.close()
+        self._listeners.clear()
         try:
             frame = _wire.encode((BYE, reason))
         except Exception:  # an exit reason that does not pickle still has to go out
@@ -531,10 +537,6 @@ class Runtime:
                 pass
         for conn in list(self._conns.values()):
             self._close(conn)
-        for lsock, _ in list(self._listeners.values()):
-            _live_sockets.discard(lsock)
-            lsock.close()
-        self._listeners.clear()
 
     # ------------------------------------------------------------------ operations
 
@@ -600,10 +602,7 @@ class Runtime:
                 if conn is None:
                     raise Exit("noproc", dst)
                 self._write(conn, _wire.encode((frame[0], ref, frame[2])))
-            elif not (
-                _remote_hooks.watch(self, dst)
-                and _remote_hooks.send(self, dst, (frame[0], ref, frame[2]))
-            ):
+            elif not _remote_hooks.send(self, dst, (frame[0], ref, frame[2]), watch=True):
                 raise Exit("noconnection", dst)
             deadline = time.monotonic() + timeout
             while self._await_result is None:

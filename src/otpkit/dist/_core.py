@@ -52,6 +52,7 @@ log = logging.getLogger("otpkit.dist")
 #: Local frame tags used between a process and the dist thread.
 DIST_SEND = 20  # (DIST_SEND, dst, msgpack bytes of the inner frame)
 DIST_WATCH = 21  # (DIST_WATCH, dst): tell me when dst ends
+DIST_SEND_WATCH = 22  # both at once (a call): the delivery itself watches on the far side
 #: The name under which the dist thread answers ``whereis``.
 DIST_NAME = "otpkit_dist"
 
@@ -875,10 +876,15 @@ class DistCore:
                 self._close_local(conn)
             return
         src = conn.peer
-        if tag == DIST_SEND:
+        if tag in (DIST_SEND, DIST_SEND_WATCH):
             _, dst, payload = frame
-            if dst.node == self.node.name:
-                self._deliver_local(src, dst, _codec.decode(payload))
+            # the connection that will carry dst's BYE (or noconnection) back to src; on
+            # the far side, delivering opens the connection that carries dst's BYE
+            if tag == DIST_SEND_WATCH and self._pair(dst, src) is None:
+                return
+            if dst.node == self.node.name:  # a pid of an earlier incarnation of this node
+                if tag == DIST_SEND_WATCH:
+                    self._to_local_bye(dst, src, "noproc")
             else:
                 self._to_node(dst.node, ("send", src, dst, payload))
         elif tag == DIST_WATCH:

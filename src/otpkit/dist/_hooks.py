@@ -8,7 +8,7 @@ from otpkit.actors import _wire
 from otpkit.actors._pid import Pid
 from otpkit.actors._runtime import BYE, EXIT, RemoteHooks, Runtime
 from otpkit.dist import _codec
-from otpkit.dist._core import DIST_NAME, DIST_SEND, DIST_WATCH
+from otpkit.dist._core import DIST_NAME, DIST_SEND, DIST_SEND_WATCH, DIST_WATCH
 
 
 def wire_frame(frame: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -39,7 +39,9 @@ class DistHooks(RemoteHooks):
             self._io = None  # the dist process restarted: look it up again next time
         return conn
 
-    def send(self, rt: Runtime, dst: Pid, frame: tuple[Any, ...]) -> bool:
+    def send(
+        self, rt: Runtime, dst: Pid, frame: tuple[Any, ...], watch: bool = False
+    ) -> bool:
         payload = _codec.encode(wire_frame(frame))  # TypeError here, in the sender
         if len(payload) > MAX_MESSAGE:
             # the peer would close the link on the oversize frame: fail here instead
@@ -49,7 +51,8 @@ class DistHooks(RemoteHooks):
         conn = self._io_conn(rt)
         if conn is None:
             return False
-        return rt._write(conn, _wire.encode((DIST_SEND, dst, payload)))
+        tag = DIST_SEND_WATCH if watch else DIST_SEND
+        return rt._write(conn, _wire.encode((tag, dst, payload)))
 
     def watch(self, rt: Runtime, dst: Pid) -> bool:
         conn = self._io_conn(rt)
