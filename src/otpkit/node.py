@@ -21,7 +21,6 @@ from otpkit.actors._actor import Actor
 from otpkit.actors._client import ClientRuntime
 from otpkit.actors._pid import Pid
 from otpkit.actors._runtime import NodeIdentity
-from otpkit.discovery import PeerTracker
 from otpkit.dist import Dist, DistConfig
 from otpkit.dist._actor import NET_NAME
 from otpkit.dist._hooks import DistHooks
@@ -81,6 +80,10 @@ class Discoverer(Actor):
     """
 
     def init(self, strategy: Any, poll_interval: float, prune_after: int) -> None:
+        # imported here: dnspython costs every process of a node ~2 MiB, and only nodes
+        # that discover pay for it
+        from otpkit.discovery import PeerTracker  # noqa: PLC0415
+
         self.strategy = strategy
         self.poll_interval = poll_interval
         self.tracker = PeerTracker(prune_after, _api.self().node)
