@@ -22,6 +22,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import selectors
 import socket
 import ssl
@@ -59,6 +60,9 @@ DIST_NAME = "otpkit_dist"
 _RECV = 65536
 _HANDSHAKE_TIMEOUT = 5.0
 _MAX_PENDING = 10000
+_HANDSHAKE_MAX_FRAME = 4096
+#: What a node name may look like: app@host, printable, bounded (it reaches the logs).
+_NODE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}@[A-Za-z0-9_.:\[\]-]{1,190}")
 
 
 @dataclass(frozen=True)
@@ -375,7 +379,10 @@ class DistCore:
         self._register_peer(conn, selectors.EVENT_WRITE)
 
     def _decoder(self) -> _codec.FrameDecoder:
-        return _codec.FrameDecoder(self.config.max_frame)
+        # Handshake frames are tiny: an unauthenticated peer gets a small frame limit
+        # (a 16 MiB frame of one-byte containers would keep this thread busy for
+        # seconds); the link's own limit applies once it is up.
+        return _codec.FrameDecoder(min(_HANDSHAKE_MAX_FRAME, self.config.max_frame))
 
     def _register_peer(self, conn: _PeerConn, events: int) -> None:
         self._conns[conn.sock.fileno()] = conn
@@ -520,13 +527,20 @@ class DistCore:
                 ):
                     self._dial(str(name), (str(host), int(port)))
         elif kind == "lost":
+            # only a visible peer speaks, and only for its own links
             reporter, lost = str(frame[1]), str(frame[2])
+            if conn.hidden or reporter != conn.name or lost == reporter:
+                raise ValueError(f"a report of a lost link that is not the sender's own: {frame}")
             if self.node.name not in (reporter, lost):
                 delay = self.config.down_after + self.config.tick
                 self._pending_lost[(reporter, lost)] = time.monotonic() + delay
         elif kind == "regained":
+            if conn.hidden or str(frame[1]) != conn.name:
+                raise ValueError(f"a report of a regained link that is not the sender's: {frame}")
             self._regained(str(frame[1]), str(frame[2]))
         elif kind == "blocked":
+            if conn.hidden:
+                raise ValueError("a hidden node takes no part in partitions")
             # the sender dropped this node to keep its link to frame[1]: do not dial
             # the sender again before this node can reach frame[1] itself
             assert conn.name is not None
@@ -541,7 +555,7 @@ class DistCore:
             _, name, creation, nonce, hidden, listen = frame
             if not (
                 isinstance(name, str)
-                and "@" in name
+                and _NODE_NAME.fullmatch(name) is not None
                 and isinstance(creation, int)
                 and isinstance(nonce, bytes)
                 and len(nonce) == _handshake.NONCE_LEN
@@ -603,8 +617,9 @@ class DistCore:
                 self._drop(conn, refusal, level=logging.DEBUG)
                 return
             self._up(conn)
-        elif kind == "refuse":
-            self._drop(conn, f"refused: {frame[1]}", level=logging.DEBUG)
+        elif kind == "refuse" and conn.outbound and conn.state == "ok":
+            # only the acceptor refuses, and only after both sides proved the cookie
+            self._drop(conn, f"refused by the peer: {str(frame[1])[:200]!r}")
         else:
             raise ValueError(f"{kind!r} out of order in handshake state {conn.state}")
 
@@ -669,6 +684,7 @@ class DistCore:
         name = conn.name
         assert name is not None
         conn.state = "up"
+        conn.decoder.max_frame = self.config.max_frame
         conn.last_rx = conn.last_tx = time.monotonic()
         if self._dialing.get(name) is conn:
             del self._dialing[name]
