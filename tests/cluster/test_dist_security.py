@@ -17,7 +17,6 @@ OTPKIT_FUZZ_SEED and OTPKIT_FUZZ_SECONDS (its time bound) change it.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import random
 import re
@@ -770,20 +769,6 @@ def _loopback_only(stream: bytes) -> bool:
     return True
 
 
-def _refused_by_peer(stream: bytes) -> bool:
-    """Whether a node reads a well-formed refusal from ``stream`` first, or right after
-    a hello: it closes the connection with no line in its log, a known bug (see
-    test_refuse_from_a_peer_is_logged); drop this exemption when that test passes."""
-    frames = list(itertools.islice(_frames_a_node_reads(stream), 2))
-
-    def tagged(f: Any, tag: str, sizes: range) -> bool:
-        return isinstance(f, tuple) and len(f) in sizes and f[0] == tag
-
-    if frames and tagged(frames[0], "hello", range(6, 7)):
-        frames = frames[1:]
-    return bool(frames) and tagged(frames[0], "refuse", range(2, 99))
-
-
 def _proc_tcp() -> list[list[str]]:
     with open("/proc/net/tcp") as f:
         return [line.split() for line in f.read().splitlines()[1:]]
@@ -855,8 +840,7 @@ def test_fuzz_a_live_dist_port(pair, tmp_path):
         conn = RawConn(a, src=FUZZ_SOURCES[i % len(FUZZ_SOURCES)])
         try:
             point, stream, count = _fuzz_one(fz, conn, i)
-            if not _refused_by_peer(stream):  # test_refuse_from_a_peer_is_logged
-                wheres[conn.where] = f"#{i} {point}: {stream[:200].hex()}"
+            wheres[conn.where] = f"#{i} {point}: {stream[:200].hex()}"
             if not _loopback_only(stream):
                 continue
             recent = [*recent[-9:], f"{i} {conn.where} {stream.hex()}"]
