@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import logging
 import os
 import re
@@ -127,6 +128,16 @@ class _Local:
     remote: Pid | None = None  # pair: the remote pid this connection is introduced as
     wbuf: bytearray = field(default_factory=bytearray)
     closed: bool = False
+
+
+def _is_ip(host: object) -> bool:
+    if not isinstance(host, str):
+        return False
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class DistCore:
@@ -518,6 +529,8 @@ class DistCore:
             # connect-all: dial the peers of a peer (once; only discovery and
             # connect_node make a node worth redialling)
             for name, host, port in frame[1]:
+                if not _is_ip(host) or not isinstance(port, int) or not 0 < port < 65536:
+                    continue  # a host name would mean a blocking lookup on this thread
                 if (
                     name != self.node.name
                     and name not in self._peers
