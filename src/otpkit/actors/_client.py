@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from otpkit.actors._pid import ExitSignal, Pid
-from otpkit.actors._runtime import CALL, CAST, INFO, MSG, NodeIdentity, Runtime
+from otpkit.actors._runtime import CALL, CAST, EXIT, INFO, MSG, NodeIdentity, Runtime
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,7 +43,7 @@ class ClientRuntime(Runtime):
         self.mailbox.append((INFO, None, ExitSignal(src, reason)))
 
     def _on_frame_from_self(self, frame: tuple[Any, ...]) -> None:
-        if frame[0] == 7:  # EXIT to itself: trapped like every other
+        if frame[0] == EXIT:  # an exit signal to itself: trapped like every other
             self.mailbox.append((INFO, None, ExitSignal(self.pid, frame[1])))
             return
         super()._on_frame_from_self(frame)
