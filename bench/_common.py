@@ -24,6 +24,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -442,7 +443,10 @@ def run_role(script: str, role: str, quick: bool, timeout: float = 900) -> dict[
     if result.get("non_loopback"):
         raise RuntimeError(f"role {role} bound non-loopback sockets: {result['non_loopback']}")
     result["_elapsed_s"] = elapsed
-    result["_log"] = log_path
+    if os.environ.get("OTPKIT_BENCH_KEEP"):
+        result["_log"] = log_path
+    else:  # a failed run keeps its directory (the error names its log)
+        shutil.rmtree(workdir, ignore_errors=True)
     return result
 
 
