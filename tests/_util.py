@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from otpkit.actors._runtime import proc_stat
+
 T = TypeVar("T")
 
 
@@ -25,9 +27,5 @@ def wait_until(
 
 def alive(ospid: int) -> bool:
     """True if the OS process exists and is not a zombie."""
-    try:
-        with open(f"/proc/{ospid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] != b"Z"
+    fields = proc_stat(ospid)
+    return fields is not None and fields[0] != b"Z"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import grp
 import os
 import pwd
@@ -30,7 +31,7 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,6 +43,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
+import _util
 from otpkit.discovery import DnsA, DnsSrv, LookupResult, Peer, PeerTracker
 
 pytestmark = pytest.mark.cluster
@@ -70,15 +72,8 @@ def _need_dnsmasq() -> str:
     return DNSMASQ
 
 
-def wait_until(cond: Callable[[], T], timeout: float = 5.0, what: str = "") -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(0.005)
-    raise AssertionError(f"not true within {timeout}s: {what} (last: {last!r})")
+# this file's bounds: 5 s, polled every 5 ms
+wait_until = functools.partial(_util.wait_until, timeout=5.0, interval=0.005)
 
 
 def free_port(addr: str) -> int:

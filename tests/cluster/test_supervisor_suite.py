@@ -54,6 +54,7 @@ from otpkit import (
     SupervisorError,
     SupFlags,
 )
+from otpkit.actors._runtime import process_start_ticks
 from otpkit.supervision import check_specs, child_spec
 
 pytestmark = pytest.mark.cluster
@@ -205,13 +206,7 @@ WORKER_MODS = ChildSpec("x", Worker).modules
 
 def running(pid: Pid) -> bool:
     """The very process ``pid`` names is alive (start time checked, zombies excluded)."""
-    try:
-        with open(f"/proc/{pid.id}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    return int(fields[19]) == pid.serial and alive(pid.id)
+    return process_start_ticks(pid.id) == pid.serial and alive(pid.id)
 
 
 def gone(pid: Pid) -> None:

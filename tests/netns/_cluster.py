@@ -56,6 +56,8 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
+from _util import alive
+
 PREFIX = "otpk-"
 INSTALL = "apt-get install -y dnsmasq-base nftables"
 HEADLESS = "myapp-headless.default.svc.cluster.local"
@@ -107,12 +109,7 @@ def _which(tool: str) -> str | None:
 
 
 def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] != b"Z"
+    return alive(pid)
 
 
 def wait_for(

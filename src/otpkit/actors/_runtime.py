@@ -113,15 +113,21 @@ def name_address(node: NodeIdentity, name: str) -> str:
     return f"\0otpkit/{node.name}/{node.creation}/n/{name}"
 
 
-def process_start_ticks(ospid: int) -> int | None:
-    """The start time of an OS process in clock ticks, or None if it does not exist."""
+def proc_stat(ospid: int | str) -> list[bytes] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state first), or None
+    if there is no such process."""
     try:
         with open(f"/proc/{ospid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
         return None
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    return int(fields[19])
+    return stat[stat.rindex(b")") + 2 :].split()
+
+
+def process_start_ticks(ospid: int) -> int | None:
+    """The start time of an OS process in clock ticks, or None if it does not exist."""
+    fields = proc_stat(ospid)
+    return None if fields is None else int(fields[19])
 
 
 # Sockets of this process's runtime: a forked child closes them at once, so that a

@@ -176,13 +176,8 @@ def pids_in_group(pgid: int) -> list[int]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(b")") + 2 :].split()
-        if fields[0] != b"Z" and int(fields[2]) == pgid:
+        fields = _runtime.proc_stat(entry)
+        if fields is not None and fields[0] != b"Z" and int(fields[2]) == pgid:
             out.append(int(entry))
     return out
 
