@@ -238,12 +238,11 @@ class DistCore:
     def hidden_nodes(self) -> list[str]:
         return sorted(n for n, p in self._peers.items() if p.hidden)
 
-    def connect(self, name: str, host: str, port: int, remember: bool = True) -> None:
+    def connect(self, name: str, host: str, port: int) -> None:
         if name == self.node.name:
             return
-        if remember:
-            self._manual[name] = (host, port)
-            self._known = {**self._discovered, **self._manual}
+        self._manual[name] = (host, port)
+        self._known = {**self._discovered, **self._manual}
         if name not in self._peers and name not in self._dialing:
             self._dial(name, (host, port))
 
