@@ -26,13 +26,18 @@ def self() -> Pid:
     return runtime().pid
 
 
-def send(dest: Pid | str, msg: Any) -> None:
+def send(dest: Pid | str | tuple[str, str], msg: Any) -> None:
     """Send ``msg`` (any picklable value; msgpack-able across nodes) without waiting.
 
     At most once, in order between one sender and one receiver; a dead destination is
-    not an error. ``dest`` may be a locally registered name.
+    not an error. ``dest`` may be a locally registered name, or ``(name, node)``: a
+    system service of another node (its registry, a singleton manager).
     """
     rt = runtime()
+    if isinstance(dest, tuple):
+        name, node = dest
+        rt.send_named(name, node, msg)
+        return
     pid = _resolve(rt, dest)
     if pid is not None:
         rt.send(pid, msg)
@@ -59,6 +64,13 @@ def call(dest: Pid | str, request: Any, timeout: float = 5.0) -> Any:
     if pid is None:
         raise Exit("noproc", dest)
     return rt.call(pid, request, timeout)
+
+
+def multi_call(dests: list[Pid], request: Any, timeout: float = 5.0) -> list[tuple[str, Any]]:
+    """Ask every process in ``dests`` at once and wait (at most ``timeout`` in all) for
+    every answer: one ``("ok", reply)``, ``("exit", reason)`` or ``("timeout", None)``
+    per destination, in order. A round trip to N nodes costs one, not N."""
+    return runtime().multi_call(list(dests), request, timeout)
 
 
 def reply(to: From, value: Any) -> None:

@@ -189,6 +189,10 @@ class RemoteHooks:
         With ``watch``, also as :meth:`watch` (a ``call``: one frame instead of two)."""
         return False
 
+    def nsend(self, rt: Runtime, node: str, name: str, frame: tuple[Any, ...]) -> bool:
+        """Deliver ``frame`` to the system process another node offers as ``name``."""
+        return False
+
     def watch(self, rt: Runtime, dst: Pid) -> bool:
         """Arrange for ``rt.peer_down(dst, reason)`` when ``dst`` ends; False if unreachable."""
         return False
@@ -243,9 +247,8 @@ class Runtime:
         self._poll = select.poll()
         self._ref_base = secrets.randbits(62) << 32
         self._ref_n = 0
-        self._await_ref: Ref | None = None
-        self._await_pid: Pid | None = None
-        self._await_result: tuple[str, Any] | None = None
+        # the calls this process waits for: ref -> [callee, ("ok"|"exit", value) or None]
+        self._await: dict[Ref, list[Any]] = {}
         self._started: dict[Ref, tuple[Any, ...]] = {}
         self._linking: set[Ref] = set()
         self._names: set[str] = set()
@@ -455,8 +458,9 @@ class Runtime:
         elif tag == CAST:
             self.mailbox.append((CAST, peer, frame[1]))
         elif tag == REPLY:
-            if frame[1] == self._await_ref and self._await_result is None:
-                self._await_result = ("ok", frame[2])
+            waiting = self._await.get(frame[1])
+            if waiting is not None and waiting[1] is None:
+                waiting[1] = ("ok", frame[2])
             # else: a late reply, dropped (its call already timed out)
         elif tag == LINK:
             self.links.add(peer)
@@ -497,8 +501,9 @@ class Runtime:
             self._read(conn)
         for conn in list(self._by_peer.get(peer, ())):
             self._close(conn)
-        if self._await_pid == peer and self._await_result is None:
-            self._await_result = ("exit", reason)
+        for waiting in self._await.values():
+            if waiting[0] == peer and waiting[1] is None:
+                waiting[1] = ("exit", reason)
         for ref in sorted(self._watched.pop(peer, ()), key=lambda r: r.n):
             del self._monitors[ref]
             self.mailbox.append((INFO, None, Down(ref, peer, reason)))
@@ -580,6 +585,17 @@ class Runtime:
     def send(self, dst: Pid, msg: Any) -> None:
         self.deliver(dst, (MSG, msg))
 
+    def send_named(self, name: str, node: str, msg: Any) -> bool:
+        """Send to the process registered as ``name`` on ``node`` (OTP's ``{Name, Node} !
+        Msg``): a local name here, a dist service on another node."""
+        if node == self.node.name:
+            pid = self.whereis(name)
+            if pid is None:
+                return False
+            self.send(pid, msg)
+            return True
+        return _remote_hooks.nsend(self, node, name, (MSG, msg))
+
     def cast(self, dst: Pid, msg: Any) -> None:
         self.deliver(dst, (CAST, msg))
 
@@ -596,32 +612,54 @@ class Runtime:
     def _request(self, dst: Pid, frame: tuple[Any, ...], request: Any, timeout: float) -> Any:
         if dst == self.pid:
             raise Exit("calling_self", dst)
-        if self._await_ref is not None:
-            raise RuntimeError("call made while another call of this process waits")
-        ref = self.make_ref()
-        if not self.is_local(dst):
-            self._down.pop(dst, None)  # a node may come back: each call watches afresh
-        self._await_ref, self._await_pid, self._await_result = ref, dst, None
-        try:
-            if self.is_local(dst):
-                conn = self._connect(dst)
-                if conn is None:
-                    raise Exit("noproc", dst)
-                self._write(conn, _wire.encode((frame[0], ref, frame[2])))
-            elif not _remote_hooks.send(self, dst, (frame[0], ref, frame[2]), watch=True):
-                raise Exit("noconnection", dst)
-            deadline = time.monotonic() + timeout
-            while self._await_result is None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise CallTimeout(dst, request, timeout)
-                self.pump(remaining)
-            kind, value = self._await_result
-        finally:
-            self._await_ref = self._await_pid = self._await_result = None
+        kind, value = self._requests([dst], frame[0], request, timeout)[0]
         if kind == "ok":
             return value
+        if kind == "timeout":
+            raise CallTimeout(dst, request, timeout)
         raise Exit(value, dst)
+
+    def multi_call(
+        self, dsts: list[Pid], request: Any, timeout: float = 5.0
+    ) -> list[tuple[str, Any]]:
+        """``call`` many processes at once; one result per destination, in order:
+        ``("ok", reply)``, ``("exit", reason)`` or ``("timeout", None)``."""
+        return self._requests(dsts, CALL, request, timeout)
+
+    def _requests(
+        self, dsts: list[Pid], tag: int, request: Any, timeout: float
+    ) -> list[tuple[str, Any]]:
+        if self._await:
+            raise RuntimeError("call made while another call of this process waits")
+        refs: list[Ref] = []
+        try:
+            for dst in dsts:
+                ref = self.make_ref()
+                refs.append(ref)
+                waiting: list[Any] = [dst, None]
+                self._await[ref] = waiting
+                if dst == self.pid:
+                    waiting[1] = ("exit", "calling_self")
+                elif self.is_local(dst):
+                    conn = self._connect(dst)
+                    if conn is None:
+                        waiting[1] = ("exit", "noproc")
+                    else:
+                        self._write(conn, _wire.encode((tag, ref, request)))
+                else:
+                    self._down.pop(dst, None)  # a node may come back: each call watches afresh
+                    if not _remote_hooks.send(self, dst, (tag, ref, request), watch=True):
+                        waiting[1] = ("exit", "noconnection")
+            deadline = time.monotonic() + timeout
+            while any(self._await[ref][1] is None for ref in refs):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self.pump(remaining)
+            return [self._await[ref][1] or ("timeout", None) for ref in refs]
+        finally:
+            for ref in refs:
+                self._await.pop(ref, None)
 
     def _watch_remote(self, pid: Pid) -> bool:
         self._down.pop(pid, None)  # its node may have come back since it was seen down

@@ -19,6 +19,7 @@ __all__ = [
     "hidden_nodes",
     "monitor_nodes",
     "nodes",
+    "register_service",
 ]
 
 
@@ -54,3 +55,12 @@ def disconnect_node(name: str, timeout: float = 5.0) -> None:
 def monitor_nodes(on: bool = True, timeout: float = 5.0) -> None:
     """Deliver ``NodeUp(name)`` / ``NodeDown(name, reason)`` messages to the caller."""
     _api.call(_net(), ("monitor_nodes", _api.self(), on), timeout)
+
+
+def register_service(name: str, pid: Any = None, timeout: float = 5.0) -> None:
+    """Let other nodes reach ``pid`` (default: the caller) as ``send((name, node), msg)``.
+
+    Only processes registered so are reachable by name from another node (OTP's
+    ``{Name, Node} ! Msg``, kept to the node's system services).
+    """
+    _api.call(_net(), ("service", name, pid or _api.self()), timeout)

@@ -41,6 +41,9 @@ class Dist(Actor):
             return core.command(core.set_known, request[1])
         if op == "disconnect":
             return core.command(core.disconnect, request[1])
+        if op == "service":
+            _, name, pid = request
+            return core.command(core.set_service, name, pid)
         if op == "monitor_nodes":
             _, pid, on = request
             return core.command(core.subscribe, pid, on)

@@ -55,6 +55,7 @@ log = logging.getLogger("otpkit.dist")
 DIST_SEND = 20  # (DIST_SEND, dst, msgpack bytes of the inner frame)
 DIST_WATCH = 21  # (DIST_WATCH, dst): tell me when dst ends
 DIST_SEND_WATCH = 22  # both at once (a call): the delivery itself watches on the far side
+DIST_NSEND = 23  # (DIST_NSEND, node, service name, msgpack bytes of the inner frame)
 #: The name under which the dist thread answers ``whereis``.
 DIST_NAME = "otpkit_dist"
 
@@ -171,6 +172,9 @@ class DistCore:
         self._next_dial: dict[str, float] = {}
         self._waiting: dict[str, deque[tuple[Any, ...]]] = {}
         self._subscribers: set[Pid] = set()
+        # system processes other nodes may send to by name (OTP's {Name, Node} ! Msg,
+        # kept to a fixed set: the registry and singleton managers find their peers so)
+        self._services: dict[str, Pid] = {}
         self._lock = threading.Lock()
         self._commands: deque[
             tuple[Callable[..., Any], tuple[Any, ...], threading.Event | None, list[Any]]
@@ -272,6 +276,13 @@ class DistCore:
 
     def blocked(self) -> dict[str, list[str]]:
         return {victim: sorted(keepers) for victim, keepers in self._blocked.items()}
+
+    def set_service(self, name: str, pid: Pid | None) -> None:
+        """Make ``pid`` reachable from other nodes as ``(name, this node)``."""
+        if pid is None:
+            self._services.pop(name, None)
+        else:
+            self._services[name] = pid
 
     def subscribe(self, pid: Pid, on: bool) -> None:
         if on:
@@ -514,6 +525,9 @@ class DistCore:
         if kind == "send":
             _, src, dst, payload = frame
             self._deliver_local(src, dst, _codec.decode(payload))
+        elif kind == "nsend":
+            _, src, name, payload = frame
+            self._deliver_service(src, name, _codec.decode(payload))
         elif kind == "watch":
             _, src, dst = frame
             if self._pair(src, dst) is None:
@@ -915,6 +929,12 @@ class DistCore:
                     self._to_local_bye(dst, src, "noproc")
             else:
                 self._to_node(dst.node, ("send", src, dst, payload))
+        elif tag == DIST_NSEND:
+            _, node, name, payload = frame
+            if node == self.node.name:
+                self._deliver_service(src, name, _codec.decode(payload))
+            else:
+                self._to_node(node, ("nsend", src, name, payload))
         elif tag == DIST_WATCH:
             dst = frame[1]
             # the connection that will carry dst's BYE to src
@@ -983,6 +1003,15 @@ class DistCore:
                 self._to_node(src.node, ("bye", dst, src, "noproc"))
             return
         self._write_local(pair, _wire.encode(inner))
+
+    def _deliver_service(self, src: Pid, name: Any, inner: Any) -> None:
+        pid = self._services.get(name) if isinstance(name, str) else None
+        if pid is None:
+            log.debug(
+                "%s: no service %.60r here; message from %r dropped", self.node.name, name, src
+            )
+            return
+        self._deliver_local(src, pid, inner)
 
     def _write_local(self, conn: _Local, data: bytes) -> None:
         if conn.closed:

@@ -8,7 +8,7 @@ from otpkit.actors import _wire
 from otpkit.actors._pid import Pid
 from otpkit.actors._runtime import BYE, EXIT, RemoteHooks, Runtime
 from otpkit.dist import _codec
-from otpkit.dist._core import DIST_NAME, DIST_SEND, DIST_SEND_WATCH, DIST_WATCH
+from otpkit.dist._core import DIST_NAME, DIST_NSEND, DIST_SEND, DIST_SEND_WATCH, DIST_WATCH
 
 
 def wire_frame(frame: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -21,6 +21,16 @@ def wire_frame(frame: tuple[Any, ...]) -> tuple[Any, ...]:
 #: The largest message dist carries (its frames are at most 16 MiB, with room for the
 #: envelope).
 MAX_MESSAGE = 16 * 1024 * 1024 - 4096
+
+
+def _payload(dst: Any, frame: tuple[Any, ...]) -> bytes:
+    payload = _codec.encode(wire_frame(frame))  # TypeError here, in the sender
+    if len(payload) > MAX_MESSAGE:
+        # the peer would close the link on the oversize frame: fail here instead
+        raise ValueError(
+            f"message to {dst!r} is {len(payload)} bytes; dist carries at most {MAX_MESSAGE}"
+        )
+    return payload
 
 
 class DistHooks(RemoteHooks):
@@ -39,20 +49,20 @@ class DistHooks(RemoteHooks):
             self._io = None  # the dist process restarted: look it up again next time
         return conn
 
-    def send(
-        self, rt: Runtime, dst: Pid, frame: tuple[Any, ...], watch: bool = False
-    ) -> bool:
-        payload = _codec.encode(wire_frame(frame))  # TypeError here, in the sender
-        if len(payload) > MAX_MESSAGE:
-            # the peer would close the link on the oversize frame: fail here instead
-            raise ValueError(
-                f"message to {dst!r} is {len(payload)} bytes; dist carries at most {MAX_MESSAGE}"
-            )
+    def send(self, rt: Runtime, dst: Pid, frame: tuple[Any, ...], watch: bool = False) -> bool:
+        payload = _payload(dst, frame)
         conn = self._io_conn(rt)
         if conn is None:
             return False
         tag = DIST_SEND_WATCH if watch else DIST_SEND
         return rt._write(conn, _wire.encode((tag, dst, payload)))
+
+    def nsend(self, rt: Runtime, node: str, name: str, frame: tuple[Any, ...]) -> bool:
+        payload = _payload((name, node), frame)
+        conn = self._io_conn(rt)
+        if conn is None:
+            return False
+        return rt._write(conn, _wire.encode((DIST_NSEND, node, name, payload)))
 
     def watch(self, rt: Runtime, dst: Pid) -> bool:
         conn = self._io_conn(rt)
