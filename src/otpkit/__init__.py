@@ -19,6 +19,7 @@ from otpkit.actors import (
     link,
     make_ref,
     monitor,
+    multi_call,
     process_info,
     register,
     reply,
@@ -40,11 +41,19 @@ from otpkit.errors import (
     InvalidChildSpec,
     InvalidSupervisorFlags,
     NodeError,
+    NoSuchName,
     OtpkitError,
     StartError,
     SupervisorError,
 )
 from otpkit.node import Node
+from otpkit.registry import (
+    re_register_name,
+    register_name,
+    registered_names,
+    unregister_name,
+    whereis_name,
+)
 from otpkit.supervision import (
     ChildInfo,
     ChildSpec,
@@ -78,6 +87,7 @@ __all__ = [
     "From",
     "InvalidChildSpec",
     "InvalidSupervisorFlags",
+    "NoSuchName",
     "Node",
     "NodeError",
     "OtpkitError",
@@ -100,8 +110,12 @@ __all__ = [
     "link",
     "make_ref",
     "monitor",
+    "multi_call",
     "process_info",
+    "re_register_name",
     "register",
+    "register_name",
+    "registered_names",
     "reply",
     "restart_child",
     "self",
@@ -114,6 +128,8 @@ __all__ = [
     "trap_exit",
     "unlink",
     "unregister",
+    "unregister_name",
     "whereis",
+    "whereis_name",
     "which_children",
 ]

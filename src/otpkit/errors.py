@@ -130,3 +130,12 @@ class NodeError(OtpkitError):
 
 class FrameError(OtpkitError):
     """A frame failed authentication, was oversize or malformed; its connection is closed."""
+
+
+class NoSuchName(OtpkitError):
+    """``registry.send`` to a global name that is not registered (OTP's ``badarg``)."""
+
+    def __init__(self, name: Any, msg: Any = None) -> None:
+        super().__init__(f"no process is registered as {name!r}")
+        self.name = name
+        self.msg = msg

@@ -25,6 +25,8 @@ from otpkit.dist import Dist, DistConfig
 from otpkit.dist._actor import NET_NAME
 from otpkit.dist._hooks import DistHooks
 from otpkit.errors import NodeError, StartError
+from otpkit.registry import Global
+from otpkit.registry import _shared as _registry_table
 from otpkit.supervision import ChildSpec, Supervisor, SupFlags, start_child
 
 log = logging.getLogger("otpkit.node")
@@ -167,16 +169,17 @@ class Node:
             dist = DistConfig(self.name.split("@", 1)[1], dist_port or 0, _cookie(cookie))
         self.dist_config = dist
         self._children = list(children)
+        # the system actors come first: started before the application, stopped after
+        system = [ChildSpec("global", Global)]
         if dist is not None:
-            # the system actors come first: started before the application, stopped after
-            system = [ChildSpec("dist", Dist, (dist,))]
+            system.insert(0, ChildSpec("dist", Dist, (dist,)))
             if discovery is not None:
                 system.append(
                     ChildSpec("discovery", Discoverer, (discovery, poll_interval, prune_after))
                 )
-            self._children[:0] = system
         elif discovery is not None:
             raise NodeError("discovery needs dist: give the node a cookie and a dist port")
+        self._children[:0] = system
         self._kernel_args = (self._children, kernel_intensity, kernel_period)
         self._log_dir = log_dir
         self._log_level = log_level
@@ -203,6 +206,7 @@ class Node:
             log_path = os.path.join(log_dir, f"{self.name}.log")
             if self.dist_config is not None:
                 _runtime.set_remote_hooks(DistHooks())  # inherited by every process
+            _registry_table.create()  # before the fork: every process of the node reads it
             client = ClientRuntime(identity)
             _runtime.set_current(client)
             self._client = client
@@ -224,6 +228,7 @@ class Node:
                 _running = None
             _runtime.set_current(None)
             self._client = None
+            _registry_table.close()
             raise
         return self
 
@@ -246,6 +251,7 @@ class Node:
                 client.goodbye("normal")
             _runtime.set_current(None)
             _runtime.set_node_pgid(os.getpgrp())
+            _registry_table.close()
             self._client = None
             atexit.unregister(self._stop_at_exit)
             with _one_node:

@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 import otpkit
-from otpkit import Actor, discovery, dist
+from otpkit import Actor, discovery, dist, registry
 from otpkit.node import DISCOVERY_NAME
 
 
@@ -56,6 +56,10 @@ class Echo(Actor):
 
 def pid_of(fields: list[Any]) -> otpkit.Pid:
     return otpkit.Pid(*fields)
+
+
+def fields(pid: otpkit.Pid | None) -> list[Any] | None:
+    return None if pid is None else [pid.node, pid.creation, pid.id, pid.serial]
 
 
 def out(obj: Any) -> None:
@@ -106,6 +110,28 @@ def handle(node: otpkit.Node, echo: otpkit.Pid, cmd: dict[str, Any]) -> Any:
         except TimeoutError:
             return ["timeout"]
         return [type(msg).__name__, repr(msg)]
+    if op == "spawn":
+        return fields(node.spawn(Echo))
+    if op == "register":
+        return registry.register_name(cmd["name"], pid_of(cmd["pid"]), cmd.get("resolve"))
+    if op == "re_register":
+        return registry.re_register_name(cmd["name"], pid_of(cmd["pid"]), cmd.get("resolve"))
+    if op == "unregister":
+        registry.unregister_name(cmd["name"])
+        return "ok"
+    if op == "whereis":
+        return fields(registry.whereis_name(cmd["name"]))
+    if op == "names":
+        return sorted(registry.registered_names())
+    if op == "gsync":
+        return registry.sync(cmd.get("t", 30))
+    if op == "gsend":
+        try:
+            return fields(registry.send(cmd["name"], cmd["msg"]))
+        except otpkit.NoSuchName as exc:
+            return ["NoSuchName", str(exc)]
+    if op == "ginfo":
+        return otpkit.call(registry.GLOBAL_NAME, ("info",))
     if op == "send_bad":
         try:
             otpkit.send(pid_of(cmd["pid"]), {1, 2})

@@ -1,0 +1,209 @@
+"""registry: the cluster-wide name table (OTP ``global``) and the Singleton.
+
+Every node runs a replica (:class:`~otpkit.registry._global.Global`, a system actor).
+The functions here act for the calling process (an actor, or the program that started the
+node):
+
+* ``register_name(name, pid, resolve=None) -> bool``: bind ``name`` to ``pid`` on every
+  connected node, or on none (under the cluster lock). False if the name is taken, or if
+  ``pid`` already holds another global name.
+* ``re_register_name(name, pid, resolve=None)``: bind it whatever it was bound to.
+* ``unregister_name(name)``; ``whereis_name(name) -> Pid | None`` (a read of this node's
+  replica in shared memory: no message); ``send(name, msg)`` (``NoSuchName`` if unbound);
+  ``registered_names()``; ``sync()``; ``set_lock`` / ``del_lock`` / ``trans``;
+  ``disconnect()``.
+
+A name goes when its process ends, or its node goes down. When partitions meet, a name
+bound to two pids is resolved once: the smaller-named node of the first pair to merge
+calls the resolver stored with its own side's registration, as ``resolve(name,
+other_pid, own_pid)``, on ``own_pid``'s node. It returns the pid that keeps the name on
+every node; any other value unregisters the name; if it raises (or its node halts
+meanwhile), ``other_pid`` keeps it. Resolvers travel by name: a module-level function,
+or ``"package.module:function"``; the built-ins are :func:`random_exit_name` (the
+default), :func:`random_notify_name` and :func:`notify_all_name`.
+
+Names are strings (or other values msgpack can carry: ints, tuples of these).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from otpkit.actors import _api
+from otpkit.actors._pid import Pid
+from otpkit.errors import NoSuchName
+from otpkit.registry import _shared
+from otpkit.registry._global import (
+    GLOBAL_LOCK,
+    GLOBAL_NAME,
+    Global,
+    NameChanged,
+    global_lock,
+    local_server,
+    release_on,
+    set_lock_on,
+)
+from otpkit.registry._resolvers import (
+    notify_all_name,
+    random_exit_name,
+    random_notify_name,
+    resolver_name,
+)
+
+__all__ = [
+    "GLOBAL_NAME",
+    "Global",
+    "NameChanged",
+    "del_lock",
+    "disconnect",
+    "notify_all_name",
+    "random_exit_name",
+    "random_notify_name",
+    "re_register_name",
+    "register_name",
+    "registered_names",
+    "send",
+    "set_lock",
+    "sync",
+    "trans",
+    "unregister_name",
+    "whereis_name",
+]
+
+T = TypeVar("T")
+
+
+def _check_pid(pid: Any) -> Pid:
+    if not isinstance(pid, Pid):
+        raise TypeError(f"pid {pid!r}: expected a Pid")
+    return pid
+
+
+def register_name(
+    name: Any, pid: Pid, resolve: str | Callable[..., Any] | None = None, timeout: float = 30.0
+) -> bool:
+    """Bind ``name`` to ``pid`` on every connected node (or none); False if the name is
+    taken or ``pid`` already has a global name. ``resolve`` is stored with the
+    registration for when partitions meet (see the module)."""
+    _check_pid(pid)
+    resolver = resolver_name(resolve)
+    with global_lock(timeout) as servers:
+        if _api.call(local_server(), ("check", name, pid)) is not None:
+            return False
+        _api.multi_call(list(servers.values()), ("register", name, pid, resolver))
+    return True
+
+
+def re_register_name(
+    name: Any, pid: Pid, resolve: str | Callable[..., Any] | None = None, timeout: float = 30.0
+) -> bool:
+    """Bind ``name`` to ``pid`` on every connected node, whatever it was bound to."""
+    _check_pid(pid)
+    resolver = resolver_name(resolve)
+    with global_lock(timeout) as servers:
+        _api.multi_call(list(servers.values()), ("register", name, pid, resolver))
+    return True
+
+
+def unregister_name(name: Any, timeout: float = 30.0) -> None:
+    """Remove ``name`` on every connected node (nothing if it is not bound)."""
+    with global_lock(timeout) as servers:
+        _api.multi_call(list(servers.values()), ("unregister", name))
+
+
+def whereis_name(name: Any) -> Pid | None:
+    """The pid bound to ``name`` in this node's replica, or None."""
+    table = _shared.read()
+    if table is not None:
+        return table.get(name)
+    pid: Pid | None = _api.call(local_server(), ("whereis", name))
+    return pid
+
+
+def send(name: Any, msg: Any) -> Pid:
+    """Send ``msg`` to the process bound to ``name``; its pid. ``NoSuchName`` if none."""
+    pid = whereis_name(name)
+    if pid is None:
+        raise NoSuchName(name, msg)
+    _api.send(pid, msg)
+    return pid
+
+
+def registered_names() -> list[Any]:
+    """Every name in this node's replica."""
+    table = _shared.read()
+    if table is not None:
+        return list(table)
+    names: list[Any] = _api.call(local_server(), ("names",))
+    return names
+
+
+def sync(timeout: float = 30.0) -> list[str]:
+    """Wait until this node has merged its table with every node it is connected to;
+    the names of those nodes."""
+    nodes: list[str] = _api.call(local_server(), ("sync",), timeout)
+    return nodes
+
+
+def set_lock(
+    resource: Any,
+    requester: Any = None,
+    nodes: list[str] | None = None,
+    retries: int | None = None,
+) -> bool:
+    """Take the cluster lock ``resource`` for ``requester`` (default: the caller) on
+    ``nodes`` (default: this node and every node it knows). Several processes may hold
+    one lock for the same requester; each must :func:`del_lock`. With ``retries``,
+    give up after that many refused attempts (0: try once) and return False; otherwise
+    wait, backing off at random. Released when the holder ends or its node goes down."""
+    targets = _targets(nodes)
+    held = set_lock_on(targets, resource, requester or _api.self(), retries)
+    return held is not None
+
+
+def del_lock(resource: Any, requester: Any = None, nodes: list[str] | None = None) -> None:
+    """Release what :func:`set_lock` took for the caller."""
+    release_on(_targets(nodes), resource, requester or _api.self())
+
+
+def trans(
+    resource: Any,
+    fn: Callable[[], T],
+    requester: Any = None,
+    nodes: list[str] | None = None,
+    retries: int | None = None,
+) -> T | str:
+    """Run ``fn`` holding the lock; its result, or ``"aborted"`` if the lock was not
+    taken within ``retries``. The lock is released however ``fn`` ends."""
+    if not set_lock(resource, requester, nodes, retries):
+        return "aborted"
+    try:
+        return fn()
+    finally:
+        del_lock(resource, requester, nodes)
+
+
+def disconnect(timeout: float = 10.0) -> list[str]:
+    """Leave the cluster: drop the connection to every visible node (and stop
+    redialling them); the nodes disconnected. Hidden connections stay."""
+    from otpkit import dist  # noqa: PLC0415
+
+    gone = dist.nodes(timeout)
+    for node in gone:
+        dist.disconnect_node(node, timeout)
+    deadline = time.monotonic() + timeout
+    while dist.nodes(timeout) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return gone
+
+
+def _targets(nodes: list[str] | None) -> dict[str, Pid]:
+    servers: dict[str, Pid] = _api.call(local_server(), ("targets",))
+    if nodes is None:
+        return servers
+    return {n: servers[n] for n in nodes if n in servers}
+
+
+_ = GLOBAL_LOCK
