@@ -16,6 +16,7 @@ one), checked against the peer's IP address.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import ssl
@@ -138,6 +139,13 @@ def handle(node: otpkit.Node, echo: otpkit.Pid, cmd: dict[str, Any]) -> Any:
         except TypeError as exc:
             return ["TypeError", str(exc)]
         return ["sent"]
+    for module in ("_registry_ops", "_singleton_ops"):
+        try:
+            ops = importlib.import_module(module).OPS
+        except ModuleNotFoundError:
+            continue
+        if op in ops:
+            return ops[op](node, cmd)
     raise ValueError(op)
 
 
@@ -153,6 +161,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--dns-timeout", type=float, default=1.0)
     p.add_argument("--poll", type=float, default=5.0, help="discovery poll_interval")
     p.add_argument("--prune-after", type=int, default=3)
+    p.add_argument(
+        "--singleton",
+        nargs=2,
+        metavar=("POLICY", "FILE"),
+        help="boot with a Singleton 'single' of a Marker child writing to FILE",
+    )
     p.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="TLS for every dist link")
     return p.parse_args(argv)
 
@@ -188,6 +202,10 @@ def main() -> None:
         }
     if args.tls:
         options["dist"] = tls_config(name, port, args.cookie, *args.tls)
+    if args.singleton:
+        from _singleton_ops import singleton_spec  # noqa: PLC0415 - only for singleton runs
+
+        options["children"] = [singleton_spec(args.singleton[1], policy=args.singleton[0])]
     node = otpkit.Node(
         name, cookie=args.cookie, dist_port=port, log_dir=args.log_dir, **options
     ).start()

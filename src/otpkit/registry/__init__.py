@@ -51,13 +51,29 @@ from otpkit.registry._resolvers import (
     random_notify_name,
     resolver_name,
 )
+from otpkit.registry._singleton import (
+    Activate,
+    Deactivate,
+    IsActive,
+    Singleton,
+    SingletonManager,
+    SingletonWorker,
+    keep_smaller_node,
+)
 
 __all__ = [
     "GLOBAL_NAME",
+    "Activate",
+    "Deactivate",
     "Global",
+    "IsActive",
     "NameChanged",
+    "Singleton",
+    "SingletonManager",
+    "SingletonWorker",
     "del_lock",
     "disconnect",
+    "keep_smaller_node",
     "notify_all_name",
     "random_exit_name",
     "random_notify_name",

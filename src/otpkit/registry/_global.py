@@ -127,7 +127,12 @@ class Global(Actor):
     def _call(self, request: Any, from_: From) -> Any:
         op = request[0]
         if op == "targets":
-            return {self.node: self.me, **{n: p for n, p in self.peers.items() if n in self.up}}
+            # only nodes whose table was merged with this one: a change made over a node
+            # not merged yet would overwrite its binding without a resolver (the merge
+            # that follows settles the difference instead)
+            return {self.node: self.me, **{n: p for n, p in self.peers.items() if n in self.synced}}
+        if op == "peer":
+            return self.peers.get(request[1]) if request[1] in self.up else None
         if op == "lock":
             _, resource, requester, holder = request
             granted = self.locks.acquire(resource, requester, holder)
@@ -441,14 +446,14 @@ class _Syncer(Actor):
         me = _api.self()
         attempt = 0
         while True:
-            mine: dict[str, Pid] = _api.call(self.server, ("targets",))
-            if mine.get(self.node) != self.peer:
+            if _api.call(self.server, ("peer", self.node)) != self.peer:
                 raise Stop("normal")  # the peer went away (or came back as another)
+            mine: dict[str, Pid] = _api.call(self.server, ("targets",))
             try:
                 theirs: dict[str, Pid] = _api.call(self.peer, ("targets",))
             except Exception:
                 raise Stop("normal") from None
-            targets = {**theirs, **mine}
+            targets = {**theirs, **mine, self.node: self.peer}
             held = set_lock_on(targets, GLOBAL_LOCK, me, 0)
             if held is not None:
                 try:
@@ -522,3 +527,43 @@ class _Resolve(Actor):
 
 def _transportable(value: Any) -> bool:
     return value is None or isinstance(value, (Pid, str, int, float, bool))
+
+
+# ---------------------------------------------------------------------- for Singleton
+
+
+def whereis(name: Any) -> Pid | None:
+    table = _shared.read()
+    if table is not None:
+        return table.get(name)
+    pid: Pid | None = _api.call(local_server(), ("whereis", name))
+    return pid
+
+
+def sync_now(timeout: float) -> list[str]:
+    nodes: list[str] = _api.call(local_server(), ("sync",), timeout)
+    return nodes
+
+
+def elect(name: Any, candidate: Any, resolver: str, timeout: float = 2.0) -> bool | None:
+    """Register ``candidate()`` as ``name`` if nobody holds it, under the cluster lock
+    (the candidate is made while the lock is held): True if it won, False if the name is
+    held, None if the lock could not be had in ``timeout``."""
+    try:
+        with global_lock(timeout) as servers:
+            if _api.call(local_server(), ("whereis", name)) is not None:
+                return False
+            pid = candidate()
+            if pid is None:
+                return False
+            _api.multi_call(list(servers.values()), ("register", name, pid, resolver))
+            return True
+    except CallTimeout:
+        return None
+
+
+def unregister_if(name: Any, pid: Pid, timeout: float = 5.0) -> None:
+    """Unregister ``name`` if it is still bound to ``pid`` (a hand-over)."""
+    with global_lock(timeout) as servers:
+        if _api.call(local_server(), ("whereis", name)) == pid:
+            _api.multi_call(list(servers.values()), ("unregister", name))

@@ -1,0 +1,386 @@
+"""Singleton: one active instance of a child in the whole cluster (the seed's
+``SchedulerSupervisor`` as a library part).
+
+``Singleton(child, name)`` is a child spec for the application's tree. Its manager (a
+small supervisor) runs on every node and supervises the child there:
+
+* **Warm standby.** If the child is a :class:`SingletonWorker`, every manager starts it at
+  once, *inactive*; the elected one is told :class:`Activate` (``activate(epoch)``), a
+  losing one :class:`Deactivate`. Any other child is *cold*: only the holder's manager
+  starts it, under a cluster lock, and stops it when it loses.
+* **Election.** Not before discovery has settled (every node of the first good DNS
+  answer connected and the registry merged with it), or ``settle_timeout``: five pods
+  booting at once elect one, with no kill storm. Then the child's pid is registered as
+  ``name`` in the global registry under the cluster lock ``("otpkit_singleton", name)``;
+  the others watch the name and elect again the moment it goes (its holder died, or its
+  node went down).
+* **Conflicts** (``policy="availability"``, OTP global's behaviour). During a partition
+  each side may elect its own; on heal the registry calls ``resolve`` once (default: keep
+  the holder on the smaller-named node). The manager whose child lost the name stops
+  being active and goes back to standby. It does not exit, so nothing counts against its
+  parent's restart intensity.
+* **Hand-over.** When the holder's manager is stopped (SIGTERM, a rolling deploy), it
+  deactivates its child (which finishes in-flight work, bounded by ``handover_timeout``),
+  unregisters the name so a standby is elected at once, and waits until the new holder
+  is active before it exits: no failure detector is waited for.
+
+``policy="majority"`` adds a lease granted by a majority of member nodes with rising
+epochs (see ``otpkit.registry._quorum``): a holder is active only while it holds the
+lease; its effects carry the epoch (``fence``), so a paused or cut-off old holder cannot
+act even before it notices that it lost. The epoch reaches the child in
+:class:`Activate`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from otpkit.actors import _api
+from otpkit.actors._actor import Actor
+from otpkit.actors._pid import From, Pid
+from otpkit.errors import CallTimeout, Exit, NodeError
+from otpkit.registry import _global
+from otpkit.registry._global import GLOBAL_NAME, NameChanged
+from otpkit.registry._resolvers import resolver_name
+from otpkit.supervision._spec import ChildSpec, SupFlags, child_spec
+from otpkit.supervision._supervisor import Supervisor, _Child
+
+log = logging.getLogger("otpkit.registry")
+
+POLICIES = ("availability", "majority")
+
+
+@dataclass(frozen=True)
+class Activate:
+    """Call to a warm child: it is now the cluster's one active instance. ``epoch`` rises
+    with every new holder under ``policy="majority"`` (0 under availability)."""
+
+    name: Any
+    epoch: int
+
+
+@dataclass(frozen=True)
+class Deactivate:
+    """Call to a warm child: stop acting (finish or abandon in-flight work) and reply."""
+
+    name: Any
+    reason: str
+
+
+@dataclass(frozen=True)
+class IsActive:
+    """Call to a warm child: True once it has been activated (and not deactivated)."""
+
+
+class SingletonWorker(Actor):
+    """Base of a child that can wait warm: started on every node, active on one.
+
+    Override :meth:`activate` and :meth:`deactivate`; ``self.active`` and ``self.epoch``
+    tell the current state. Other calls reach :meth:`handle_request`.
+    """
+
+    active: bool = False
+    epoch: int = -1
+    singleton_name: Any = None
+
+    def activate(self, epoch: int) -> None:
+        """Become the active instance (epoch: see :class:`Activate`)."""
+
+    def deactivate(self, reason: str) -> None:
+        """Stop acting; return when in-flight work is finished or abandoned."""
+
+    def handle_call(self, request: Any, from_: From) -> Any:
+        if isinstance(request, Activate):
+            self.singleton_name, self.epoch, self.active = request.name, request.epoch, True
+            self.activate(request.epoch)
+            return True
+        if isinstance(request, Deactivate):
+            if self.active:
+                self.active = False
+                self.deactivate(request.reason)
+            return True
+        if isinstance(request, IsActive):
+            return self.active
+        return self.handle_request(request, from_)
+
+    def handle_request(self, request: Any, from_: From) -> Any:
+        return super().handle_call(request, from_)
+
+
+@dataclass(frozen=True)
+class SingletonConfig:
+    child: ChildSpec
+    name: Any
+    resolver: str
+    policy: str
+    settle_timeout: float
+    handover_timeout: float
+    warm: bool
+    quorum: Mapping[str, Any] = field(default_factory=dict)
+
+
+def keep_smaller_node(name: Any, other: Pid, own: Pid) -> Pid:
+    """The Singleton's default resolver: keep the holder on the smaller-named node and
+    touch neither (the losing manager sees the name move and goes back to standby)."""
+    return own if (own.node, own.id) <= (other.node, other.id) else other
+
+
+def Singleton(  # noqa: N802 - reads as the class it makes a spec for
+    child: ChildSpec | Mapping[str, Any],
+    name: Any,
+    resolve: str | Callable[..., Any] | None = None,
+    policy: str = "availability",
+    settle_timeout: float = 5.0,
+    handover_timeout: float = 5.0,
+    id: Any = None,
+    intensity: int = 3,
+    period: float = 5.0,
+    **quorum: Any,
+) -> ChildSpec:
+    """The child spec of a Singleton manager for ``child``, elected cluster-wide as
+    ``name`` (see the module). ``resolve`` decides conflicts after a partition under
+    ``policy="availability"`` (default :func:`keep_smaller_node`); ``intensity`` and
+    ``period`` bound the restarts of the child on this node. Under
+    ``policy="majority"``, ``quorum`` options (``term``, ``expected_size``, ...) go to
+    the lease."""
+    spec = child_spec(child)
+    if policy not in POLICIES:
+        raise ValueError(f"Singleton {name!r}: policy={policy!r}; expected one of {POLICIES}")
+    if settle_timeout < 0 or handover_timeout < 0:
+        raise ValueError(f"Singleton {name!r}: timeouts must be >= 0")
+    start = spec.start
+    warm = isinstance(start, type) and issubclass(start, SingletonWorker)
+    config = SingletonConfig(
+        spec,
+        name,
+        resolver_name(resolve or keep_smaller_node),
+        policy,
+        settle_timeout,
+        handover_timeout,
+        warm,
+        dict(quorum),
+    )
+    return ChildSpec(
+        id if id is not None else ("singleton", name),
+        SingletonManager,
+        (config, intensity, period),
+        shutdown=handover_timeout + 5.0,
+        type="supervisor",
+    )
+
+
+class SingletonManager(Supervisor):
+    """The per-node manager of a :func:`Singleton` (see the module)."""
+
+    def setup(  # type: ignore[override]
+        self, config: SingletonConfig, intensity: int = 3, period: float = 5.0
+    ) -> Any:
+        self.config = config
+        self.active = False
+        self.epoch = 0
+        self.holder: Pid | None = None
+        self.started = time.monotonic()
+        self.settled = False
+        children = [config.child] if config.warm else []
+        return SupFlags("one_for_one", intensity, period), children
+
+    def init(self, *args: Any, **kwargs: Any) -> Any:
+        result = super().init(*args, **kwargs)
+        self.holder = _api.call(GLOBAL_NAME, ("watch", self.config.name, _api.self()))
+        _api.send(_api.self(), ("$singleton", "elect"))
+        return result
+
+    # ------------------------------------------------------------------ events
+
+    def handle_info(self, msg: Any) -> None:
+        if isinstance(msg, NameChanged) and msg.name == self.config.name:
+            self._name_changed(msg.pid)
+        elif isinstance(msg, tuple) and msg and msg[0] == "$singleton":
+            if msg[1] == "elect":
+                self._elect()
+        else:
+            was = self._child_pid()
+            super().handle_info(msg)
+            if was is not None and self._child_pid() != was and self.active:
+                # the active child ended (the supervisor restarted it, or gave up): the
+                # registry drops its name, and the election starts again everywhere
+                self.active = False
+
+    def _name_changed(self, pid: Pid | None) -> None:
+        self.holder = pid
+        mine = self._child_pid()
+        if pid is not None and pid == mine:
+            if not self.active:
+                self._activate()
+            return
+        if self.active:
+            log.info(
+                "%r: singleton %r lost to %r; back to standby", self.pid, self.config.name, pid
+            )
+            self._deactivate("conflict")
+        if pid is None:
+            # the holder is gone: the smallest-named node tries at once, the others a
+            # little later (they stop as soon as the name is taken), so the survivors
+            # do not all contend for the cluster lock at the same instant
+            delay = self._rank() * 0.02
+            if delay:
+                _api.send_after(delay, ("$singleton", "elect"))
+            else:
+                self._elect()
+
+    def _rank(self) -> int:
+        me = _api.self().node
+        try:
+            from otpkit import dist  # noqa: PLC0415
+
+            return sorted([me, *dist.nodes()]).index(me)
+        except NodeError:
+            return 0
+
+    # ------------------------------------------------------------------ election
+
+    def _ready(self) -> bool:
+        """Discovery settled and merged, or ``settle_timeout`` passed."""
+        if self.settled:
+            return True
+        if time.monotonic() - self.started >= self.config.settle_timeout:
+            self.settled = True
+            return True
+        try:
+            settled = _api.call("otpkit_discovery", "settled", timeout=1.0)
+            peers = set(_api.call("otpkit_discovery", "peers", timeout=1.0))
+        except Exit:
+            settled, peers = True, set()  # no discovery: dist's own peers are the cluster
+        except CallTimeout:
+            return False
+        if not settled:
+            return False
+        try:
+            from otpkit import dist  # noqa: PLC0415
+
+            connected = set(dist.nodes()) | {_api.self().node}
+        except NodeError:
+            connected = {_api.self().node}
+        if not peers <= connected:
+            return False
+        try:
+            merged = set(_global.sync_now(timeout=1.0))
+        except CallTimeout:
+            return False
+        if not (connected - {_api.self().node}) <= merged:
+            return False
+        self.settled = True
+        return True
+
+    def _elect(self) -> None:
+        if self.active or self.holder is not None:
+            return
+        if not self._ready():
+            _api.send_after(0.05, ("$singleton", "elect"))
+            return
+        won = _global.elect(self.config.name, self._candidate, self.config.resolver)
+        if won is None:
+            _api.send_after(0.05, ("$singleton", "elect"))  # the lock was contended
+        elif won:
+            self.holder = self._child_pid()
+            self._activate()
+
+    def _candidate(self) -> Pid | None:
+        """The pid to register: the warm child, or a cold child started now (under the
+        election lock, so no other node starts one meanwhile)."""
+        if not self.config.warm:
+            child = self._the_child()
+            if child is None:
+                child = _Child(self.config.child)
+                self._children.append(child)
+            if not child.alive:
+                res = self._start(child)
+                if res[0] != "ok":
+                    log.error("%r: singleton child failed to start: %r", self.pid, res)
+                    return None
+        return self._child_pid()
+
+    def _activate(self) -> None:
+        self.active = True
+        child = self._child_pid()
+        log.info("%r: singleton %r active in %r", self.pid, self.config.name, child)
+        if self.config.warm and child is not None:
+            try:
+                _api.call(child, Activate(self.config.name, self.epoch), timeout=30.0)
+            except (Exit, CallTimeout) as exc:
+                log.error("%r: activating %r failed: %s", self.pid, child, exc)
+
+    def _deactivate(self, reason: str) -> None:
+        self.active = False
+        child = self._the_child()
+        if child is None or not isinstance(child.pid, Pid):
+            return
+        if self.config.warm:
+            try:
+                _api.call(
+                    child.pid,
+                    Deactivate(self.config.name, reason),
+                    timeout=self.config.handover_timeout,
+                )
+                return
+            except (Exit, CallTimeout) as exc:
+                log.error("%r: deactivating %r failed: %s; restarting it", self.pid, child.pid, exc)
+        # a cold child (or a warm one that would not stop acting) is stopped; a warm
+        # one is started again as a standby, without counting as a restart
+        self._shutdown(child)
+        if self.config.warm:
+            self._start(child)
+
+    # ------------------------------------------------------------------ hand-over
+
+    def terminate(self, reason: Any) -> None:
+        try:
+            if self.active:
+                self._hand_over()
+        finally:
+            _api.call(GLOBAL_NAME, ("unwatch", self.config.name, _api.self()))
+            super().terminate(reason)
+
+    def _hand_over(self) -> None:
+        name, mine = self.config.name, self._child_pid()
+        self._deactivate("handover")
+        deadline = time.monotonic() + self.config.handover_timeout
+        if mine is not None and _global.whereis(name) == mine:
+            _global.unregister_if(name, mine)
+        # wait for a standby to be active (bounded): a rolling deploy never waits for a
+        # failure detector, and never has a gap longer than one election
+        while time.monotonic() < deadline:
+            holder = _global.whereis(name)
+            if holder is not None and holder != mine:
+                try:
+                    if not self.config.warm or _api.call(holder, IsActive(), timeout=1.0):
+                        log.info("%r: singleton %r handed over to %r", self.pid, name, holder)
+                        return
+                except (Exit, CallTimeout):
+                    pass
+            time.sleep(0.002)
+        log.warning("%r: no standby took singleton %r over in time", self.pid, name)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _the_child(self) -> _Child | None:
+        return self._children[0] if self._children else None
+
+    def _child_pid(self) -> Pid | None:
+        child = self._the_child()
+        return child.pid if child is not None and isinstance(child.pid, Pid) else None
+
+    def handle_call(self, request: Any, from_: From) -> Any:
+        if request == ("$singleton", "state"):
+            return {
+                "active": self.active,
+                "holder": self.holder,
+                "child": self._child_pid(),
+                "epoch": self.epoch,
+                "settled": self.settled,
+            }
+        return super().handle_call(request, from_)

@@ -1,0 +1,84 @@
+"""Driver ops and the test child for Singleton tests (imported by dist_node.py)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import otpkit
+from otpkit import registry
+from otpkit.registry import SingletonWorker
+
+
+def stamp(path: str, *fields: Any) -> None:
+    """Append one line (one write: lines of concurrent writers never interleave)."""
+    line = " ".join(str(f) for f in fields) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+class Marker(SingletonWorker):
+    """Appends ``activate``/``deactivate`` lines to ``path``; while active, a ``tick``
+    line every ``every`` seconds (time.time(), node, os pid, epoch)."""
+
+    def init(self, path: str, every: float = 0.1) -> None:
+        self.path, self.every = path, every
+        self.me = otpkit.self()
+        stamp(path, "standby", time.time(), self.me.node, os.getpid())
+
+    def activate(self, epoch: int) -> None:
+        stamp(self.path, "activate", time.time(), self.me.node, os.getpid(), epoch)
+        otpkit.send_after(self.every, "tick")
+
+    def deactivate(self, reason: str) -> None:
+        stamp(self.path, "deactivate", time.time(), self.me.node, os.getpid(), reason)
+
+    def handle_info(self, msg: Any) -> None:
+        if msg == "tick" and self.active:
+            stamp(self.path, "tick", time.time(), self.me.node, os.getpid(), self.epoch)
+            otpkit.send_after(self.every, "tick")
+
+    def terminate(self, reason: Any) -> None:
+        stamp(self.path, "exit", time.time(), self.me.node, os.getpid(), reason)
+
+
+def singleton_spec(path: str, name: str = "single", policy: str = "availability", **kw: Any) -> Any:
+    return registry.Singleton(
+        otpkit.ChildSpec("marker", Marker, (path,)), name, policy=policy, **kw
+    )
+
+
+def _start(node: otpkit.Node, cmd: dict[str, Any]) -> Any:
+    spec = singleton_spec(cmd["path"], cmd.get("name", "single"), cmd.get("policy", "availability"))
+    node.start_child(spec)
+    return "ok"
+
+
+def _state(node: otpkit.Node, cmd: dict[str, Any]) -> Any:
+    sup = [
+        c
+        for c in otpkit.which_children(node.kernel)
+        if c.id == ("singleton", cmd.get("name", "single"))
+    ]
+    if not sup:
+        return None
+    state = otpkit.call(sup[0].pid, ("$singleton", "state"))
+    return {k: (repr(v) if isinstance(v, otpkit.Pid) else v) for k, v in state.items()}
+
+
+def _restarts(node: otpkit.Node, cmd: dict[str, Any]) -> Any:
+    """Restart counts of the kernel's children and of the singleton manager's child."""
+    rows = otpkit.call(node.kernel, ("which_children_ext",))
+    counts = {repr(r["id"]): r["restarts"] for r in rows}
+    for r in rows:
+        if r["id"] == ("singleton", cmd.get("name", "single")) and isinstance(r["pid"], otpkit.Pid):
+            for c in otpkit.call(r["pid"], ("which_children_ext",)):
+                counts["singleton child"] = c["restarts"]
+    return counts
+
+
+OPS = {"singleton_start": _start, "singleton_state": _state, "kernel_children": _restarts}
