@@ -167,6 +167,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar=("POLICY", "FILE"),
         help="boot with a Singleton 'single' of a Marker child writing to FILE",
     )
+    p.add_argument(
+        "--seed", metavar="FILE", help="boot with examples/seed_recipe.py's tree, ticks to FILE"
+    )
     p.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="TLS for every dist link")
     return p.parse_args(argv)
 
@@ -206,6 +209,11 @@ def main() -> None:
         from _singleton_ops import singleton_spec  # noqa: PLC0415 - only for singleton runs
 
         options["children"] = [singleton_spec(args.singleton[1], policy=args.singleton[0])]
+    if args.seed:
+        sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "examples"))
+        import seed_recipe  # noqa: PLC0415 - only for seed runs
+
+        options["children"] = seed_recipe.app_children(args.seed)
     node = otpkit.Node(
         name, cookie=args.cookie, dist_port=port, log_dir=args.log_dir, **options
     ).start()

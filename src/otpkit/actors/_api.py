@@ -73,6 +73,24 @@ def multi_call(dests: list[Pid], request: Any, timeout: float = 5.0) -> list[tup
     return runtime().multi_call(list(dests), request, timeout)
 
 
+def stop(pid: Pid | str, reason: Any = "normal", timeout: float | None = None) -> None:
+    """End ``pid`` in order, as OTP's ``gen_server:stop``: its ``terminate(reason)`` runs
+    and it exits with ``reason``; returns once it has. Raises ``Exit`` if it exits with
+    another reason (``"noproc"`` if it does not exist) and ``CallTimeout`` after
+    ``timeout`` seconds (default: wait as long as it takes)."""
+    rt = runtime()
+    target = _resolve(rt, pid)
+    if target is None:
+        raise Exit("noproc", pid)
+    try:
+        rt.sys_call(target, ("stop", reason), 1e6 if timeout is None else timeout)
+    except Exit as exc:
+        if exc.reason == reason:
+            return
+        raise
+    raise Exit(("unexpected_reply", "stop"), target)
+
+
 def reply(to: From, value: Any) -> None:
     """Answer a call that ``handle_call`` left open with :data:`~otpkit.NOREPLY`."""
     runtime().reply(to, value)

@@ -343,6 +343,8 @@ class Host(ThespianActor):  # type: ignore[misc]
                 actor.handle_info(item[2])
             elif kind == INFO:
                 msg = item[2]
+                if isinstance(msg, _runtime.SysStop):
+                    raise Stop(msg.reason)
                 if isinstance(msg, ExitSignal) and msg.pid == self._rt.parent:
                     # a trapping actor told to stop by its parent (gen_server's rule)
                     raise Stop(msg.reason)

@@ -75,7 +75,7 @@ FRAME_ARITY = {
 }
 #: What a process on another node may send (never HELLO, BYE, STARTED or SYS: those
 #: belong to the connection and the node).
-REMOTE_TAGS = frozenset({MSG, CALL, CAST, REPLY, LINK, UNLINK, EXIT})
+REMOTE_TAGS = frozenset({MSG, CALL, CAST, REPLY, LINK, UNLINK, EXIT, SYS})
 
 # Mailbox entries: (kind, sender, ...).
 INFO = 100  # (INFO, None, message) - Down, ExitSignal, timer messages
@@ -166,6 +166,15 @@ def set_current(rt: Runtime | None) -> None:
 def close_in_children(fd: int) -> None:
     """Make sure no process forked from this one keeps ``fd`` open."""
     _close_in_children.add(fd)
+
+
+class SysStop:
+    """In a mailbox: end this process with ``terminate(reason)`` (``otpkit.stop``)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: Any) -> None:
+        self.reason = reason
 
 
 class RemoteHooks:
@@ -788,6 +797,11 @@ class Runtime:
             value = self.register(request[1])
         elif kind == "unregister":
             value = self.unregister(request[1])
+        elif kind == "stop" and len(request) == 2:
+            # gen_server:stop: the actor's loop ends it with terminate(reason); the
+            # caller's wait ends with this process's exit (no reply is sent)
+            self.mailbox.append((INFO, None, SysStop(request[1])))
+            return
         elif kind == "info":
             value = {
                 "pid": self.pid,
