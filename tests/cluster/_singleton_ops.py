@@ -28,6 +28,7 @@ class Marker(SingletonWorker):
     def init(self, path: str, every: float = 0.1) -> None:
         self.path, self.every = path, every
         self.me = otpkit.self()
+        otpkit.trap_exit(True)  # so terminate runs (and logs) when it is shut down
         stamp(path, "standby", time.time(), self.me.node, os.getpid())
 
     def activate(self, epoch: int) -> None:

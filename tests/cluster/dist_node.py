@@ -19,6 +19,7 @@ import argparse
 import importlib
 import json
 import os
+import signal
 import ssl
 import sys
 import time
@@ -228,15 +229,19 @@ def main() -> None:
             "started": time.time(),
         }
     )
-    for raw in sys.stdin:
-        line = raw.strip()
-        if not line:
-            continue
-        try:
-            out({"ok": handle(node, echo, json.loads(line))})
-        except Exception as exc:  # report, keep serving
-            out({"error": f"{type(exc).__name__}: {exc}"})
-    node.stop()
+    # SIGTERM (a pod's termination): stop the node in order - singletons hand over
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        for raw in sys.stdin:
+            line = raw.strip()
+            if not line:
+                continue
+            try:
+                out({"ok": handle(node, echo, json.loads(line))})
+            except Exception as exc:  # report, keep serving
+                out({"error": f"{type(exc).__name__}: {exc}"})
+    finally:
+        node.stop()
 
 
 if __name__ == "__main__":

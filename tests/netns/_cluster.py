@@ -283,6 +283,8 @@ class NetnsNode:
         poll: float = POLL,
         prune_after: int = PRUNE_AFTER,
         start_timeout: float = 60.0,
+        extra: tuple[str, ...] = (),
+        wait: bool = True,
     ) -> None:
         self.index = index
         self.ns = ns
@@ -310,6 +312,7 @@ class NetnsNode:
                 "--prune-after",
                 str(prune_after),
             ]
+        args += list(extra)
         with open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen(
                 ["ip", "netns", "exec", ns, sys.executable, NODE_SCRIPT, *args],
@@ -318,12 +321,19 @@ class NetnsNode:
                 stderr=err,
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - only a prctl call
             )
+        self._start_timeout = start_timeout
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> NetnsNode:
+        """Wait for the node's ready line (``wait=False`` starts several side by side)."""
         try:
-            self.info = json.loads(self._readline(start_timeout, self._start_failure))
+            self.info = json.loads(self._readline(self._start_timeout, self._start_failure))
         except BaseException:
             self.close()
             raise
         self.echo = self.info["echo"]
+        return self
 
     def _start_failure(self) -> str | None:
         """An error the node logged while starting (its start would only time out)."""
@@ -417,6 +427,11 @@ class NetnsNode:
             if _in_ns(pid, self._inode):
                 os.kill(pid, signal.SIGCONT)
         self.frozen = []
+
+    def term(self) -> None:
+        """SIGTERM the node program: dist_node.py stops the node gracefully (a pod's
+        termination)."""
+        os.kill(self.proc.pid, signal.SIGTERM)
 
     def kill9(self) -> None:
         """SIGKILL the node program (its processes die with it: the node's own rule)."""

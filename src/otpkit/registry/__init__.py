@@ -52,9 +52,9 @@ from otpkit.registry._resolvers import (
     resolver_name,
 )
 from otpkit.registry._singleton import (
+    IS_ACTIVE,
     Activate,
     Deactivate,
-    IsActive,
     Singleton,
     SingletonManager,
     SingletonWorker,
@@ -63,10 +63,10 @@ from otpkit.registry._singleton import (
 
 __all__ = [
     "GLOBAL_NAME",
+    "IS_ACTIVE",
     "Activate",
     "Deactivate",
     "Global",
-    "IsActive",
     "NameChanged",
     "Singleton",
     "SingletonManager",

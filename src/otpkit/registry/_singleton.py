@@ -71,9 +71,8 @@ class Deactivate:
     reason: str
 
 
-@dataclass(frozen=True)
-class IsActive:
-    """Call to a warm child: True once it has been activated (and not deactivated)."""
+#: Call to a warm child, also from another node: True once it is active.
+IS_ACTIVE = ("$singleton", "is_active")
 
 
 class SingletonWorker(Actor):
@@ -103,7 +102,7 @@ class SingletonWorker(Actor):
                 self.active = False
                 self.deactivate(request.reason)
             return True
-        if isinstance(request, IsActive):
+        if request == IS_ACTIVE:
             return self.active
         return self.handle_request(request, from_)
 
@@ -357,7 +356,7 @@ class SingletonManager(Supervisor):
             holder = _global.whereis(name)
             if holder is not None and holder != mine:
                 try:
-                    if not self.config.warm or _api.call(holder, IsActive(), timeout=1.0):
+                    if not self.config.warm or _api.call(holder, IS_ACTIVE, timeout=1.0):
                         log.info("%r: singleton %r handed over to %r", self.pid, name, holder)
                         return
                 except (Exit, CallTimeout):
