@@ -140,7 +140,7 @@ def handle(node: otpkit.Node, echo: otpkit.Pid, cmd: dict[str, Any]) -> Any:
         except TypeError as exc:
             return ["TypeError", str(exc)]
         return ["sent"]
-    for module in ("_registry_ops", "_singleton_ops"):
+    for module in ("_registry_ops", "_singleton_ops", "_bench_ops"):
         try:
             ops = importlib.import_module(module).OPS
         except ModuleNotFoundError:

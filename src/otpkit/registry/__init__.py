@@ -40,8 +40,8 @@ from otpkit.registry._global import (
     GLOBAL_NAME,
     Global,
     NameChanged,
-    global_lock,
     local_server,
+    locked_change,
     release_on,
     set_lock_on,
 )
@@ -105,11 +105,13 @@ def register_name(
     registration for when partitions meet (see the module)."""
     _check_pid(pid)
     resolver = resolver_name(resolve)
-    with global_lock(timeout) as servers:
-        if _api.call(local_server(), ("check", name, pid)) is not None:
-            return False
-        _api.multi_call(list(servers.values()), ("register", name, pid, resolver))
-    return True
+
+    def decide(why_not: str | None) -> tuple[list[Any], bool]:
+        if why_not is not None:
+            return [], False
+        return [(name, (pid, resolver))], True
+
+    return locked_change(("check", name, pid), decide, timeout)
 
 
 def re_register_name(
@@ -118,15 +120,12 @@ def re_register_name(
     """Bind ``name`` to ``pid`` on every connected node, whatever it was bound to."""
     _check_pid(pid)
     resolver = resolver_name(resolve)
-    with global_lock(timeout) as servers:
-        _api.multi_call(list(servers.values()), ("register", name, pid, resolver))
-    return True
+    return locked_change(None, lambda _: ([(name, (pid, resolver))], True), timeout)
 
 
 def unregister_name(name: Any, timeout: float = 30.0) -> None:
     """Remove ``name`` on every connected node (nothing if it is not bound)."""
-    with global_lock(timeout) as servers:
-        _api.multi_call(list(servers.values()), ("unregister", name))
+    locked_change(None, lambda _: ([(name, None)], None), timeout)
 
 
 def whereis_name(name: Any) -> Pid | None:

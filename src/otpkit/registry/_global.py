@@ -25,9 +25,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from otpkit.actors import _api
 from otpkit.actors._actor import NOREPLY, Actor, Stop
@@ -35,7 +34,7 @@ from otpkit.actors._pid import Down, From, Pid, Ref
 from otpkit.dist import NodeDown, NodeUp, register_service
 from otpkit.dist import monitor_nodes as _monitor_nodes
 from otpkit.dist import nodes as _dist_nodes
-from otpkit.errors import CallTimeout, NodeError
+from otpkit.errors import CallTimeout, Exit, NodeError
 from otpkit.registry import _shared
 from otpkit.registry._resolvers import load_resolver
 from otpkit.registry._table import (
@@ -51,6 +50,7 @@ from otpkit.registry._table import (
 )
 
 log = logging.getLogger("otpkit.registry")
+T = TypeVar("T")
 
 #: The server's local name and its dist service name.
 GLOBAL_NAME = "otpkit_global"
@@ -127,10 +127,7 @@ class Global(Actor):
     def _call(self, request: Any, from_: From) -> Any:
         op = request[0]
         if op == "targets":
-            # only nodes whose table was merged with this one: a change made over a node
-            # not merged yet would overwrite its binding without a resolver (the merge
-            # that follows settles the difference instead)
-            return {self.node: self.me, **{n: p for n, p in self.peers.items() if n in self.synced}}
+            return self._targets()
         if op == "peer":
             return self.peers.get(request[1]) if request[1] in self.up else None
         if op == "lock":
@@ -139,6 +136,21 @@ class Global(Actor):
             if granted:
                 self._monitor(holder)
             return granted
+        if op == "lock_probe":
+            # the lock, plus what the caller must decide under it: this server's merged
+            # nodes and its answer to ``probe``, read in the same step as the grant
+            _, resource, requester, holder, probe = request
+            granted = self.locks.acquire(resource, requester, holder)
+            if granted:
+                self._monitor(holder)
+            return [granted, self._targets(), self._probe(probe) if granted else None]
+        if op == "commit":
+            # apply the changes decided under the lock, and release it: one round
+            _, resource, requester, holder, ops = request
+            self._apply(ops)
+            self.locks.release(resource, requester, holder)
+            self._forget_if_unused(holder)
+            return True
         if op == "unlock":
             _, resource, requester, holder = request
             self.locks.release(resource, requester, holder)
@@ -154,11 +166,7 @@ class Global(Actor):
             self._unbind(request[1])
             return True
         if op == "apply":
-            for name, entry in request[1]:
-                if entry is None:
-                    self._unbind(name)
-                else:
-                    self._bind(name, Entry(entry[0], entry[1]))
+            self._apply(request[1])
             return True
         if op == "table":
             return [(name, e.pid, e.resolver) for name, e in self.names.items()]
@@ -168,8 +176,8 @@ class Global(Actor):
         if op == "names":
             return list(self.names)
         if op == "resolve":
-            _, name, other, own, resolver = request
-            _api.spawn(_Resolve, from_, name, other, own, resolver)
+            # [(name, other_pid, own_pid, resolver), ...]: one process runs them in turn
+            _api.spawn(_Resolve, from_, list(request[1]))
             return NOREPLY
         if op == "synced":
             self._synced(request[1])
@@ -199,6 +207,29 @@ class Global(Actor):
                 "locks": self.locks.held(),
             }
         return super().handle_call(request, from_)
+
+    def _targets(self) -> dict[str, Pid]:
+        # only nodes whose table was merged with this one: a change made over a node not
+        # merged yet would overwrite its binding without a resolver (the merge that
+        # follows settles the difference instead)
+        return {self.node: self.me, **{n: p for n, p in self.peers.items() if n in self.synced}}
+
+    def _probe(self, probe: Any) -> Any:
+        if probe is None:
+            return None
+        if probe[0] == "check":
+            return check_register(self.names, probe[1], probe[2])
+        if probe[0] == "whereis":
+            entry = self.names.get(probe[1])
+            return entry.pid if entry else None
+        raise ValueError(f"unknown probe {probe!r}")
+
+    def _apply(self, ops: list[Any]) -> None:
+        for name, entry in ops:
+            if entry is None:
+                self._unbind(name)
+            else:
+                self._bind(name, Entry(entry[0], entry[1]))
 
     # ------------------------------------------------------------------ messages
 
@@ -401,32 +432,53 @@ def local_server() -> Pid:
     return pid
 
 
-@contextmanager
-def global_lock(timeout: float = 30.0) -> Iterator[dict[str, Pid]]:
-    """Hold the ``"global"`` lock on every node this node knows; yields the servers.
-
-    The set of nodes is read again once the lock is held; if it changed (a node came or
-    went meanwhile), the lock is released and taken again over the new set, as OTP does.
-    """
+def locked_change(
+    probe: Any, decide: Callable[[Any], tuple[list[Any], T]], timeout: float = 30.0
+) -> T:
+    """Change the name table under the ``"global"`` lock, in three rounds: read this
+    node's merged nodes; take the lock on all of them at once, the local server also
+    answering ``probe`` (``("check", name, pid)`` or ``("whereis", name)``) as it grants;
+    then ``decide(answer) -> (ops, result)`` and write ``ops`` (``[(name, (pid,
+    resolver) | None)]``) while releasing the lock, in one round. If the set of merged
+    nodes changed meanwhile, the lock is released and taken again over the new set, as
+    OTP does. Raises ``CallTimeout`` after ``timeout``."""
     server = local_server()
     me = _api.self()
     deadline = time.monotonic() + timeout
     attempt = 0
     while True:
         targets: dict[str, Pid] = _api.call(server, ("targets",))
-        held = set_lock_on(targets, GLOBAL_LOCK, me, None, deadline)
-        if held is None:
+        order = sorted(targets)
+        results = _api.multi_call(
+            [targets[n] for n in order],
+            ("lock_probe", GLOBAL_LOCK, me, me, probe),
+            timeout=5.0,
+        )
+        granted = {
+            n: targets[n] for n, r in zip(order, results, strict=True) if r[0] == "ok" and r[1][0]
+        }
+        refused = [
+            n
+            for n, r in zip(order, results, strict=True)
+            if r[0] != "exit" and not (r[0] == "ok" and r[1][0])
+        ]
+        mine = results[order.index(me.node)]
+        if not refused and mine[0] == "ok":
+            now: dict[str, Pid] = mine[1][1]
+            if set(now) <= set(granted) and all(now[n] == granted[n] for n in now):
+                try:
+                    ops, result = decide(mine[1][2])
+                except BaseException:
+                    release_on(granted, GLOBAL_LOCK, me)
+                    raise
+                _api.multi_call(list(now.values()), ("commit", GLOBAL_LOCK, me, me, ops))
+                release_on({n: p for n, p in granted.items() if n not in now}, GLOBAL_LOCK, me)
+                return result
+        release_on(granted, GLOBAL_LOCK, me)
+        if time.monotonic() >= deadline:
             raise CallTimeout(server, ("lock", GLOBAL_LOCK), timeout)
-        now: dict[str, Pid] = _api.call(server, ("targets",))
-        if set(now) <= set(held) and all(now[n] == held[n] for n in now):
-            break
-        release_on(held, GLOBAL_LOCK, me)
         time.sleep(_backoff(attempt))
         attempt += 1
-    try:
-        yield now
-    finally:
-        release_on(held, GLOBAL_LOCK, me)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -469,8 +521,7 @@ class _Syncer(Actor):
         other = _table(_api.call(self.peer, ("table",), timeout=10.0))
         plan = exchange_plan(own, other)
         ops: list[tuple[Any, Any]] = [(n, (e.pid, e.resolver)) for n, e in plan.copy.items()]
-        for clash in plan.clashes:
-            kept = _resolve_clash(clash, held)
+        for clash, kept in _resolve_clashes(plan.clashes, held):
             ops.append((clash.name, None if kept is None else (kept.pid, kept.resolver)))
         if ops:
             _api.multi_call(list(held.values()), ("apply", ops), timeout=10.0)
@@ -483,45 +534,61 @@ def _table(rows: list[Any]) -> dict[Any, Entry]:
     return {name: Entry(pid, resolver) for name, pid, resolver in rows}
 
 
-def _resolve_clash(clash: Clash, servers: dict[str, Pid]) -> Entry | None:
-    server = servers.get(clash.own.pid.node)
-    how, result = UNREACHABLE, None
-    if server is not None:
+def _resolve_clashes(
+    clashes: list[Clash], servers: dict[str, Pid]
+) -> list[tuple[Clash, Entry | None]]:
+    """Call each clash's resolver once, on the node of its own side's pid: one request
+    per node, all nodes at once."""
+    by_node: dict[str, list[Clash]] = {}
+    for clash in clashes:
+        by_node.setdefault(clash.own.pid.node, []).append(clash)
+    answers: dict[str, list[Any]] = {}
+    for node, group in by_node.items():
+        server = servers.get(node)
+        if server is None:
+            continue
+        batch = [(c.name, c.other.pid, c.own.pid, c.own.resolver) for c in group]
         try:
-            how, result = _api.call(
-                server,
-                ("resolve", clash.name, clash.other.pid, clash.own.pid, clash.own.resolver),
-                timeout=10.0,
-            )
-        except Exception as exc:
-            log.info("global: resolver for %r unreachable (%s)", clash.name, exc)
-    kept = outcome(clash, how, result)
-    if how == RESOLVED and kept is None and result is not None:
-        log.info(
-            "global: resolver %s returned %r for %r: unregistered",
-            clash.own.resolver,
-            result,
-            clash.name,
-        )
-    return kept
+            value = _api.call(server, ("resolve", batch), timeout=10.0 + len(batch) * 0.1)
+        except (Exit, CallTimeout) as exc:  # its node halted mid-resolution
+            log.info("global: resolvers on %s unreachable (%s)", node, exc)
+            continue
+        if isinstance(value, list) and len(value) == len(group):
+            answers[node] = value
+    out: list[tuple[Clash, Entry | None]] = []
+    for node, group in by_node.items():
+        got = answers.get(node)
+        for k, clash in enumerate(group):
+            how, result = got[k] if got is not None else (UNREACHABLE, None)
+            kept = outcome(clash, how, result)
+            if how == RESOLVED and kept is None and result is not None:
+                log.info(
+                    "global: resolver %s returned %r for %r: unregistered",
+                    clash.own.resolver,
+                    result,
+                    clash.name,
+                )
+            out.append((clash, kept))
+    return out
 
 
 class _Resolve(Actor):
-    """Runs one resolver, apart from the server (it may stop processes, take time)."""
+    """Runs resolvers in turn, apart from the server (they may stop processes)."""
 
-    def init(self, caller: From, name: Any, other: Pid, own: Pid, resolver: str) -> None:
-        self.args = (caller, name, other, own, resolver)
+    def init(self, caller: From, batch: list[Any]) -> None:
+        self.caller, self.batch = caller, batch
         _api.send(_api.self(), "go")
 
     def handle_info(self, msg: Any) -> None:
-        caller, name, other, own, resolver = self.args
-        try:
-            result = load_resolver(resolver)(name, other, own)
-            answer: tuple[str, Any] = (RESOLVED, result if _transportable(result) else repr(result))
-        except Exception as exc:
-            log.info("global: resolver %s for %r raised %r", resolver, name, exc)
-            answer = (RAISED, repr(exc))
-        _api.reply(caller, answer)
+        answers: list[tuple[str, Any]] = []
+        for name, other, own, resolver in self.batch:
+            try:
+                result = load_resolver(resolver)(name, other, own)
+                answers.append((RESOLVED, result if _transportable(result) else repr(result)))
+            except Exception as exc:
+                log.info("global: resolver %s for %r raised %r", resolver, name, exc)
+                answers.append((RAISED, repr(exc)))
+        _api.reply(self.caller, answers)
         raise Stop("normal")
 
 
@@ -549,21 +616,21 @@ def elect(name: Any, candidate: Any, resolver: str, timeout: float = 2.0) -> boo
     """Register ``candidate()`` as ``name`` if nobody holds it, under the cluster lock
     (the candidate is made while the lock is held): True if it won, False if the name is
     held, None if the lock could not be had in ``timeout``."""
+
+    def decide(holder: Pid | None) -> tuple[list[Any], bool]:
+        if holder is not None:
+            return [], False
+        pid = candidate()
+        if pid is None:
+            return [], False
+        return [(name, (pid, resolver))], True
+
     try:
-        with global_lock(timeout) as servers:
-            if _api.call(local_server(), ("whereis", name)) is not None:
-                return False
-            pid = candidate()
-            if pid is None:
-                return False
-            _api.multi_call(list(servers.values()), ("register", name, pid, resolver))
-            return True
+        return locked_change(("whereis", name), decide, timeout)
     except CallTimeout:
         return None
 
 
 def unregister_if(name: Any, pid: Pid, timeout: float = 5.0) -> None:
     """Unregister ``name`` if it is still bound to ``pid`` (a hand-over)."""
-    with global_lock(timeout) as servers:
-        if _api.call(local_server(), ("whereis", name)) == pid:
-            _api.multi_call(list(servers.values()), ("unregister", name))
+    locked_change(("whereis", name), lambda h: ([(name, None)] if h == pid else [], None), timeout)

@@ -28,7 +28,9 @@ that value instead of its own. A value differs from ``members(v)`` by exactly on
   intersect); without ``expected_size`` two sides of a partition at cold boot may each
   form a cluster.
 * Joins: the coordinator (the smallest-named member connected to this node, or this
-  node) adds a connected peer that asks to join (its ``hello`` says so), one at a time.
+  node) adds a connected peer that asks to join (its ``hello`` says so, at the
+  coordinator's version: a node learns the version from the coordinator's ``hello``
+  first), one at a time.
 * Leaves: ``leave()`` releases this node's leases, hands its grant records to the other
   members, and proposes its own removal; a node that left never asks to join again.
   The last member cannot leave the set; it only stops taking part.
@@ -430,10 +432,11 @@ class QuorumCore:
             for rec in self.grants.values():
                 if rec.holder[0] == name:
                     rec.void = True
-            # candidates waiting on a lease it held can try again now
+            # candidates waiting on a lease it held try again now, with a fresh round
             for want in self.wants.values():
-                if want.round is None:
-                    want.retry_at = now
+                if want.round is not None:
+                    self._fail_acquire_round(want, now)
+                self._start_acquire(want, now)
         return self._take()
 
     def _connected_incs(self) -> dict[str, Inc]:
@@ -568,7 +571,7 @@ class QuorumCore:
         if not self._can_vote(slot):
             return
         valid = bool(value) if slot == 1 else is_single_change(self.members, value)
-        if valid:
+        if valid and (self.promised is None or ballot >= self.promised):
             self.promised = ballot
             if self.accepted is None or self.accepted[1] != value:
                 self.accepted_at = now
@@ -745,7 +748,13 @@ class QuorumCore:
         live = [m[0] for m in self.members if m == self.me or connected.get(m[0]) == m]
         if min(live) != self.me[0]:
             return None
-        joinable = {n for n in connected if self.peer_joinable.get(n, False)}
+        # a wish counts only if said at this version: a node that just left may have
+        # said "join" before it saw its own removal
+        joinable = {
+            n
+            for n in connected
+            if self.peer_joinable.get(n, False) and self.peer_version.get(n) == self.version
+        }
         return next_change(
             self.me,
             self.members,

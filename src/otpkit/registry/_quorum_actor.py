@@ -112,9 +112,12 @@ class Quorum(Actor):
     def _notify(self, holder: Any, event: LeaseGranted | LeaseLost) -> None:
         targets = set(self.subscribers.get(event.key, ()))
         if isinstance(holder, Pid):
-            targets.add(holder)
-            if isinstance(event, LeaseGranted) and holder not in self.monitored:
-                self.monitored[holder] = _api.monitor(holder)
+            if isinstance(event, LeaseGranted):
+                # the holder has its Lease from acquire; watch it, to release on its end
+                if holder not in self.monitored:
+                    self.monitored[holder] = _api.monitor(holder)
+            else:
+                targets.add(holder)
         log.info("%s: %s -> %s", self.node, event, sorted(map(repr, targets)))
         for pid in targets:
             _api.send(pid, event)

@@ -1,0 +1,131 @@
+"""Singleton fail-over on 3 loopback nodes, beside a Highlander-style singleton on
+Erlang/OTP's ``global``.
+
+    python bench/failover.py [--quick]
+
+* ``failover_sigkill_ms_p50`` / ``_p99``: every process of the holder's node SIGKILLed
+  at once -> a standby's child logs its activation (``policy="availability"``; wall
+  clock, both on this machine). Over >= 20 runs; the killed node is started again
+  between runs.
+* ``handover_gap_ms_p50``: SIGTERM of the holder's node -> the old child logs
+  ``deactivate`` ... the new one logs ``activate``.
+
+Peer ``erlang_otp`` for the SIGKILL figures (bench/_erlang_peer.py). Not here yet: the
+silent-partition figure (it needs the netns harness: ``down_after`` 3 s + one
+election) and the ``majority`` policy's figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, *(os.path.join(HERE, "..", "tests", d) for d in ("cluster", ""))]
+
+import _common as c  # noqa: E402
+import _erlang_peer  # noqa: E402
+from _distproc import NodeProc, mesh  # noqa: E402
+
+from _util import wait_until  # noqa: E402
+
+
+def marks(path: str) -> list[list[str]]:
+    try:
+        with open(path) as f:
+            return [line.split() for line in f if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def holder(nodes: list[NodeProc]) -> NodeProc | None:
+    views = {tuple(n.cmd(op="whereis", name="single") or ()) for n in nodes}
+    if len(views) != 1:
+        return None
+    view = views.pop()
+    return next((n for n in nodes if view and n.name == view[0]), None)
+
+
+def start(name: str, log_dir: str, path: str) -> NodeProc:
+    return NodeProc(name, log_dir, wait=False, extra_args=("--singleton", "availability", path))
+
+
+def run(runs: int, handovers: int) -> dict[str, list[float]]:
+    log_dir = tempfile.mkdtemp(prefix="otpkit-bench-failover-")
+    path = os.path.join(log_dir, "marks")
+    names = [f"f{i}@127.0.0.{i + 2}" for i in range(3)]
+    nodes = [start(n, log_dir, path) for n in names]
+    kills: list[float] = []
+    gaps: list[float] = []
+    try:
+        for n in nodes:
+            n.wait_ready()
+        mesh(nodes)
+        for i in range(runs + handovers):
+            h = wait_until(lambda nodes=nodes: holder(nodes), timeout=30, what="one holder")
+            for n in nodes:
+                n.cmd(op="gsync")
+            before = len(marks(path))
+            if i < runs:
+                pids = [h.proc.pid, *h.cmd(op="pids")]
+                t0 = time.time()
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+            else:
+                os.kill(h.proc.pid, signal.SIGTERM)
+            rows = wait_until(
+                lambda before=before: [r for r in marks(path)[before:] if r[0] == "activate"],
+                timeout=30,
+                what="a standby activates",
+            )
+            if i < runs:
+                kills.append((float(rows[0][1]) - t0) * 1000)
+            else:
+                old = [r for r in marks(path)[before:] if r[0] == "deactivate"]
+                gaps.append((float(rows[0][1]) - float(old[0][1])) * 1000)
+            h.proc.wait(30)
+            h.close()
+            fresh = start(h.name, log_dir, path).wait_ready()
+            nodes = [fresh if n is h else n for n in nodes]
+            mesh(nodes)
+    finally:
+        for n in nodes:
+            n.close()
+    return {"kill": kills, "gap": gaps}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    runs, handovers = (5, 3) if args.quick else (20, 10)
+    ours = run(runs, handovers)
+    peer = _erlang_peer.failover(runs) if _erlang_peer.available() else {}
+    print(f"otpkit kill {c.summary(ours['kill'])}\ngap {c.summary(ours['gap'])}", file=sys.stderr)
+    print(f"erlang {peer}", file=sys.stderr)
+    figures = {
+        "failover_sigkill_ms_p50": c.percentile(ours["kill"], 50),
+        "failover_sigkill_ms_p99": c.percentile(ours["kill"], 99),
+        "handover_gap_ms_p50": c.percentile(ours["gap"], 50),
+    }
+    for key, value in figures.items():
+        row: dict[str, object] = {"figure": key, "value": round(value, 1), "unit": "ms"}
+        if key in peer:
+            row.update(
+                peer="erlang_otp",
+                peer_value=round(peer[key], 1),
+                ratio=round(value / peer[key], 2),
+            )
+        print(json.dumps(row))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
