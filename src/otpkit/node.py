@@ -27,6 +27,8 @@ from otpkit.dist._hooks import DistHooks
 from otpkit.errors import NodeError, StartError
 from otpkit.registry import Global
 from otpkit.registry import _shared as _registry_table
+from otpkit.registry._quorum import QuorumConfig
+from otpkit.registry._quorum_actor import Quorum
 from otpkit.supervision import ChildSpec, Supervisor, SupFlags, start_child
 
 log = logging.getLogger("otpkit.node")
@@ -161,6 +163,7 @@ class Node:
         discovery: Any = None,
         poll_interval: float = 5.0,
         prune_after: int = 3,
+        quorum: QuorumConfig | None = None,
     ) -> None:
         self.name = name or f"otpkit{os.getpid()}@127.0.0.1"
         if "@" not in self.name:
@@ -172,7 +175,12 @@ class Node:
         # the system actors come first: started before the application, stopped after
         system = [ChildSpec("global", Global)]
         if dist is not None:
-            system.insert(0, ChildSpec("dist", Dist, (dist,)))
+            # the majority policy's membership and leases (see registry._quorum)
+            system = [
+                ChildSpec("dist", Dist, (dist,)),
+                *system,
+                ChildSpec("quorum", Quorum, (quorum or QuorumConfig(),)),
+            ]
             if discovery is not None:
                 system.append(
                     ChildSpec("discovery", Discoverer, (discovery, poll_interval, prune_after))

@@ -40,7 +40,17 @@ class Marker(SingletonWorker):
 
     def handle_info(self, msg: Any) -> None:
         if msg == "tick" and self.active:
-            stamp(self.path, "tick", time.time(), self.me.node, os.getpid(), self.epoch)
+            # an effect that must happen once: under majority, fenced by the epoch
+            t = time.time()
+            accepted = self.fence(["tick", t])
+            stamp(
+                self.path,
+                "tick" if accepted else "refused",
+                t,
+                self.me.node,
+                os.getpid(),
+                self.epoch,
+            )
             otpkit.send_after(self.every, "tick")
 
     def terminate(self, reason: Any) -> None:

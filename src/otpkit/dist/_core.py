@@ -118,6 +118,13 @@ class _PeerConn:
     last_tx: float = 0.0
     tls_pending: bool = False
     closed: bool = False
+    peer_closing: str = ""  # why the peer said it closes the link (it lives on)
+
+
+#: Reasons that mean the peer's process (or host) is gone: its sockets closed without a
+#: word. A live peer that drops the link on purpose says ``closing`` first, so these
+#: never describe it (the majority lease trusts this to hand a dead holder's lease on).
+PEER_GONE = "connection closed"
 
 
 @dataclass
@@ -490,7 +497,8 @@ class DistCore:
                 self._drop(conn, f"recv: {exc}")
                 return
             if not data:
-                self._drop(conn, "connection closed")
+                why = f"peer closed: {conn.peer_closing}" if conn.peer_closing else PEER_GONE
+                self._drop(conn, why)
                 return
             conn.last_rx = time.monotonic()
             try:
@@ -521,6 +529,9 @@ class DistCore:
             self._handshake_frame(conn, kind, frame)
             return
         if kind == "tick":
+            return
+        if kind == "closing":
+            conn.peer_closing = str(frame[1])[:200]
             return
         if kind == "send":
             _, src, dst, payload = frame
@@ -757,6 +768,16 @@ class DistCore:
             conn.addr[1],
             reason,
         )
+        if (
+            was_up
+            and reason != PEER_GONE
+            and not reason.startswith(("recv:", "send:", "peer closed"))
+        ):
+            # this node lives on: say so, so the peer does not take the close for a death
+            with contextlib.suppress(OSError, ValueError):
+                conn.sock.setblocking(True)
+                conn.sock.settimeout(0.05)
+                conn.sock.sendall(bytes(conn.wbuf) + _codec.encode_frame(("closing", reason)))
         self._close_peer(conn)
         if name is not None and self._dialing.get(name) is conn:
             del self._dialing[name]

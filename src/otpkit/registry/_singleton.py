@@ -44,7 +44,9 @@ from otpkit.actors._actor import Actor
 from otpkit.actors._pid import From, Pid
 from otpkit.errors import CallTimeout, Exit, NodeError
 from otpkit.registry import _global
+from otpkit.registry import _quorum_actor as _quorum
 from otpkit.registry._global import GLOBAL_NAME, NameChanged
+from otpkit.registry._quorum import LeaseGranted, LeaseLost
 from otpkit.registry._resolvers import resolver_name
 from otpkit.supervision._spec import ChildSpec, SupFlags, child_spec
 from otpkit.supervision._supervisor import Supervisor, _Child
@@ -52,6 +54,7 @@ from otpkit.supervision._supervisor import Supervisor, _Child
 log = logging.getLogger("otpkit.registry")
 
 POLICIES = ("availability", "majority")
+ELECT = ("$singleton", "elect")
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class Activate:
 
     name: Any
     epoch: int
+    fenced: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ class SingletonWorker(Actor):
     active: bool = False
     epoch: int = -1
     singleton_name: Any = None
+    fenced: bool = False
 
     def activate(self, epoch: int) -> None:
         """Become the active instance (epoch: see :class:`Activate`)."""
@@ -95,6 +100,7 @@ class SingletonWorker(Actor):
     def handle_call(self, request: Any, from_: From) -> Any:
         if isinstance(request, Activate):
             self.singleton_name, self.epoch, self.active = request.name, request.epoch, True
+            self.fenced = request.fenced
             self.activate(request.epoch)
             return True
         if isinstance(request, Deactivate):
@@ -108,6 +114,15 @@ class SingletonWorker(Actor):
 
     def handle_request(self, request: Any, from_: From) -> Any:
         return super().handle_call(request, from_)
+
+    def fence(self, effect: Any, timeout: float = 5.0) -> bool:
+        """Under ``policy="majority"``: True iff a majority of members accepted
+        ``effect`` (msgpack-able) under this instance's epoch - False once a newer holder
+        was granted the lease, even if this one has not heard yet. Do the effect only
+        after True. Under ``"availability"`` there is no fencing: always True."""
+        if not self.fenced:
+            return self.active
+        return _quorum.fence(f"singleton/{self.singleton_name}", self.epoch, effect, timeout)
 
 
 @dataclass(frozen=True)
@@ -184,12 +199,16 @@ class SingletonManager(Supervisor):
         self.holder: Pid | None = None
         self.started = time.monotonic()
         self.settled = False
+        self.lease: Any = None  # majority: the Lease this manager holds
+        self.key = f"singleton/{config.name}"
         children = [config.child] if config.warm else []
         return SupFlags("one_for_one", intensity, period), children
 
     def init(self, *args: Any, **kwargs: Any) -> Any:
         result = super().init(*args, **kwargs)
         self.holder = _api.call(GLOBAL_NAME, ("watch", self.config.name, _api.self()))
+        if self.config.policy == "majority":
+            _quorum.subscribe(self.key)
         _api.send(_api.self(), ("$singleton", "elect"))
         return result
 
@@ -201,6 +220,10 @@ class SingletonManager(Supervisor):
         elif isinstance(msg, tuple) and msg and msg[0] == "$singleton":
             if msg[1] == "elect":
                 self._elect()
+        elif isinstance(msg, LeaseLost) and msg.key == self.key:
+            self._lease_lost(msg.epoch)
+        elif isinstance(msg, LeaseGranted):
+            pass
         else:
             was = self._child_pid()
             super().handle_info(msg)
@@ -210,8 +233,17 @@ class SingletonManager(Supervisor):
                 self.active = False
 
     def _name_changed(self, pid: Pid | None) -> None:
-        self.holder = pid
+        previous, self.holder = self.holder, pid
         mine = self._child_pid()
+        if self.config.policy == "majority":
+            if self.active and pid != mine and mine is not None:
+                # a merge gave the name to a pid without the lease: the holder takes it back
+                _global.locked_change(
+                    None, lambda _: ([(self.config.name, (mine, self.config.resolver))], None)
+                )
+            elif pid is None and not self.active:
+                _api.send_after(self._rank(previous.node if previous else None) * 0.02, ELECT)
+            return
         if pid is not None and pid == mine:
             if not self.active:
                 self._activate()
@@ -225,18 +257,20 @@ class SingletonManager(Supervisor):
             # the holder is gone: the smallest-named node tries at once, the others a
             # little later (they stop as soon as the name is taken), so the survivors
             # do not all contend for the cluster lock at the same instant
-            delay = self._rank() * 0.02
+            delay = self._rank(previous.node if previous is not None else None) * 0.02
             if delay:
                 _api.send_after(delay, ("$singleton", "elect"))
             else:
                 self._elect()
 
-    def _rank(self) -> int:
+    def _rank(self, leaving: str | None) -> int:
+        """This node's place among the candidates (the old holder's node is none: it
+        may still be connected while it hands over)."""
         me = _api.self().node
         try:
             from otpkit import dist  # noqa: PLC0415
 
-            return sorted([me, *dist.nodes()]).index(me)
+            return sorted(n for n in [me, *dist.nodes()] if n != leaving).index(me)
         except NodeError:
             return 0
 
@@ -276,6 +310,9 @@ class SingletonManager(Supervisor):
         return True
 
     def _elect(self) -> None:
+        if self.config.policy == "majority":
+            self._elect_majority()
+            return
         if self.active or self.holder is not None:
             return
         if not self._ready():
@@ -287,6 +324,39 @@ class SingletonManager(Supervisor):
         elif won:
             self.holder = self._child_pid()
             self._activate()
+
+    def _elect_majority(self) -> None:
+        """Ask for the lease; while another node holds it, ask again every half term
+        (at once when the holder's name goes). Active only while holding it."""
+        if self.active:
+            return
+        if not self._ready():
+            _api.send_after(0.05, ELECT)
+            return
+        lease = _quorum.acquire(self.key, timeout=0.5)
+        if lease is None:
+            _api.send_after(0.5, ELECT)
+            return
+        pid = self._candidate()
+        if pid is None:
+            _quorum.release(self.key, lease.epoch)
+            _api.send_after(0.5, ELECT)
+            return
+        self.lease, self.epoch = lease, lease.epoch
+        _global.locked_change(
+            None, lambda _: ([(self.config.name, (pid, self.config.resolver))], None)
+        )
+        self.holder = pid
+        self._activate()
+
+    def _lease_lost(self, epoch: int) -> None:
+        if self.lease is None or self.lease.epoch != epoch:
+            return
+        log.warning("%r: singleton %r lost its lease (epoch %d)", self.pid, self.config.name, epoch)
+        self.lease = None
+        if self.active:
+            self._deactivate("lease_lost")
+        _api.send_after(0.5, ELECT)
 
     def _candidate(self) -> Pid | None:
         """The pid to register: the warm child, or a cold child started now (under the
@@ -309,7 +379,8 @@ class SingletonManager(Supervisor):
         log.info("%r: singleton %r active in %r", self.pid, self.config.name, child)
         if self.config.warm and child is not None:
             try:
-                _api.call(child, Activate(self.config.name, self.epoch), timeout=30.0)
+                fenced = self.config.policy == "majority"
+                _api.call(child, Activate(self.config.name, self.epoch, fenced), timeout=30.0)
             except (Exit, CallTimeout) as exc:
                 log.error("%r: activating %r failed: %s", self.pid, child, exc)
 
@@ -347,6 +418,9 @@ class SingletonManager(Supervisor):
     def _hand_over(self) -> None:
         name, mine = self.config.name, self._child_pid()
         self._deactivate("handover")
+        if self.lease is not None:
+            _quorum.release(self.key, self.lease.epoch)
+            self.lease = None
         deadline = time.monotonic() + self.config.handover_timeout
         if mine is not None and _global.whereis(name) == mine:
             _global.unregister_if(name, mine)

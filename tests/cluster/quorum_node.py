@@ -1,0 +1,96 @@
+"""A node running the ``Quorum`` system actor, driven over stdin/stdout by the quorum
+tests (the style of ``dist_node.py``).
+
+Usage: quorum_node.py NAME PORT LOG_DIR [COOKIE] [--expected N] [--settle S] [--term T]
+[--margin M]. Prints {"ready": ...} once started, then answers one JSON line per command
+line (see ``handle``). The driver's own process is the lease holder of its ``acquire``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import otpkit
+from otpkit import dist
+from otpkit.registry import _quorum_actor as quorum
+from otpkit.registry._quorum import QuorumConfig
+
+
+def out(obj: Any) -> None:
+    print(json.dumps(obj, default=repr), flush=True)
+
+
+def handle(node: otpkit.Node, cmd: dict[str, Any]) -> Any:
+    op = cmd["op"]
+    if op == "nodes":
+        return dist.nodes()
+    if op == "connect":
+        dist.connect_node(cmd["name"], cmd["host"], cmd["port"])
+        return "ok"
+    if op == "pids":
+        return node.os_pids()
+    if op == "members":
+        return list(quorum.members())
+    if op == "acquire":
+        lease = quorum.acquire(cmd["key"], cmd.get("t", 5.0))
+        if lease is None:
+            return None
+        return [lease.epoch, lease.expires_monotonic - time.monotonic()]
+    if op == "release":
+        quorum.release(cmd["key"], cmd["epoch"])
+        return "ok"
+    if op == "fence":
+        return quorum.fence(cmd["key"], cmd["epoch"], cmd["effect"], cmd.get("t", 3.0))
+    if op == "effects":
+        return quorum.effects(cmd["key"])
+    if op == "leave":
+        return quorum.leave(cmd.get("t", 5.0))
+    if op == "recv":
+        try:
+            msg = node.receive(cmd.get("t", 10))
+        except TimeoutError:
+            return ["timeout"]
+        return [type(msg).__name__, repr(msg)]
+    raise ValueError(op)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="quorum_node.py")
+    p.add_argument("name")
+    p.add_argument("port", type=int)
+    p.add_argument("log_dir")
+    p.add_argument("cookie", nargs="?", default="test-cookie")
+    p.add_argument("--expected", type=int, default=0)
+    p.add_argument("--settle", type=float, default=1.0)
+    p.add_argument("--term", type=float, default=3.0)
+    p.add_argument("--margin", type=float, default=0.5)
+    args = p.parse_args(sys.argv[1:])
+    config = QuorumConfig(
+        expected_size=args.expected, settle=args.settle, term=args.term, margin=args.margin
+    )
+    node = otpkit.Node(
+        args.name,
+        cookie=args.cookie,
+        dist_port=args.port,
+        log_dir=args.log_dir,
+        children=[otpkit.ChildSpec("quorum", quorum.Quorum, (config,))],
+    ).start()
+    out({"ready": args.name, "pids": node.os_pids(), "main": os.getpid()})
+    for raw in sys.stdin:
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            out({"ok": handle(node, json.loads(line))})
+        except Exception as exc:  # report, keep serving
+            out({"error": f"{type(exc).__name__}: {exc}"})
+    node.stop()
+
+
+if __name__ == "__main__":
+    main()

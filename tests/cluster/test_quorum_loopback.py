@@ -1,0 +1,153 @@
+"""The majority policy on real nodes (OS processes on 127.0.0.x loopback), each running
+the Quorum system actor (tests/cluster/quorum_node.py): members converge; a SIGKILLed
+holder is replaced at once (its sockets closed); a SIGSTOPped holder only after its
+term, and once resumed its old epoch is fenced off and it hears ``LeaseLost``; a lone
+node with ``expected_size=3`` never holds a lease."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from _distproc import free_port
+
+from _util import wait_until
+
+pytestmark = pytest.mark.cluster
+
+SCRIPT = os.path.join(os.path.dirname(__file__), "quorum_node.py")
+TERM, MARGIN = 3.0, 0.5
+
+
+class QNode:
+    """``quorum_node.py NAME PORT LOG_DIR`` as a subprocess; :meth:`close` kills the
+    driver and every OS process of the node, also after a SIGSTOP."""
+
+    def __init__(self, name: str, log_dir: str, *extra: str) -> None:
+        self.name = name
+        self.host = name.split("@")[1]
+        self.port = free_port(self.host)
+        self.info: dict[str, Any] = {}
+        self.proc = subprocess.Popen(
+            [sys.executable, SCRIPT, name, str(self.port), log_dir, "test-cookie", *extra],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def wait_ready(self) -> QNode:
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        assert line, f"{self.name} did not start"
+        self.info = json.loads(line)
+        return self
+
+    def cmd(self, **kw: Any) -> Any:
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(json.dumps(kw) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        assert line, f"{self.name} ended (exit status {self.proc.poll()})"
+        reply = json.loads(line)
+        assert "ok" in reply, reply
+        return reply["ok"]
+
+    def all_pids(self) -> list[int]:
+        return [self.proc.pid, *self.info.get("pids", [])]
+
+    def signal(self, sig: int) -> None:
+        for pid in self.all_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    def close(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.proc.wait(10)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+
+@pytest.fixture
+def start(tmp_path) -> Iterator[Any]:
+    nodes: list[QNode] = []
+
+    def start_nodes(names: list[str], *extra: str) -> list[QNode]:
+        batch = [QNode(n, str(tmp_path), *extra) for n in names]
+        nodes.extend(batch)
+        return [n.wait_ready() for n in batch]
+
+    try:
+        yield start_nodes
+    finally:
+        for n in nodes:
+            n.close()
+
+
+def formed_trio(start: Any, base: int) -> list[QNode]:
+    # connected within the settle window: the three found the cluster together (version 1),
+    # so no member sits out the quiet period of a late joiner
+    trio = start([f"q{i}@127.0.0.{i}" for i in range(base, base + 3)], "--settle", "3")
+    a = trio[0]
+    for other in trio[1:]:
+        a.cmd(op="connect", name=other.name, host=other.host, port=other.port)
+    want = sorted(n.name for n in trio)
+    for n in trio:
+        wait_until(lambda n=n: n.cmd(op="members")[1] == want, timeout=15, what=f"{n.name} members")
+    return trio
+
+
+def test_members_converge_and_a_killed_holder_is_replaced_fast(start):
+    a, b, c = formed_trio(start, 11)
+    versions = {n.cmd(op="members")[0] for n in (a, b, c)}
+    assert versions == {1}
+    lease = a.cmd(op="acquire", key="job", t=5)
+    assert lease is not None and 0 < lease[1] <= TERM - MARGIN
+    assert b.cmd(op="acquire", key="job", t=1) is None  # held elsewhere
+    a.close()  # SIGKILL of every process of the node: its sockets close
+    t0 = time.monotonic()
+    got = b.cmd(op="acquire", key="job", t=5)
+    elapsed = time.monotonic() - t0
+    print(f"\nSIGKILLed holder: successor acquired in {elapsed * 1000:.0f} ms")
+    assert got is not None and got[0] > lease[0]
+    assert elapsed < 2.0
+    assert b.cmd(op="fence", key="job", epoch=got[0], effect=["tick", 1]) is True
+    assert c.cmd(op="effects", key="job")[-1] == [got[0], ["tick", 1]]
+
+
+def test_a_paused_holder_is_replaced_after_its_term_and_fenced_off(start):
+    a, b, c = formed_trio(start, 21)
+    lease = a.cmd(op="acquire", key="job", t=5)
+    assert lease is not None
+    a.signal(signal.SIGSTOP)
+    t0 = time.monotonic()
+    got = None
+    while got is None and time.monotonic() - t0 < 15:
+        got = b.cmd(op="acquire", key="job", t=10)
+    elapsed = time.monotonic() - t0
+    print(f"\nSIGSTOPped holder: successor acquired after {elapsed:.2f} s (term {TERM} s)")
+    assert got is not None and got[0] > lease[0]
+    # the members let a successor in only after the old grant's term: at least
+    # term + margin after the holder's last renewal, which is at most term / 3 old
+    assert elapsed >= TERM + MARGIN - TERM / 3 - 0.2
+    a.signal(signal.SIGCONT)
+    kind, text = a.cmd(op="recv", t=10)
+    assert kind == "LeaseLost" and f"epoch={lease[0]}" in text, (kind, text)
+    want = sorted(n.name for n in (b, c))
+    wait_until(lambda: a.cmd(op="nodes") == want, timeout=15, what="a reconnected")
+    assert a.cmd(op="fence", key="job", epoch=lease[0], effect=["tick", 2]) is False
+    assert b.cmd(op="fence", key="job", epoch=got[0], effect=["tick", 2]) is True
+
+
+def test_a_lone_node_with_expected_size_never_acquires(start):
+    (lone,) = start(["q31@127.0.0.31"], "--expected", "3", "--settle", "0.5")
+    assert lone.cmd(op="acquire", key="job", t=2.5) is None
+    assert lone.cmd(op="members") == [0, []]
