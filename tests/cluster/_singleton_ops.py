@@ -92,4 +92,15 @@ def _restarts(node: otpkit.Node, cmd: dict[str, Any]) -> Any:
     return counts
 
 
-OPS = {"singleton_start": _start, "singleton_state": _state, "kernel_children": _restarts}
+def _members(node: otpkit.Node, cmd: dict[str, Any]) -> Any:
+    from otpkit.registry import _quorum_actor  # noqa: PLC0415
+
+    return _quorum_actor.members()
+
+
+OPS = {
+    "quorum_members": _members,
+    "singleton_start": _start,
+    "singleton_state": _state,
+    "kernel_children": _restarts,
+}

@@ -78,7 +78,7 @@ def main() -> None:
         cookie=args.cookie,
         dist_port=args.port,
         log_dir=args.log_dir,
-        children=[otpkit.ChildSpec("quorum", quorum.Quorum, (config,))],
+        quorum=config,
     ).start()
     out({"ready": args.name, "pids": node.os_pids(), "main": os.getpid()})
     for raw in sys.stdin:

@@ -53,7 +53,7 @@ def test_start_and_stop_are_idempotent_and_leave_nothing(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert len(result["pids"]) == 3  # admin, logger, kernel
+    assert len(result["pids"]) == 4  # admin, logger, kernel, the global name server
     assert "already runs node 'life@127.0.0.1'" in result["second"]
     assert result["after"] == "NoRuntime"
     assert result["creations"][0] != result["creations"][1]

@@ -9,6 +9,7 @@ read those files: which node was active, when, and how many times.
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
@@ -201,3 +202,105 @@ def test_seed_recipe_through_a_kill_a_partition_and_a_heal(cluster: Cluster) -> 
     wait_for(lambda: sum(ticks(path, t).values()) >= 3, BOUND, "ticks after heal")
     assert set(ticks(path, t)) == {kept}, ticks(path, t)
     assert name_of(h) in {n.name for n in nodes}
+
+
+def accepted_spans(rows: list[list[str]]) -> list[tuple[float, float, str, str]]:
+    """(first, last, pid, epoch) of the fenced ticks each instance had accepted."""
+    spans: dict[tuple[str, str], list[float]] = {}
+    for kind, t, _node, pid, *rest in rows:
+        if kind == "tick":
+            span = spans.setdefault((pid, rest[0]), [float(t), float(t)])
+            span[1] = max(span[1], float(t))
+    return sorted((a, b, pid, epoch) for (pid, epoch), (a, b) in spans.items())
+
+
+def assert_no_overlap(rows: list[list[str]]) -> None:
+    spans = accepted_spans(rows)
+    for (_a1, b1, pid1, e1), (a2, _b2, pid2, e2) in itertools.pairwise(spans):
+        assert b1 < a2, (
+            f"{pid1} (epoch {e1}) still acted at {b1} after {pid2} (epoch {e2}) began at {a2}"
+        )
+        assert int(e2) > int(e1), spans
+
+
+def test_majority_never_runs_two_instances_through_cut_kill_and_pause(cluster: Cluster) -> None:
+    path = cluster.workdir / "marks"
+    nodes = start_all(cluster, [1, 2, 3], ("--singleton", "majority", str(path)))
+
+    def holder_pid() -> tuple[str, str] | None:
+        spans = accepted_spans(marks(path))
+        return (spans[-1][2], spans[-1][3]) if spans else None
+
+    def active_node() -> NetnsNode:
+        last = [r for r in marks(path) if r[0] == "activate"][-1]
+        return next(n for n in cluster.live() if n.name == last[2])
+
+    wait_for(holder_pid, 40, "the majority elects a holder (membership forms first)")
+
+    def new_holder_after(old: tuple[str, str] | None) -> object:
+        now = holder_pid()
+        return now if now is not None and now != old else None
+
+    # 1. a 1|2 cut isolating the holder: the majority side takes over, the old one stops
+    first = holder_pid()
+    h = active_node()
+    rest = [n.index for n in nodes if n is not h]
+    cluster.isolate(h.index)
+    wait_for(lambda: new_holder_after(first), BOUND, "the majority side takes over")
+    cluster.heal()
+    cluster.wait_view(cluster.parts([1, 2, 3]), BOUND, "the cluster heals")
+    assert_no_overlap(marks(path))
+
+    # 2. SIGKILL of the holder's node
+    second = holder_pid()
+    h = active_node()
+    version = max(n.cmd(op="quorum_members")[0] for n in cluster.live())
+    h.kill9()
+    wait_for(lambda: new_holder_after(second), BOUND, "a standby takes over after SIGKILL")
+    cluster.start(h.index, extra=("--singleton", "majority", str(path)))
+    cluster.wait_view(cluster.parts([1, 2, 3]), BOUND, "the killed node rejoins")
+    # its new incarnation replaces the old one among the members, one change at a time
+    # (removal, then addition: two versions on)
+    everyone = sorted(name_of(i) for i in (1, 2, 3))
+    wait_for(
+        lambda: all(n.cmd(op="quorum_members") == [version + 2, everyone] for n in cluster.live()),
+        BOUND,
+        "the three are members again",
+    )
+    assert_no_overlap(marks(path))
+
+    # 3. SIGSTOP of the holder for longer than its lease, then SIGCONT
+    third = holder_pid()
+    assert third is not None
+    h = active_node()
+    cluster.freeze(h.index)
+    try:
+        wait_for(
+            lambda: new_holder_after(third),
+            BOUND,
+            "a standby takes over from the paused one",
+            diagnose=lambda: "\n".join(
+                line
+                for n in cluster.live()
+                for line in n.log().splitlines()[-400:]
+                if "quorum" in line or "registry" in line or "NodeDown" in line or "closed" in line
+            )[-6000:],
+        )
+    finally:
+        cluster.thaw(h.index)
+    resumed = time.time()
+    wait_for(
+        lambda: any(
+            r[0] in ("refused", "deactivate") and r[3] == third[0] and float(r[1]) >= resumed - 0.01
+            for r in marks(path)
+        ),
+        BOUND,
+        "the resumed old holder stands down",
+    )
+    rows = marks(path)
+    refused = [r for r in rows if r[0] == "refused" and r[3] == third[0]]
+    late = [r for r in rows if r[0] == "tick" and r[3] == third[0] and float(r[1]) >= resumed]
+    assert not late, f"the paused holder's effects after it resumed were accepted: {late}"
+    assert refused, "the paused holder tried no fenced effect after it resumed"
+    assert_no_overlap(rows)
+    assert rest  # the cut's majority side was not empty
