@@ -128,6 +128,8 @@ class Global(Actor):
         op = request[0]
         if op == "targets":
             return self._targets()
+        if op == "up":
+            return sorted(self.up)
         if op == "peer":
             return self.peers.get(request[1]) if request[1] in self.up else None
         if op == "lock":
@@ -509,12 +511,25 @@ class _Syncer(Actor):
             held = set_lock_on(targets, GLOBAL_LOCK, me, 0)
             if held is not None:
                 try:
-                    self._merge(held)
-                    return
+                    if self._meshed(held):
+                        self._merge(held)
+                        return
                 finally:
                     release_on(held, GLOBAL_LOCK, me)
             time.sleep(_backoff(attempt))
             attempt += 1
+
+    def _meshed(self, held: dict[str, Pid]) -> bool:
+        """Every locked node is connected to every other: a resolver's kill or notice
+        to the other side's pid must not go to a node its node has not dialled yet (a
+        message to a node being dialled can be lost with the dial); connect-all meshes
+        the two sides within a few milliseconds, so a merge waits for that."""
+        order = sorted(held)
+        results = _api.multi_call([held[n] for n in order], ("up",), timeout=5.0)
+        for node, (kind, up) in zip(order, results, strict=True):
+            if kind != "ok" or not set(order) - {node} <= set(up):
+                return False
+        return True
 
     def _merge(self, held: dict[str, Pid]) -> None:
         own = _table(_api.call(self.server, ("table",)))
