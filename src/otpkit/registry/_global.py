@@ -10,14 +10,14 @@ How it keeps the replicas equal (OTP ``global``'s design, in messages):
   every registered pid and drops the name on its own ``Down`` (no lock: OTP's "there is
   no synchronization between nodes" for deaths).
 * When a node comes up, the servers greet each other (a named send ``("otpkit_global",
-  node)``); then the smaller-named node's :class:`_Syncer` takes the lock on both sides'
+  node)``); then the smaller-named node's :class:`_Merger` takes the lock on both sides'
   nodes, reads both tables, copies one-sided names across, calls the resolver once per
   clash (on the node of the resolving side's pid) and writes the outcome to every node it
   locked. A later pair of the same two partitions finds equal tables: one resolver call
   per clash.
 
 The server never waits on another node inside a handler: user operations run in the
-caller, merges in a syncer, resolvers in a process of their own.
+caller, merges in the node's merger process, resolvers in its resolver process.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from otpkit.actors import _api
-from otpkit.actors._actor import NOREPLY, Actor, Stop
+from otpkit.actors._actor import NOREPLY, Actor
 from otpkit.actors._pid import Down, From, Pid, Ref
 from otpkit.dist import NodeDown, NodeUp, register_service
 from otpkit.dist import monitor_nodes as _monitor_nodes
@@ -93,13 +93,15 @@ class Global(Actor):
         self.peers: dict[str, Pid] = {}  # visible nodes' servers that greeted this one
         self.up: set[str] = set()
         self.synced: set[str] = set()
-        self.syncers: dict[str, Pid] = {}
+        self.merging: set[str] = set()  # nodes the merger has been asked to merge with
         self.sync_waiters: list[From] = []
         self.watchers: dict[Any, set[Pid]] = {}
         self.dirty = False
         _shared.take_over()
         _shared.publish({})
         _api.register(GLOBAL_NAME)
+        self.merger: Pid | None = None
+        self.resolver: Pid | None = None
         self.dist = True
         try:
             register_service(GLOBAL_NAME)
@@ -107,6 +109,10 @@ class Global(Actor):
         except NodeError:  # a node without dist: a one-node registry
             self.dist = False
         if self.dist:
+            # long-lived helpers (a node with peers only): a process per merge or per
+            # resolver call would put a fork on a heal's critical path (tens of ms each)
+            self.merger = _api.spawn_link(_Merger, self.me)
+            self._spawn_resolver()
             for node in _dist_nodes():
                 self._node_up(node)
 
@@ -178,8 +184,12 @@ class Global(Actor):
         if op == "names":
             return list(self.names)
         if op == "resolve":
-            # [(name, other_pid, own_pid, resolver), ...]: one process runs them in turn
-            _api.spawn(_Resolve, from_, list(request[1]))
+            # [(name, other_pid, own_pid, resolver), ...]: the resolver process runs them
+            # in turn and answers the caller itself
+            if self.resolver is None:
+                self._spawn_resolver()
+            assert self.resolver is not None  # _Resolver.init never ignores
+            _api.send(self.resolver, ("resolve", from_, list(request[1])))
             return NOREPLY
         if op == "synced":
             self._synced(request[1])
@@ -246,6 +256,10 @@ class Global(Actor):
             self._hello(str(msg[1]), msg[2])
         elif isinstance(msg, tuple) and msg and msg[0] == "resync":
             self._maybe_sync(msg[1])
+        elif isinstance(msg, tuple) and msg and msg[0] == "merge_failed":
+            # the peer went away, or the merge failed: again while the pair is up
+            self.merging.discard(msg[1])
+            _api.send_after(0.2, ("resync", msg[1]))
         else:
             super().handle_info(msg)
 
@@ -276,22 +290,25 @@ class Global(Actor):
             pid is None
             or node not in self.up
             or node in self.synced
-            or node in self.syncers
+            or node in self.merging
             or self.node > node
         ):
             return
-        syncer = _api.spawn(_Syncer, self.me, node, pid)
-        if syncer is not None:
-            self.syncers[node] = syncer
-            self._monitor(syncer)
+        if self.merger is None:
+            return
+        self.merging.add(node)
+        _api.send(self.merger, ("merge", node, pid))
+
+    def _spawn_resolver(self) -> None:
+        self.resolver = _api.spawn(_Resolver)
+        if self.resolver is not None:
+            self._monitor(self.resolver)
 
     def _peer_gone(self, node: str) -> None:
         """``node``'s server is gone (its node, or the process alone): forget the pair."""
         self.synced.discard(node)
         self.peers.pop(node, None)
-        syncer = self.syncers.pop(node, None)
-        if syncer is not None:
-            _api.exit(syncer, "kill")
+        self.merging.discard(node)  # the merger sees the peer gone and gives up
 
     def _node_down(self, node: str) -> None:
         self.up.discard(node)
@@ -305,10 +322,7 @@ class Global(Actor):
     def _synced(self, node: str) -> None:
         if node in self.up:
             self.synced.add(node)
-        syncer = self.syncers.get(node)
-        if syncer is not None:
-            self.syncers.pop(node)
-            self._forget_if_unused(syncer)
+        self.merging.discard(node)
         self._answer_sync()
 
     def _answer_sync(self) -> None:
@@ -328,11 +342,8 @@ class Global(Actor):
         for node, peer in list(self.peers.items()):
             if peer == pid:
                 self._peer_gone(node)
-        for node, syncer in list(self.syncers.items()):
-            if syncer == pid:
-                # it failed (a peer timed out): try again while the pair is up
-                del self.syncers[node]
-                _api.send_after(0.2, ("resync", node))
+        if pid == self.resolver:
+            self._spawn_resolver()
 
     # ------------------------------------------------------------------ table
 
@@ -368,7 +379,7 @@ class Global(Actor):
             and not any(e.pid == pid for e in self.names.values())
             and pid not in self.locks.holders()
             and pid not in self.peers.values()
-            and pid not in self.syncers.values()
+            and pid != self.resolver
             and not any(pid in w for w in self.watchers.values())
         ):
             _api.demonitor(self.monitors.pop(pid), flush=True)
@@ -486,34 +497,41 @@ def locked_change(
 # ---------------------------------------------------------------------- helpers
 
 
-class _Syncer(Actor):
-    """Merges this node's table with a newly connected node's (see the module)."""
+class _Merger(Actor):
+    """Merges this node's table with newly connected nodes', one at a time (see the
+    module); tells the server ``merge_failed`` when a merge could not be made."""
 
-    def init(self, server: Pid, node: str, peer: Pid) -> None:
-        self.server, self.node, self.peer = server, node, peer
-        _api.send(_api.self(), "go")
+    def init(self, server: Pid) -> None:
+        self.server = server
 
     def handle_info(self, msg: Any) -> None:
-        if msg != "go":
+        if not (isinstance(msg, tuple) and msg and msg[0] == "merge"):
             super().handle_info(msg)
             return
+        _, self.node, self.peer = msg
+        try:
+            merged = self._run()
+        except (Exit, CallTimeout) as exc:
+            log.info("global: merge with %s failed: %s", self.node, exc)
+            merged = False
+        if not merged:
+            _api.send(self.server, ("merge_failed", self.node))
+
+    def _run(self) -> bool:
         me = _api.self()
         attempt = 0
         while True:
             if _api.call(self.server, ("peer", self.node)) != self.peer:
-                raise Stop("normal")  # the peer went away (or came back as another)
+                return False  # the peer went away (or came back as another)
             mine: dict[str, Pid] = _api.call(self.server, ("targets",))
-            try:
-                theirs: dict[str, Pid] = _api.call(self.peer, ("targets",))
-            except Exception:
-                raise Stop("normal") from None
+            theirs: dict[str, Pid] = _api.call(self.peer, ("targets",))
             targets = {**theirs, **mine, self.node: self.peer}
             held = set_lock_on(targets, GLOBAL_LOCK, me, 0)
             if held is not None:
                 try:
                     if self._meshed(held):
                         self._merge(held)
-                        return
+                        return True
                 finally:
                     release_on(held, GLOBAL_LOCK, me)
             time.sleep(_backoff(attempt))
@@ -542,7 +560,6 @@ class _Syncer(Actor):
             _api.multi_call(list(held.values()), ("apply", ops), timeout=10.0)
         _api.call(self.peer, ("synced", self.server.node), timeout=5.0)
         _api.call(self.server, ("synced", self.node), timeout=5.0)
-        raise Stop("normal")
 
 
 def _table(rows: list[Any]) -> dict[Any, Entry]:
@@ -587,24 +604,24 @@ def _resolve_clashes(
     return out
 
 
-class _Resolve(Actor):
-    """Runs resolvers in turn, apart from the server (they may stop processes)."""
-
-    def init(self, caller: From, batch: list[Any]) -> None:
-        self.caller, self.batch = caller, batch
-        _api.send(_api.self(), "go")
+class _Resolver(Actor):
+    """Runs resolvers, apart from the server (they may stop processes, take time), and
+    answers the merger that asked."""
 
     def handle_info(self, msg: Any) -> None:
+        if not (isinstance(msg, tuple) and msg and msg[0] == "resolve"):
+            super().handle_info(msg)
+            return
+        _, caller, batch = msg
         answers: list[tuple[str, Any]] = []
-        for name, other, own, resolver in self.batch:
+        for name, other, own, resolver in batch:
             try:
                 result = load_resolver(resolver)(name, other, own)
                 answers.append((RESOLVED, result if _transportable(result) else repr(result)))
             except Exception as exc:
                 log.info("global: resolver %s for %r raised %r", resolver, name, exc)
                 answers.append((RAISED, repr(exc)))
-        _api.reply(self.caller, answers)
-        raise Stop("normal")
+        _api.reply(caller, answers)
 
 
 def _transportable(value: Any) -> bool:
