@@ -448,19 +448,24 @@ def local_server() -> Pid:
 def locked_change(
     probe: Any, decide: Callable[[Any], tuple[list[Any], T]], timeout: float = 30.0
 ) -> T:
-    """Change the name table under the ``"global"`` lock, in three rounds: read this
-    node's merged nodes; take the lock on all of them at once, the local server also
-    answering ``probe`` (``("check", name, pid)`` or ``("whereis", name)``) as it grants;
-    then ``decide(answer) -> (ops, result)`` and write ``ops`` (``[(name, (pid,
-    resolver) | None)]``) while releasing the lock, in one round. If the set of merged
-    nodes changed meanwhile, the lock is released and taken again over the new set, as
-    OTP does. Raises ``CallTimeout`` after ``timeout``."""
+    """Change the name table under the ``"global"`` lock, in two rounds: take the lock on
+    all of this node's merged nodes at once (as the local server last listed them), the
+    local server also answering ``probe`` (``("check", name, pid)`` or ``("whereis",
+    name)``) as it grants; then ``decide(answer) -> (ops, result)`` and write ``ops``
+    (``[(name, (pid, resolver) | None)]``) while releasing the lock, in one round. If
+    the set of merged nodes was not the one locked, the lock is released and taken again
+    over the new set, as OTP does. Raises ``CallTimeout`` after ``timeout``."""
+    global _targets_seen
     server = local_server()
     me = _api.self()
     deadline = time.monotonic() + timeout
     attempt = 0
     while True:
-        targets: dict[str, Pid] = _api.call(server, ("targets",))
+        # the nodes seen last time (the lock's answer says if they changed: then again)
+        targets = _targets_seen.get(server)
+        if targets is None:
+            targets = _api.call(server, ("targets",))
+            _targets_seen = {server: targets}
         order = sorted(targets)
         results = _api.multi_call(
             [targets[n] for n in order],
@@ -475,7 +480,10 @@ def locked_change(
             for n, r in zip(order, results, strict=True)
             if r[0] != "exit" and not (r[0] == "ok" and r[1][0])
         ]
-        mine = results[order.index(me.node)]
+        mine: tuple[str, Any] = (
+            results[order.index(me.node)] if me.node in targets else ("exit", None)
+        )
+        _targets_seen = {server: mine[1][1]} if mine[0] == "ok" else {}
         if not refused and mine[0] == "ok":
             now: dict[str, Pid] = mine[1][1]
             if set(now) <= set(granted) and all(now[n] == granted[n] for n in now):
@@ -490,8 +498,13 @@ def locked_change(
         release_on(granted, GLOBAL_LOCK, me)
         if time.monotonic() >= deadline:
             raise CallTimeout(server, ("lock", GLOBAL_LOCK), timeout)
-        time.sleep(_backoff(attempt))
+        if attempt:  # the first retry is at once if only the set of nodes was stale
+            time.sleep(_backoff(attempt))
         attempt += 1
+
+
+#: per process: the local server's merged nodes as its last answer gave them
+_targets_seen: dict[Pid, dict[str, Pid]] = {}
 
 
 # ---------------------------------------------------------------------- helpers
