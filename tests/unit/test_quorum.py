@@ -350,6 +350,78 @@ def test_killed_holder_is_replaced_at_once_a_silent_one_after_the_term():
     assert sim.cores["c@h"].effects["k"][-1] == (c_lease.epoch, "fx")
 
 
+def race(sim: Sim, candidates: list[str], silent: set[str], limit: float) -> tuple[Any, float]:
+    """``candidates`` ask for the lease at the same instants (timeout 0.5 s, again at once
+    when answered: a Singleton's standbys) while ``silent`` nodes are paused (no ticks,
+    messages to them lost). A node handles its messages to itself first, as the actor
+    does. Returns the first Lease and the seconds it took (None if none in ``limit``)."""
+
+    def drain() -> None:
+        while True:
+            sim.net = [m for m in sim.net if m[1] not in silent]
+            if not sim.net:
+                return
+            own = [i for i, (src, dst, _) in enumerate(sim.net) if src == dst]
+            sim.deliver(own[0] if own else 0)
+
+    t0, live = sim.now, [n for n in sim.cores if n not in silent and n not in sim.dead]
+    while sim.now - t0 < limit:
+        tokens = [sim.acquire(n, timeout=0.5) for n in candidates]
+        while not all(t in sim.replies for t in tokens):
+            drain()
+            sim.tick(0.05, live)
+            assert len(sim.holders()) <= 1, sim.holders()
+        won = next((sim.replies[t] for t in tokens if sim.replies[t] is not None), None)
+        if won is not None:
+            return won, sim.now - t0
+    return None, sim.now - t0
+
+
+def test_racing_candidates_get_the_lease_of_a_silent_holder_after_its_term():
+    """The netns case: b restarts and is added again (a late member: quiet for term +
+    margin), then the holder a goes silent (SIGSTOP). b and c ask for the lease on the
+    same cadence; each grants itself first (its own request needs no network) and so
+    would refuse the other, round after round, with a never answering. One of them
+    must win once a's term has passed."""
+    sim = formed()
+    a, b, c = NAMES
+    tok = sim.acquire(a)
+    sim.settle(0.2)
+    assert isinstance(sim.replies[tok], Lease)
+    sim.kill(b)
+    sim.settle(FAST.remove_after + 1.0)
+    assert sim.cores[a].member_names() == (a, c)
+    sim.cores[b] = QuorumCore((b, 2), FAST, sim.now, random.Random(7))  # a new incarnation
+    sim.dead.discard(b)
+    for other in (a, c):
+        sim.perform(other, sim.cores[other].node_up(b, sim.now))
+        sim.perform(b, sim.cores[b].node_up(other, sim.now))
+    sim.settle(1.0)
+    joined = sim.cores[b].version
+    assert joined == 3 and all(sim.cores[n].version == joined for n in NAMES)
+    assert sim.cores[b].member_names() == tuple(NAMES) and sim.cores[b].quiet_until > sim.now
+    assert sim.holders() == [a]
+    won, took = race(sim, [b, c], {a}, 3 * FAST.term)
+    assert isinstance(won, Lease), "b and c never agreed on a holder"
+    assert took <= FAST.term + FAST.margin + 1.0
+    assert len(sim.holders()) == 1 and won.epoch > sim.cores[a].held["k"].epoch
+
+
+def test_racing_candidates_with_a_bystander_get_the_lease():
+    """Five members, the holder a and d silent: b and e race, and c grants whichever asks
+    first. The loser's grant at c must not block the winner for a term, round after
+    round."""
+    names = ["a@h", "b@h", "c@h", "d@h", "e@h"]
+    sim = formed(names)
+    tok = sim.acquire("a@h")
+    sim.settle(0.2)
+    assert isinstance(sim.replies[tok], Lease)
+    won, took = race(sim, ["b@h", "e@h"], {"a@h", "d@h"}, 3 * FAST.term)
+    assert isinstance(won, Lease), "b and e never agreed on a holder"
+    assert took <= FAST.term + FAST.margin + 1.0
+    assert len(sim.holders()) == 1
+
+
 # ---------------------------------------------------------------------- properties
 
 _op = st.one_of(

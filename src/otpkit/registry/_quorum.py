@@ -52,6 +52,18 @@ the moment it *sent* the request: ``sent + term - margin``, so it expires at lea
 by that much). It renews every ``term / 3`` and reports :class:`LeaseLost` when it
 cannot renew before that expiry. ``release`` voids the records at once (hand-over).
 
+**Contests.** Candidates for a free key must not stall each other while a member is
+silent (paused): each would grant itself first (its own request needs no network) and
+refuse the others until its round times out, and candidates retrying on one cadence
+would do so for ever. So: (1) a member whose record blocking a request is its own grant
+to itself (not a lease it holds) yields if the request's ``(epoch, incarnation)`` ranks
+higher: it drops its pending round in the same step, so that grant can never make it a
+holder, withdraws the grant and judges the request without it; both sides rank the pair
+alike, so one of two yields. (2) A candidate that holds an unexpired grant to another
+holder does not ask (it would refuse itself) and tries again shortly. (3) A round
+refused for an epoch at least its own ends at once and is retried after a random pause.
+(4) A grant that reaches a candidate after it dropped the round is released at once.
+
 **Fencing.** ``fence(key, epoch, effect)`` is accepted iff a majority of members (same
 version, no change pending) hold ``(epoch, holder)`` as their highest grant for the key
 and have not voided it. Once a higher epoch reached a majority, any majority holds it,
@@ -312,6 +324,7 @@ class _Round:
     voters: Members
     ok: set[Inc] = field(default_factory=set)
     no: set[Inc] = field(default_factory=set)
+    beaten: bool = False  # refused in favour of a competing epoch (acquire rounds)
 
     def outcome(self, expected_size: int) -> bool | None:
         if is_majority(self.ok, self.voters, expected_size):
@@ -637,7 +650,7 @@ class QuorumCore:
 
     def _on_grant_req(self, src: Inc, body: tuple[Any, ...], now: float) -> None:
         key, epoch, rid, version, term = str(body[0]), int(body[1]), body[2], int(body[3]), body[4]
-        rec = self.grants.get(key)
+        rec = self._yield_to(key, epoch, src, version, now)
         ok = self._serving(version) and grant_allowed(rec, epoch, src, now, self._quiet(now))
         if ok:
             expires = now + float(term) + self.config.margin
@@ -649,6 +662,32 @@ class QuorumCore:
             self._send(src[0], self._hello())
         top = self.grants[key].epoch if key in self.grants else 0
         self._send(src[0], ("grant", self.me, key, rid, ok, top))
+
+    def _yield_to(self, key: str, epoch: int, src: Inc, version: int, now: float) -> Grant | None:
+        """The record for ``key`` to judge ``src``'s request by. This node's grant to
+        itself gives way to a competing request that ranks higher, ``(epoch,
+        incarnation)``: its pending round is dropped (its grants released, its answers
+        ignored from now on), and a grant of the same epoch, dropped or released, is
+        withdrawn. Any other record is kept as it is."""
+        rec = self.grants.get(key)
+        if (
+            rec is None
+            or rec.holder != self.me
+            or src == self.me
+            or (epoch, src) <= (rec.epoch, self.me)
+            or not self._serving(version)
+        ):
+            return rec
+        held, want = self.held.get(key), self.wants.get(key)
+        if held is not None and held.epoch == rec.epoch:
+            return rec  # a lease this node holds never gives way
+        if want is not None and want.round is not None and want.round.epoch == rec.epoch:
+            self._fail_acquire_round(want, now)
+            rec.void = True
+        if rec.void and epoch == rec.epoch:
+            del self.grants[key]  # only ever granted to this node, which gave it up
+            return None
+        return rec
 
     def _on_release(self, src: Inc, body: tuple[Any, ...], now: float) -> None:
         key, epoch = str(body[0]), int(body[1])
@@ -672,9 +711,21 @@ class QuorumCore:
         key, rid, ok, top = str(body[0]), body[1], bool(body[2]), int(body[3])
         self.seen_epoch[key] = max(self.seen_epoch.get(key, 0), top)
         want, held = self.wants.get(key), self.held.get(key)
+        counted = False
         for rnd in (want.round if want else None, held.round if held else None):
             if rnd is not None and rnd.rid == rid and src in rnd.voters:
                 (rnd.ok if ok else rnd.no).add(src)
+                counted = True
+                # refused for another candidate's epoch at least as high: a contest, which
+                # waiting for the silent members does not end; retry after a random pause
+                rnd.beaten = rnd.beaten or (not ok and top >= rnd.epoch)
+        live = {held.epoch} if held is not None else set()
+        if want is not None and want.round is not None:
+            live.add(want.round.epoch)
+        if ok and not counted and top not in live:
+            # a grant (of epoch ``top``) to a round dropped meanwhile: no lease can come
+            # of it, so free that member at once instead of letting it wait for the term
+            self._release_at(key, top, [src])
         self._settle_key(key, now)
 
     def _on_fenced(self, src: Inc, body: tuple[Any, ...], now: float) -> None:
@@ -787,6 +838,12 @@ class QuorumCore:
             want.retry_at = now + self.config.round_timeout
             return
         rec = self.grants.get(want.key)
+        if rec is not None and not rec.void and rec.holder != self.me and now < rec.expires:
+            # this node would refuse itself: asking the others would only take their
+            # grants away from that holder's round (two candidates that granted each
+            # other would refuse themselves, round after round)
+            want.retry_at = now + self.rng.uniform(0.05, 0.25)
+            return
         top = max(self.seen_epoch.get(want.key, 0), rec.epoch if rec is not None else 0)
         want.round = self._new_round(want.key, top + 1, now)
         self.seen_epoch[want.key] = top + 1
@@ -824,7 +881,7 @@ class QuorumCore:
                 )
                 self._out.append(Reply(want.token, Lease(key, rnd.epoch, expires)))
                 self._out.append(Notify(want.holder, LeaseGranted(key, rnd.epoch, expires)))
-            elif result is not None or now - rnd.started >= self.config.round_timeout:
+            elif result is not None or rnd.beaten or now - rnd.started >= self.config.round_timeout:
                 self._fail_acquire_round(want, now)
         held = self.held.get(key)
         if held is not None and held.round is not None:

@@ -54,7 +54,6 @@ from otpkit.supervision._supervisor import Supervisor, _Child
 log = logging.getLogger("otpkit.registry")
 
 POLICIES = ("availability", "majority")
-ELECT = ("$singleton", "elect")
 
 
 @dataclass(frozen=True)
@@ -200,6 +199,7 @@ class SingletonManager(Supervisor):
         self.started = time.monotonic()
         self.settled = False
         self.lease: Any = None  # majority: the Lease this manager holds
+        self.elect_gen = 0  # only the latest scheduled election runs: one retry chain
         self.key = f"singleton/{config.name}"
         children = [config.child] if config.warm else []
         return SupFlags("one_for_one", intensity, period), children
@@ -209,7 +209,7 @@ class SingletonManager(Supervisor):
         self.holder = _api.call(GLOBAL_NAME, ("watch", self.config.name, _api.self()))
         if self.config.policy == "majority":
             _quorum.subscribe(self.key)
-        _api.send(_api.self(), ("$singleton", "elect"))
+        self._later(0)
         return result
 
     # ------------------------------------------------------------------ events
@@ -218,7 +218,7 @@ class SingletonManager(Supervisor):
         if isinstance(msg, NameChanged) and msg.name == self.config.name:
             self._name_changed(msg.pid)
         elif isinstance(msg, tuple) and msg and msg[0] == "$singleton":
-            if msg[1] == "elect":
+            if msg[1] == "elect" and msg[2] == self.elect_gen:
                 self._elect()
         elif isinstance(msg, LeaseLost) and msg.key == self.key:
             self._lease_lost(msg.epoch)
@@ -242,7 +242,7 @@ class SingletonManager(Supervisor):
                     None, lambda _: ([(self.config.name, (mine, self.config.resolver))], None)
                 )
             elif pid is None and not self.active:
-                _api.send_after(self._rank(previous.node if previous else None) * 0.02, ELECT)
+                self._later(self._rank(previous.node if previous else None) * 0.02)
             return
         if pid is not None and pid == mine:
             if not self.active:
@@ -259,9 +259,19 @@ class SingletonManager(Supervisor):
             # do not all contend for the cluster lock at the same instant
             delay = self._rank(previous.node if previous is not None else None) * 0.02
             if delay:
-                _api.send_after(delay, ("$singleton", "elect"))
+                self._later(delay)
             else:
+                self.elect_gen += 1  # cancels an election already scheduled
                 self._elect()
+
+    def _later(self, delay: float) -> None:
+        """Schedule the next election attempt, replacing any scheduled before."""
+        self.elect_gen += 1
+        msg = ("$singleton", "elect", self.elect_gen)
+        if delay:
+            _api.send_after(delay, msg)
+        else:
+            _api.send(_api.self(), msg)
 
     def _rank(self, leaving: str | None) -> int:
         """This node's place among the candidates (the old holder's node is none: it
@@ -316,11 +326,11 @@ class SingletonManager(Supervisor):
         if self.active or self.holder is not None:
             return
         if not self._ready():
-            _api.send_after(0.05, ("$singleton", "elect"))
+            self._later(0.05)
             return
         won = _global.elect(self.config.name, self._candidate, self.config.resolver)
         if won is None:
-            _api.send_after(0.05, ("$singleton", "elect"))  # the lock was contended
+            self._later(0.05)  # the lock was contended
         elif won:
             self.holder = self._child_pid()
             self._activate()
@@ -331,16 +341,16 @@ class SingletonManager(Supervisor):
         if self.active:
             return
         if not self._ready():
-            _api.send_after(0.05, ELECT)
+            self._later(0.05)
             return
         lease = _quorum.acquire(self.key, timeout=0.5)
         if lease is None:
-            _api.send_after(0.5, ELECT)
+            self._later(0.5)
             return
         pid = self._candidate()
         if pid is None:
             _quorum.release(self.key, lease.epoch)
-            _api.send_after(0.5, ELECT)
+            self._later(0.5)
             return
         self.lease, self.epoch = lease, lease.epoch
         _global.locked_change(
@@ -356,7 +366,7 @@ class SingletonManager(Supervisor):
         self.lease = None
         if self.active:
             self._deactivate("lease_lost")
-        _api.send_after(0.5, ELECT)
+        self._later(0.5)
 
     def _candidate(self) -> Pid | None:
         """The pid to register: the warm child, or a cold child started now (under the
