@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 from otpkit.actors import _api
 from otpkit.actors._pid import Pid
 from otpkit.errors import NoSuchName
-from otpkit.registry import _shared
+from otpkit.registry import _global, _shared
 from otpkit.registry._global import (
     GLOBAL_LOCK,
     GLOBAL_NAME,
@@ -129,12 +129,9 @@ def unregister_name(name: Any, timeout: float = 30.0) -> None:
 
 
 def whereis_name(name: Any) -> Pid | None:
-    """The pid bound to ``name`` in this node's replica, or None."""
-    table = _shared.read()
-    if table is not None:
-        return table.get(name)
-    pid: Pid | None = _api.call(local_server(), ("whereis", name))
-    return pid
+    """The pid bound to ``name`` in this node's replica, or None (no message: a read of
+    the node's shared table)."""
+    return _global.whereis(name)
 
 
 def send(name: Any, msg: Any) -> Pid:
@@ -158,8 +155,7 @@ def registered_names() -> list[Any]:
 def sync(timeout: float = 30.0) -> list[str]:
     """Wait until this node has merged its table with every node it is connected to;
     the names of those nodes."""
-    nodes: list[str] = _api.call(local_server(), ("sync",), timeout)
-    return nodes
+    return _global.sync_now(timeout)
 
 
 def set_lock(
