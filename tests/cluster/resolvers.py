@@ -145,3 +145,10 @@ def read_calls(path: str | None = None) -> list[dict[str, Any]]:
             return [json.loads(line) for line in f if line.strip()]
     except FileNotFoundError:
         return []
+
+
+def hang(name: Any, other: Pid, own: Pid) -> Pid:
+    """Never returns (within a test): the registry must give up on it and carry on."""
+    _log("hang", name, other, own)
+    time.sleep(3600)
+    return own

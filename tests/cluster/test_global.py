@@ -355,3 +355,32 @@ def test_trans_runs_one_at_a_time(trio, tmp_path):
     a.cmd(op="del_lock", resource="tr.x")
     with open(path, encoding="utf-8") as f:
         assert len(f.readlines()) == 12
+
+
+def test_a_hanging_resolver_is_given_up_and_replaced(trio, extra, tmp_path, resolver_log):
+    """A resolver that never returns: after its deadline (10 s) the other side's pid
+    keeps the name (as for a resolver whose node halted), the node's resolver process is
+    replaced, and the next clash on that node is resolved as usual."""
+    a = trio[0]
+    d = join(extra, trio, 8, str(tmp_path))
+    assert sorted(d.cmd(op="gdisconnect")) == sorted(n.name for n in trio)
+    wait_until(lambda: d.cmd(op="nodes") == [], BOUND, what="the leaver sees nobody")
+    ours = a.cmd(op="hold_register", names=["hang.x"], resolve="resolvers:hang")
+    theirs = d.cmd(op="hold_register", names=["hang.x"], resolve="resolvers:hang")
+    mesh([*trio, d])
+    calls = wait_until(lambda: calls_for(resolver_log, "hang.x"), BOUND, what="the resolver runs")
+    assert len(calls) == 1, calls
+    own = calls[0]["own"]
+    other = next(p[1] for p in (*ours, *theirs) if p[1] != own)
+    wait_everywhere([*trio, d], "hang.x", other, "the other side's pid keeps the name")
+    # the resolver process of the hanging call's node was replaced: a new clash resolves
+    assert sorted(d.cmd(op="gdisconnect")) == sorted(n.name for n in trio)
+    wait_until(lambda: d.cmd(op="nodes") == [], BOUND, what="the leaver sees nobody")
+    again = a.cmd(op="hold_register", names=["hang.y"], resolve="resolvers:resolve_first")
+    d.cmd(op="hold_register", names=["hang.y"], resolve="resolvers:resolve_first")
+    mesh([*trio, d])
+    wait_until(lambda: calls_for(resolver_log, "hang.y"), BOUND, what="a new clash is resolved")
+    for n in [*trio, d]:
+        n.cmd(op="gsync")
+    assert len({tuple(p) for p in everywhere([*trio, d], "hang.y")}) == 1
+    assert again

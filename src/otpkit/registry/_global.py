@@ -102,6 +102,7 @@ class Global(Actor):
         _api.register(GLOBAL_NAME)
         self.merger: Pid | None = None
         self.resolver: Pid | None = None
+        self.resolving = self.resolved = 0  # resolve batches sent / answered
         self.dist = True
         try:
             register_service(GLOBAL_NAME)
@@ -189,7 +190,12 @@ class Global(Actor):
             if self.resolver is None:
                 self._spawn_resolver()
             assert self.resolver is not None  # _Resolver.init never ignores
-            _api.send(self.resolver, ("resolve", from_, list(request[1])))
+            batch = list(request[1])
+            self.resolving += 1
+            _api.send(self.resolver, ("resolve", from_, batch, self.resolving))
+            # a resolver that hangs would hold every later merge on this node: past the
+            # merger's own deadline the resolver process is replaced
+            _api.send_after(_resolve_deadline(batch), ("resolve_check", self.resolving))
             return NOREPLY
         if op == "synced":
             self._synced(request[1])
@@ -256,6 +262,16 @@ class Global(Actor):
             self._hello(str(msg[1]), msg[2])
         elif isinstance(msg, tuple) and msg and msg[0] == "resync":
             self._maybe_sync(msg[1])
+        elif isinstance(msg, tuple) and msg and msg[0] == "resolved":
+            self.resolved = max(self.resolved, msg[1])
+        elif isinstance(msg, tuple) and msg and msg[0] == "resolve_check":
+            if msg[1] > self.resolved and self.resolver is not None:
+                log.warning("%s: a resolver hangs; its process is replaced", self.node)
+                old, self.resolver = self.resolver, None
+                self._forget_if_unused(old)
+                _api.exit(old, "kill")
+                self.resolved = self.resolving
+                self._spawn_resolver()
         elif isinstance(msg, tuple) and msg and msg[0] == "merge_failed":
             # the peer went away, or the merge failed: again while the pair is up
             self.merging.discard(msg[1])
@@ -300,7 +316,7 @@ class Global(Actor):
         _api.send(self.merger, ("merge", node, pid))
 
     def _spawn_resolver(self) -> None:
-        self.resolver = _api.spawn(_Resolver)
+        self.resolver = _api.spawn(_Resolver, self.me)
         if self.resolver is not None:
             self._monitor(self.resolver)
 
@@ -594,7 +610,7 @@ def _resolve_clashes(
             continue
         batch = [(c.name, c.other.pid, c.own.pid, c.own.resolver) for c in group]
         try:
-            value = _api.call(server, ("resolve", batch), timeout=10.0 + len(batch) * 0.1)
+            value = _api.call(server, ("resolve", batch), timeout=_resolve_deadline(batch))
         except (Exit, CallTimeout) as exc:  # its node halted mid-resolution
             log.info("global: resolvers on %s unreachable (%s)", node, exc)
             continue
@@ -621,11 +637,14 @@ class _Resolver(Actor):
     """Runs resolvers, apart from the server (they may stop processes, take time), and
     answers the merger that asked."""
 
+    def init(self, server: Pid) -> None:
+        self.server = server
+
     def handle_info(self, msg: Any) -> None:
         if not (isinstance(msg, tuple) and msg and msg[0] == "resolve"):
             super().handle_info(msg)
             return
-        _, caller, batch = msg
+        _, caller, batch, serial = msg
         answers: list[tuple[str, Any]] = []
         for name, other, own, resolver in batch:
             try:
@@ -635,6 +654,12 @@ class _Resolver(Actor):
                 log.info("global: resolver %s for %r raised %r", resolver, name, exc)
                 answers.append((RAISED, repr(exc)))
         _api.reply(caller, answers)
+        _api.send(self.server, ("resolved", serial))
+
+
+def _resolve_deadline(batch: list[Any]) -> float:
+    """How long a batch of resolvers may take (10 s, and 0.1 s more per clash)."""
+    return 10.0 + len(batch) * 0.1
 
 
 def _transportable(value: Any) -> bool:
