@@ -73,8 +73,8 @@ FRAME_ARITY = {
     STARTED: 3,
     SYS: 3,
 }
-#: What a process on another node may send (never HELLO, BYE, STARTED or SYS: those
-#: belong to the connection and the node).
+#: What a process on another node may send (never HELLO, BYE or STARTED: those belong
+#: to the connection and the node; SYS only for ``stop`` and ``info``, see ``_sys``).
 REMOTE_TAGS = frozenset({MSG, CALL, CAST, REPLY, LINK, UNLINK, EXIT, SYS})
 
 # Mailbox entries: (kind, sender, ...).
@@ -793,7 +793,15 @@ class Runtime:
     def _sys(self, peer: Pid, ref: Ref, request: Any) -> None:
         kind = request[0] if isinstance(request, tuple) and request else None
         value: Any
-        if kind == "register":
+        if not self.is_local(peer) and kind not in ("stop", "info"):
+            # another node may stop a process (gen_server:stop) or look at it; local
+            # names are this node's own business
+            value = ("error", ("not_allowed_remotely", kind))
+        elif kind in ("register", "unregister") and not (
+            len(request) == 2 and isinstance(request[1], str)
+        ):
+            value = ("error", ("badarg", request))
+        elif kind == "register":
             value = self.register(request[1])
         elif kind == "unregister":
             value = self.unregister(request[1])

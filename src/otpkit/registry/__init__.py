@@ -91,6 +91,12 @@ __all__ = [
 T = TypeVar("T")
 
 
+def _check_name(name: Any) -> Any:
+    if not _global.valid_name(name):
+        raise TypeError(f"global name {name!r}: expected a str, int, bytes or a tuple of these")
+    return name
+
+
 def _check_pid(pid: Any) -> Pid:
     if not isinstance(pid, Pid):
         raise TypeError(f"pid {pid!r}: expected a Pid")
@@ -103,6 +109,7 @@ def register_name(
     """Bind ``name`` to ``pid`` on every connected node (or none); False if the name is
     taken or ``pid`` already has a global name. ``resolve`` is stored with the
     registration for when partitions meet (see the module)."""
+    _check_name(name)
     _check_pid(pid)
     resolver = resolver_name(resolve)
 
@@ -118,6 +125,7 @@ def re_register_name(
     name: Any, pid: Pid, resolve: str | Callable[..., Any] | None = None, timeout: float = 30.0
 ) -> bool:
     """Bind ``name`` to ``pid`` on every connected node, whatever it was bound to."""
+    _check_name(name)
     _check_pid(pid)
     resolver = resolver_name(resolve)
     return locked_change(None, lambda _: ([(name, (pid, resolver))], True), timeout)
@@ -125,13 +133,14 @@ def re_register_name(
 
 def unregister_name(name: Any, timeout: float = 30.0) -> None:
     """Remove ``name`` on every connected node (nothing if it is not bound)."""
+    _check_name(name)
     locked_change(None, lambda _: ([(name, None)], None), timeout)
 
 
 def whereis_name(name: Any) -> Pid | None:
     """The pid bound to ``name`` in this node's replica, or None (no message: a read of
     the node's shared table)."""
-    return _global.whereis(name)
+    return _global.whereis(_check_name(name))
 
 
 def send(name: Any, msg: Any) -> Pid:

@@ -119,15 +119,23 @@ class Global(Actor):
 
     # ------------------------------------------------------------------ calls
 
+    # Requests come from other nodes too: a malformed one is logged and refused, never
+    # allowed to crash the server (four crashes in 5 s would halt the node).
+
     def handle_call(self, request: Any, from_: From) -> Any:
         try:
             return self._call(request, from_)
+        except _BAD_INPUT as exc:
+            log.warning("%s: refused a malformed request %.120r: %r", self.node, request, exc)
+            return ("error", "badarg")
         finally:
             self._publish()  # once per message: a merge of many names is one write
 
     def handle_info(self, msg: Any) -> None:
         try:
             self._info(msg)
+        except _BAD_INPUT as exc:
+            log.warning("%s: dropped a malformed message %.120r: %r", self.node, msg, exc)
         finally:
             self._publish()
 
@@ -141,6 +149,9 @@ class Global(Actor):
             return self.peers.get(request[1]) if request[1] in self.up else None
         if op == "lock":
             _, resource, requester, holder = request
+            if not isinstance(holder, Pid):
+                raise TypeError(f"lock holder {holder!r}: expected a Pid")
+            hash((resource, requester))
             granted = self.locks.acquire(resource, requester, holder)
             if granted:
                 self._monitor(holder)
@@ -149,10 +160,13 @@ class Global(Actor):
             # the lock, plus what the caller must decide under it: this server's merged
             # nodes and its answer to ``probe``, read in the same step as the grant
             _, resource, requester, holder, probe = request
+            answer = self._probe(probe)  # a bad probe fails before anything is locked
+            if not isinstance(holder, Pid):
+                raise TypeError(f"lock holder {holder!r}: expected a Pid")
             granted = self.locks.acquire(resource, requester, holder)
             if granted:
                 self._monitor(holder)
-            return [granted, self._targets(), self._probe(probe) if granted else None]
+            return [granted, self._targets(), answer if granted else None]
         if op == "commit":
             # apply the changes decided under the lock, and release it: one round
             _, resource, requester, holder, ops = request
@@ -169,7 +183,7 @@ class Global(Actor):
             return check_register(self.names, request[1], request[2])
         if op == "register":
             _, name, pid, resolver = request
-            self._bind(name, Entry(pid, resolver))
+            self._apply([(name, (pid, resolver))])
             return True
         if op == "unregister":
             self._unbind(request[1])
@@ -195,10 +209,14 @@ class Global(Actor):
             _api.send(self.resolver, ("resolve", from_, batch, self.resolving))
             # a resolver that hangs would hold every later merge on this node: past the
             # merger's own deadline the resolver process is replaced
-            _api.send_after(_resolve_deadline(batch), ("resolve_check", self.resolving))
+            _api.send_after(
+                _resolve_deadline(batch), ("resolve_check", self.resolving, self.resolver)
+            )
             return NOREPLY
         if op == "synced":
-            self._synced(request[1])
+            for node in request[1]:
+                if node != self.node:
+                    self._synced(str(node))
             return True
         if op == "sync":
             if self.up <= self.synced:
@@ -243,7 +261,8 @@ class Global(Actor):
         raise ValueError(f"unknown probe {probe!r}")
 
     def _apply(self, ops: list[Any]) -> None:
-        for name, entry in ops:
+        checked = [_checked_op(op) for op in ops]  # all or nothing
+        for name, entry in checked:
             if entry is None:
                 self._unbind(name)
             else:
@@ -258,24 +277,25 @@ class Global(Actor):
             self._node_up(msg.node)
         elif isinstance(msg, NodeDown):
             self._node_down(msg.node)
-        elif isinstance(msg, tuple) and msg and msg[0] == "hello":
+        elif isinstance(msg, tuple) and len(msg) == 3 and msg[0] == "hello":
             self._hello(str(msg[1]), msg[2])
-        elif isinstance(msg, tuple) and msg and msg[0] == "resync":
-            self._maybe_sync(msg[1])
-        elif isinstance(msg, tuple) and msg and msg[0] == "resolved":
-            self.resolved = max(self.resolved, msg[1])
-        elif isinstance(msg, tuple) and msg and msg[0] == "resolve_check":
-            if msg[1] > self.resolved and self.resolver is not None:
+        elif isinstance(msg, tuple) and len(msg) == 2 and msg[0] == "resync":
+            self._maybe_sync(str(msg[1]))
+        elif isinstance(msg, tuple) and len(msg) == 3 and msg[0] == "resolved":
+            if msg[2] == self.resolver:
+                self.resolved = max(self.resolved, int(msg[1]))
+        elif isinstance(msg, tuple) and len(msg) == 3 and msg[0] == "resolve_check":
+            if msg[1] > self.resolved and self.resolver is not None and msg[2] == self.resolver:
                 log.warning("%s: a resolver hangs; its process is replaced", self.node)
                 old, self.resolver = self.resolver, None
                 self._forget_if_unused(old)
                 _api.exit(old, "kill")
                 self.resolved = self.resolving
                 self._spawn_resolver()
-        elif isinstance(msg, tuple) and msg and msg[0] == "merge_failed":
+        elif isinstance(msg, tuple) and len(msg) == 2 and msg[0] == "merge_failed":
             # the peer went away, or the merge failed: again while the pair is up
-            self.merging.discard(msg[1])
-            _api.send_after(0.2, ("resync", msg[1]))
+            self.merging.discard(str(msg[1]))
+            _api.send_after(0.2, ("resync", str(msg[1])))
         else:
             super().handle_info(msg)
 
@@ -438,13 +458,22 @@ def set_lock_on(
         ]
         if not refused:
             return granted
-        release_on(granted, resource, requester)
+        # unlock also where the answer did not come in time: a grant made after the
+        # caller gave up would otherwise stay (an unlock of nothing is a no-op)
+        release_on(_answered(targets, order, results), resource, requester)
         if retries is not None and attempt >= retries:
             return None
         if deadline is not None and time.monotonic() >= deadline:
             return None
         time.sleep(_backoff(attempt))
         attempt += 1
+
+
+def _answered(
+    targets: dict[str, Pid], order: list[str], results: list[tuple[str, Any]]
+) -> dict[str, Pid]:
+    """The servers that did not end or vanish (they granted, refused, or were slow)."""
+    return {n: targets[n] for n, r in zip(order, results, strict=True) if r[0] != "exit"}
 
 
 def release_on(targets: dict[str, Pid], resource: Any, requester: Any) -> None:
@@ -483,11 +512,15 @@ def locked_change(
             targets = _api.call(server, ("targets",))
             _targets_seen = {server: targets}
         order = sorted(targets)
-        results = _api.multi_call(
-            [targets[n] for n in order],
-            ("lock_probe", GLOBAL_LOCK, me, me, probe),
-            timeout=5.0,
-        )
+        try:
+            results = _api.multi_call(
+                [targets[n] for n in order],
+                ("lock_probe", GLOBAL_LOCK, me, me, probe),
+                timeout=5.0,
+            )
+        except BaseException:
+            release_on(targets, GLOBAL_LOCK, me)  # some may have been asked already
+            raise
         granted = {
             n: targets[n] for n, r in zip(order, results, strict=True) if r[0] == "ok" and r[1][0]
         }
@@ -505,13 +538,13 @@ def locked_change(
             if set(now) <= set(granted) and all(now[n] == granted[n] for n in now):
                 try:
                     ops, result = decide(mine[1][2])
+                    _api.multi_call(list(now.values()), ("commit", GLOBAL_LOCK, me, me, ops))
                 except BaseException:
                     release_on(granted, GLOBAL_LOCK, me)
                     raise
-                _api.multi_call(list(now.values()), ("commit", GLOBAL_LOCK, me, me, ops))
                 release_on({n: p for n, p in granted.items() if n not in now}, GLOBAL_LOCK, me)
                 return result
-        release_on(granted, GLOBAL_LOCK, me)
+        release_on(_answered(targets, order, results), GLOBAL_LOCK, me)
         if time.monotonic() >= deadline:
             raise CallTimeout(server, ("lock", GLOBAL_LOCK), timeout)
         if attempt:  # the first retry is at once if only the set of nodes was stale
@@ -587,8 +620,10 @@ class _Merger(Actor):
             ops.append((clash.name, None if kept is None else (kept.pid, kept.resolver)))
         if ops:
             _api.multi_call(list(held.values()), ("apply", ops), timeout=10.0)
-        _api.call(self.peer, ("synced", self.server.node), timeout=5.0)
-        _api.call(self.server, ("synced", self.node), timeout=5.0)
+        # every locked node now holds the same table: each pair of them is merged (OTP
+        # spreads a sync to the partition's known nodes the same way), so a change made
+        # next on any of them reaches all of them, not only this pair
+        _api.multi_call(list(held.values()), ("synced", sorted(held)), timeout=5.0)
 
 
 def _table(rows: list[Any]) -> dict[Any, Entry]:
@@ -654,12 +689,34 @@ class _Resolver(Actor):
                 log.info("global: resolver %s for %r raised %r", resolver, name, exc)
                 answers.append((RAISED, repr(exc)))
         _api.reply(caller, answers)
-        _api.send(self.server, ("resolved", serial))
+        _api.send(self.server, ("resolved", serial, _api.self()))
 
 
 def _resolve_deadline(batch: list[Any]) -> float:
     """How long a batch of resolvers may take (10 s, and 0.1 s more per clash)."""
     return 10.0 + len(batch) * 0.1
+
+
+_BAD_INPUT = (TypeError, ValueError, IndexError, KeyError, AttributeError)
+
+
+def valid_name(name: Any) -> bool:
+    """A global name: a str, int or bytes, or a tuple of names (hashable, and carried by
+    dist's codec unchanged)."""
+    if isinstance(name, (str, bytes)) or (isinstance(name, int) and not isinstance(name, bool)):
+        return True
+    return isinstance(name, tuple) and all(valid_name(part) for part in name)
+
+
+def _checked_op(op: Any) -> tuple[Any, Any]:
+    name, entry = op
+    if not valid_name(name):
+        raise TypeError(f"name {name!r}: expected a str, int, bytes or a tuple of these")
+    if entry is not None:
+        pid, resolver = entry
+        if not isinstance(pid, Pid) or not isinstance(resolver, str):
+            raise TypeError(f"binding {entry!r}: expected (Pid, resolver name)")
+    return name, entry
 
 
 def _transportable(value: Any) -> bool:

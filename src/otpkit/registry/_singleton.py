@@ -41,7 +41,7 @@ from typing import Any
 
 from otpkit.actors import _api
 from otpkit.actors._actor import Actor
-from otpkit.actors._pid import From, Pid
+from otpkit.actors._pid import Down, From, Pid
 from otpkit.errors import CallTimeout, Exit, NodeError
 from otpkit.registry import _global
 from otpkit.registry import _quorum_actor as _quorum
@@ -206,11 +206,33 @@ class SingletonManager(Supervisor):
 
     def init(self, *args: Any, **kwargs: Any) -> Any:
         result = super().init(*args, **kwargs)
+        self.services: dict[Any, str] = {}  # monitor ref -> the system service it watches
+        self._watch_services()
+        self._later(0)
+        return result
+
+    def _watch_services(self) -> bool:
+        """Watch the name at this node's registry server (and subscribe to the lease at
+        its quorum): both forget their subscribers when they restart, so the manager
+        monitors them and subscribes again."""
+        wanted = [GLOBAL_NAME] + ([_quorum.QUORUM_NAME] if self.config.policy == "majority" else [])
+        pids = {name: _api.whereis(name) for name in wanted}
+        if any(pid is None for pid in pids.values()):
+            _api.send_after(0.1, ("$singleton", "rewatch"))
+            return False
+        for ref in list(self.services):
+            _api.demonitor(ref, flush=True)
+        self.services = {_api.monitor(pid): name for name, pid in pids.items() if pid}
         self.holder = _api.call(GLOBAL_NAME, ("watch", self.config.name, _api.self()))
         if self.config.policy == "majority":
             _quorum.subscribe(self.key)
-        self._later(0)
-        return result
+        return True
+
+    def _service_down(self, name: str) -> None:
+        log.warning("%r: the node's %s restarted; watching again", self.pid, name)
+        if name == _quorum.QUORUM_NAME and self.lease is not None:
+            self._lease_lost(self.lease.epoch)  # its leases died with it
+        _api.send_after(0.1, ("$singleton", "rewatch"))
 
     # ------------------------------------------------------------------ events
 
@@ -220,6 +242,15 @@ class SingletonManager(Supervisor):
         elif isinstance(msg, tuple) and msg and msg[0] == "$singleton":
             if msg[1] == "elect" and msg[2] == self.elect_gen:
                 self._elect()
+            elif msg[1] == "rewatch" and self._watch_services():
+                mine = self._child_pid()
+                if self.active and self.holder is None and mine is not None:
+                    # a restarted registry starts empty: the active child keeps its name
+                    self._reassert(mine)
+                else:
+                    self._name_changed(self.holder)
+        elif isinstance(msg, Down) and msg.ref in self.services:
+            self._service_down(self.services.pop(msg.ref))
         elif isinstance(msg, LeaseLost) and msg.key == self.key:
             self._lease_lost(msg.epoch)
         elif isinstance(msg, LeaseGranted):
@@ -238,9 +269,7 @@ class SingletonManager(Supervisor):
         if self.config.policy == "majority":
             if self.active and pid != mine and mine is not None:
                 # a merge gave the name to a pid without the lease: the holder takes it back
-                _global.locked_change(
-                    None, lambda _: ([(self.config.name, (mine, self.config.resolver))], None)
-                )
+                self._reassert(mine)
             elif pid is None and not self.active:
                 self._later(self._rank(previous.node if previous else None) * 0.02)
             return
@@ -273,6 +302,20 @@ class SingletonManager(Supervisor):
         else:
             _api.send(_api.self(), msg)
 
+    def _reassert(self, mine: Pid) -> None:
+        _global.locked_change(
+            None, lambda _: ([(self.config.name, (mine, self.config.resolver))], None)
+        )
+        self.holder = mine
+
+    def _peers(self) -> list[str]:
+        try:
+            from otpkit import dist  # noqa: PLC0415
+
+            return dist.nodes()
+        except NodeError:
+            return []
+
     def _rank(self, leaving: str | None) -> int:
         """This node's place among the candidates (the old holder's node is none: it
         may still be connected while it hands over)."""
@@ -280,7 +323,9 @@ class SingletonManager(Supervisor):
         try:
             from otpkit import dist  # noqa: PLC0415
 
-            return sorted(n for n in [me, *dist.nodes()] if n != leaving).index(me)
+            return sorted(
+                n for n in [me, *dist.nodes()] if n not in (leaving, None) or n == me
+            ).index(me)
         except NodeError:
             return 0
 
@@ -331,6 +376,8 @@ class SingletonManager(Supervisor):
         won = _global.elect(self.config.name, self._candidate, self.config.resolver)
         if won is None:
             self._later(0.05)  # the lock was contended
+        elif not won and self.holder is None:
+            self._later(0.5)  # a cold child failed to start (or the name went meanwhile)
         elif won:
             self.holder = self._child_pid()
             self._activate()
@@ -436,6 +483,8 @@ class SingletonManager(Supervisor):
         deadline = time.monotonic() + self.config.handover_timeout
         if mine is not None and _global.whereis(name) == mine:
             _global.unregister_if(name, mine)
+        if not self._peers():
+            return  # no other node: nobody to hand over to
         # wait for a standby to be active (bounded): a rolling deploy never waits for a
         # failure detector, and never has a gap longer than one election
         while time.monotonic() < deadline:
