@@ -88,6 +88,7 @@ class Global(Actor):
         self.me = _api.self()
         self.node = self.me.node
         self.names: dict[Any, Entry] = {}
+        self.by_pid: dict[Pid, set[Any]] = {}  # the names of each registered pid
         self.monitors: dict[Pid, Ref] = {}  # one per registered pid or lock holder
         self.locks = LockTable()
         self.peers: dict[str, Pid] = {}  # visible nodes' servers that greeted this one
@@ -349,8 +350,8 @@ class Global(Actor):
     def _node_down(self, node: str) -> None:
         self.up.discard(node)
         self._peer_gone(node)
-        for name, entry in list(self.names.items()):
-            if entry.pid.node == node:
+        for pid in [p for p in self.by_pid if p.node == node]:
+            for name in sorted(self.by_pid.get(pid, ()), key=repr):
                 self._unbind(name)
         self.locks.release_holders(p for p in self.locks.holders() if p.node == node)
         self._answer_sync()
@@ -369,9 +370,8 @@ class Global(Actor):
 
     def _down(self, pid: Pid, reason: Any) -> None:
         self.monitors.pop(pid, None)
-        for name, entry in list(self.names.items()):
-            if entry.pid == pid:
-                self._unbind(name)
+        for name in sorted(self.by_pid.get(pid, ()), key=repr):
+            self._unbind(name)
         self.locks.release_holders([pid])
         for watchers in self.watchers.values():
             watchers.discard(pid)
@@ -388,8 +388,10 @@ class Global(Actor):
         if old == entry:
             return
         self.names[name] = entry
+        self.by_pid.setdefault(entry.pid, set()).add(name)
         self._monitor(entry.pid)
         if old is not None and old.pid != entry.pid:
+            self._drop_pid_name(old.pid, name)
             self._forget_if_unused(old.pid)
         if old is None or old.pid != entry.pid:
             self._changed(name, entry.pid)
@@ -397,8 +399,16 @@ class Global(Actor):
     def _unbind(self, name: Any) -> None:
         old = self.names.pop(name, None)
         if old is not None:
+            self._drop_pid_name(old.pid, name)
             self._forget_if_unused(old.pid)
             self._changed(name, None)
+
+    def _drop_pid_name(self, pid: Pid, name: Any) -> None:
+        names = self.by_pid.get(pid)
+        if names is not None:
+            names.discard(name)
+            if not names:
+                del self.by_pid[pid]
 
     def _changed(self, name: Any, pid: Pid | None) -> None:
         self.dirty = True
@@ -412,7 +422,7 @@ class Global(Actor):
     def _forget_if_unused(self, pid: Pid) -> None:
         if (
             pid in self.monitors
-            and not any(e.pid == pid for e in self.names.values())
+            and pid not in self.by_pid
             and pid not in self.locks.holders()
             and pid not in self.peers.values()
             and pid != self.resolver
