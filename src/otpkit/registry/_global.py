@@ -103,7 +103,9 @@ class Global(Actor):
         _api.register(GLOBAL_NAME)
         self.merger: Pid | None = None
         self.resolver: Pid | None = None
-        self.resolving = self.resolved = 0  # resolve batches sent / answered
+        self.resolving = 0  # resolve batches numbered
+        # batches not answered yet: serial -> (deadline, caller, batch)
+        self.pending: dict[int, tuple[float, From, list[Any]]] = {}
         self.dist = True
         try:
             register_service(GLOBAL_NAME)
@@ -202,17 +204,15 @@ class Global(Actor):
         if op == "resolve":
             # [(name, other_pid, own_pid, resolver), ...]: the resolver process runs them
             # in turn and answers the caller itself
-            if self.resolver is None:
-                self._spawn_resolver()
-            assert self.resolver is not None  # _Resolver.init never ignores
             batch = list(request[1])
             self.resolving += 1
-            _api.send(self.resolver, ("resolve", from_, batch, self.resolving))
+            deadline = time.monotonic() + _resolve_deadline(batch)
+            self.pending[self.resolving] = (deadline, from_, batch)
+            self._replace_hung_resolver()
+            self._to_resolver(self.resolving)
             # a resolver that hangs would hold every later merge on this node: past the
-            # merger's own deadline the resolver process is replaced
-            _api.send_after(
-                _resolve_deadline(batch), ("resolve_check", self.resolving, self.resolver)
-            )
+            # merger's own deadline its process is replaced
+            _api.send_after(_resolve_deadline(batch), ("resolve_check",))
             return NOREPLY
         if op == "synced":
             for node in request[1]:
@@ -284,15 +284,9 @@ class Global(Actor):
             self._maybe_sync(str(msg[1]))
         elif isinstance(msg, tuple) and len(msg) == 3 and msg[0] == "resolved":
             if msg[2] == self.resolver:
-                self.resolved = max(self.resolved, int(msg[1]))
-        elif isinstance(msg, tuple) and len(msg) == 3 and msg[0] == "resolve_check":
-            if msg[1] > self.resolved and self.resolver is not None and msg[2] == self.resolver:
-                log.warning("%s: a resolver hangs; its process is replaced", self.node)
-                old, self.resolver = self.resolver, None
-                self._forget_if_unused(old)
-                _api.exit(old, "kill")
-                self.resolved = self.resolving
-                self._spawn_resolver()
+                self.pending.pop(int(msg[1]), None)
+        elif isinstance(msg, tuple) and len(msg) == 1 and msg[0] == "resolve_check":
+            self._replace_hung_resolver()
         elif isinstance(msg, tuple) and len(msg) == 2 and msg[0] == "merge_failed":
             # the peer went away, or the merge failed: again while the pair is up
             self.merging.discard(str(msg[1]))
@@ -335,6 +329,30 @@ class Global(Actor):
             return
         self.merging.add(node)
         _api.send(self.merger, ("merge", node, pid))
+
+    def _to_resolver(self, serial: int) -> None:
+        if self.resolver is None:
+            self._spawn_resolver()
+        assert self.resolver is not None  # _Resolver.init never ignores
+        _deadline, caller, batch = self.pending[serial]
+        _api.send(self.resolver, ("resolve", caller, batch, serial))
+
+    def _replace_hung_resolver(self) -> None:
+        """A batch past its deadline: its resolver hangs. Replace the process, give that
+        batch up (its caller has timed out: the other pid keeps the name) and hand the
+        batches queued behind it to the new process."""
+        now = time.monotonic()
+        hung = [serial for serial, (deadline, _, _) in self.pending.items() if deadline <= now]
+        if not hung or self.resolver is None:
+            return
+        log.warning("%s: a resolver hangs; its process is replaced", self.node)
+        old, self.resolver = self.resolver, None
+        self._forget_if_unused(old)
+        _api.exit(old, "kill")
+        for serial in hung:
+            del self.pending[serial]
+        for serial in sorted(self.pending):
+            self._to_resolver(serial)
 
     def _spawn_resolver(self) -> None:
         self.resolver = _api.spawn(_Resolver, self.me)
@@ -379,7 +397,13 @@ class Global(Actor):
             if peer == pid:
                 self._peer_gone(node)
         if pid == self.resolver:
-            self._spawn_resolver()
+            # it died running the oldest batch (it runs them in order): that one is given
+            # up (its caller keeps the other pid), the rest go to its successor
+            self.resolver = None
+            if self.pending:
+                del self.pending[min(self.pending)]
+            for serial in sorted(self.pending):
+                self._to_resolver(serial)
 
     # ------------------------------------------------------------------ table
 

@@ -8,29 +8,79 @@ So far the pure groundwork, as functions of plain values (no processes, no clock
   reported missed, per the job's misfire policy; ticks only move forward.
 * :class:`FireQueue` (``_queue``): the next fire time of each job, in a heap.
 * :class:`Job` (``_job``): a job's fields, each checked when it is made.
+* the run ledger (``_ledger``): per job and node the highest claimed tick and the open
+  claims, fenced by epoch; replicas merged by the newest stamped lane.
+* :class:`Store` (``_store``): SQLite for runtime jobs and the ledger; a corrupt or
+  unknown file is reported, never replaced.
 """
 
 from __future__ import annotations
 
 from otpkit.scheduler._job import RUN_STRATEGIES, STATES, InvalidJob, Job, load_task, task_ref
+from otpkit.scheduler._ledger import (
+    LEDGER_FORMAT,
+    OUTCOMES,
+    ClaimKey,
+    Lane,
+    LaneUpdate,
+    Ledger,
+    LedgerError,
+    accept,
+    claim,
+    decode_ledger,
+    decode_update,
+    encode_ledger,
+    encode_update,
+    finish,
+    highest,
+    interrupted,
+    lane_update,
+    merge,
+    observe,
+    open_claims,
+)
 from otpkit.scheduler._plan import MISFIRE_POLICIES, MisfirePlan, MissedTicks, plan_misfires
 from otpkit.scheduler._queue import FireQueue
 from otpkit.scheduler._schedule import ALIASES, FIELDS, Schedule, ScheduleError
+from otpkit.scheduler._store import SCHEMA_VERSION, Store, StoreError
 
 __all__ = [
     "ALIASES",
     "FIELDS",
+    "LEDGER_FORMAT",
     "MISFIRE_POLICIES",
+    "OUTCOMES",
     "RUN_STRATEGIES",
+    "SCHEMA_VERSION",
     "STATES",
+    "ClaimKey",
     "FireQueue",
     "InvalidJob",
     "Job",
+    "Lane",
+    "LaneUpdate",
+    "Ledger",
+    "LedgerError",
     "MisfirePlan",
     "MissedTicks",
     "Schedule",
     "ScheduleError",
+    "Store",
+    "StoreError",
+    "accept",
+    "claim",
+    "decode_ledger",
+    "decode_update",
+    "encode_ledger",
+    "encode_update",
+    "finish",
+    "highest",
+    "interrupted",
+    "lane_update",
     "load_task",
+    "merge",
+    "observe",
+    "open_claims",
     "plan_misfires",
     "task_ref",
 ]

@@ -1,0 +1,499 @@
+"""The run ledger (DESIGN §7): which ticks were claimed, and which claims are still open.
+
+Pure: a :class:`Ledger` is a frozen value and every operation returns a new one (or a
+decision); no I/O, no clock. The scheduler's holder claims each tick here before the
+task starts and finishes it after; members keep replicated copies; a new holder merges
+the copies of a majority before it fires anything.
+
+**Claims and lanes.** A claim is a :class:`ClaimKey` ``(job, at)``, or
+``(job, at, node)`` for run strategy ``"all"`` (one run per node per tick). Claims of one
+job (and node) form a *lane*. Per lane the ledger keeps only what the "once" guarantee
+needs: the highest claimed tick (``high``) and the open claims (claimed, not finished),
+each with the epoch it was claimed under. Finished claims leave no trace but ``high``:
+ticks only move forward, so a tick at or below ``high`` is never claimed again.
+
+**Decisions** (all on plain values):
+
+* :func:`claim` accepts a key iff its epoch is at least the highest epoch the state has
+  seen (fencing: an old holder's claim is refused) and its tick is above its lane's
+  ``high``. So no key is ever accepted twice, finished or not.
+* :func:`finish` closes an open claim (under the same epoch rule); the outcome is checked
+  (one of :data:`OUTCOMES`) and not kept.
+* :func:`interrupted` lists the open claims whose run is not alive: a new holder reports
+  them as ``"interrupted"`` runs and finishes them.
+* :func:`observe` raises the highest epoch seen without writing anything.
+
+**Replication.** Each change to a lane is stamped ``(epoch, seq)``: the writer's epoch
+and one more than the lane's previous ``seq``, so stamps of a lane only grow along the
+holders' history. The holder replicates the whole changed lane (:func:`lane_update`,
+a few ticks) and each member takes it with :func:`accept` iff its epoch is at least the
+member's highest epoch and its stamp is not older than the member's copy. A member that
+missed a write is brought up to date by the next one: there are no gaps to track.
+
+**Merge** (:func:`merge`): per lane, the copy with the highest stamp (its ``high`` and
+its open claims); the highest epoch of all. Safe under two conditions the scheduler
+keeps: (1) a claim or finish counts as accepted only once a majority of members accepted
+its lane update, and the holder starts a run only after its claim was accepted; (2) a new
+holder reads each member's copy only after that member observed its epoch
+(:func:`observe`), so from then on the member refuses the old holder's writes. Then for
+any accepted write ``w`` and any majority ``M`` read by a later holder: ``M`` meets the
+majority that accepted ``w`` in a member ``m``; ``m`` took ``w`` before it observed the
+reader's epoch, and stamps at a member only grow, so ``m``'s copy is ``w`` or a later
+write. Every later write descends from ``w``: the same holder's next writes are built on
+its own state, and a later holder's on a merge that (by the same argument, by induction
+on epochs) already contained ``w``. So the newest copy in ``M`` contains ``w``: an
+accepted claim is in it as ``high`` (never claimed again) and, unless an accepted finish
+closed it, as an open claim (reported interrupted if its run is gone); an accepted
+finish is never undone (a finished run is not reported interrupted). A write that
+reached no majority may or may not survive: a claim that survives was never started
+(it is reported interrupted), one that does not leaves its tick unclaimed (the misfire
+policy covers it); a finish that does not survive belongs to a run whose finish the old
+holder never reported.
+
+Why not "the highest tick of any copy, and the union of open claims not finished in any
+copy": with only ``high`` and open claims per copy, a member that missed claim ``t`` but
+took a later claim of the same lane looks exactly like one on which ``t`` finished, so an
+accepted, unfinished claim could vanish in the merge. The stamp tells which copy is
+newest, and the newest copy already holds the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from otpkit.errors import OtpkitError
+
+__all__ = [
+    "LEDGER_FORMAT",
+    "OUTCOMES",
+    "ClaimKey",
+    "Lane",
+    "LaneUpdate",
+    "Ledger",
+    "LedgerError",
+    "accept",
+    "claim",
+    "decode_ledger",
+    "decode_update",
+    "encode_ledger",
+    "encode_update",
+    "finish",
+    "highest",
+    "interrupted",
+    "lane_update",
+    "merge",
+    "observe",
+    "open_claims",
+]
+
+#: How a claimed run ended, as :func:`finish` accepts it.
+OUTCOMES = ("finished", "failed", "timed_out", "interrupted")
+#: The version of the encoded form (:func:`encode_ledger`, :func:`encode_update`).
+LEDGER_FORMAT = 1
+
+#: A lane: a job, and the node for run strategy ``"all"`` (else None).
+LaneKey = tuple[str, str | None]
+#: A lane's write stamp: ``(epoch, seq)``.
+Stamp = tuple[int, int]
+
+
+class LedgerError(OtpkitError, ValueError):
+    """An encoded ledger or lane update is malformed; the message names the bad part."""
+
+
+class ClaimKey(NamedTuple):
+    """One run to claim: ``job`` at tick ``at`` (aware), on ``node`` for strategy ``"all"``."""
+
+    job: str
+    at: datetime
+    node: str | None = None
+
+    @property
+    def lane(self) -> LaneKey:
+        """The lane the claim belongs to: ``(job, node)``."""
+        return (self.job, self.node)
+
+
+@dataclass(frozen=True)
+class Lane:
+    """One lane's record.
+
+    Attributes:
+        high: the highest tick ever claimed in the lane (UTC).
+        open: the open claims, ``(tick, epoch claimed under)``, oldest tick first.
+        stamp: ``(epoch, seq)`` of the write that made this record.
+    """
+
+    high: datetime
+    open: tuple[tuple[datetime, int], ...]
+    stamp: Stamp
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """A copy of the run ledger: the highest epoch seen, and the lanes by ``(job, node)``.
+
+    ``Ledger()`` is the empty ledger. Treat ``lanes`` as read-only: the operations of this
+    module return new ledgers and never change one.
+    """
+
+    epoch: int = 0
+    lanes: Mapping[LaneKey, Lane] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LaneUpdate:
+    """A lane record to replicate to the members (see :func:`accept`)."""
+
+    job: str
+    node: str | None
+    lane: Lane
+
+    @property
+    def key(self) -> LaneKey:
+        """The lane's key: ``(job, node)``."""
+        return (self.job, self.node)
+
+
+# ---------------------------------------------------------------------- checks
+
+
+def _epoch(value: Any, what: str = "epoch") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{what} {value!r}: expected an int >= 0")
+    return value
+
+
+def _key(key: Any) -> ClaimKey:
+    """``key`` checked, with its tick in UTC (so equal instants are equal keys)."""
+    if not isinstance(key, tuple) or len(key) not in (2, 3):
+        raise ValueError(f"claim key {key!r}: expected (job, at) or (job, at, node)")
+    job, at = key[0], key[1]
+    node = key[2] if len(key) == 3 else None
+    if not isinstance(job, str) or not job:
+        raise ValueError(f"claim key {key!r}: job {job!r}, expected a non-empty string")
+    if not isinstance(at, datetime) or at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError(f"claim key {key!r}: at {at!r}, expected an aware datetime")
+    if node is not None and (not isinstance(node, str) or not node):
+        raise ValueError(f"claim key {key!r}: node {node!r}, expected None or a non-empty string")
+    return ClaimKey(job, at.astimezone(UTC), node)
+
+
+def _with_lane(state: Ledger, lane_key: LaneKey, lane: Lane, epoch: int) -> Ledger:
+    lanes = dict(state.lanes)
+    lanes[lane_key] = lane
+    return Ledger(max(state.epoch, epoch), lanes)
+
+
+# ---------------------------------------------------------------------- decisions
+
+
+def observe(state: Ledger, epoch: int) -> Ledger:
+    """``state`` having seen ``epoch``: from now on writes under a lower epoch are refused.
+
+    A new holder has each member observe its epoch before it reads the member's copy
+    (see the module's merge contract).
+
+    Raises:
+        ValueError: ``epoch`` is not an int >= 0.
+    """
+    epoch = _epoch(epoch)
+    return state if epoch <= state.epoch else Ledger(epoch, state.lanes)
+
+
+def claim(state: Ledger, key: ClaimKey | tuple[Any, ...], epoch: int) -> tuple[Ledger, bool]:
+    """Claim ``key`` under ``epoch``: ``(new state, True)``, or ``(state, False)`` if refused.
+
+    Refused when ``epoch`` is below the highest epoch ``state`` has seen (the claim comes
+    from an old holder), or when the key's tick is at or below the highest tick claimed
+    in its lane (claimed before: running, finished or interrupted). Accepted, the tick
+    becomes the lane's ``high`` and an open claim, the lane's stamp becomes
+    ``(epoch, seq + 1)``, and ``state``'s epoch becomes at least ``epoch``.
+
+    Raises:
+        ValueError: a malformed key (job, aware tick, node) or epoch.
+    """
+    key, epoch = _key(key), _epoch(epoch)
+    if epoch < state.epoch:
+        return state, False
+    lane = state.lanes.get(key.lane)
+    if lane is None:
+        new = Lane(key.at, ((key.at, epoch),), (epoch, 1))
+    elif key.at <= lane.high:
+        return state, False
+    else:
+        new = Lane(key.at, (*lane.open, (key.at, epoch)), (epoch, lane.stamp[1] + 1))
+    return _with_lane(state, key.lane, new, epoch), True
+
+
+def finish(
+    state: Ledger, key: ClaimKey | tuple[Any, ...], outcome: str, epoch: int
+) -> tuple[Ledger, bool]:
+    """Close the open claim ``key`` with ``outcome``, writing under ``epoch``.
+
+    Returns ``(new state, True)`` when the claim was open; ``(state, False)`` when it is
+    not (finished already, or never claimed: finishing twice changes nothing) or when
+    ``epoch`` is below the highest epoch ``state`` has seen. The claim may have been made
+    under an older epoch: a run's finish is recorded by whoever holds the ledger then.
+    The outcome is checked but not kept (the lane keeps only ``high`` and open claims).
+
+    Raises:
+        ValueError: a malformed key or epoch, or an outcome not in :data:`OUTCOMES`.
+    """
+    key, epoch = _key(key), _epoch(epoch)
+    if outcome not in OUTCOMES:
+        raise ValueError(f"outcome {outcome!r}: expected one of {OUTCOMES}")
+    lane = state.lanes.get(key.lane)
+    if epoch < state.epoch or lane is None:
+        return state, False
+    still_open = tuple(claimed for claimed in lane.open if claimed[0] != key.at)
+    if len(still_open) == len(lane.open):
+        return state, False
+    new = Lane(lane.high, still_open, (epoch, lane.stamp[1] + 1))
+    return _with_lane(state, key.lane, new, epoch), True
+
+
+def highest(state: Ledger, job: str, node: str | None = None) -> datetime | None:
+    """The highest tick claimed in the lane ``(job, node)``, or None if it has none.
+
+    This is the ``last_claimed`` of :func:`plan_misfires`.
+    """
+    lane = state.lanes.get((job, node))
+    return None if lane is None else lane.high
+
+
+def _order(lane_key: LaneKey) -> tuple[str, bool, str]:
+    job, node = lane_key
+    return (job, node is not None, node or "")
+
+
+def open_claims(state: Ledger) -> tuple[ClaimKey, ...]:
+    """Every open claim, by job, node (None first) and tick."""
+    return tuple(
+        ClaimKey(lane_key[0], tick, lane_key[1])
+        for lane_key in sorted(state.lanes, key=_order)
+        for tick, _ in state.lanes[lane_key].open
+    )
+
+
+def interrupted(
+    state: Ledger,
+    alive_runs: Collection[ClaimKey | tuple[Any, ...]],
+    *,
+    before: int | None = None,
+) -> tuple[ClaimKey, ...]:
+    """The open claims whose run is not alive: runs to report as ``"interrupted"``.
+
+    Args:
+        state: the ledger (a new holder's merge).
+        alive_runs: the keys of the runs the task pools hold (queued, running, or
+            finished with their finish not yet recorded).
+        before: if given, only claims made under an epoch lower than this one: a holder
+            passes its own epoch so that runs it claimed but that have not reached a
+            pool yet are not reported.
+
+    Returns:
+        The keys, in the order of :func:`open_claims`.
+    """
+    alive = {_key(run) for run in alive_runs}
+    found: list[ClaimKey] = []
+    for lane_key in sorted(state.lanes, key=_order):
+        for tick, epoch in state.lanes[lane_key].open:
+            key = ClaimKey(lane_key[0], tick, lane_key[1])
+            if (before is None or epoch < before) and key not in alive:
+                found.append(key)
+    return tuple(found)
+
+
+# ---------------------------------------------------------------------- replication
+
+
+def lane_update(state: Ledger, key: ClaimKey | tuple[Any, ...]) -> LaneUpdate:
+    """The record of ``key``'s lane, to replicate after a :func:`claim` or :func:`finish`.
+
+    Raises:
+        KeyError: the lane has no record (nothing was ever claimed in it).
+        ValueError: a malformed key.
+    """
+    checked = _key(key)
+    return LaneUpdate(checked.job, checked.node, state.lanes[checked.lane])
+
+
+def accept(state: Ledger, update: LaneUpdate) -> tuple[Ledger, bool]:
+    """A member takes a replicated lane record: ``(new state, True)`` or ``(state, False)``.
+
+    Accepted iff the update's epoch (its stamp's first part) is at least the highest
+    epoch ``state`` has seen, and its stamp is newer than the member's copy of the lane
+    (or the member has none). The same update again is accepted and changes nothing (a
+    retried write). A different record under the same stamp is refused: one writer never
+    makes two.
+    """
+    epoch = update.lane.stamp[0]
+    if epoch < state.epoch:
+        return state, False
+    current = state.lanes.get(update.key)
+    if current is not None:
+        if current.stamp == update.lane.stamp:
+            return state, current == update.lane
+        if current.stamp > update.lane.stamp:
+            return state, False
+    return _with_lane(state, update.key, update.lane, epoch), True
+
+
+def merge(states: Iterable[Ledger]) -> Ledger:
+    """The ledger a new holder starts from, given the copies of a majority of members.
+
+    Per lane, the copy with the highest stamp (ties: the first given); the highest epoch
+    of all copies. Why this keeps every accepted claim and finish: see the module's
+    docstring.
+
+    Raises:
+        ValueError: no copies.
+    """
+    copies = list(states)
+    if not copies:
+        raise ValueError("merge of no ledger copies: expected at least one")
+    lanes: dict[LaneKey, Lane] = {}
+    for copy in copies:
+        for lane_key, lane in copy.lanes.items():
+            best = lanes.get(lane_key)
+            if best is None or lane.stamp > best.stamp:
+                lanes[lane_key] = lane
+    return Ledger(max(copy.epoch for copy in copies), lanes)
+
+
+# ---------------------------------------------------------------------- encoding
+
+
+def _time(at: datetime) -> str:
+    return at.isoformat()
+
+
+def _encode_lane(job: str, node: str | None, lane: Lane) -> list[Any]:
+    return [
+        job,
+        node,
+        _time(lane.high),
+        [[_time(tick), epoch] for tick, epoch in lane.open],
+        lane.stamp[0],
+        lane.stamp[1],
+    ]
+
+
+def encode_ledger(state: Ledger) -> dict[str, Any]:
+    """``state`` as plain values (msgpack- and JSON-able), for storage and replication.
+
+    The form: ``{"format": 1, "epoch": int, "lanes": [lane, ...]}``, each lane
+    ``[job, node or None, high, [[tick, epoch], ...], stamp_epoch, stamp_seq]`` with times
+    as ISO 8601 strings in UTC (``2026-01-01T10:00:00+00:00``), lanes sorted by job and
+    node.
+    """
+    return {
+        "format": LEDGER_FORMAT,
+        "epoch": state.epoch,
+        "lanes": [
+            _encode_lane(job, node, state.lanes[(job, node)])
+            for job, node in sorted(state.lanes, key=_order)
+        ],
+    }
+
+
+def encode_update(update: LaneUpdate) -> dict[str, Any]:
+    """``update`` as plain values: ``{"format": 1, "lane": lane}`` (lane as in a ledger)."""
+    return {"format": LEDGER_FORMAT, "lane": _encode_lane(update.job, update.node, update.lane)}
+
+
+def _decode_time(value: Any, where: str) -> datetime:
+    if not isinstance(value, str):
+        raise LedgerError(f"{where}: {value!r}, expected an ISO 8601 time string")
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise LedgerError(f"{where}: {value!r}, expected an ISO 8601 time ({exc})") from exc
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise LedgerError(f"{where}: {value!r}, expected a time with its UTC offset")
+    return at.astimezone(UTC)
+
+
+def _decode_int(value: Any, where: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise LedgerError(f"{where}: {value!r}, expected an int >= {low}")
+    return value
+
+
+def _decode_lane(value: Any, where: str) -> tuple[LaneKey, Lane]:
+    if not isinstance(value, list | tuple) or len(value) != 6:
+        raise LedgerError(
+            f"{where}: {value!r}, expected [job, node, high, open, stamp_epoch, stamp_seq]"
+        )
+    job, node, high, opened, stamp_epoch, stamp_seq = value
+    if not isinstance(job, str) or not job:
+        raise LedgerError(f"{where}: job {job!r}, expected a non-empty string")
+    if node is not None and (not isinstance(node, str) or not node):
+        raise LedgerError(f"{where}: node {node!r}, expected None or a non-empty string")
+    where = f"{where} (job {job!r}, node {node!r})"
+    high_at = _decode_time(high, f"{where} high")
+    if not isinstance(opened, list | tuple):
+        raise LedgerError(f"{where} open: {opened!r}, expected a list of [tick, epoch]")
+    claims: list[tuple[datetime, int]] = []
+    for item in opened:
+        if not isinstance(item, list | tuple) or len(item) != 2:
+            raise LedgerError(f"{where} open claim: {item!r}, expected [tick, epoch]")
+        tick = _decode_time(item[0], f"{where} open claim")
+        if tick > high_at or (claims and tick <= claims[-1][0]):
+            raise LedgerError(
+                f"{where} open claim {item[0]!r}: expected ticks ascending and <= high {high!r}"
+            )
+        claims.append((tick, _decode_int(item[1], f"{where} open claim epoch", 0)))
+    stamp = (
+        _decode_int(stamp_epoch, f"{where} stamp epoch", 0),
+        _decode_int(stamp_seq, f"{where} stamp seq", 1),
+    )
+    return (job, node), Lane(high_at, tuple(claims), stamp)
+
+
+def _check_format(value: Any, what: str, fields: tuple[str, ...]) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise LedgerError(f"encoded {what}: {type(value).__name__}, expected a mapping")
+    missing = [name for name in fields if name not in value]
+    if missing:
+        raise LedgerError(f"encoded {what}: missing {', '.join(missing)}")
+    if value["format"] != LEDGER_FORMAT:
+        raise LedgerError(
+            f"encoded {what}: format {value['format']!r}, expected {LEDGER_FORMAT} "
+            "(written by another version of otpkit?)"
+        )
+    return value
+
+
+def decode_ledger(value: Any) -> Ledger:
+    """The ledger :func:`encode_ledger` made (also after msgpack or JSON, tuples as lists).
+
+    Raises:
+        LedgerError: naming the part that is malformed, or an unknown ``format``.
+    """
+    value = _check_format(value, "ledger", ("format", "epoch", "lanes"))
+    epoch = _decode_int(value["epoch"], "ledger epoch", 0)
+    if not isinstance(value["lanes"], list | tuple):
+        raise LedgerError(f"ledger lanes: {value['lanes']!r}, expected a list")
+    lanes: dict[LaneKey, Lane] = {}
+    for i, item in enumerate(value["lanes"]):
+        lane_key, lane = _decode_lane(item, f"ledger lane {i}")
+        if lane_key in lanes:
+            raise LedgerError(f"ledger lane {i}: job {lane_key[0]!r} node {lane_key[1]!r} twice")
+        lanes[lane_key] = lane
+    return Ledger(epoch, lanes)
+
+
+def decode_update(value: Any) -> LaneUpdate:
+    """The lane update :func:`encode_update` made.
+
+    Raises:
+        LedgerError: naming the part that is malformed, or an unknown ``format``.
+    """
+    value = _check_format(value, "lane update", ("format", "lane"))
+    (job, node), lane = _decode_lane(value["lane"], "lane update")
+    return LaneUpdate(job, node, lane)

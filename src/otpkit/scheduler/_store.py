@@ -1,0 +1,358 @@
+"""The scheduler's storage on disk: runtime jobs and the run ledger, in one SQLite file.
+
+Each node keeps its own store (stdlib ``sqlite3``; the path is configurable), so that
+runtime jobs and the ledger survive a restart of every node. What is stored is plain
+values (an encoded job, an encoded ledger: see ``_job`` and ``_ledger``), packed with
+msgpack; the store does not interpret them.
+
+The contract:
+
+* :meth:`Store.open` creates a missing file (its directory must exist) with the current
+  schema (an empty, 0-byte file is an empty SQLite database and is treated the same), or
+  opens an existing one after checking it: a SQLite database
+  (``PRAGMA quick_check`` passes) whose ``otpkit_schema`` table holds a version this
+  code knows (:data:`SCHEMA_VERSION`). The database is put in WAL mode, with
+  ``synchronous=FULL``.
+* Every write (:meth:`~Store.save_job`, :meth:`~Store.delete_job`,
+  :meth:`~Store.save_ledger`) is one transaction, committed (and on disk) when the call
+  returns.
+* Anything wrong with the file - not a SQLite database, damaged or truncated, another
+  application's database, an unknown schema version, a row that does not unpack, no
+  permission - raises :class:`StoreError` naming the path and the problem. The store
+  never deletes, replaces or "repairs" a file: it writes nothing to a file it has not
+  checked, and a damaged store is left as it is for an operator to look at.
+* Several :class:`Store` objects (in one process or several) may have the same file
+  open: WAL lets them read while one writes; a writer waits up to ``timeout`` seconds for
+  another's transaction, then raises :class:`StoreError` ("database is locked").
+  A :class:`Store` is used from the thread that opened it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import msgpack  # type: ignore[import-untyped]
+
+from otpkit.errors import OtpkitError
+
+__all__ = ["SCHEMA_VERSION", "Store", "StoreError"]
+
+#: The schema version this code writes and reads.
+SCHEMA_VERSION = 1
+
+_TABLES = ("otpkit_schema", "jobs", "ledger")
+_SCHEMA = (
+    "CREATE TABLE otpkit_schema (version INTEGER NOT NULL)",
+    "CREATE TABLE jobs (name TEXT PRIMARY KEY, body BLOB NOT NULL)",
+    "CREATE TABLE ledger (id INTEGER PRIMARY KEY CHECK (id = 1), body BLOB NOT NULL)",
+)
+
+
+class StoreError(OtpkitError):
+    """The store's file cannot be used as it is; ``path`` and ``problem`` say why."""
+
+    def __init__(self, path: Any, problem: str) -> None:
+        super().__init__(f"scheduler store {str(path)!r}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+def _pack(value: Any, what: str) -> bytes:
+    try:
+        packed: bytes = msgpack.packb(value, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise TypeError(f"{what}: not plain values msgpack can store ({exc})") from exc
+    return packed
+
+
+class Store:
+    """An open store; make one with :meth:`Store.open`. See the module's contract."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self._path = path
+        self._conn: sqlite3.Connection | None = conn
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, timeout: float = 5.0) -> Store:
+        """Open the store at ``path``, creating it (and its schema) if the file is missing.
+
+        Args:
+            path: the database file; its directory must exist.
+            timeout: seconds a write waits for another connection's transaction.
+
+        Raises:
+            StoreError: the directory is missing, the path is a directory, the file is
+                not readable and writable, not a SQLite database, damaged, another
+                application's database, or of an unknown schema version.
+        """
+        where = Path(path)
+        _check_path(where)
+        try:
+            conn = sqlite3.connect(where, timeout=timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(where, f"cannot open it ({exc})") from exc
+        try:
+            _check_file(where, conn)
+            _prepare(where, conn, timeout)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(where, conn)
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._path
+
+    # ------------------------------------------------------------------ jobs
+
+    def save_job(self, name: str, job: Mapping[str, Any]) -> None:
+        """Store the encoded job ``job`` under ``name``, replacing any job of that name.
+
+        Raises:
+            ValueError: ``name`` is not a non-empty string.
+            TypeError: ``job`` is not a mapping of plain (msgpack-able) values.
+            StoreError: the write failed (locked past the timeout, disk full, ...).
+        """
+        _check_name(name)
+        if not isinstance(job, Mapping):
+            raise TypeError(f"job {name!r}: {type(job).__name__}, expected a mapping")
+        body = _pack(dict(job), f"job {name!r}")
+        with self._write(f"saving job {name!r}") as conn:
+            conn.execute("INSERT OR REPLACE INTO jobs (name, body) VALUES (?, ?)", (name, body))
+
+    def delete_job(self, name: str) -> bool:
+        """Remove the job ``name``: True if it was stored, False if there was none.
+
+        Raises:
+            ValueError: ``name`` is not a non-empty string.
+            StoreError: the write failed.
+        """
+        _check_name(name)
+        with self._write(f"deleting job {name!r}") as conn:
+            return conn.execute("DELETE FROM jobs WHERE name = ?", (name,)).rowcount > 0
+
+    def jobs(self) -> dict[str, dict[str, Any]]:
+        """Every stored job: its name to its encoded form, by name.
+
+        Raises:
+            StoreError: the read failed, or a stored job does not unpack to a mapping.
+        """
+        rows = self._read("reading jobs", "SELECT name, body FROM jobs ORDER BY name")
+        found: dict[str, dict[str, Any]] = {}
+        for name, body in rows:
+            job = self._unpack(body, f"job {name!r}")
+            if not isinstance(job, dict):
+                raise StoreError(self._path, f"job {name!r} is a {type(job).__name__}, not a map")
+            found[name] = job
+        return found
+
+    # ------------------------------------------------------------------ ledger
+
+    def save_ledger(self, ledger: Mapping[str, Any]) -> None:
+        """Store the encoded ledger (see :func:`encode_ledger`), replacing the previous one.
+
+        Raises:
+            TypeError: ``ledger`` is not a mapping of plain (msgpack-able) values.
+            StoreError: the write failed.
+        """
+        if not isinstance(ledger, Mapping):
+            raise TypeError(f"ledger: {type(ledger).__name__}, expected a mapping")
+        body = _pack(dict(ledger), "ledger")
+        with self._write("saving the ledger") as conn:
+            conn.execute("INSERT OR REPLACE INTO ledger (id, body) VALUES (1, ?)", (body,))
+
+    def load_ledger(self) -> dict[str, Any] | None:
+        """The stored encoded ledger, or None if none was ever saved.
+
+        Raises:
+            StoreError: the read failed, or the stored ledger does not unpack to a mapping.
+        """
+        rows = self._read("reading the ledger", "SELECT body FROM ledger WHERE id = 1")
+        if not rows:
+            return None
+        ledger = self._unpack(rows[0][0], "the ledger")
+        if not isinstance(ledger, dict):
+            raise StoreError(self._path, f"the ledger is a {type(ledger).__name__}, not a map")
+        return ledger
+
+    # ------------------------------------------------------------------ closing
+
+    def close(self) -> None:
+        """Close the file; further calls raise :class:`StoreError`. Closing twice is fine."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _live(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(self._path, "the store is closed")
+        return self._conn
+
+    @contextmanager
+    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+        conn = self._live()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(self._path, f"{what} failed: {exc}") from exc
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(conn)
+            raise StoreError(self._path, f"{what} failed: {exc}") from exc
+        except BaseException:
+            _rollback(conn)
+            raise
+
+    def _read(self, what: str, sql: str) -> list[Any]:
+        try:
+            return self._live().execute(sql).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(self._path, f"{what} failed: {exc}") from exc
+
+    def _unpack(self, body: Any, what: str) -> Any:
+        if not isinstance(body, bytes):
+            raise StoreError(self._path, f"{what} is stored as {type(body).__name__}, not bytes")
+        try:
+            return msgpack.unpackb(body, raw=False, strict_map_key=False)
+        except (ValueError, msgpack.UnpackException) as exc:
+            raise StoreError(self._path, f"{what} does not unpack ({exc})") from exc
+
+
+def _check_name(name: Any) -> None:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"job name {name!r}: expected a non-empty string")
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+def _check_path(path: Path) -> None:
+    """Clear errors for what SQLite would report as "unable to open database file"."""
+    directory = path.parent
+    if not directory.is_dir():
+        raise StoreError(path, f"its directory {str(directory)!r} does not exist")
+    if path.is_dir():
+        raise StoreError(path, "it is a directory, expected a database file")
+    if path.exists():
+        if not path.is_file():
+            raise StoreError(path, "it is not a regular file")
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise StoreError(path, "no permission to read and write it")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        # SQLite creates the file, and the WAL and shared-memory files, beside it.
+        raise StoreError(path, f"no permission to create files in {str(directory)!r}")
+
+
+def _check_file(path: Path, conn: sqlite3.Connection) -> None:
+    """Read-only checks: a SQLite database, not damaged. Nothing is written here."""
+    try:
+        result = conn.execute("PRAGMA quick_check").fetchall()
+    except sqlite3.DatabaseError as exc:
+        text = str(exc)
+        if "not a database" in text:
+            raise StoreError(path, f"not a SQLite database ({text})") from exc
+        raise StoreError(path, f"damaged or truncated database ({text})") from exc
+    if result != [("ok",)]:
+        problems = "; ".join(str(row[0]) for row in result[:3])
+        raise StoreError(path, f"damaged database, quick_check says: {problems}")
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    return {row[0] for row in rows}
+
+
+def _check_schema(path: Path, conn: sqlite3.Connection, tables: set[str]) -> None:
+    if "otpkit_schema" not in tables:
+        raise StoreError(
+            path,
+            "not an otpkit scheduler store (it has tables "
+            f"{', '.join(sorted(tables))} and no otpkit_schema table)",
+        )
+    versions = [row[0] for row in conn.execute("SELECT version FROM otpkit_schema").fetchall()]
+    if len(versions) != 1:
+        raise StoreError(path, f"otpkit_schema holds {versions!r}, expected one version")
+    if versions[0] != SCHEMA_VERSION:
+        raise StoreError(
+            path,
+            f"schema version {versions[0]!r}, this otpkit knows only version "
+            f"{SCHEMA_VERSION} (written by another version of otpkit?)",
+        )
+    missing = [name for name in _TABLES if name not in tables]
+    if missing:
+        raise StoreError(path, f"schema version 1 without its tables {', '.join(missing)}")
+
+
+def _prepare(path: Path, conn: sqlite3.Connection, timeout: float) -> None:
+    """Check the schema, or create it in an empty database; then WAL mode."""
+    try:
+        tables = _tables(conn)
+        if tables:
+            _check_schema(path, conn, tables)
+        else:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # Another Store may have created the schema since we looked.
+                tables = _tables(conn)
+                if tables:
+                    _check_schema(path, conn, tables)
+                else:
+                    for statement in _SCHEMA:
+                        conn.execute(statement)
+                    conn.execute(
+                        "INSERT INTO otpkit_schema (version) VALUES (?)", (SCHEMA_VERSION,)
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+        _use_wal(path, conn, timeout)
+        conn.execute("PRAGMA synchronous = FULL")
+    except sqlite3.Error as exc:
+        raise StoreError(path, f"cannot prepare the schema ({exc})") from exc
+
+
+def _use_wal(path: Path, conn: sqlite3.Connection, timeout: float) -> None:
+    """Switch to WAL mode (kept in the file), retrying while another connection is busy.
+
+    SQLite answers "database is locked" at once, without its busy timeout, when two
+    connections switch a new file to WAL together.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+    if str(mode).lower() != "wal":
+        raise StoreError(path, f"cannot use WAL mode (SQLite kept journal mode {mode!r})")
