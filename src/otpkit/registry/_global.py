@@ -98,6 +98,7 @@ class Global(Actor):
         self.sync_waiters: list[From] = []
         self.watchers: dict[Any, set[Pid]] = {}
         self.dirty = False
+        self.notes: list[tuple[Pid, NameChanged]] = []
         _shared.take_over()
         _shared.publish({})
         _api.register(GLOBAL_NAME)
@@ -437,7 +438,7 @@ class Global(Actor):
     def _changed(self, name: Any, pid: Pid | None) -> None:
         self.dirty = True
         for watcher in self.watchers.get(name, ()):
-            _api.send(watcher, NameChanged(name, pid))
+            self.notes.append((watcher, NameChanged(name, pid)))
 
     def _monitor(self, pid: Pid) -> None:
         if pid not in self.monitors and pid != self.me:
@@ -458,6 +459,10 @@ class Global(Actor):
         if self.dirty:
             self.dirty = False
             _shared.publish({name: e.pid for name, e in self.names.items()})
+        # watchers hear of a change only once whereis_name shows it
+        notes, self.notes = self.notes, []
+        for watcher, note in notes:
+            _api.send(watcher, note)
 
 
 # ---------------------------------------------------------------------- the lock
@@ -625,7 +630,9 @@ class _Merger(Actor):
             held = set_lock_on(targets, GLOBAL_LOCK, me, 0)
             if held is not None:
                 try:
-                    if self._meshed(held):
+                    # every node of both sides locked (one not reached yet is not left
+                    # out: it would keep its side's old bindings), all connected
+                    if set(held) == set(targets) and self._meshed(held):
                         self._merge(held)
                         return True
                 finally:
@@ -654,9 +661,9 @@ class _Merger(Actor):
             ops.append((clash.name, None if kept is None else (kept.pid, kept.resolver)))
         if ops:
             _api.multi_call(list(held.values()), ("apply", ops), timeout=10.0)
-        # every locked node now holds the same table: each pair of them is merged (OTP
-        # spreads a sync to the partition's known nodes the same way), so a change made
-        # next on any of them reaches all of them, not only this pair
+        # every locked node (all of both sides) now holds the same table: each pair of
+        # them is merged, as OTP spreads a sync to the partition's known nodes, so a
+        # change made next on any of them reaches all of them, not only this pair
         _api.multi_call(list(held.values()), ("synced", sorted(held)), timeout=5.0)
 
 
