@@ -36,7 +36,6 @@ from otpkit.actors._pid import Pid
 from otpkit.errors import NoSuchName
 from otpkit.registry import _global, _shared
 from otpkit.registry._global import (
-    GLOBAL_LOCK,
     GLOBAL_NAME,
     Global,
     NameChanged,
@@ -224,6 +223,3 @@ def _targets(nodes: list[str] | None) -> dict[str, Pid]:
     if nodes is None:
         return servers
     return {n: servers[n] for n in nodes if n in servers}
-
-
-_ = GLOBAL_LOCK

@@ -183,15 +183,6 @@ class Global(Actor):
             self.locks.release(resource, requester, holder)
             self._forget_if_unused(holder)
             return True
-        if op == "check":
-            return check_register(self.names, request[1], request[2])
-        if op == "register":
-            _, name, pid, resolver = request
-            self._apply([(name, (pid, resolver))])
-            return True
-        if op == "unregister":
-            self._unbind(request[1])
-            return True
         if op == "apply":
             self._apply(request[1])
             return True

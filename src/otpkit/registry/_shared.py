@@ -43,10 +43,6 @@ def close() -> None:
         _fd = None
 
 
-def available() -> bool:
-    return _fd is not None
-
-
 def take_over() -> None:
     """Become the writer (a registry process, also a restarted one): carry on from the
     sequence in the file, so no reader mistakes a new table for the one it cached."""

@@ -320,14 +320,7 @@ class SingletonManager(Supervisor):
         """This node's place among the candidates (the old holder's node is none: it
         may still be connected while it hands over)."""
         me = _api.self().node
-        try:
-            from otpkit import dist  # noqa: PLC0415
-
-            return sorted(
-                n for n in [me, *dist.nodes()] if n not in (leaving, None) or n == me
-            ).index(me)
-        except NodeError:
-            return 0
+        return sorted(n for n in [me, *self._peers()] if n != leaving or n == me).index(me)
 
     # ------------------------------------------------------------------ election
 
@@ -347,12 +340,7 @@ class SingletonManager(Supervisor):
             return False
         if not settled:
             return False
-        try:
-            from otpkit import dist  # noqa: PLC0415
-
-            connected = set(dist.nodes()) | {_api.self().node}
-        except NodeError:
-            connected = {_api.self().node}
+        connected = set(self._peers()) | {_api.self().node}
         if not peers <= connected:
             return False
         try:
