@@ -786,7 +786,14 @@ class DistCore:
         if was_up and name is not None:
             del self._peers[name]
             self._node_lost(name, reason, conn.hidden)
-            if not conn.hidden and not policy and not self.config.hidden:
+            if conn.peer_closing == "disconnect":
+                # the peer left on purpose (disconnect_node / global.disconnect): it is
+                # no longer worth redialling until discovery or connect_node names it again
+                self._manual.pop(name, None)
+                self._discovered.pop(name, None)
+                self._known.pop(name, None)
+                self._lost.pop(name, None)
+            elif not conn.hidden and not policy and not self.config.hidden:
                 # a link failed: redial it, and tell the others (overlapping partitions)
                 self._lost[name] = conn.listen or conn.addr
                 self._unblock_keeper(name)
