@@ -139,3 +139,15 @@ class NoSuchName(OtpkitError):
         super().__init__(f"no process is registered as {name!r}")
         self.name = name
         self.msg = msg
+
+
+class SchedulerUnavailable(OtpkitError):
+    """A scheduler request found no active scheduler (or no majority) before its
+    timeout; the message says what it last saw."""
+
+
+class UnknownJob(OtpkitError, KeyError):
+    """The scheduler has no job of that name."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown job"

@@ -140,7 +140,7 @@ def handle(node: otpkit.Node, echo: otpkit.Pid, cmd: dict[str, Any]) -> Any:
         except TypeError as exc:
             return ["TypeError", str(exc)]
         return ["sent"]
-    for module in ("_registry_ops", "_singleton_ops", "_bench_ops"):
+    for module in ("_registry_ops", "_singleton_ops", "_sched_ops", "_bench_ops"):
         try:
             ops = importlib.import_module(module).OPS
         except ModuleNotFoundError:
@@ -170,6 +170,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument(
         "--seed", metavar="FILE", help="boot with examples/seed_recipe.py's tree, ticks to FILE"
+    )
+    p.add_argument(
+        "--scheduler", metavar="CONFIG", help="boot with a Scheduler described by a JSON file"
     )
     p.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="TLS for every dist link")
     return p.parse_args(argv)
@@ -210,6 +213,10 @@ def main() -> None:
         from _singleton_ops import singleton_spec  # noqa: PLC0415 - only for singleton runs
 
         options["children"] = [singleton_spec(args.singleton[1], policy=args.singleton[0])]
+    if args.scheduler:
+        from _sched_ops import scheduler_spec  # noqa: PLC0415 - only for scheduler runs
+
+        options["children"] = [scheduler_spec(args.scheduler)]
     if args.seed:
         sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "examples"))
         import seed_recipe  # noqa: PLC0415 - only for seed runs

@@ -69,9 +69,7 @@ def test_five_nodes_booted_at_once_activate_exactly_one(cluster: Cluster) -> Non
         "every node sees one holder",
     )
     # the name is registered before the child hears Activate: wait for its line
-    wait_for(
-        lambda: any(r[0] == "activate" for r in marks(path)), BOUND, "the holder activates"
-    )
+    wait_for(lambda: any(r[0] == "activate" for r in marks(path)), BOUND, "the holder activates")
     # hold it: for 3 s, nobody else activates
     hold(
         lambda: len([r for r in marks(path) if r[0] == "activate"]) == 1,
@@ -90,9 +88,7 @@ def test_sigterm_of_the_holder_hands_over_before_it_exits(cluster: Cluster) -> N
     path = cluster.workdir / "marks"
     nodes = start_all(cluster, [1, 2, 3], ("--singleton", "availability", str(path)))
     wait_for(lambda: None not in holder_on(nodes).values(), BOUND, "a holder is elected")
-    wait_for(
-        lambda: any(r[0] == "activate" for r in marks(path)), BOUND, "the holder activates"
-    )
+    wait_for(lambda: any(r[0] == "activate" for r in marks(path)), BOUND, "the holder activates")
     holder_name = next(iter(holder_on(nodes).values()))
     holder = next(n for n in nodes if n.name == holder_name)
     old = [r for r in marks(path) if r[0] == "activate"][-1]
@@ -119,9 +115,7 @@ def test_availability_runs_both_sides_during_a_cut_and_one_after_heal(cluster: C
     path = cluster.workdir / "marks"
     nodes = start_all(cluster, [1, 2, 3], ("--singleton", "availability", str(path)))
     wait_for(lambda: None not in holder_on(nodes).values(), BOUND, "a holder is elected")
-    wait_for(
-        lambda: any(r[0] == "activate" for r in marks(path)), BOUND, "the holder activates"
-    )
+    wait_for(lambda: any(r[0] == "activate" for r in marks(path)), BOUND, "the holder activates")
     holder_name = next(iter(holder_on(nodes).values()))
     h = next(n.index for n in nodes if n.name == holder_name)
     rest = [i for i in (1, 2, 3) if i != h]

@@ -66,11 +66,22 @@ def call(dest: Pid | str, request: Any, timeout: float = 5.0) -> Any:
     return rt.call(pid, request, timeout)
 
 
-def multi_call(dests: list[Pid], request: Any, timeout: float = 5.0) -> list[tuple[str, Any]]:
+def multi_call(
+    dests: list[Pid | tuple[str, str]],
+    request: Any,
+    timeout: float = 5.0,
+    enough: int | None = None,
+) -> list[tuple[str, Any]]:
     """Ask every process in ``dests`` at once and wait (at most ``timeout`` in all) for
     every answer: one ``("ok", reply)``, ``("exit", reason)`` or ``("timeout", None)``
-    per destination, in order. A round trip to N nodes costs one, not N."""
-    return runtime().multi_call(list(dests), request, timeout)
+    per destination, in order. A round trip to N nodes costs one, not N.
+
+    A destination may be a pid or ``(name, node)``: the process registered as ``name``
+    on ``node`` (another node's dist service; it is not monitored, so a lost one
+    answers ``("timeout", None)``). With ``enough``, return as soon as that many
+    destinations answered ``("ok", reply)`` with a truthy reply (a majority round);
+    the ones still out are ``("timeout", None)``."""
+    return runtime().multi_call(list(dests), request, timeout, enough)
 
 
 def stop(pid: Pid | str, reason: Any = "normal", timeout: float | None = None) -> None:

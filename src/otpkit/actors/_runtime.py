@@ -629,24 +629,52 @@ class Runtime:
         raise Exit(value, dst)
 
     def multi_call(
-        self, dsts: list[Pid], request: Any, timeout: float = 5.0
+        self,
+        dsts: list[Pid | tuple[str, str]],
+        request: Any,
+        timeout: float = 5.0,
+        enough: int | None = None,
     ) -> list[tuple[str, Any]]:
         """``call`` many processes at once; one result per destination, in order:
-        ``("ok", reply)``, ``("exit", reason)`` or ``("timeout", None)``."""
-        return self._requests(dsts, CALL, request, timeout)
+        ``("ok", reply)``, ``("exit", reason)`` or ``("timeout", None)``.
+
+        A destination may be ``(name, node)``: the process registered as ``name`` there
+        (a dist service on another node; no monitor, so a lost one answers
+        ``("timeout", None)``). With ``enough``, stop waiting once that many answered
+        ``("ok", reply)`` with a truthy reply (a majority round): the rest are
+        ``("timeout", None)``."""
+        return self._requests(dsts, CALL, request, timeout, enough)
 
     def _requests(
-        self, dsts: list[Pid], tag: int, request: Any, timeout: float
+        self,
+        dsts: list[Any],
+        tag: int,
+        request: Any,
+        timeout: float,
+        enough: int | None = None,
     ) -> list[tuple[str, Any]]:
         if self._await:
             raise RuntimeError("call made while another call of this process waits")
         refs: list[Ref] = []
         try:
-            for dst in dsts:
+            for dest in dsts:
+                dst = dest
                 ref = self.make_ref()
                 refs.append(ref)
                 waiting: list[Any] = [dst, None]
                 self._await[ref] = waiting
+                if isinstance(dst, tuple) and not isinstance(dst, Pid):
+                    name, node = dst
+                    if node == self.node.name:
+                        dst = self.whereis(name)
+                        waiting[0] = dst
+                        if dst is None:
+                            waiting[1] = ("exit", "noproc")
+                            continue
+                    else:
+                        if not _remote_hooks.nsend(self, node, name, (tag, ref, request)):
+                            waiting[1] = ("exit", "noconnection")
+                        continue
                 if dst == self.pid:
                     waiting[1] = ("exit", "calling_self")
                 elif self.is_local(dst):
@@ -661,6 +689,12 @@ class Runtime:
                         waiting[1] = ("exit", "noconnection")
             deadline = time.monotonic() + timeout
             while any(self._await[ref][1] is None for ref in refs):
+                if enough is not None and enough <= sum(
+                    1
+                    for ref in refs
+                    if (got := self._await[ref][1]) is not None and got[0] == "ok" and got[1]
+                ):
+                    break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break

@@ -170,6 +170,42 @@ class Job:
         """The task function (imported by its reference)."""
         return load_task(self.task, self.name)
 
+    def to_spec(self) -> dict[str, Any]:
+        """The job as plain values (for the wire and the store); :meth:`from_spec` back."""
+        return {
+            "name": self.name,
+            "schedule": self.schedule.expr,
+            "task": self.task,
+            "args": list(self.args),
+            "kwargs": dict(self.kwargs),
+            "state": self.state,
+            "overlap": self.overlap,
+            "run_strategy": (
+                self.run_strategy if isinstance(self.run_strategy, str) else list(self.run_strategy)
+            ),
+            "timezone": self.timezone,
+            "misfire": self.misfire,
+            "misfire_grace": self.misfire_grace,
+            "timeout": self.timeout,
+        }
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Job:
+        """The job :meth:`to_spec` made; checked again (``InvalidJob`` names the field)."""
+        if not isinstance(spec, Mapping):
+            raise InvalidJob(None, "spec", spec, "a mapping of job fields")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(str(k) for k in spec if k not in known)
+        if unknown:
+            raise InvalidJob(spec.get("name"), unknown[0], spec[unknown[0]], "a Job field")
+        if "name" not in spec:
+            raise InvalidJob(None, "name", None, "a non-empty string")
+        return cls(**spec)
+
+    def replace(self, **changes: Any) -> Job:
+        """A copy with ``changes`` applied (checked as a new job)."""
+        return Job.from_spec({**self.to_spec(), **changes})
+
 
 def _schedule(name: str, schedule: Any, timezone: Any) -> Schedule:
     load_zone(timezone, name)

@@ -75,12 +75,15 @@ __all__ = [
     "Ledger",
     "LedgerError",
     "accept",
+    "accept_all",
     "claim",
+    "claim_all",
     "decode_ledger",
     "decode_update",
     "encode_ledger",
     "encode_update",
     "finish",
+    "finish_all",
     "highest",
     "interrupted",
     "lane_update",
@@ -89,8 +92,10 @@ __all__ = [
     "open_claims",
 ]
 
-#: How a claimed run ended, as :func:`finish` accepts it.
-OUTCOMES = ("finished", "failed", "timed_out", "interrupted")
+#: How a claimed run ended, as :func:`finish` accepts it (``missed``: a tick settled by
+#: the misfire policy without a run; ``skipped``: not run because ``overlap=False`` and
+#: the previous run was still open).
+OUTCOMES = ("finished", "failed", "timed_out", "interrupted", "missed", "skipped")
 #: The version of the encoded form (:func:`encode_ledger`, :func:`encode_update`).
 LEDGER_FORMAT = 1
 
@@ -254,6 +259,85 @@ def finish(
         return state, False
     new = Lane(lane.high, still_open, (epoch, lane.stamp[1] + 1))
     return _with_lane(state, key.lane, new, epoch), True
+
+
+def claim_all(
+    state: Ledger, keys: Iterable[ClaimKey | tuple[Any, ...]], epoch: int
+) -> tuple[Ledger, list[ClaimKey]]:
+    """:func:`claim` for many keys at once (one copy of the lanes, not one per key).
+
+    Returns the new state and the keys accepted, in order; a refused key (its tick at
+    or below its lane's ``high``, or an earlier key of the batch) is left out. Under an
+    epoch below the state's, nothing is accepted.
+    """
+    epoch = _epoch(epoch)
+    checked = [_key(key) for key in keys]
+    if epoch < state.epoch:
+        return state, []
+    lanes = dict(state.lanes)
+    done: list[ClaimKey] = []
+    for key in checked:
+        lane = lanes.get(key.lane)
+        if lane is None:
+            lanes[key.lane] = Lane(key.at, ((key.at, epoch),), (epoch, 1))
+        elif key.at <= lane.high:
+            continue
+        else:
+            lanes[key.lane] = Lane(
+                key.at, (*lane.open, (key.at, epoch)), (epoch, lane.stamp[1] + 1)
+            )
+        done.append(key)
+    return (Ledger(max(state.epoch, epoch), lanes), done) if done else (state, [])
+
+
+def finish_all(
+    state: Ledger, items: Iterable[tuple[ClaimKey | tuple[Any, ...], str]], epoch: int
+) -> tuple[Ledger, list[ClaimKey]]:
+    """:func:`finish` for many ``(key, outcome)`` at once; returns the keys it closed."""
+    epoch = _epoch(epoch)
+    checked = []
+    for key, outcome in items:
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome {outcome!r}: expected one of {OUTCOMES}")
+        checked.append(_key(key))
+    if epoch < state.epoch:
+        return state, []
+    lanes = dict(state.lanes)
+    done: list[ClaimKey] = []
+    for key in checked:
+        lane = lanes.get(key.lane)
+        if lane is None:
+            continue
+        still_open = tuple(claimed for claimed in lane.open if claimed[0] != key.at)
+        if len(still_open) == len(lane.open):
+            continue
+        lanes[key.lane] = Lane(lane.high, still_open, (epoch, lane.stamp[1] + 1))
+        done.append(key)
+    return (Ledger(max(state.epoch, epoch), lanes), done) if done else (state, [])
+
+
+def accept_all(state: Ledger, updates: Iterable[LaneUpdate]) -> tuple[Ledger, bool]:
+    """:func:`accept` for many updates at once (one copy of the lanes).
+
+    False (and ``state``) if any update's epoch is below the state's epoch: an old
+    holder's write. Otherwise each update is taken in order as :func:`accept` would take
+    it: one stamped below an epoch taken earlier in the batch, or not newer than the
+    lane's copy, is skipped.
+    """
+    batch = list(updates)
+    if any(update.lane.stamp[0] < state.epoch for update in batch):
+        return state, False
+    lanes = dict(state.lanes)
+    epoch = state.epoch
+    for update in batch:
+        if update.lane.stamp[0] < epoch:
+            continue
+        current = lanes.get(update.key)
+        if current is not None and current.stamp >= update.lane.stamp:
+            continue
+        lanes[update.key] = update.lane
+        epoch = max(epoch, update.lane.stamp[0])
+    return Ledger(epoch, lanes), True
 
 
 def highest(state: Ledger, job: str, node: str | None = None) -> datetime | None:

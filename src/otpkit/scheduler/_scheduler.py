@@ -1,0 +1,1170 @@
+"""The Scheduler: Quantum's scheduler as the cluster's Singleton, each tick fired once.
+
+``Scheduler(...)`` is a child spec for the application's tree. On every node it starts
+a small supervisor (``rest_for_one``) with two children:
+
+* the node's **task pool** (``_pool.TaskPool``): pre-spawned worker processes that run
+  the tasks the scheduler sends to this node;
+* a :func:`~otpkit.registry.Singleton` manager whose warm child is a
+  :class:`SchedulerWorker`. On every node that worker is a **replica**: it keeps the run
+  ledger and the job table (``_replica``) in memory and in its SQLite store, and takes
+  the holder's writes. On the elected node it is also the **holder**: it owns the fire
+  queue, claims ticks, sends runs to pools and records their finish.
+
+**Once per tick** (DESIGN §7). The holder claims a tick in the ledger before its run is
+sent, and finishes it when the pool reports. Under ``policy="majority"`` a write counts
+only once a majority of members took it under the holder's lease epoch; a new holder
+first has a majority *observe* its epoch (from then on they refuse the old holder's
+writes) and starts from the merge of their copies. So a paused or cut-off old holder
+cannot claim anything, a claimed tick is never claimed again, and an open claim whose
+run is gone is reported ``interrupted``. Ticks nobody claimed are due again and go
+through the job's misfire policy. Under ``"availability"`` each side of a partition
+may run jobs (OTP ``global``'s behaviour); writes go to the nodes in reach.
+
+**Runs** are claimed a little ahead of their tick (``lead``) and the pool's worker waits
+for the tick itself, so the lateness is the worker's wake-up, not a network round.
+A run survives the holder's death: its pool keeps reporting the finish until a holder
+acknowledges it.
+
+The decisions are pure functions (``_plan``, ``_ledger``, ``_replica``, :func:`pick_nodes`);
+this module is the shell that reads the clock, talks to other nodes and keeps state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from otpkit import dist
+from otpkit.actors import _api
+from otpkit.actors._actor import NOREPLY
+from otpkit.actors._pid import Down, From, Pid, Ref
+from otpkit.dist import NodeDown, NodeUp
+from otpkit.dist._core import PEER_GONE
+from otpkit.errors import NodeError, OtpkitError
+from otpkit.registry import _quorum_actor as _quorum
+from otpkit.registry._singleton import Singleton, SingletonWorker
+from otpkit.scheduler._job import InvalidJob, Job
+from otpkit.scheduler._ledger import (
+    ClaimKey,
+    Ledger,
+    LedgerError,
+    claim_all,
+    encode_update,
+    finish_all,
+    lane_update,
+)
+from otpkit.scheduler._plan import plan_misfires
+from otpkit.scheduler._pool import pool_child_spec, pool_name
+from otpkit.scheduler._queue import FireQueue
+from otpkit.scheduler._replica import (
+    JobEntry,
+    Replica,
+    apply,
+    decode_entry,
+    decode_key,
+    decode_replica,
+    encode_entry,
+    encode_key,
+    encode_replica,
+    merge,
+    observe_replica,
+)
+from otpkit.scheduler._store import Store, StoreError
+from otpkit.supervision._spec import ChildSpec
+from otpkit.supervision._supervisor import Supervisor
+
+log = logging.getLogger("otpkit.scheduler")
+
+#: The default global name of the scheduler.
+DEFAULT_NAME = "otpkit_scheduler"
+POLICIES = ("availability", "majority")
+#: Event kinds (see :class:`JobEvent`).
+EVENT_KINDS = (
+    "job_added",
+    "job_updated",
+    "job_deleted",
+    "run_started",
+    "run_finished",
+    "run_failed",
+    "run_timed_out",
+    "run_interrupted",
+    "run_missed",
+    "run_skipped",
+)
+_OUTCOME_EVENT = {
+    "finished": "run_finished",
+    "failed": "run_failed",
+    "timed_out": "run_timed_out",
+    "interrupted": "run_interrupted",
+    "missed": "run_missed",
+    "skipped": "run_skipped",
+}
+_MANUAL = "@manual"
+_US = timedelta(microseconds=1)
+
+
+def replica_name(scheduler: str) -> str:
+    """The local name and dist service of a scheduler's per-node worker."""
+    return f"otpkit_sched:{scheduler}"
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """What a subscriber gets (and what is logged): ``kind`` (one of
+    :data:`EVENT_KINDS`), the ``job``, the ``tick`` (None for job changes), the ``node``
+    that ran it, ``duration`` in seconds (finished runs), ``error`` text (failures),
+    ``at`` (wall time of the event), ``id`` (unique: the same event reaches every
+    node's subscribers) and ``extra`` (e.g. the last tick of a span of missed ones)."""
+
+    kind: str
+    job: str
+    tick: datetime | None = None
+    node: str | None = None
+    duration: float | None = None
+    error: str | None = None
+    at: float = 0.0
+    id: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "job": self.job,
+            "tick": self.tick,
+            "node": self.node,
+            "duration": self.duration,
+            "error": self.error,
+            "at": self.at,
+            "id": self.id,
+            "extra": dict(self.extra),
+        }
+
+    @classmethod
+    def from_wire(cls, value: Mapping[str, Any]) -> JobEvent:
+        extra = value.get("extra")
+        duration = value.get("duration")
+        return cls(
+            str(value.get("kind", "")),
+            str(value.get("job", "")),
+            value.get("tick"),
+            value.get("node"),
+            float(duration) if isinstance(duration, int | float) else None,
+            value.get("error"),
+            float(value.get("at") or 0.0),
+            str(value.get("id", "")),
+            dict(extra) if isinstance(extra, Mapping) else {},
+        )
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    name: str
+    jobs: tuple[Job, ...]
+    policy: str
+    store: str | None
+    lead: float = 0.05
+    round_timeout: float = 2.0
+    lost_after: float = 30.0
+    max_wait: float = 1.0
+
+
+def pick_nodes(
+    strategy: str | Sequence[str], me: str, connected: Iterable[str], rng: random.Random
+) -> list[str]:
+    """The nodes one tick runs on: ``local`` this node, ``random`` one node of the
+    cluster, ``all`` each node, a list: one of its nodes that is up (none: empty)."""
+    if isinstance(strategy, str) and strategy not in ("local", "random", "all"):
+        raise ValueError(f"run_strategy {strategy!r}: expected 'local', 'random', 'all' or a list")
+    if strategy == "local":
+        return [me]
+    alive = sorted({me, *connected})
+    if strategy == "random":
+        return [rng.choice(alive)]
+    if strategy == "all":
+        return alive
+    allowed = [n for n in strategy if n in alive]
+    return [rng.choice(allowed)] if allowed else []
+
+
+#: The lease epoch's share of a write epoch; the bits above count eras.
+_ERA = 1 << 32
+
+
+def write_epoch(seen: int, lease: int) -> int:
+    """The epoch a new holder writes the ledger under, given the highest epoch a replica
+    has ``seen`` and the holder's ``lease`` epoch: ``era * 2**32 + lease``.
+
+    Within one run of the quorum the current lease holder has the highest lease epoch
+    ever granted, so a replica that saw a lease epoch at or above this holder's saw it
+    in an earlier era: the quorum's epochs started again (every node restarted, the
+    ledger did not). The era then goes up by one, so writes stay strictly ordered
+    across whole-cluster restarts too. Under ``availability`` (lease epoch 0) every
+    new holder starts a new era.
+    """
+    era, seen_lease = divmod(seen, _ERA)
+    return (era + 1 if seen_lease >= lease else era) * _ERA + lease
+
+
+def majority(members: Sequence[str]) -> int:
+    return len(members) // 2 + 1
+
+
+def Scheduler(  # noqa: N802 - reads as the class it makes a spec for
+    jobs: Iterable[Job] = (),
+    name: str = DEFAULT_NAME,
+    policy: str = "majority",
+    store: str | os.PathLike[str] | None = "auto",
+    max_concurrency: int = 10,
+    queue_limit: int = 10_000,
+    settle_timeout: float = 5.0,
+    handover_timeout: float = 5.0,
+    lead: float = 0.05,
+    id: Any = None,
+    **quorum: Any,
+) -> ChildSpec:
+    """The child spec of a cluster scheduler (see the module).
+
+    Args:
+        jobs: configuration jobs: declared state, applied by name at each start of the
+            scheduler (a runtime change to one lasts until then; the overwrite is logged).
+        name: the scheduler's global name (several schedulers may run side by side).
+        policy: ``"majority"`` (default: a tick runs at most once, also across
+            partitions; the minority side fires nothing) or ``"availability"``.
+        store: the SQLite file of this node's replica; ``"auto"`` puts it in
+            ``$OTPKIT_DATA_DIR`` (default ``./otpkit-data``) as ``<name>@<node>.sqlite``;
+            None keeps the replica in memory only (a restart of every node loses runtime
+            jobs and the ledger).
+        max_concurrency: this node's pool of worker processes (runs at once).
+        queue_limit: runs waiting for a worker before new ones fail.
+        lead: seconds before its tick a run is claimed and sent to its pool.
+        quorum: options of the majority lease (``term``, ``expected_size``, ...).
+
+    Raises:
+        InvalidJob: a job is malformed (names the job and field); also two jobs of one
+            name.
+        ValueError: a bad option, naming it.
+    """
+    if not isinstance(name, str) or not name or len(name) > 32 or "/" in name:
+        raise ValueError(f"Scheduler name={name!r}: expected a str of 1-32 characters, no '/'")
+    if policy not in POLICIES:
+        raise ValueError(f"Scheduler {name!r}: policy={policy!r}; expected one of {POLICIES}")
+    if isinstance(lead, bool) or not isinstance(lead, int | float) or not 0 <= lead <= 1:
+        raise ValueError(f"Scheduler {name!r}: lead={lead!r}; expected seconds in [0, 1]")
+    declared: list[Job] = []
+    for job in jobs:
+        if not isinstance(job, Job):
+            raise InvalidJob(getattr(job, "name", job), "jobs", job, "a Job")
+        if any(j.name == job.name for j in declared):
+            raise InvalidJob(job.name, "name", job.name, "a name unique among the jobs")
+        declared.append(job)
+    path = None if store is None else os.fspath(store)
+    config = SchedulerConfig(name, tuple(declared), policy, path, float(lead))
+    worker = ChildSpec("scheduler", SchedulerWorker, (config,), shutdown=handover_timeout + 5)
+    singleton = Singleton(
+        worker,
+        name,
+        policy=policy,
+        settle_timeout=settle_timeout,
+        handover_timeout=handover_timeout,
+        id="singleton",
+        **quorum,
+    )
+    pool = pool_child_spec(name, max_concurrency=max_concurrency, queue_limit=queue_limit)
+    return ChildSpec(
+        id if id is not None else ("scheduler", name),
+        Supervisor,
+        kwargs={"children": [pool, singleton], "strategy": "rest_for_one", "intensity": 3},
+        type="supervisor",
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SchedulerWorker(SingletonWorker):
+    """A scheduler's process on one node: replica everywhere, holder where elected."""
+
+    # ------------------------------------------------------------------ start
+
+    def init(self, config: SchedulerConfig) -> None:
+        me = _api.self()
+        self.me = me
+        self.node = me.node
+        self.cfg = config
+        self.svc = replica_name(config.name)
+        self.pool_svc = pool_name(config.name)
+        self.store: Store | None = None
+        self.rep = Replica()
+        path = config.store
+        if path == "auto":
+            base = os.environ.get("OTPKIT_DATA_DIR", "otpkit-data")
+            os.makedirs(base, exist_ok=True)
+            path = os.path.join(base, f"{config.name}@{self.node}.sqlite")
+        if path is not None:
+            self.store = Store.open(path)
+            self.rep = self._load(self.store)
+        self.boot: str | None = None  # in memory only: None after a whole-cluster restart
+        self.subscribers: dict[Pid, Ref] = {}
+        self.peers: set[str] = set()
+        self.down: dict[str, tuple[str, float]] = {}
+        self.rng = random.Random()
+        self.has_dist = True
+        _api.register(self.svc)
+        try:
+            dist.register_service(self.svc)
+            dist.monitor_nodes(True)
+            self.peers = set(dist.nodes())
+        except NodeError:
+            self.has_dist = False
+        self.started = time.monotonic()
+        self._reset_holder()
+
+    def _load(self, store: Store) -> Replica:
+        try:
+            raw = store.load_ledger()
+            rep = decode_replica(raw) if raw is not None else Replica()
+            jobs = {name: _entry(name, e) for name, e in store.jobs().items()}
+        except (LedgerError, ValueError) as exc:
+            raise StoreError(store.path, f"unreadable scheduler state: {exc}") from exc
+        return Replica(rep.ledger, jobs, rep.where, rep.where_epochs)
+
+    def _reset_holder(self) -> None:
+        self.gen = getattr(self, "gen", 0) + 1
+        self.recovered = False
+        self.queue = FireQueue()
+        self.timer: int | None = None
+        self.timer_at: float | None = None
+        self.job_lanes: dict[str, set[str | None]] = {}
+        self.dispatched: dict[ClaimKey, float] = {}
+        self.pending: dict[ClaimKey, tuple[str, str, dict[str, Any]]] = {}
+        self.flushing = False
+        self.checking = False
+        self.last_run: dict[str, dict[str, Any]] = {}
+        self.members_cache: tuple[float, list[str]] = (0.0, [])
+        self.jobs_cache: dict[str, tuple[tuple[int, int], Job]] = {}
+        self.activated_at = time.monotonic()
+        self.wepoch: int | None = None
+
+    def _we(self) -> int:
+        return self.wepoch or 0
+
+    # ------------------------------------------------------------------ singleton hooks
+
+    def activate(self, epoch: int) -> None:
+        self._reset_holder()
+        _api.send(self.me, ("$sched", "recover", self.gen))
+
+    def deactivate(self, reason: str) -> None:
+        log.info("%s: scheduler %s stops here (%s)", self.node, self.cfg.name, reason)
+        if self.timer is not None:
+            _api.cancel_timer(self.timer)
+        self._reset_holder()
+
+    def terminate(self, reason: Any) -> None:
+        if self.store is not None:
+            self.store.close()
+
+    # ------------------------------------------------------------------ replica role
+
+    def handle_request(self, request: Any, from_: From) -> Any:
+        if not isinstance(request, tuple) or len(request) < 2:
+            return ("error", "BadRequest", f"unknown request {str(request)[:80]}")
+        tag, op = request[0], request[1]
+        if tag == "$sr":
+            return self._replica_request(op, request[2:])
+        if tag == "$sc":
+            return self._client_request(op, request[2:], from_)
+        return ("error", "BadRequest", f"unknown request {str(request)[:80]}")
+
+    def _replica_request(self, op: str, args: tuple[Any, ...]) -> Any:
+        try:
+            if op == "apply":
+                epoch, updates, boot = args
+                rep, ok, changed = apply(self.rep, int(epoch), updates)
+                if ok:
+                    if boot:
+                        self.boot = boot
+                    self._adopt(rep, changed, ledger=True)
+                return ok
+            if op == "observe":
+                (epoch,) = args
+                rep, ok = observe_replica(self.rep, int(epoch))
+                if not ok:
+                    return {"refused": self.rep.epoch}
+                self._adopt(rep, set(), ledger=True)
+                return {"replica": encode_replica(self.rep), "boot": self.boot}
+            if op == "subscribe":
+                pid, on = args
+                if on and pid not in self.subscribers:
+                    self.subscribers[pid] = _api.monitor(pid)
+                elif not on and pid in self.subscribers:
+                    _api.demonitor(self.subscribers.pop(pid), flush=True)
+                return True
+        except (LedgerError, ValueError, TypeError) as exc:
+            log.warning("%s: scheduler write refused: %s", self.node, exc)
+            return False
+        return False
+
+    def _adopt(self, rep: Replica, changed: set[str], ledger: bool) -> None:
+        """Take ``rep`` as this replica's state and store what changed."""
+        self.rep = rep
+        if self.store is None:
+            return
+        try:
+            for name in changed:
+                self.store.save_job(name, encode_entry(rep.jobs[name]))
+            if ledger:
+                self.store.save_ledger(
+                    encode_replica(Replica(rep.ledger, {}, rep.where, rep.where_epochs))
+                )
+        except (StoreError, TypeError, ValueError) as exc:
+            log.error("%s: scheduler store %s: %s", self.node, self.store.path, exc)
+
+    # ------------------------------------------------------------------ messages
+
+    def handle_info(self, msg: Any) -> None:
+        if isinstance(msg, NodeUp):
+            self.peers.add(msg.node)
+            self.down.pop(msg.node, None)
+            self.members_cache = (0.0, [])
+            if self.recovered:
+                self._schedule_check(0.2)
+            return
+        if isinstance(msg, NodeDown):
+            self.peers.discard(msg.node)
+            self.down[msg.node] = (msg.reason, time.monotonic())
+            self.members_cache = (0.0, [])
+            if self.recovered:
+                self._schedule_check(0.0)
+            return
+        if isinstance(msg, Down):
+            self.subscribers.pop(msg.pid, None)
+            return
+        if not isinstance(msg, tuple) or not msg:
+            return
+        kind = msg[0]
+        if kind == "$event" and len(msg) == 2 and isinstance(msg[1], Mapping):
+            self._deliver_event(JobEvent.from_wire(msg[1]))
+            return
+        if kind == "$sched" and len(msg) == 3:
+            if msg[2] != self.gen or not self.active:
+                return
+            if msg[1] == "recover":
+                self._recover()
+            elif msg[1] == "wake":
+                self.timer = None
+                self.timer_at = None
+                self._wake()
+            elif msg[1] == "flush":
+                self.flushing = False
+                self._flush()
+            elif msg[1] == "check":
+                self.checking = False
+                self._check_open()
+            return
+        if kind == "run_done" and len(msg) == 7:
+            self._on_run_done(msg)
+            return
+        if kind == "run_started" and len(msg) == 4:
+            self._on_run_started(msg)
+            return
+
+    # ------------------------------------------------------------------ holder: recovery
+
+    def _members(self) -> list[str]:
+        if self.cfg.policy != "majority":
+            return sorted({self.node, *self.peers})
+        at, cached = self.members_cache
+        if cached and time.monotonic() - at < 1.0:
+            return cached
+        try:
+            _, names = _quorum.members(timeout=1.0)
+        except OtpkitError:
+            names = []
+        self.members_cache = (time.monotonic(), names)
+        return names
+
+    def _round(self, request: tuple[Any, ...]) -> tuple[int, int, list[Any]]:
+        """Ask every other member; ``(acks needed from them, acks got, ok answers)``."""
+        members = self._members()
+        others = [n for n in members if n != self.node]
+        if self.cfg.policy == "majority":
+            need = majority(members) - (1 if self.node in members else 0)
+            if not members:
+                return 1, 0, []  # no member set yet: nothing is a majority
+        else:
+            need = 0
+        if not others:
+            return need, 0, []
+        answers = _api.multi_call(
+            [(self.svc, n) for n in others],
+            request,
+            timeout=self.cfg.round_timeout if need else 0.5,
+            enough=need or len(others),
+        )
+        oks = [value for kind, value in answers if kind == "ok" and value]
+        return need, len(oks), oks
+
+    def _recover(self) -> None:
+        """A new holder: observe the epoch at a majority, merge their copies, apply the
+        configuration's jobs, find interrupted runs, and fill the fire queue."""
+        if (self.wepoch is None or self.rep.epoch >= self.wepoch) and not self._raise_epoch(
+            self.rep.epoch
+        ):
+            _api.send_after(0.5, ("$sched", "recover", self.gen))
+            return
+        rep, _ = observe_replica(self.rep, self._we())
+        self._adopt(rep, set(), ledger=True)
+        need, got, answers = self._round(("$sr", "observe", self._we()))
+        refused = [a["refused"] for a in answers if "refused" in a]
+        answers = [a for a in answers if "refused" not in a]
+        if refused:
+            # a member saw a higher epoch: go above it (see _raise_epoch), then again
+            if self._raise_epoch(max(refused)):
+                _api.send(self.me, ("$sched", "recover", self.gen))
+            else:
+                _api.send_after(0.5, ("$sched", "recover", self.gen))
+            return
+        if len(answers) < need:
+            log.info(
+                "%s: scheduler %s waits for a majority (%s of %s answered)",
+                self.node,
+                self.cfg.name,
+                got,
+                need,
+            )
+            _api.send_after(0.2, ("$sched", "recover", self.gen))
+            return
+        copies, boots = [self.rep], [self.boot]
+        for answer in answers:
+            try:
+                copies.append(decode_replica(answer["replica"]))
+                boots.append(answer.get("boot"))
+            except (LedgerError, KeyError, TypeError, AttributeError) as exc:
+                log.warning("%s: a malformed replica answer ignored: %s", self.node, exc)
+        merged = merge(copies)
+        self._adopt(merged, set(merged.jobs), ledger=True)
+        reboot = not any(boots)
+        self.boot = next((b for b in boots if b), None) or uuid.uuid4().hex
+        now = _now()
+        updates: list[Any] = []
+        events: list[JobEvent] = []
+        for job in self.cfg.jobs:
+            spec = job.to_spec()
+            current = self.rep.jobs.get(job.name)
+            if current is not None and current.spec == spec and current.origin == "config":
+                continue
+            if current is not None and current.spec is not None:
+                log.warning(
+                    "%s: scheduler %s: configuration job %r overwrites its %s version",
+                    self.node,
+                    self.cfg.name,
+                    job.name,
+                    "runtime" if current.origin == "runtime" else "earlier",
+                )
+            since = current.since if current is not None and current.spec is not None else now
+            updates.append(self._job_update(job.name, spec, "config", since))
+            kind = "job_added" if current is None or current.spec is None else "job_updated"
+            events.append(self._event(kind, job.name))
+        if not self._write(updates):
+            _api.send_after(0.2, ("$sched", "recover", self.gen))
+            return
+        self.recovered = True
+        self.activated_at = time.monotonic()
+        for lane_job, lane_node in self.rep.ledger.lanes:
+            self.job_lanes.setdefault(lane_job, set()).add(lane_node)
+        for name, entry in self.rep.live_jobs().items():
+            if entry.spec is not None and entry.spec.get("state") == "active":
+                self.queue.add(name, now)
+        log.info(
+            "%s: scheduler %s active (epoch %s, %s jobs, %s open claims)",
+            self.node,
+            self.cfg.name,
+            self._we(),
+            len(self.rep.live_jobs()),
+            sum(len(lane.open) for lane in self.rep.ledger.lanes.values()),
+        )
+        for event in events:
+            self._emit(event)
+        if reboot:
+            self._fire_reboot(now)
+        self._schedule_check(0.0)
+        self._wake()
+
+    def _raise_epoch(self, seen: int) -> bool:
+        """Set the write epoch above ``seen`` (see :func:`write_epoch`). A new era means
+        the quorum's lease epochs started again - or that this holder was superseded
+        while it was paused: so an era change first has the lease confirmed by a
+        majority (``fence``), which a superseded holder cannot get."""
+        target = write_epoch(seen, self.epoch)
+        if seen % _ERA >= self.epoch and not self.fence(["era", target], timeout=2.0):
+            log.warning(
+                "%s: scheduler %s: the lease of epoch %s is not confirmed; not writing",
+                self.node,
+                self.cfg.name,
+                self.epoch,
+            )
+            return False
+        self.wepoch = max(self._we(), target)
+        return True
+
+    def _fire_reboot(self, now: datetime) -> None:
+        runs = []
+        for name, entry in self.rep.live_jobs().items():
+            spec = entry.spec
+            if spec is None or spec.get("state") != "active":
+                continue
+            if str(spec.get("schedule", "")).strip().lower() == "@reboot":
+                runs.append((name, now))
+        if runs:
+            self._claim_and_dispatch(runs, manual=False)
+
+    # ------------------------------------------------------------------ holder: writes
+
+    def _job_update(
+        self, name: str, spec: Mapping[str, Any] | None, origin: str, since: datetime
+    ) -> list[Any]:
+        current = self.rep.jobs.get(name)
+        seq = current.stamp[1] + 1 if current is not None else 1
+        stamp = (self.wepoch or 0, seq)
+        entry = JobEntry(None if spec is None else dict(spec), stamp, origin, since)
+        return ["job", name, encode_entry(entry)]
+
+    def _write(self, updates: list[Any]) -> bool:
+        """Apply ``updates`` here and at the members; True once a majority took them
+        (``availability``: once this node did)."""
+        if not updates:
+            return True
+        try:
+            rep, ok, changed = apply(self.rep, self.wepoch or 0, updates)
+        except LedgerError as exc:
+            log.error("%s: scheduler write malformed: %s", self.node, exc)
+            return False
+        if not ok:
+            log.warning("%s: scheduler epoch %s was superseded", self.node, self.wepoch)
+            return False
+        self._adopt(rep, changed, ledger=any(u[0] != "job" for u in updates))
+        need, got, _ = self._round(("$sr", "apply", self.wepoch, updates, self.boot))
+        if got < need:
+            log.warning(
+                "%s: scheduler write reached %s of the %s other members it needs",
+                self.node,
+                got,
+                need,
+            )
+            return False
+        return True
+
+    # ------------------------------------------------------------------ holder: ticks
+
+    def _arm(self) -> None:
+        nxt = self.queue.next_at()
+        if nxt is None:
+            return
+        delay = (nxt - _now()).total_seconds() - self.cfg.lead
+        delay = max(0.0, min(delay, self.cfg.max_wait))
+        due = time.monotonic() + delay
+        if self.timer is not None and self.timer_at is not None and self.timer_at <= due:
+            return
+        if self.timer is not None:
+            _api.cancel_timer(self.timer)
+        self.timer = _api.send_after(delay, ("$sched", "wake", self.gen))
+        self.timer_at = due
+
+    def _wake(self) -> None:
+        if not self.recovered:
+            return
+        real_now = _now()
+        due = self.queue.pop_due(real_now + timedelta(seconds=self.cfg.lead))
+        runs: list[tuple[str, datetime]] = []
+        settle: list[tuple[ClaimKey, str, JobEvent]] = []
+        for at, name in due:
+            entry = self.rep.jobs.get(name)
+            if entry is None or entry.spec is None or entry.spec.get("state") != "active":
+                continue
+            job = self._job_of(name, entry)
+            if job is None:
+                continue
+            now = max(real_now, at)
+            last = self._last_claimed(name)
+            floor = entry.since - _US
+            plan = plan_misfires(
+                job.schedule,
+                floor if last is None or last < floor else last,
+                now,
+                job.misfire,
+                job.misfire_grace,
+            )
+            if plan.missed:
+                settle_key = ClaimKey(name, plan.missed.last or now, None)
+                extra = {"first": plan.missed.first, "last": plan.missed.last}
+                event = self._event("run_missed", name, tick=plan.missed.first, extra=extra)
+                if not plan.run:
+                    settle.append((settle_key, "missed", event))
+                else:
+                    self._emit(event)
+            for tick in plan.run:
+                runs.append((name, tick))
+            if plan.next_at is not None:
+                self.queue.add(name, plan.next_at)
+        if settle:
+            self._settle(settle)
+        if runs:
+            self._claim_and_dispatch(runs, manual=False)
+        self._arm()
+
+    def _job_of(self, name: str, entry: JobEntry) -> Job | None:
+        """The entry's job, parsed once per version of it."""
+        cached = self.jobs_cache.get(name)
+        if cached is not None and cached[0] == entry.stamp:
+            return cached[1]
+        try:
+            job = Job.from_spec(entry.spec or {})
+        except (ValueError, TypeError) as exc:
+            log.error("scheduler: job %r cannot be read back (%s); it does not fire", name, exc)
+            return None
+        self.jobs_cache[name] = (entry.stamp, job)
+        return job
+
+    def _last_claimed(self, job: str) -> datetime | None:
+        lanes = self.rep.ledger.lanes
+        best = None
+        for node in self.job_lanes.get(job, ()):
+            if node is not None and node.startswith("@"):
+                continue
+            lane = lanes.get((job, node))
+            if lane is not None and (best is None or lane.high > best):
+                best = lane.high
+        return best
+
+    def _has_open(self, job: str) -> bool:
+        lanes = self.rep.ledger.lanes
+        return any(
+            (lane := lanes.get((job, node))) is not None and lane.open
+            for node in self.job_lanes.get(job, ())
+        )
+
+    def _settle(self, items: list[tuple[ClaimKey, str, JobEvent]]) -> None:
+        """Claim and finish at once: ticks settled without a run (missed, skipped)."""
+        ledger, claimed = claim_all(self.rep.ledger, [k for k, _, _ in items], self._we())
+        ledger, _ = finish_all(
+            ledger, [(k, o) for k, o, _ in items if k in set(claimed)], self._we()
+        )
+        updates = self._lane_updates(ledger, claimed)
+        if updates and self._write(updates):
+            for key in claimed:
+                self.job_lanes.setdefault(key.job, set()).add(key.node)
+            done = set(claimed)
+            for key, _, event in items:
+                if key in done:
+                    self._emit(event)
+
+    def _lane_updates(self, ledger: Ledger, keys: Iterable[ClaimKey]) -> list[Any]:
+        seen: set[tuple[str, str | None]] = set()
+        updates: list[Any] = []
+        for key in keys:
+            if key.lane in seen:
+                continue
+            seen.add(key.lane)
+            updates.append(["lane", encode_update(lane_update(ledger, key))])
+        return updates
+
+    def _claim_and_dispatch(
+        self, runs: list[tuple[str, datetime]], manual: bool, nodes_for: str | None = None
+    ) -> list[ClaimKey]:
+        """Claim each run's key(s) in one write, then send them to their pools."""
+        plans: list[tuple[ClaimKey, str, Mapping[str, Any]]] = []
+        skipped: list[tuple[ClaimKey, str, JobEvent]] = []
+        for name, tick in runs:
+            entry = self.rep.jobs.get(name)
+            if entry is None or entry.spec is None:
+                continue
+            spec = entry.spec
+            if not manual and not spec.get("overlap", True) and self._has_open(name):
+                key = ClaimKey(name, tick, None)
+                event = self._event(
+                    "run_skipped", name, tick=tick, error="the previous run is still running"
+                )
+                skipped.append((key, "skipped", event))
+                continue
+            targets = pick_nodes(spec.get("run_strategy", "local"), self.node, self.peers, self.rng)
+            if not targets:
+                key = ClaimKey(name, tick, None)
+                event = self._event("run_missed", name, tick=tick, error="no node of its strategy")
+                skipped.append((key, "missed", event))
+                continue
+            every = spec.get("run_strategy") == "all"
+            for target in targets:
+                lane_node = target if every else None
+                if manual:
+                    lane_node = f"{_MANUAL}:{target}" if every else _MANUAL
+                plans.append((ClaimKey(name, tick, lane_node), target, spec))
+        if skipped:
+            self._settle(skipped)
+        if not plans:
+            return []
+        ledger, claimed = claim_all(self.rep.ledger, [k for k, _, _ in plans], self._we())
+        if not claimed:
+            return []
+        done = set(claimed)
+        chosen = [(k, t, s) for k, t, s in plans if k in done]
+        updates = self._lane_updates(ledger, claimed)
+        updates += [["where", encode_key(k), t] for k, t, _ in chosen]
+        if not self._write(updates):
+            # not accepted by a majority: never started; a later check reports the claim
+            self._schedule_check(1.0)
+            return []
+        now = time.monotonic()
+        for key, target, spec in chosen:
+            self.job_lanes.setdefault(key.job, set()).add(key.node)
+            self.dispatched[key] = now
+            run = {
+                "key": [key.job, key.at, key.node],
+                "task": spec["task"],
+                "args": list(spec.get("args", ())),
+                "kwargs": dict(spec.get("kwargs", {})),
+                "timeout": spec.get("timeout"),
+                "epoch": self._we(),
+            }
+            try:
+                _api.send((self.pool_svc, target), ("run", run))
+            except OtpkitError as exc:
+                log.warning("%s: run %s could not be sent to %s: %s", self.node, key, target, exc)
+        self._schedule_check(3.0)
+        return claimed
+
+    # ------------------------------------------------------------------ holder: finishes
+
+    def _on_run_started(self, msg: tuple[Any, ...]) -> None:
+        if not (self.active and self.recovered):
+            return
+        _, node, raw_key, start = msg
+        try:
+            key = decode_key(raw_key)
+        except LedgerError:
+            return
+        self._emit(self._event("run_started", key.job, tick=key.at, node=node, started=start))
+
+    def _on_run_done(self, msg: tuple[Any, ...]) -> None:
+        if not (self.active and self.recovered):
+            return  # the pool sends it again until a holder acknowledges it
+        _, node, raw_key, outcome, start, end, error = msg
+        try:
+            key = decode_key(raw_key)
+        except LedgerError as exc:
+            log.warning("%s: malformed run report from %s: %s", self.node, node, exc)
+            return
+        if outcome not in _OUTCOME_EVENT:
+            outcome = "failed"
+        self.pending[key] = (
+            str(node),
+            outcome,
+            {"start": start, "end": end, "error": error},
+        )
+        if not self.flushing:
+            self.flushing = True
+            _api.send_after(0.005, ("$sched", "flush", self.gen))
+
+    def _flush(self) -> None:
+        """Record the reported finishes in one write, then acknowledge them."""
+        if not self.pending:
+            return
+        batch = dict(self.pending)
+        ledger, closed = finish_all(
+            self.rep.ledger, [(k, o) for k, (_, o, _) in batch.items()], self._we()
+        )
+        updates = self._lane_updates(ledger, closed)
+        updates += [["where", encode_key(k), None] for k in closed]
+        if closed and not self._write(updates):
+            self.flushing = True
+            _api.send_after(0.5, ("$sched", "flush", self.gen))
+            return
+        closed_set = set(closed)
+        acks: dict[str, list[Any]] = {}
+        for key, (node, outcome, info) in batch.items():
+            self.pending.pop(key, None)
+            self.dispatched.pop(key, None)
+            acks.setdefault(node, []).append([key.job, key.at, key.node])
+            if key not in closed_set:
+                if outcome != "interrupted":
+                    log.info("%s: run %s reported again or late (%s)", self.node, key, outcome)
+                continue
+            start, end = info.get("start"), info.get("end")
+            duration = end - start if isinstance(start, float) and isinstance(end, float) else None
+            self.last_run[key.job] = {
+                "tick": key.at,
+                "node": node,
+                "outcome": outcome,
+                "duration": duration,
+            }
+            self._emit(
+                self._event(
+                    _OUTCOME_EVENT[outcome],
+                    key.job,
+                    tick=key.at,
+                    node=node if outcome != "interrupted" else info.get("where"),
+                    duration=duration,
+                    error=info.get("error"),
+                )
+            )
+        for node, keys in acks.items():
+            if node == "$holder":
+                continue
+            with contextlib.suppress(OtpkitError):
+                _api.send((self.pool_svc, node), ("ack", keys))
+
+    def _schedule_check(self, delay: float) -> None:
+        if self.checking:
+            return
+        self.checking = True
+        _api.send_after(delay, ("$sched", "check", self.gen))
+
+    def _check_open(self) -> None:
+        """Report the open claims whose run is gone as ``interrupted``."""
+        if not self.recovered:
+            return
+        now = time.monotonic()
+        candidates = [
+            ClaimKey(job, tick, node)
+            for (job, node), lane in self.rep.ledger.lanes.items()
+            for tick, _ in lane.open
+            if ClaimKey(job, tick, node) not in self.pending
+        ]
+        young = [k for k in candidates if now - self.dispatched.get(k, -1e9) < 3.0]
+        candidates = [k for k in candidates if k not in set(young)]
+        if not candidates:
+            if young:
+                self._schedule_check(1.0)
+            return
+        where = self.rep.where
+        ask = sorted({self.node, *self.peers})
+        answers = _api.multi_call([(self.pool_svc, n) for n in ask], ("state",), timeout=1.0)
+        answered: set[str] = set()
+        alive: set[ClaimKey] = set()
+        for node, (kind, value) in zip(ask, answers, strict=True):
+            if kind != "ok" or not isinstance(value, Mapping):
+                continue
+            answered.add(node)
+            for part in ("running", "queued"):
+                for raw in value.get(part, ()):
+                    alive.add(_maybe_key(raw))
+            for item in value.get("outbox", ()):
+                if isinstance(item, list | tuple) and item:
+                    alive.add(_maybe_key(item[0]))
+        waiting = bool(young)
+        for key in candidates:
+            if key in alive:
+                waiting = True
+                continue
+            ran_on = where.get(key)
+            gone = False
+            if ran_on is None:
+                gone = set(ask) <= answered
+            elif ran_on in answered:
+                gone = True
+            elif ran_on not in self.peers:
+                seen = self.down.get(ran_on)
+                if seen is not None:
+                    gone = seen[0] == PEER_GONE or now - seen[1] > self.cfg.lost_after
+                else:
+                    gone = now - self.activated_at > self.cfg.lost_after
+            if gone:
+                self.pending[key] = ("$holder", "interrupted", {"where": ran_on})
+            else:
+                waiting = True
+        if any(o == "interrupted" for _, o, _ in self.pending.values()) and not self.flushing:
+            self.flushing = True
+            _api.send_after(0.0, ("$sched", "flush", self.gen))
+        if waiting:
+            self._schedule_check(1.0)
+
+    # ------------------------------------------------------------------ events
+
+    def _event(
+        self,
+        kind: str,
+        job: str,
+        tick: datetime | None = None,
+        node: str | None = None,
+        duration: float | None = None,
+        error: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+        started: float | None = None,
+    ) -> JobEvent:
+        more = dict(extra or {})
+        if started is not None:
+            more["start"] = started
+        return JobEvent(kind, job, tick, node, duration, error, time.time(), uuid.uuid4().hex, more)
+
+    def _emit(self, event: JobEvent) -> None:
+        """Log ``event`` and send it to every node's subscribers (this one's included)."""
+        log.info(
+            "scheduler %s: %s job=%s tick=%s node=%s%s%s",
+            self.cfg.name,
+            event.kind,
+            event.job,
+            event.tick.isoformat() if event.tick else "-",
+            event.node or "-",
+            f" duration={event.duration:.3f}s" if event.duration is not None else "",
+            f" error={event.error}" if event.error else "",
+        )
+        wire = event.to_wire()
+        self._deliver_event(event)
+        for node in sorted(self.peers):
+            with contextlib.suppress(OtpkitError):
+                _api.send((self.svc, node), ("$event", wire))
+
+    def _deliver_event(self, event: JobEvent) -> None:
+        for pid in list(self.subscribers):
+            try:
+                _api.send(pid, event)
+            except OtpkitError:
+                self.subscribers.pop(pid, None)
+
+    # ------------------------------------------------------------------ runtime API
+
+    def _client_request(self, op: str, args: tuple[Any, ...], from_: From) -> Any:
+        if not self.active:
+            return ("retry", f"not the active scheduler on {self.node}")
+        if not self.recovered:
+            return ("retry", f"the scheduler on {self.node} is still recovering")
+        try:
+            return self._client_op(op, args)
+        except (ValueError, TypeError, KeyError, LedgerError) as exc:
+            return ("error", type(exc).__name__, str(exc))
+
+    def _client_op(self, op: str, args: tuple[Any, ...]) -> Any:
+        now = _now()
+        if op == "add":
+            (spec,) = args
+            job = Job.from_spec(spec)
+            current = self.rep.jobs.get(job.name)
+            clean = job.to_spec()
+            if current is not None and current.spec == clean:
+                return ("ok", False)
+            since = now if current is None or current.spec is None else current.since
+            if not self._write([self._job_update(job.name, clean, "runtime", since)]):
+                return ("retry", "the change did not reach a majority")
+            kind = "job_added" if current is None or current.spec is None else "job_updated"
+            self._requeue(job.name, now)
+            self._emit(self._event(kind, job.name))
+            return ("ok", True)
+        if op == "delete":
+            (name,) = args
+            current = self.rep.jobs.get(name)
+            if current is None or current.spec is None:
+                return ("ok", False)
+            if not self._write([self._job_update(name, None, current.origin, now)]):
+                return ("retry", "the change did not reach a majority")
+            if name in self.queue:
+                self.queue.remove(name)
+            self._emit(self._event("job_deleted", name))
+            return ("ok", True)
+        if op == "delete_all":
+            names = sorted(self.rep.live_jobs())
+            updates = [self._job_update(n, None, self.rep.jobs[n].origin, now) for n in names]
+            if not self._write(updates):
+                return ("retry", "the change did not reach a majority")
+            for name in names:
+                if name in self.queue:
+                    self.queue.remove(name)
+                self._emit(self._event("job_deleted", name))
+            return ("ok", len(names))
+        if op in ("activate", "deactivate"):
+            (name,) = args
+            current = self.rep.jobs.get(name)
+            if current is None or current.spec is None:
+                return ("error", "UnknownJob", f"no job {name!r}")
+            state = "active" if op == "activate" else "inactive"
+            if current.spec.get("state") == state:
+                return ("ok", False)
+            spec = {**current.spec, "state": state}
+            since = now if state == "active" else current.since
+            if not self._write([self._job_update(name, spec, current.origin, since)]):
+                return ("retry", "the change did not reach a majority")
+            self._requeue(name, now)
+            self._emit(self._event("job_updated", name, extra={"state": state}))
+            return ("ok", True)
+        if op == "find":
+            (name,) = args
+            current = self.rep.jobs.get(name)
+            return ("ok", None if current is None or current.spec is None else dict(current.spec))
+        if op == "jobs":
+            return ("ok", [self._info(n, e) for n, e in sorted(self.rep.live_jobs().items())])
+        if op == "run":
+            name, at = args
+            current = self.rep.jobs.get(name)
+            if current is None or current.spec is None:
+                return ("error", "UnknownJob", f"no job {name!r}")
+            if not isinstance(at, datetime) or at.tzinfo is None:
+                return ("error", "ValueError", f"run_job: at={at!r}, expected an aware time")
+            lanes = self.rep.ledger.lanes
+            manual = [
+                lane.high
+                for node in self.job_lanes.get(name, ())
+                if node is not None
+                and node.startswith(_MANUAL)
+                and (lane := lanes.get((name, node))) is not None
+            ]
+            if manual and max(manual) >= at.astimezone(UTC):
+                return ("ok", "already")  # a retry of a run this scheduler took
+            claimed = self._claim_and_dispatch([(name, at.astimezone(UTC))], manual=True)
+            if not claimed:
+                return ("retry", "the run's claim did not reach a majority")
+            return ("ok", [[k.job, k.at, k.node] for k in claimed])
+        return ("error", "ValueError", f"unknown scheduler operation {op!r}")
+
+    def _requeue(self, name: str, now: datetime) -> None:
+        if name in self.queue:
+            self.queue.remove(name)
+        entry = self.rep.jobs.get(name)
+        if entry is not None and entry.spec is not None and entry.spec.get("state") == "active":
+            self.queue.add(name, now)
+            self._arm()
+
+    def _info(self, name: str, entry: JobEntry) -> dict[str, Any]:
+        spec = dict(entry.spec or {})
+        return {
+            **spec,
+            "origin": entry.origin,
+            "next_at": self.queue.when(name) if name in self.queue else None,
+            "last_run": self.last_run.get(name),
+            "running": self._has_open(name),
+            "holder": self.node,
+        }
+
+
+def _entry(name: str, raw: Any) -> JobEntry:
+    return decode_entry(raw, name)
+
+
+def _maybe_key(raw: Any) -> ClaimKey:
+    try:
+        return decode_key(raw)
+    except LedgerError:
+        return ClaimKey("?", datetime.min.replace(tzinfo=UTC), None)
+
+
+__all__ = [
+    "DEFAULT_NAME",
+    "EVENT_KINDS",
+    "JobEvent",
+    "Scheduler",
+    "SchedulerConfig",
+    "SchedulerWorker",
+    "majority",
+    "pick_nodes",
+    "replica_name",
+]
+
+_ = NOREPLY  # handle_call answers later are not used here yet

@@ -1,0 +1,36 @@
+"""Tasks for the scheduler tests: each appends its own record of the run to a file."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import otpkit
+from otpkit.scheduler import current_run
+
+
+def _line(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (text + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def record(path: str, seconds: float = 0.0) -> None:
+    """Append ``tick node pid start end`` (the tick as an ISO time) after ``seconds``."""
+    start = time.time()
+    run = current_run()
+    node = otpkit.self().node
+    _line(path, f"start {run.tick.isoformat() if run else '-'} {node} {os.getpid()} {start}")
+    if seconds:
+        time.sleep(seconds)
+    end = time.time()
+    tick = run.tick.isoformat() if run else "-"
+    lane = run.lane if run and run.lane else "-"
+    _line(path, f"run {tick} {node} {os.getpid()} {start} {end} {lane}")
+
+
+def fail(path: str) -> None:
+    _line(path, f"fail {time.time()}")
+    raise RuntimeError("the task failed on purpose")
