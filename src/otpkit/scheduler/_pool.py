@@ -2,7 +2,8 @@
 
 One :class:`TaskPool` per scheduler and node, under that node's supervision
 (:func:`pool_child_spec`). It is reached locally by its name :func:`pool_name` and from
-other nodes as the dist service of the same name: ``send((pool_name(s), node), msg)``.
+other nodes as the dist service of the same name: ``send((pool_name(s), node), msg)``
+(on a node that runs dist; without it the pool is local only).
 
 **Runs.** The holder of the scheduler asks for a run with ``("run", run)`` (a plain
 message or a cast); ``run`` is a dict::
@@ -130,9 +131,11 @@ def _check_args(scheduler: Any, max_concurrency: Any, queue_limit: Any) -> None:
             f"scheduler={scheduler!r}: expected a non-empty str of at most "
             f"{_MAX_SCHEDULER} characters without '/' or NUL"
         )
-    if not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool):
-        raise ValueError(f"max_concurrency={max_concurrency!r}: expected an int >= 1")
-    if max_concurrency < 1:
+    if (
+        not isinstance(max_concurrency, int)
+        or isinstance(max_concurrency, bool)
+        or max_concurrency < 1
+    ):
         raise ValueError(f"max_concurrency={max_concurrency!r}: expected an int >= 1")
     if not isinstance(queue_limit, int) or isinstance(queue_limit, bool) or queue_limit < 0:
         raise ValueError(f"queue_limit={queue_limit!r}: expected an int >= 0")
@@ -223,7 +226,7 @@ def parse_run(key: RunKey, value: dict[Any, Any]) -> Run:
     epoch = value.get("epoch", 0)
     if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
         raise ValueError(f"epoch={epoch!r}: expected an int >= 0")
-    return Run(key, task, tuple(args), dict(kwargs), None if timeout is None else timeout, epoch)
+    return Run(key, task, tuple(args), dict(kwargs), timeout, epoch)
 
 
 def timeout_delay(at: datetime, timeout: float, now: float) -> float:

@@ -21,13 +21,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from otpkit.scheduler._ledger import (
+    LEDGER_FORMAT,
     ClaimKey,
+    LaneUpdate,
     Ledger,
     LedgerError,
     accept_all,
     decode_ledger,
     decode_update,
     encode_ledger,
+    encode_update,
     observe,
 )
 from otpkit.scheduler._ledger import (
@@ -192,6 +195,63 @@ def decode_replica(value: Any) -> Replica:
         where[key] = item[3]
         epochs[key] = item[4] if len(item) == 5 else 0
     return Replica(ledger, jobs, where, epochs)
+
+
+def lane_keys_of(updates: Iterable[Any]) -> set[tuple[str, str | None]]:
+    """The ledger lanes a write's ``updates`` touch (its lanes and its wheres)."""
+    keys: set[tuple[str, str | None]] = set()
+    for update in updates:
+        if update[0] == "lane":
+            lane = update[1]["lane"]
+            keys.add((lane[0], lane[1]))
+        elif update[0] == "where":
+            key = update[1]
+            keys.add((key[0], key[2] if len(key) > 2 else None))
+    return keys
+
+
+def encode_lane_row(rep: Replica, lane_key: tuple[str, str | None]) -> dict[str, Any]:
+    """One lane as the store keeps it: the lane and the wheres of its claims."""
+    lane = rep.ledger.lanes[lane_key]
+    return {
+        "lane": encode_update(LaneUpdate(lane_key[0], lane_key[1], lane))["lane"],
+        "where": [
+            [_time(k.at), node, rep.where_epochs.get(k, 0)]
+            for k, node in rep.where.items()
+            if k.lane == lane_key
+        ],
+    }
+
+
+def encode_head(rep: Replica) -> dict[str, Any]:
+    """The ledger's own record in the store: its format and highest epoch."""
+    return {"format": LEDGER_FORMAT, "epoch": rep.ledger.epoch, "lanes": []}
+
+
+def decode_rows(
+    head: Mapping[str, Any] | None, rows: Mapping[tuple[str, str | None], Any]
+) -> Replica:
+    """The replica (without jobs) stored as :func:`encode_head` + one
+    :func:`encode_lane_row` per lane. Raises ``LedgerError`` naming the bad part."""
+    base = decode_ledger(head) if head is not None else Ledger()
+    lanes = dict(base.lanes)
+    where: dict[ClaimKey, str] = {}
+    epochs: dict[ClaimKey, int] = {}
+    for (job, node), row in rows.items():
+        if not isinstance(row, Mapping) or "lane" not in row:
+            raise LedgerError(f"stored lane {job!r}/{node!r}: expected a lane record")
+        update = decode_update({"format": LEDGER_FORMAT, "lane": row["lane"]})
+        if update.key != (job, node):
+            raise LedgerError(f"stored lane {job!r}/{node!r} holds {update.key!r}")
+        lanes[update.key] = update.lane
+        for item in row.get("where", ()):
+            if not isinstance(item, list | tuple) or len(item) != 3:
+                raise LedgerError(f"stored lane {job!r}/{node!r} where {item!r}")
+            key = decode_key([job, item[0], node])
+            where[key] = str(item[1])
+            epochs[key] = int(item[2])
+    epoch = max([base.epoch, *(lane.stamp[0] for lane in lanes.values())])
+    return Replica(Ledger(epoch, lanes), {}, where, epochs)
 
 
 # ---------------------------------------------------------------------- decisions

@@ -72,9 +72,13 @@ from otpkit.scheduler._replica import (
     decode_entry,
     decode_key,
     decode_replica,
+    decode_rows,
     encode_entry,
+    encode_head,
     encode_key,
+    encode_lane_row,
     encode_replica,
+    lane_keys_of,
     merge,
     observe_replica,
 )
@@ -331,10 +335,9 @@ class SchedulerWorker(SingletonWorker):
 
     def _load(self, store: Store) -> Replica:
         try:
-            raw = store.load_ledger()
-            rep = decode_replica(raw) if raw is not None else Replica()
+            rep = decode_rows(store.load_ledger(), store.lanes())
             jobs = {name: _entry(name, e) for name, e in store.jobs().items()}
-        except (LedgerError, ValueError) as exc:
+        except (LedgerError, ValueError, TypeError, KeyError) as exc:
             raise StoreError(store.path, f"unreadable scheduler state: {exc}") from exc
         return Replica(rep.ledger, jobs, rep.where, rep.where_epochs)
 
@@ -394,14 +397,14 @@ class SchedulerWorker(SingletonWorker):
                 if ok:
                     if boot:
                         self.boot = boot
-                    self._adopt(rep, changed, ledger=True)
+                    self._adopt(rep, changed, lane_keys_of(updates), head=True)
                 return ok
             if op == "observe":
                 (epoch,) = args
                 rep, ok = observe_replica(self.rep, int(epoch))
                 if not ok:
                     return {"refused": self.rep.epoch}
-                self._adopt(rep, set(), ledger=True)
+                self._adopt(rep, head=True)
                 return {"replica": encode_replica(self.rep), "boot": self.boot}
             if op == "subscribe":
                 pid, on = args
@@ -415,18 +418,24 @@ class SchedulerWorker(SingletonWorker):
             return False
         return False
 
-    def _adopt(self, rep: Replica, changed: set[str], ledger: bool) -> None:
-        """Take ``rep`` as this replica's state and store what changed."""
+    def _adopt(
+        self,
+        rep: Replica,
+        jobs: Iterable[str] = (),
+        lanes: Iterable[tuple[str, str | None]] = (),
+        head: bool = False,
+    ) -> None:
+        """Take ``rep`` as this replica's state and store what changed: the ``jobs`` and
+        ledger ``lanes`` named, and (``head``) the ledger's epoch."""
         self.rep = rep
         if self.store is None:
             return
         try:
-            for name in changed:
+            for name in jobs:
                 self.store.save_job(name, encode_entry(rep.jobs[name]))
-            if ledger:
-                self.store.save_ledger(
-                    encode_replica(Replica(rep.ledger, {}, rep.where, rep.where_epochs))
-                )
+            rows = {key: encode_lane_row(rep, key) for key in lanes if key in rep.ledger.lanes}
+            if rows or head:
+                self.store.save_lanes(rows, encode_head(rep) if head else None)
         except (StoreError, TypeError, ValueError) as exc:
             log.error("%s: scheduler store %s: %s", self.node, self.store.path, exc)
 
@@ -524,7 +533,7 @@ class SchedulerWorker(SingletonWorker):
             _api.send_after(0.5, ("$sched", "recover", self.gen))
             return
         rep, _ = observe_replica(self.rep, self._we())
-        self._adopt(rep, set(), ledger=True)
+        self._adopt(rep, head=True)
         need, got, answers = self._round(("$sr", "observe", self._we()))
         refused = [a["refused"] for a in answers if "refused" in a]
         answers = [a for a in answers if "refused" not in a]
@@ -553,7 +562,7 @@ class SchedulerWorker(SingletonWorker):
             except (LedgerError, KeyError, TypeError, AttributeError) as exc:
                 log.warning("%s: a malformed replica answer ignored: %s", self.node, exc)
         merged = merge(copies)
-        self._adopt(merged, set(merged.jobs), ledger=True)
+        self._adopt(merged, merged.jobs, merged.ledger.lanes, head=True)
         reboot = not any(boots)
         self.boot = next((b for b in boots if b), None) or uuid.uuid4().hex
         now = _now()
@@ -646,6 +655,7 @@ class SchedulerWorker(SingletonWorker):
         if not updates:
             return True
         try:
+            before = self.rep.epoch
             rep, ok, changed = apply(self.rep, self.wepoch or 0, updates)
         except LedgerError as exc:
             log.error("%s: scheduler write malformed: %s", self.node, exc)
@@ -653,7 +663,7 @@ class SchedulerWorker(SingletonWorker):
         if not ok:
             log.warning("%s: scheduler epoch %s was superseded", self.node, self.wepoch)
             return False
-        self._adopt(rep, changed, ledger=any(u[0] != "job" for u in updates))
+        self._adopt(rep, changed, lane_keys_of(updates), head=rep.epoch != before)
         need, got, _ = self._round(("$sr", "apply", self.wepoch, updates, self.boot))
         if got < need:
             log.warning(

@@ -45,13 +45,16 @@ from otpkit.errors import OtpkitError
 __all__ = ["SCHEMA_VERSION", "Store", "StoreError"]
 
 #: The schema version this code writes and reads.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-_TABLES = ("otpkit_schema", "jobs", "ledger")
+_TABLES = ("otpkit_schema", "jobs", "ledger", "lanes")
 _SCHEMA = (
     "CREATE TABLE otpkit_schema (version INTEGER NOT NULL)",
     "CREATE TABLE jobs (name TEXT PRIMARY KEY, body BLOB NOT NULL)",
     "CREATE TABLE ledger (id INTEGER PRIMARY KEY CHECK (id = 1), body BLOB NOT NULL)",
+    # one row per ledger lane, so that a write stores the lanes it changed, not all
+    "CREATE TABLE lanes (job TEXT NOT NULL, node TEXT NOT NULL, body BLOB NOT NULL,"
+    " PRIMARY KEY (job, node))",
 )
 
 
@@ -185,6 +188,49 @@ class Store:
             raise StoreError(self._path, f"the ledger is a {type(ledger).__name__}, not a map")
         return ledger
 
+    # ------------------------------------------------------------------ lanes
+
+    def save_lanes(
+        self,
+        lanes: Mapping[tuple[str, str | None], Mapping[str, Any]],
+        ledger: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Store the encoded ``lanes`` (by ``(job, node)``; each replaces its row) and,
+        if given, the ledger's own record (see :meth:`save_ledger`), in one transaction.
+
+        Raises:
+            TypeError: a body is not a mapping of plain (msgpack-able) values.
+            StoreError: the write failed.
+        """
+        rows = []
+        for (job, node), body in lanes.items():
+            _check_name(job)
+            if not isinstance(body, Mapping):
+                raise TypeError(f"lane {job!r}/{node!r}: {type(body).__name__}, expected a mapping")
+            rows.append((job, node or "", _pack(dict(body), f"lane {job!r}/{node!r}")))
+        head = None if ledger is None else _pack(dict(ledger), "ledger")
+        with self._write("saving ledger lanes") as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO lanes (job, node, body) VALUES (?, ?, ?)", rows
+            )
+            if head is not None:
+                conn.execute("INSERT OR REPLACE INTO ledger (id, body) VALUES (1, ?)", (head,))
+
+    def lanes(self) -> dict[tuple[str, str | None], dict[str, Any]]:
+        """Every stored lane: ``(job, node or None)`` to its encoded form.
+
+        Raises:
+            StoreError: the read failed, or a row does not unpack to a mapping.
+        """
+        rows = self._read("reading ledger lanes", "SELECT job, node, body FROM lanes")
+        found: dict[tuple[str, str | None], dict[str, Any]] = {}
+        for job, node, body in rows:
+            lane = self._unpack(body, f"lane {job!r}/{node!r}")
+            if not isinstance(lane, dict):
+                raise StoreError(self._path, f"lane {job!r}/{node!r} is not a map")
+            found[(job, node or None)] = lane
+        return found
+
     # ------------------------------------------------------------------ closing
 
     def close(self) -> None:
@@ -307,7 +353,9 @@ def _check_schema(path: Path, conn: sqlite3.Connection, tables: set[str]) -> Non
         )
     missing = [name for name in _TABLES if name not in tables]
     if missing:
-        raise StoreError(path, f"schema version 1 without its tables {', '.join(missing)}")
+        raise StoreError(
+            path, f"schema version {SCHEMA_VERSION} without its tables {', '.join(missing)}"
+        )
 
 
 def _prepare(path: Path, conn: sqlite3.Connection, timeout: float) -> None:
