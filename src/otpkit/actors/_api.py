@@ -6,6 +6,7 @@ They act for the process they are called in: an actor (inside its handlers and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from otpkit.actors import _runtime
@@ -71,6 +72,7 @@ def multi_call(
     request: Any,
     timeout: float = 5.0,
     enough: int | None = None,
+    counts: Callable[[Any], bool] | None = None,
 ) -> list[tuple[str, Any]]:
     """Ask every process in ``dests`` at once and wait (at most ``timeout`` in all) for
     every answer: one ``("ok", reply)``, ``("exit", reason)`` or ``("timeout", None)``

@@ -634,6 +634,7 @@ class Runtime:
         request: Any,
         timeout: float = 5.0,
         enough: int | None = None,
+        counts: Callable[[Any], bool] | None = None,
     ) -> list[tuple[str, Any]]:
         """``call`` many processes at once; one result per destination, in order:
         ``("ok", reply)``, ``("exit", reason)`` or ``("timeout", None)``.
@@ -641,9 +642,9 @@ class Runtime:
         A destination may be ``(name, node)``: the process registered as ``name`` there
         (a dist service on another node; no monitor, so a lost one answers
         ``("timeout", None)``). With ``enough``, stop waiting once that many answered
-        ``("ok", reply)`` with a truthy reply (a majority round): the rest are
-        ``("timeout", None)``."""
-        return self._requests(dsts, CALL, request, timeout, enough)
+        ``("ok", reply)`` with a reply that ``counts`` (default: a truthy one) - a
+        majority round: the rest are ``("timeout", None)``."""
+        return self._requests(dsts, CALL, request, timeout, enough, counts)
 
     def _requests(
         self,
@@ -652,6 +653,7 @@ class Runtime:
         request: Any,
         timeout: float,
         enough: int | None = None,
+        counts: Callable[[Any], bool] | None = None,
     ) -> list[tuple[str, Any]]:
         if self._await:
             raise RuntimeError("call made while another call of this process waits")
@@ -692,7 +694,9 @@ class Runtime:
                 if enough is not None and enough <= sum(
                     1
                     for ref in refs
-                    if (got := self._await[ref][1]) is not None and got[0] == "ok" and got[1]
+                    if (got := self._await[ref][1]) is not None
+                    and got[0] == "ok"
+                    and (counts(got[1]) if counts is not None else got[1])
                 ):
                     break
                 remaining = deadline - time.monotonic()

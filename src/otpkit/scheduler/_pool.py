@@ -327,6 +327,7 @@ class TaskPool(Actor):
         self.queue_limit = queue_limit
         self.node = self.pid.node
         self.incarnation = uuid.uuid4().hex
+        self.max_epoch = 0  # the highest scheduler epoch seen: older runs are refused
         self.idle: deque[Pid] = deque()
         self.busy: dict[Pid, _Busy] = {}
         self.running: dict[RunKey, Pid] = {}
@@ -390,6 +391,17 @@ class TaskPool(Actor):
             self._drop(msg, "unknown message")
 
     def handle_call(self, request: Any, from_: From) -> Any:
+        if (
+            isinstance(request, tuple)
+            and len(request) == 2
+            and request[0] == "state"
+            and isinstance(request[1], int)
+            and not isinstance(request[1], bool)
+        ):
+            # a new holder is about to judge the runs it cannot see: from now on a run
+            # sent under an older epoch (a paused old holder's) is refused
+            self.max_epoch = max(self.max_epoch, request[1])
+            request = ("state",)
         if request == ("state",):
             return {
                 "running": list(self.running),
@@ -446,6 +458,16 @@ class TaskPool(Actor):
             log.warning("%s: %s: malformed run: %s", self.node, _describe(key), exc)
             self._finish(Report(key, "failed", None, time.time(), f"malformed run: {exc}"))
             return
+        if run.epoch < self.max_epoch:
+            log.warning(
+                "%s: %s refused: sent under epoch %s, a newer holder (epoch %s) took over",
+                self.node,
+                _describe(key),
+                run.epoch,
+                self.max_epoch,
+            )
+            return
+        self.max_epoch = run.epoch
         if len(self.queue) >= self.queue_limit and not self.idle:
             log.error(
                 "%s: %s failed: pool queue full (%d runs waiting)",

@@ -326,6 +326,39 @@ def apply(rep: Replica, epoch: int, updates: Sequence[Any]) -> tuple[Replica, bo
     )
 
 
+def may_write(seen: int, observer: str | None, epoch: int, holder: str) -> bool:
+    """May ``holder`` observe or write at ``epoch`` a replica that has ``seen`` that
+    epoch, observed by ``observer``? Yes above it; at it only the holder that observed
+    it: two holders never write under one epoch (their records could tie in a merge)."""
+    return epoch > seen or (epoch == seen and observer in (None, holder))
+
+
+def is_empty(rep: Replica) -> bool:
+    """No job and no lane: a copy with nothing in it (a new cluster's, or a lost one)."""
+    return not rep.jobs and not rep.ledger.lanes
+
+
+def read_quorum(need: int, copies: Sequence[tuple[bool, bool]], all_answered: bool) -> str:
+    """Whether a new holder may start from the copies it read: ``copies`` are
+    ``(synced, empty)`` of each copy it has (its own included), ``need`` a majority.
+
+    ``"ok"``: a majority of synced copies (every write a holder counted was taken by a
+    majority of synced copies, so one of them is here). Also ``"ok"`` for a majority of
+    copies none of which is synced and all empty: a new cluster (or one whose every
+    copy was lost: there is nothing better to wait for). ``"minority"``: every member
+    answered but fewer than a majority is synced - start from what there is (logged).
+    ``"wait"``: ask again.
+    """
+    synced = sum(1 for s, _ in copies if s)
+    if synced >= need:
+        return "ok"
+    if len(copies) >= need and synced == 0 and all(empty for _, empty in copies):
+        return "ok"
+    if all_answered and len(copies) >= need:
+        return "minority"
+    return "wait"
+
+
 def merge(copies: Iterable[Replica]) -> Replica:
     """The state a new holder starts from: the ledgers merged (``_ledger.merge``), per
     job the entry with the newest stamp, and the ``where`` of every claim still open."""

@@ -38,7 +38,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -47,7 +47,7 @@ from otpkit import dist
 from otpkit.actors import _api
 from otpkit.actors._actor import NOREPLY
 from otpkit.actors._pid import Down, From, Pid, Ref
-from otpkit.dist import NodeDown, NodeUp
+from otpkit.dist import NodeDown, NodeUp, _codec
 from otpkit.dist._core import PEER_GONE
 from otpkit.errors import NodeError, OtpkitError
 from otpkit.registry import _quorum_actor as _quorum
@@ -55,6 +55,8 @@ from otpkit.registry._singleton import Singleton, SingletonWorker
 from otpkit.scheduler._job import InvalidJob, Job
 from otpkit.scheduler._ledger import (
     ClaimKey,
+    Lane,
+    LaneUpdate,
     Ledger,
     LedgerError,
     claim_all,
@@ -78,9 +80,12 @@ from otpkit.scheduler._replica import (
     encode_key,
     encode_lane_row,
     encode_replica,
+    is_empty,
     lane_keys_of,
+    may_write,
     merge,
     observe_replica,
+    read_quorum,
 )
 from otpkit.scheduler._store import Store, StoreError
 from otpkit.supervision._spec import ChildSpec
@@ -269,6 +274,10 @@ def Scheduler(  # noqa: N802 - reads as the class it makes a spec for
             raise InvalidJob(getattr(job, "name", job), "jobs", job, "a Job")
         if any(j.name == job.name for j in declared):
             raise InvalidJob(job.name, "name", job.name, "a name unique among the jobs")
+        try:
+            _codec.encode(job.to_spec())
+        except (TypeError, ValueError) as exc:
+            raise InvalidJob(job.name, "args", job.args, f"values that can travel ({exc})") from exc
         declared.append(job)
     path = None if store is None else os.fspath(store)
     config = SchedulerConfig(name, tuple(declared), policy, path, float(lead))
@@ -314,6 +323,11 @@ class SchedulerWorker(SingletonWorker):
             base = os.environ.get("OTPKIT_DATA_DIR", "otpkit-data")
             os.makedirs(base, exist_ok=True)
             path = os.path.join(base, f"{config.name}@{self.node}.sqlite")
+        # replica flags: who observed the current epoch (only that holder may write at
+        # it), and whether this copy holds everything a holder wrote (a copy that is
+        # new or was lost does not count toward a majority until a holder syncs it)
+        self.observer: str | None = None
+        self.synced = False
         if path is not None:
             self.store = Store.open(path)
             self.rep = self._load(self.store)
@@ -335,10 +349,15 @@ class SchedulerWorker(SingletonWorker):
 
     def _load(self, store: Store) -> Replica:
         try:
-            rep = decode_rows(store.load_ledger(), store.lanes())
+            head = store.load_ledger()
+            rep = decode_rows(head, store.lanes())
             jobs = {name: _entry(name, e) for name, e in store.jobs().items()}
         except (LedgerError, ValueError, TypeError, KeyError) as exc:
             raise StoreError(store.path, f"unreadable scheduler state: {exc}") from exc
+        if head is not None:
+            observer = head.get("observer")
+            self.observer = observer if isinstance(observer, str) else None
+            self.synced = head.get("synced") is True
         return Replica(rep.ledger, jobs, rep.where, rep.where_epochs)
 
     def _reset_holder(self) -> None:
@@ -357,6 +376,8 @@ class SchedulerWorker(SingletonWorker):
         self.jobs_cache: dict[str, tuple[tuple[int, int], Job]] = {}
         self.activated_at = time.monotonic()
         self.wepoch: int | None = None
+        self.seen_high = 0  # the highest epoch a member answered with when it refused
+        self.seq = 0  # the last write stamp's sequence number: only grows
 
     def _we(self) -> int:
         return self.wepoch or 0
@@ -392,20 +413,42 @@ class SchedulerWorker(SingletonWorker):
     def _replica_request(self, op: str, args: tuple[Any, ...]) -> Any:
         try:
             if op == "apply":
-                epoch, updates, boot = args
+                epoch, updates, boot, holder = args
+                if not may_write(self.rep.epoch, self.observer, int(epoch), str(holder)):
+                    return {"refused": self.rep.epoch}
                 rep, ok, changed = apply(self.rep, int(epoch), updates)
-                if ok:
-                    if boot:
-                        self.boot = boot
-                    self._adopt(rep, changed, lane_keys_of(updates), head=True)
-                return ok
-            if op == "observe":
-                (epoch,) = args
-                rep, ok = observe_replica(self.rep, int(epoch))
                 if not ok:
                     return {"refused": self.rep.epoch}
-                self._adopt(rep, head=True)
-                return {"replica": encode_replica(self.rep), "boot": self.boot}
+                self.observer = str(holder)
+                if boot:
+                    self.boot = str(boot)
+                saved = self._adopt(rep, changed, lane_keys_of(updates), head=True)
+                return {"ok": saved, "synced": self.synced}
+            if op == "observe":
+                epoch, holder = args
+                if not may_write(self.rep.epoch, self.observer, int(epoch), str(holder)):
+                    return {"refused": self.rep.epoch}
+                rep, _ = observe_replica(self.rep, int(epoch))
+                self.observer = str(holder)
+                if not self._adopt(rep, head=True):
+                    return {"refused": self.rep.epoch}
+                return {
+                    "replica": encode_replica(self.rep),
+                    "boot": self.boot,
+                    "synced": self.synced,
+                }
+            if op == "sync":
+                epoch, holder, raw, boot = args
+                if not may_write(self.rep.epoch, self.observer, int(epoch), str(holder)):
+                    return {"refused": self.rep.epoch}
+                full = decode_replica(raw)
+                rep = merge([full, self.rep])  # the holder's copy first: it wins ties
+                rep, _ = observe_replica(rep, int(epoch))
+                self.observer, self.boot, self.synced = str(holder), boot or self.boot, True
+                ok = self._adopt(rep, rep.jobs, rep.ledger.lanes, head=True)
+                if not ok:
+                    self.synced = False
+                return {"ok": ok, "synced": self.synced}
             if op == "subscribe":
                 pid, on = args
                 if on and pid not in self.subscribers:
@@ -413,8 +456,8 @@ class SchedulerWorker(SingletonWorker):
                 elif not on and pid in self.subscribers:
                     _api.demonitor(self.subscribers.pop(pid), flush=True)
                 return True
-        except (LedgerError, ValueError, TypeError) as exc:
-            log.warning("%s: scheduler write refused: %s", self.node, exc)
+        except (LedgerError, ValueError, TypeError, KeyError) as exc:
+            log.warning("%s: scheduler request %s refused: %s", self.node, op, exc)
             return False
         return False
 
@@ -424,20 +467,27 @@ class SchedulerWorker(SingletonWorker):
         jobs: Iterable[str] = (),
         lanes: Iterable[tuple[str, str | None]] = (),
         head: bool = False,
-    ) -> None:
+    ) -> bool:
         """Take ``rep`` as this replica's state and store what changed: the ``jobs`` and
-        ledger ``lanes`` named, and (``head``) the ledger's epoch."""
+        ledger ``lanes`` named, and (``head``) the ledger's epoch and this replica's
+        flags. False if the store failed (the copy then stops counting: unsynced)."""
         self.rep = rep
         if self.store is None:
-            return
+            return True
         try:
             for name in jobs:
                 self.store.save_job(name, encode_entry(rep.jobs[name]))
             rows = {key: encode_lane_row(rep, key) for key in lanes if key in rep.ledger.lanes}
             if rows or head:
-                self.store.save_lanes(rows, encode_head(rep) if head else None)
+                record = None
+                if head:
+                    record = {**encode_head(rep), "observer": self.observer, "synced": self.synced}
+                self.store.save_lanes(rows, record)
         except (StoreError, TypeError, ValueError) as exc:
             log.error("%s: scheduler store %s: %s", self.node, self.store.path, exc)
+            self.synced = False
+            return False
+        return True
 
     # ------------------------------------------------------------------ messages
 
@@ -463,7 +513,10 @@ class SchedulerWorker(SingletonWorker):
             return
         kind = msg[0]
         if kind == "$event" and len(msg) == 2 and isinstance(msg[1], Mapping):
-            self._deliver_event(JobEvent.from_wire(msg[1]))
+            try:
+                self._deliver_event(JobEvent.from_wire(msg[1]))
+            except (TypeError, ValueError) as exc:
+                log.warning("%s: malformed scheduler event ignored: %s", self.node, exc)
             return
         if kind == "$sched" and len(msg) == 3:
             if msg[2] != self.gen or not self.active:
@@ -481,12 +534,13 @@ class SchedulerWorker(SingletonWorker):
                 self.checking = False
                 self._check_open()
             return
-        if kind == "run_done" and len(msg) == 7:
-            self._on_run_done(msg)
-            return
-        if kind == "run_started" and len(msg) == 4:
-            self._on_run_started(msg)
-            return
+        try:
+            if kind == "run_done" and len(msg) == 7:
+                self._on_run_done(msg)
+            elif kind == "run_started" and len(msg) == 4:
+                self._on_run_started(msg)
+        except (TypeError, ValueError, KeyError, LedgerError) as exc:
+            log.warning("%s: malformed %s report ignored: %s", self.node, kind, exc)
 
     # ------------------------------------------------------------------ holder: recovery
 
@@ -503,40 +557,64 @@ class SchedulerWorker(SingletonWorker):
         self.members_cache = (time.monotonic(), names)
         return names
 
-    def _round(self, request: tuple[Any, ...]) -> tuple[int, int, list[Any]]:
-        """Ask every other member; ``(acks needed from them, acks got, ok answers)``."""
+    def _holder_id(self) -> str:
+        return f"{self.me!r}/{self.gen}"
+
+    def _need(self) -> tuple[list[str], int]:
+        """The other members, and how many of their acks a majority needs (this node
+        counting for itself when it is a member). Under ``availability``: none."""
         members = self._members()
         others = [n for n in members if n != self.node]
-        if self.cfg.policy == "majority":
-            need = majority(members) - (1 if self.node in members else 0)
-            if not members:
-                return 1, 0, []  # no member set yet: nothing is a majority
-        else:
-            need = 0
-        if not others:
-            return need, 0, []
-        answers = _api.multi_call(
-            [(self.svc, n) for n in others],
-            request,
-            timeout=self.cfg.round_timeout if need else 0.5,
-            enough=need or len(others),
-        )
-        oks = [value for kind, value in answers if kind == "ok" and value]
-        return need, len(oks), oks
+        if self.cfg.policy != "majority":
+            return sorted(self.peers), 0
+        if not members:
+            return [], 1  # no member set yet: nothing is a majority
+        return others, majority(members) - (1 if self.node in members else 0)
+
+    def _ask(
+        self,
+        nodes: list[str],
+        request: tuple[Any, ...],
+        enough: int | None,
+        counts: Callable[[Any], bool],
+        timeout: float,
+    ) -> list[tuple[str, Any]]:
+        """``(node, answer)`` of the nodes that answered with a mapping."""
+        if not nodes:
+            return []
+        try:
+            answers = _api.multi_call(
+                [(self.svc, n) for n in nodes], request, timeout, enough=enough, counts=counts
+            )
+        except (TypeError, ValueError) as exc:  # a value that cannot travel
+            log.error("%s: scheduler request not sent: %s", self.node, exc)
+            return []
+        return [
+            (node, value)
+            for node, (kind, value) in zip(nodes, answers, strict=True)
+            if kind == "ok" and isinstance(value, Mapping)
+        ]
 
     def _recover(self) -> None:
         """A new holder: observe the epoch at a majority, merge their copies, apply the
         configuration's jobs, find interrupted runs, and fill the fire queue."""
-        if (self.wepoch is None or self.rep.epoch >= self.wepoch) and not self._raise_epoch(
-            self.rep.epoch
-        ):
+        seen = max(self.rep.epoch, self.seen_high)
+        if (self.wepoch is None or seen >= self.wepoch) and not self._raise_epoch(seen):
             _api.send_after(0.5, ("$sched", "recover", self.gen))
             return
+        holder = self._holder_id()
         rep, _ = observe_replica(self.rep, self._we())
+        self.observer = holder
         self._adopt(rep, head=True)
-        need, got, answers = self._round(("$sr", "observe", self._we()))
-        refused = [a["refused"] for a in answers if "refused" in a]
-        answers = [a for a in answers if "refused" not in a]
+        others, need = self._need()
+        answers = self._ask(
+            others,
+            ("$sr", "observe", self._we(), holder),
+            need or None,
+            lambda v: isinstance(v, Mapping) and v.get("synced") is True,
+            self.cfg.round_timeout if need else 0.5,
+        )
+        refused = [a["refused"] for _, a in answers if isinstance(a.get("refused"), int)]
         if refused:
             # a member saw a higher epoch: go above it (see _raise_epoch), then again
             if self._raise_epoch(max(refused)):
@@ -544,27 +622,51 @@ class SchedulerWorker(SingletonWorker):
             else:
                 _api.send_after(0.5, ("$sched", "recover", self.gen))
             return
-        if len(answers) < need:
+        copies: list[tuple[str, Replica, Any, bool]] = [
+            (self.node, self.rep, self.boot, self.synced)
+        ]
+        for node, answer in answers:
+            try:
+                copies.append(
+                    (
+                        node,
+                        decode_replica(answer["replica"]),
+                        answer.get("boot"),
+                        answer.get("synced") is True,
+                    )
+                )
+            except (LedgerError, KeyError, TypeError, AttributeError) as exc:
+                log.warning("%s: a malformed replica answer from %s: %s", self.node, node, exc)
+        verdict = read_quorum(
+            need + 1 if self.cfg.policy == "majority" else 1,
+            [(c[3], is_empty(c[1])) for c in copies],
+            all_answered=len(copies) == len(others) + 1,
+        )
+        if verdict == "wait":
             log.info(
-                "%s: scheduler %s waits for a majority (%s of %s answered)",
+                "%s: scheduler %s waits for a majority of its replicas (%s answered, %s synced)",
                 self.node,
                 self.cfg.name,
-                got,
-                need,
+                len(copies),
+                sum(1 for c in copies if c[3]),
             )
             _api.send_after(0.2, ("$sched", "recover", self.gen))
             return
-        copies, boots = [self.rep], [self.boot]
-        for answer in answers:
-            try:
-                copies.append(decode_replica(answer["replica"]))
-                boots.append(answer.get("boot"))
-            except (LedgerError, KeyError, TypeError, AttributeError) as exc:
-                log.warning("%s: a malformed replica answer ignored: %s", self.node, exc)
-        merged = merge(copies)
+        if verdict == "minority":
+            log.warning(
+                "%s: scheduler %s: only %s of its replicas hold a synced copy; starting from them",
+                self.node,
+                self.cfg.name,
+                sum(1 for c in copies if c[3]),
+            )
+        merged = merge([c[1] for c in copies])
+        boots = [c[2] for c in copies]
+        self.synced = True
         self._adopt(merged, merged.jobs, merged.ledger.lanes, head=True)
         reboot = not any(boots)
         self.boot = next((b for b in boots if b), None) or uuid.uuid4().hex
+        # bring every copy that is not synced up to date (it counts from then on)
+        self._sync([node for node, _, _, synced in copies[1:] if not synced])
         now = _now()
         updates: list[Any] = []
         events: list[JobEvent] = []
@@ -585,7 +687,8 @@ class SchedulerWorker(SingletonWorker):
             updates.append(self._job_update(job.name, spec, "config", since))
             kind = "job_added" if current is None or current.spec is None else "job_updated"
             events.append(self._event(kind, job.name))
-        if not self._write(updates):
+        # one write to a majority in any case: it carries the boot token (@reboot)
+        if not self._write(updates, force=True):
             _api.send_after(0.2, ("$sched", "recover", self.gen))
             return
         self.recovered = True
@@ -610,13 +713,37 @@ class SchedulerWorker(SingletonWorker):
         self._schedule_check(0.0)
         self._wake()
 
+    def _sync(self, nodes: list[str]) -> set[str]:
+        """Send this holder's whole copy to ``nodes``; the ones that took it."""
+        if not nodes:
+            return set()
+        request = (
+            "$sr",
+            "sync",
+            self._we(),
+            self._holder_id(),
+            encode_replica(self.rep),
+            self.boot,
+        )
+        answers = self._ask(nodes, request, None, lambda v: False, max(self.cfg.round_timeout, 5.0))
+        done = {node for node, a in answers if a.get("ok") is True and a.get("synced") is True}
+        if done:
+            log.info(
+                "%s: scheduler %s synced the copies of %s", self.node, self.cfg.name, sorted(done)
+            )
+        return done
+
     def _raise_epoch(self, seen: int) -> bool:
         """Set the write epoch above ``seen`` (see :func:`write_epoch`). A new era means
         the quorum's lease epochs started again - or that this holder was superseded
         while it was paused: so an era change first has the lease confirmed by a
         majority (``fence``), which a superseded holder cannot get."""
         target = write_epoch(seen, self.epoch)
-        if seen % _ERA >= self.epoch and not self.fence(["era", target], timeout=2.0):
+        try:
+            confirmed = seen % _ERA < self.epoch or self.fence(["era", target], timeout=2.0)
+        except OtpkitError:  # the quorum actor is restarting: not confirmed
+            confirmed = False
+        if not confirmed:
             log.warning(
                 "%s: scheduler %s: the lease of epoch %s is not confirmed; not writing",
                 self.node,
@@ -644,36 +771,72 @@ class SchedulerWorker(SingletonWorker):
         self, name: str, spec: Mapping[str, Any] | None, origin: str, since: datetime
     ) -> list[Any]:
         current = self.rep.jobs.get(name)
-        seq = current.stamp[1] + 1 if current is not None else 1
-        stamp = (self.wepoch or 0, seq)
+        stamp = (self._we(), self._next_seq(current.stamp[1] if current is not None else 0))
         entry = JobEntry(None if spec is None else dict(spec), stamp, origin, since)
         return ["job", name, encode_entry(entry)]
 
-    def _write(self, updates: list[Any]) -> bool:
-        """Apply ``updates`` here and at the members; True once a majority took them
-        (``availability``: once this node did)."""
-        if not updates:
+    def _write(self, updates: list[Any], force: bool = False) -> bool:
+        """Have a majority of members take ``updates``, then take them here; True once
+        they did (``availability``: the nodes in reach are asked, this one decides).
+
+        Nothing changes here when the write fails: a retry computes the same change
+        again, under a new stamp (``self.seq`` only grows)."""
+        if not updates and not force:
             return True
         try:
-            before = self.rep.epoch
-            rep, ok, changed = apply(self.rep, self.wepoch or 0, updates)
+            rep, ok, changed = apply(self.rep, self._we(), updates)
         except LedgerError as exc:
             log.error("%s: scheduler write malformed: %s", self.node, exc)
             return False
         if not ok:
-            log.warning("%s: scheduler epoch %s was superseded", self.node, self.wepoch)
+            self._superseded(self.rep.epoch)
             return False
-        self._adopt(rep, changed, lane_keys_of(updates), head=rep.epoch != before)
-        need, got, _ = self._round(("$sr", "apply", self.wepoch, updates, self.boot))
-        if got < need:
+        others, need = self._need()
+        answers = self._ask(
+            others,
+            ("$sr", "apply", self._we(), updates, self.boot, self._holder_id()),
+            need or None,
+            lambda v: isinstance(v, Mapping) and v.get("ok") is True and v.get("synced") is True,
+            self.cfg.round_timeout if need else 0.5,
+        )
+        refused = [a["refused"] for _, a in answers if isinstance(a.get("refused"), int)]
+        if refused:
+            self._superseded(max(refused))
+            return False
+        acks = {n for n, a in answers if a.get("ok") is True and a.get("synced") is True}
+        behind = [n for n, a in answers if a.get("ok") is True and a.get("synced") is not True]
+        if behind:
+            # copies that took the write but may lack earlier ones (new, or lost their
+            # store): send them everything (merged with what they have), then they count
+            acks |= self._sync(behind)
+        if len(acks) < need:
             log.warning(
                 "%s: scheduler write reached %s of the %s other members it needs",
                 self.node,
-                got,
+                len(acks),
                 need,
             )
             return False
+        self._adopt(rep, changed, lane_keys_of(updates), head=False)
         return True
+
+    def _superseded(self, seen: int) -> None:
+        """A member saw a higher epoch: this holder's writes are refused. Recover again
+        (which raises the epoch only with the lease confirmed, see _raise_epoch)."""
+        log.warning(
+            "%s: scheduler %s: a member saw epoch %s above this holder's %s; recovering",
+            self.node,
+            self.cfg.name,
+            seen,
+            self._we(),
+        )
+        self.seen_high = max(self.seen_high, seen)  # the next recovery goes above it
+        if self.recovered:
+            self.recovered = False
+            if self.timer is not None:
+                _api.cancel_timer(self.timer)
+                self.timer, self.timer_at = None, None
+            _api.send_after(0.1, ("$sched", "recover", self.gen))
 
     # ------------------------------------------------------------------ holder: ticks
 
@@ -767,8 +930,9 @@ class SchedulerWorker(SingletonWorker):
     def _settle(self, items: list[tuple[ClaimKey, str, JobEvent]]) -> None:
         """Claim and finish at once: ticks settled without a run (missed, skipped)."""
         ledger, claimed = claim_all(self.rep.ledger, [k for k, _, _ in items], self._we())
+        claimed_set = set(claimed)
         ledger, _ = finish_all(
-            ledger, [(k, o) for k, o, _ in items if k in set(claimed)], self._we()
+            ledger, [(k, o) for k, o, _ in items if k in claimed_set], self._we()
         )
         updates = self._lane_updates(ledger, claimed)
         if updates and self._write(updates):
@@ -786,8 +950,17 @@ class SchedulerWorker(SingletonWorker):
             if key.lane in seen:
                 continue
             seen.add(key.lane)
-            updates.append(["lane", encode_update(lane_update(ledger, key))])
+            update = lane_update(ledger, key)
+            # every write of this holder gets a stamp of its own (a retried write that
+            # changed meanwhile must not reuse the stamp a member may already hold)
+            stamp = (self._we(), self._next_seq(update.lane.stamp[1] - 1))
+            lane = Lane(update.lane.high, update.lane.open, stamp)
+            updates.append(["lane", encode_update(LaneUpdate(update.job, update.node, lane))])
         return updates
+
+    def _next_seq(self, floor: int) -> int:
+        self.seq = max(self.seq, floor) + 1
+        return self.seq
 
     def _claim_and_dispatch(
         self, runs: list[tuple[str, datetime]], manual: bool, nodes_for: str | None = None
@@ -809,7 +982,7 @@ class SchedulerWorker(SingletonWorker):
                 continue
             targets = pick_nodes(spec.get("run_strategy", "local"), self.node, self.peers, self.rng)
             if not targets:
-                key = ClaimKey(name, tick, None)
+                key = ClaimKey(name, tick, _MANUAL if manual else None)
                 event = self._event("run_missed", name, tick=tick, error="no node of its strategy")
                 skipped.append((key, "missed", event))
                 continue
@@ -874,8 +1047,10 @@ class SchedulerWorker(SingletonWorker):
         except LedgerError as exc:
             log.warning("%s: malformed run report from %s: %s", self.node, node, exc)
             return
-        if outcome not in _OUTCOME_EVENT:
+        if not isinstance(outcome, str) or outcome not in _OUTCOME_EVENT:
             outcome = "failed"
+        if not isinstance(node, str):
+            return
         self.pending[key] = (
             str(node),
             outcome,
@@ -951,14 +1126,18 @@ class SchedulerWorker(SingletonWorker):
             if ClaimKey(job, tick, node) not in self.pending
         ]
         young = [k for k in candidates if now - self.dispatched.get(k, -1e9) < 3.0]
-        candidates = [k for k in candidates if k not in set(young)]
+        young_set = set(young)
+        candidates = [k for k in candidates if k not in young_set]
         if not candidates:
             if young:
                 self._schedule_check(1.0)
             return
         where = self.rep.where
         ask = sorted({self.node, *self.peers})
-        answers = _api.multi_call([(self.pool_svc, n) for n in ask], ("state",), timeout=1.0)
+        # the epoch tells each pool to refuse runs a superseded holder may still send
+        answers = _api.multi_call(
+            [(self.pool_svc, n) for n in ask], ("state", self._we()), timeout=1.0
+        )
         answered: set[str] = set()
         alive: set[ClaimKey] = set()
         for node, (kind, value) in zip(ask, answers, strict=True):
