@@ -335,6 +335,8 @@ class SchedulerWorker(SingletonWorker):
         self.subscribers: dict[Pid, Ref] = {}
         self.peers: set[str] = set()
         self.down: dict[str, tuple[str, float]] = {}
+        # peers seen running this scheduler (they answered a round): the only run targets
+        self.with_replica: set[str] = set()
         self.rng = random.Random()
         self.has_dist = True
         _api.register(self.svc)
@@ -344,6 +346,8 @@ class SchedulerWorker(SingletonWorker):
             self.peers = set(dist.nodes())
         except NodeError:
             self.has_dist = False
+        for node in self.peers:
+            self._hello(node)
         self.started = time.monotonic()
         self._reset_holder()
 
@@ -493,6 +497,7 @@ class SchedulerWorker(SingletonWorker):
 
     def handle_info(self, msg: Any) -> None:
         if isinstance(msg, NodeUp):
+            self._hello(msg.node)
             self.peers.add(msg.node)
             self.down.pop(msg.node, None)
             self.members_cache = (0.0, [])
@@ -501,6 +506,7 @@ class SchedulerWorker(SingletonWorker):
             return
         if isinstance(msg, NodeDown):
             self.peers.discard(msg.node)
+            self.with_replica.discard(msg.node)
             self.down[msg.node] = (msg.reason, time.monotonic())
             self.members_cache = (0.0, [])
             if self.recovered:
@@ -512,6 +518,11 @@ class SchedulerWorker(SingletonWorker):
         if not isinstance(msg, tuple) or not msg:
             return
         kind = msg[0]
+        if kind == "$hello" and len(msg) == 2 and isinstance(msg[1], str):
+            if msg[1] not in self.with_replica:  # new to us: say hello back, once
+                self.with_replica.add(msg[1])
+                self._hello(msg[1])
+            return
         if kind == "$event" and len(msg) == 2 and isinstance(msg[1], Mapping):
             try:
                 self._deliver_event(JobEvent.from_wire(msg[1]))
@@ -557,6 +568,12 @@ class SchedulerWorker(SingletonWorker):
         self.members_cache = (time.monotonic(), names)
         return names
 
+    def _hello(self, node: str) -> None:
+        """Tell ``node``'s copy of this scheduler that one runs here (run targets are
+        the nodes that run it)."""
+        with contextlib.suppress(OtpkitError, TypeError):
+            _api.send((self.svc, node), ("$hello", self.node))
+
     def _holder_id(self) -> str:
         return f"{self.me!r}/{self.gen}"
 
@@ -589,11 +606,13 @@ class SchedulerWorker(SingletonWorker):
         except (TypeError, ValueError) as exc:  # a value that cannot travel
             log.error("%s: scheduler request not sent: %s", self.node, exc)
             return []
-        return [
+        got = [
             (node, value)
             for node, (kind, value) in zip(nodes, answers, strict=True)
             if kind == "ok" and isinstance(value, Mapping)
         ]
+        self.with_replica.update(node for node, _ in got)
+        return got
 
     def _recover(self) -> None:
         """A new holder: observe the epoch at a majority, merge their copies, apply the
@@ -980,7 +999,12 @@ class SchedulerWorker(SingletonWorker):
                 )
                 skipped.append((key, "skipped", event))
                 continue
-            targets = pick_nodes(spec.get("run_strategy", "local"), self.node, self.peers, self.rng)
+            targets = pick_nodes(
+                spec.get("run_strategy", "local"),
+                self.node,
+                self.peers & self.with_replica,
+                self.rng,
+            )
             if not targets:
                 key = ClaimKey(name, tick, _MANUAL if manual else None)
                 event = self._event("run_missed", name, tick=tick, error="no node of its strategy")
@@ -1133,7 +1157,7 @@ class SchedulerWorker(SingletonWorker):
                 self._schedule_check(1.0)
             return
         where = self.rep.where
-        ask = sorted({self.node, *self.peers})
+        ask = sorted({self.node, *(self.peers & self.with_replica)})
         # the epoch tells each pool to refuse runs a superseded holder may still send
         answers = _api.multi_call(
             [(self.pool_svc, n) for n in ask], ("state", self._we()), timeout=1.0
