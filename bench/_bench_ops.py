@@ -80,3 +80,24 @@ OPS = {
     "bench_many": _many,
     "bench_agree": _agree,
 }
+
+
+# ---------------------------------------------------------------------- scheduler benches
+
+
+def _sched_holder_pid(node: otpkit.Node, cmd: dict[str, Any]) -> Any:
+    """[node, OS pid] of the scheduler's holder (its SchedulerWorker), or None."""
+    pid = registry.whereis_name(cmd.get("scheduler", "otpkit_scheduler"))
+    return None if pid is None else [pid.node, pid.id]
+
+
+def _sched_pool_state(node: otpkit.Node, cmd: dict[str, Any]) -> Any:
+    """This node's task pool: how many runs are running, queued, unacknowledged."""
+    from otpkit.scheduler._pool import pool_name  # noqa: PLC0415 - scheduler benches only
+
+    state = otpkit.call(pool_name(cmd.get("scheduler", "otpkit_scheduler")), ("state",), 10)
+    return {k: len(state[k]) for k in ("running", "queued", "outbox", "workers")}
+
+
+OPS["bench_sched_holder_pid"] = _sched_holder_pid
+OPS["bench_sched_pool_state"] = _sched_pool_state

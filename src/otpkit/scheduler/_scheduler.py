@@ -269,16 +269,18 @@ def Scheduler(  # noqa: N802 - reads as the class it makes a spec for
     if isinstance(lead, bool) or not isinstance(lead, int | float) or not 0 <= lead <= 1:
         raise ValueError(f"Scheduler {name!r}: lead={lead!r}; expected seconds in [0, 1]")
     declared: list[Job] = []
+    names: set[str] = set()
     for job in jobs:
         if not isinstance(job, Job):
             raise InvalidJob(getattr(job, "name", job), "jobs", job, "a Job")
-        if any(j.name == job.name for j in declared):
+        if job.name in names:
             raise InvalidJob(job.name, "name", job.name, "a name unique among the jobs")
         try:
             _codec.encode(job.to_spec())
         except (TypeError, ValueError) as exc:
             raise InvalidJob(job.name, "args", job.args, f"values that can travel ({exc})") from exc
         declared.append(job)
+        names.add(job.name)
     path = None if store is None else os.fspath(store)
     config = SchedulerConfig(name, tuple(declared), policy, path, float(lead))
     worker = ChildSpec("scheduler", SchedulerWorker, (config,), shutdown=handover_timeout + 5)
@@ -479,8 +481,7 @@ class SchedulerWorker(SingletonWorker):
         if self.store is None:
             return True
         try:
-            for name in jobs:
-                self.store.save_job(name, encode_entry(rep.jobs[name]))
+            self.store.save_jobs({name: encode_entry(rep.jobs[name]) for name in jobs})
             rows = {key: encode_lane_row(rep, key) for key in lanes if key in rep.ledger.lanes}
             if rows or head:
                 record = None
@@ -1106,7 +1107,7 @@ class SchedulerWorker(SingletonWorker):
             acks.setdefault(node, []).append([key.job, key.at, key.node])
             if key not in closed_set:
                 if outcome != "interrupted":
-                    log.info("%s: run %s reported again or late (%s)", self.node, key, outcome)
+                    log.debug("%s: run %s reported again or late (%s)", self.node, key, outcome)
                 continue
             start, end = info.get("start"), info.get("end")
             duration = end - start if isinstance(start, float) and isinstance(end, float) else None

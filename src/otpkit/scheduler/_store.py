@@ -133,6 +133,23 @@ class Store:
         with self._write(f"saving job {name!r}") as conn:
             conn.execute("INSERT OR REPLACE INTO jobs (name, body) VALUES (?, ?)", (name, body))
 
+    def save_jobs(self, jobs: Mapping[str, Mapping[str, Any]]) -> None:
+        """:meth:`save_job` for many jobs, in one transaction.
+
+        Raises:
+            ValueError, TypeError, StoreError: as :meth:`save_job`; nothing is stored then.
+        """
+        rows = []
+        for name, job in jobs.items():
+            _check_name(name)
+            if not isinstance(job, Mapping):
+                raise TypeError(f"job {name!r}: {type(job).__name__}, expected a mapping")
+            rows.append((name, _pack(dict(job), f"job {name!r}")))
+        if not rows:
+            return
+        with self._write(f"saving {len(rows)} jobs") as conn:
+            conn.executemany("INSERT OR REPLACE INTO jobs (name, body) VALUES (?, ?)", rows)
+
     def delete_job(self, name: str) -> bool:
         """Remove the job ``name``: True if it was stored, False if there was none.
 
