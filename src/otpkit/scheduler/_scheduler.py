@@ -715,6 +715,7 @@ class SchedulerWorker(SingletonWorker):
         self.activated_at = time.monotonic()
         for lane_job, lane_node in self.rep.ledger.lanes:
             self.job_lanes.setdefault(lane_job, set()).add(lane_node)
+        self.queue = FireQueue()  # a recovery after a refused write starts afresh
         for name, entry in self.rep.live_jobs().items():
             if entry.spec is not None and entry.spec.get("state") == "active":
                 self.queue.add(name, now)
@@ -881,6 +882,7 @@ class SchedulerWorker(SingletonWorker):
         due = self.queue.pop_due(real_now + timedelta(seconds=self.cfg.lead))
         runs: list[tuple[str, datetime]] = []
         settle: list[tuple[ClaimKey, str, JobEvent]] = []
+        held: list[tuple[str, datetime, JobEvent]] = []
         for at, name in due:
             entry = self.rep.jobs.get(name)
             if entry is None or entry.spec is None or entry.spec.get("state") != "active":
@@ -905,7 +907,9 @@ class SchedulerWorker(SingletonWorker):
                 if not plan.run:
                     settle.append((settle_key, "missed", event))
                 else:
-                    self._emit(event)
+                    # reported once the run after the span is claimed (a claim that no
+                    # majority takes settles nothing: the span is due again)
+                    held.append((name, plan.run[0], event))
             for tick in plan.run:
                 runs.append((name, tick))
             if plan.next_at is not None:
@@ -914,6 +918,10 @@ class SchedulerWorker(SingletonWorker):
             self._settle(settle)
         if runs:
             self._claim_and_dispatch(runs, manual=False)
+        for name, first_run, event in held:
+            last = self._last_claimed(name)
+            if last is not None and last >= first_run:
+                self._emit(event)
         self._arm()
 
     def _job_of(self, name: str, entry: JobEntry) -> Job | None:
