@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -268,3 +270,31 @@ def test_configuration_jobs_are_declared_state_and_reboot_runs_once_per_cluster_
     time.sleep(1.0)
     assert len(records(boot)) == 2
     assert os.path.exists(tmp_path / "store2.sqlite")
+
+
+def test_a_corrupt_store_stops_the_start_with_its_path_and_is_left_as_it_was(tmp_path):
+    store = tmp_path / "store.sqlite"
+    garbage = bytes(range(256)) * 16
+    store.write_bytes(garbage)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"policy": "availability", "store": str(store), "jobs": []}))
+    script = Path(__file__).with_name("dist_node.py")
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "c1@127.0.0.9",
+            "0",
+            str(tmp_path),
+            "test-cookie",
+            "--scheduler",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode != 0
+    assert f"scheduler store '{store}': not a SQLite database" in out.stderr, out.stderr[-2000:]
+    assert store.read_bytes() == garbage  # reported, never replaced or repaired
