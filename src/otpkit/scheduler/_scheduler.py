@@ -45,7 +45,6 @@ from typing import Any
 
 from otpkit import dist
 from otpkit.actors import _api
-from otpkit.actors._actor import NOREPLY
 from otpkit.actors._pid import Down, From, Pid, Ref
 from otpkit.dist import NodeDown, NodeUp, _codec
 from otpkit.dist._core import PEER_GONE
@@ -990,9 +989,7 @@ class SchedulerWorker(SingletonWorker):
         self.seq = max(self.seq, floor) + 1
         return self.seq
 
-    def _claim_and_dispatch(
-        self, runs: list[tuple[str, datetime]], manual: bool, nodes_for: str | None = None
-    ) -> list[ClaimKey]:
+    def _claim_and_dispatch(self, runs: list[tuple[str, datetime]], manual: bool) -> list[ClaimKey]:
         """Claim each run's key(s) in one write, then send them to their pools."""
         plans: list[tuple[ClaimKey, str, Mapping[str, Any]]] = []
         skipped: list[tuple[ClaimKey, str, JobEvent]] = []
@@ -1388,5 +1385,3 @@ __all__ = [
     "pick_nodes",
     "replica_name",
 ]
-
-_ = NOREPLY  # handle_call answers later are not used here yet
