@@ -1,0 +1,31 @@
+"""An application for the ``otpkit run`` tests: a supervisor with one worker that writes
+its OS pid to the file named by ``CLI_APP_OUT`` and ``stopped`` when it is shut down."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import otpkit
+from otpkit import Actor, ChildSpec, Supervisor
+
+
+class Worker(Actor):
+    def init(self) -> None:
+        otpkit.trap_exit(True)  # terminate runs on shutdown
+        self.path = os.environ["CLI_APP_OUT"]
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(f"started {os.getpid()}\n")
+
+    def terminate(self, reason: Any) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(f"stopped {os.getpid()} {reason}\n")
+
+
+root = ChildSpec(
+    "app", Supervisor, kwargs={"children": [ChildSpec("worker", Worker)], "strategy": "one_for_one"}
+)
+
+
+def not_a_tree() -> Any:
+    return 42
