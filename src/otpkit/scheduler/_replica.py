@@ -210,17 +210,24 @@ def lane_keys_of(updates: Iterable[Any]) -> set[tuple[str, str | None]]:
     return keys
 
 
-def encode_lane_row(rep: Replica, lane_key: tuple[str, str | None]) -> dict[str, Any]:
-    """One lane as the store keeps it: the lane and the wheres of its claims."""
-    lane = rep.ledger.lanes[lane_key]
-    return {
-        "lane": encode_update(LaneUpdate(lane_key[0], lane_key[1], lane))["lane"],
-        "where": [
-            [_time(k.at), node, rep.where_epochs.get(k, 0)]
-            for k, node in rep.where.items()
-            if k.lane == lane_key
-        ],
-    }
+def encode_lane_rows(
+    rep: Replica, lane_keys: Iterable[tuple[str, str | None]]
+) -> dict[tuple[str, str | None], dict[str, Any]]:
+    """The named lanes (those ``rep`` has) as the store keeps them: each lane and the
+    wheres of its claims (the wheres grouped by lane in one pass)."""
+    rows: dict[tuple[str, str | None], dict[str, Any]] = {}
+    for key in lane_keys:
+        lane = rep.ledger.lanes.get(key)
+        if lane is not None:
+            rows[key] = {
+                "lane": encode_update(LaneUpdate(key[0], key[1], lane))["lane"],
+                "where": [],
+            }
+    for claim, node in rep.where.items():
+        row = rows.get(claim.lane)
+        if row is not None:
+            row["where"].append([_time(claim.at), node, rep.where_epochs.get(claim, 0)])
+    return rows
 
 
 def encode_head(rep: Replica) -> dict[str, Any]:
@@ -232,7 +239,7 @@ def decode_rows(
     head: Mapping[str, Any] | None, rows: Mapping[tuple[str, str | None], Any]
 ) -> Replica:
     """The replica (without jobs) stored as :func:`encode_head` + one
-    :func:`encode_lane_row` per lane. Raises ``LedgerError`` naming the bad part."""
+    :func:`encode_lane_rows` row per lane. Raises ``LedgerError`` naming the bad part."""
     base = decode_ledger(head) if head is not None else Ledger()
     lanes = dict(base.lanes)
     where: dict[ClaimKey, str] = {}

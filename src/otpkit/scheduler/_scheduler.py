@@ -77,7 +77,7 @@ from otpkit.scheduler._replica import (
     encode_entry,
     encode_head,
     encode_key,
-    encode_lane_row,
+    encode_lane_rows,
     encode_replica,
     is_empty,
     lane_keys_of,
@@ -356,7 +356,7 @@ class SchedulerWorker(SingletonWorker):
         try:
             head = store.load_ledger()
             rep = decode_rows(head, store.lanes())
-            jobs = {name: _entry(name, e) for name, e in store.jobs().items()}
+            jobs = {name: decode_entry(e, name) for name, e in store.jobs().items()}
         except (LedgerError, ValueError, TypeError, KeyError) as exc:
             raise StoreError(store.path, f"unreadable scheduler state: {exc}") from exc
         if head is not None:
@@ -481,7 +481,7 @@ class SchedulerWorker(SingletonWorker):
             return True
         try:
             self.store.save_jobs({name: encode_entry(rep.jobs[name]) for name in jobs})
-            rows = {key: encode_lane_row(rep, key) for key in lanes if key in rep.ledger.lanes}
+            rows = encode_lane_rows(rep, lanes)
             if rows or head:
                 record = None
                 if head:
@@ -1361,10 +1361,6 @@ class SchedulerWorker(SingletonWorker):
             "running": self._has_open(name),
             "holder": self.node,
         }
-
-
-def _entry(name: str, raw: Any) -> JobEntry:
-    return decode_entry(raw, name)
 
 
 def _maybe_key(raw: Any) -> ClaimKey:
