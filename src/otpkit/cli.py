@@ -223,9 +223,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _admin_command(argv: Sequence[str]) -> bool:
+    """``otpkit shell`` and the one-shots (``otpkit tree --connect HOST:PORT``...)."""
+    if not argv:
+        return False
+    return argv[0] == "shell" or any(a == "--connect" or a.startswith("--connect=") for a in argv)
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "demo":
+        from otpkit import _demo  # noqa: PLC0415 - only the demo needs it
+
+        return _demo.main(argv[1:])
+    if _admin_command(argv):
+        from otpkit.admin import _cli  # noqa: PLC0415 - only the admin commands need it
+
+        return _cli.main(argv, os.environ if env is None else env)
     parser = _parser()
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(argv)
     if args.command == "run":
         try:
             settings = settings_from(args, os.environ if env is None else env)

@@ -1,0 +1,1 @@
+"""The admin service every node runs, and the shell and one-shot commands that use it."""
