@@ -2,28 +2,47 @@
 
 ``otpkit run myapp.tree:root`` starts a node that hosts the application's root: a
 :class:`~otpkit.ChildSpec`, a list of them, or a function returning either. Settings come
-from flags or from the environment, with names a Kubernetes manifest can set:
+from flags or from the environment, with names a Kubernetes manifest can set (a flag wins
+over its variable):
 
-==========================  ===========================  ================================
-flag                        environment                  meaning
-==========================  ===========================  ================================
-``--name``                  ``OTPKIT_NODE_NAME``         ``app@host``; default
-                                                         ``<OTPKIT_APP>@<POD_IP>``
-``--cookie-file``           ``OTPKIT_COOKIE`` /          the dist cookie
-                            ``OTPKIT_COOKIE_FILE``
-``--discovery``             ``OTPKIT_DISCOVERY``         ``dns-a:<service>``,
-                                                         ``dns-srv:<service>``,
-                                                         ``static:app@h1,app@h2``
-``--dist-port``             ``OTPKIT_DIST_PORT``         default 4370 with discovery
-``--log-dir``               ``OTPKIT_LOG_DIR``           the node's log directory
-``--grace``                 ``OTPKIT_GRACE``             seconds SIGTERM may take (25)
-==========================  ===========================  ================================
+=======================  =========================  ======================================
+flag                     environment                meaning (default)
+=======================  =========================  ======================================
+``--name``               ``OTPKIT_NODE_NAME``       ``app@host``; default
+                                                    ``<OTPKIT_APP>@<POD_IP>`` (``OTPKIT_APP``
+                                                    defaults to the target's package)
+(none)                   ``POD_IP``                 the address dist listens on and dials
+                                                    from (default: the name's host)
+``--cookie-file``        ``OTPKIT_COOKIE`` /        the dist cookie (needed with dist)
+                         ``OTPKIT_COOKIE_FILE``
+``--discovery``          ``OTPKIT_DISCOVERY``       ``dns-a:<service>``,
+                                                    ``dns-srv:<service>``,
+                                                    ``static:app@h1,app@h2`` (none)
+``--dist-port``          ``OTPKIT_DIST_PORT``       dist's port (4370 with discovery; no
+                                                    dist without either)
+``--expected-size``      ``OTPKIT_EXPECTED_SIZE``   nodes the cluster is meant to have: a
+                                                    majority is counted over at least this
+                                                    many (none); needs dist
+``--probe-port``         ``OTPKIT_PROBE_PORT``      port of the HTTP probes
+                                                    ``/healthz/live`` and
+                                                    ``/healthz/ready`` (off)
+``--settle-timeout``     ``OTPKIT_SETTLE_TIMEOUT``  seconds after which the node is ready
+                                                    even if not every discovered peer is
+                                                    connected (30)
+``--data-dir``           ``OTPKIT_DATA_DIR``        where schedulers keep their SQLite
+                                                    store (``./otpkit-data``)
+``--log-dir``            ``OTPKIT_LOG_DIR``         the node's log directory (a new
+                                                    temporary directory)
+``--grace``              ``OTPKIT_GRACE``           seconds SIGTERM may take (25)
+=======================  =========================  ======================================
 
 A missing or bad setting stops start-up with one line naming it (exit status 2).
-SIGTERM (or Ctrl-C) stops the node in order: singletons hand over, then every process
-ends; the exit status is 0 when that took less than the grace period.
+SIGTERM (or Ctrl-C) stops the node in order: readiness answers 503, singletons hand
+over, then every process ends; the exit status is 0 when that took less than the grace
+period. The probes are described in ``otpkit._probes``.
 
-The admin shell, the demo and the one-shot commands are not here yet.
+``otpkit demo``, ``otpkit shell`` and the one-shot admin commands (``--connect``) are
+handed to ``otpkit._demo`` and ``otpkit.admin``.
 """
 
 from __future__ import annotations
@@ -40,8 +59,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from otpkit._probes import ProbeServer, bind_host
 from otpkit.discovery import DnsA, DnsSrv, Static
+from otpkit.dist import DistConfig
 from otpkit.node import Node
+from otpkit.registry._quorum import QuorumConfig
 from otpkit.supervision._spec import ChildSpec
 
 __all__ = ["SettingError", "Settings", "main", "settings_from"]
@@ -68,6 +90,11 @@ class Settings:
     dist_port: int | None
     log_dir: str | None
     grace: float
+    dist_host: str | None = None
+    expected_size: int = 0
+    probe_port: int | None = None
+    settle_timeout: float = 30.0
+    data_dir: str | None = None
 
 
 def _pick(flag: Any, env: Mapping[str, str], key: str) -> str | None:
@@ -75,6 +102,39 @@ def _pick(flag: Any, env: Mapping[str, str], key: str) -> str | None:
         return str(flag)
     value = env.get(key)
     return value if value else None
+
+
+def _port(raw: str, setting: str) -> int:
+    try:
+        port = int(raw)
+    except ValueError:
+        raise SettingError(setting, f"{raw!r}: expected a port number") from None
+    if not 0 < port < 65536:
+        raise SettingError(setting, f"{port}: expected 1..65535")
+    return port
+
+
+def _seconds(raw: str, setting: str, zero_ok: bool) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingError(setting, f"{raw!r}: expected seconds") from None
+    if value < 0 or (value == 0 and not zero_ok) or value >= 3600:
+        low = "[0" if zero_ok else "(0"
+        raise SettingError(setting, f"{value:g}: expected seconds in {low}, 3600)")
+    return value
+
+
+def _data_dir(path: str) -> str:
+    """``path`` if a scheduler can keep its store there (it makes the directory)."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise SettingError("OTPKIT_DATA_DIR", f"{path!r}: {existing!r} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SettingError("OTPKIT_DATA_DIR", f"{path!r}: {existing!r} is not writable")
+    return path
 
 
 def _discovery(spec: str, app: str, port: int) -> Any:
@@ -126,14 +186,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
     spec = _pick(args.discovery, env, "OTPKIT_DISCOVERY")
     port: int | None = None
     if raw_port is not None:
-        try:
-            port = int(raw_port)
-        except ValueError:
-            raise SettingError(
-                "OTPKIT_DIST_PORT", f"{raw_port!r}: expected a port number"
-            ) from None
-        if not 0 < port < 65536:
-            raise SettingError("OTPKIT_DIST_PORT", f"{port}: expected 1..65535")
+        port = _port(raw_port, "OTPKIT_DIST_PORT")
     elif spec is not None:
         port = DEFAULT_DIST_PORT
     discovery = _discovery(spec, app, port or DEFAULT_DIST_PORT) if spec is not None else None
@@ -156,15 +209,46 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
             raise SettingError(
                 "OTPKIT_COOKIE", "missing (or set OTPKIT_COOKIE_FILE / --cookie-file)"
             )
+    raw_size = _pick(args.expected_size, env, "OTPKIT_EXPECTED_SIZE")
+    expected_size = 0
+    if raw_size is not None:
+        try:
+            expected_size = int(raw_size)
+        except ValueError:
+            raise SettingError(
+                "OTPKIT_EXPECTED_SIZE", f"{raw_size!r}: expected a number of nodes"
+            ) from None
+        if not 0 < expected_size <= 1000:
+            raise SettingError("OTPKIT_EXPECTED_SIZE", f"{expected_size}: expected 1..1000")
+        if port is None:
+            raise SettingError(
+                "OTPKIT_EXPECTED_SIZE",
+                "counts nodes of a cluster: needs dist (set OTPKIT_DIST_PORT or OTPKIT_DISCOVERY)",
+            )
+    raw_probe = _pick(args.probe_port, env, "OTPKIT_PROBE_PORT")
+    probe_port = None if raw_probe is None else _port(raw_probe, "OTPKIT_PROBE_PORT")
+    if probe_port is not None and probe_port == port:
+        raise SettingError("OTPKIT_PROBE_PORT", f"{probe_port}: the dist port too")
+    raw_settle = _pick(args.settle_timeout, env, "OTPKIT_SETTLE_TIMEOUT") or "30"
+    settle_timeout = _seconds(raw_settle, "OTPKIT_SETTLE_TIMEOUT", zero_ok=True)
     raw_grace = _pick(args.grace, env, "OTPKIT_GRACE") or "25"
-    try:
-        grace = float(raw_grace)
-    except ValueError:
-        raise SettingError("OTPKIT_GRACE", f"{raw_grace!r}: expected seconds") from None
-    if not 0 < grace < 3600:
-        raise SettingError("OTPKIT_GRACE", f"{grace}: expected seconds in (0, 3600)")
+    grace = _seconds(raw_grace, "OTPKIT_GRACE", zero_ok=False)
     log_dir = _pick(args.log_dir, env, "OTPKIT_LOG_DIR")
-    return Settings(target, name, cookie, discovery, port, log_dir, grace)
+    data_dir = _pick(args.data_dir, env, "OTPKIT_DATA_DIR")
+    return Settings(
+        target,
+        name,
+        cookie,
+        discovery,
+        port,
+        log_dir,
+        grace,
+        dist_host=env.get("POD_IP") or None,
+        expected_size=expected_size,
+        probe_port=probe_port,
+        settle_timeout=settle_timeout,
+        data_dir=None if data_dir is None else _data_dir(data_dir),
+    )
 
 
 def load_root(target: str) -> list[Any]:
@@ -191,17 +275,49 @@ def _run(settings: Settings) -> int:
     children = load_root(settings.target)
     options: dict[str, Any] = {"children": children, "log_dir": settings.log_dir}
     if settings.dist_port is not None:
-        options.update(cookie=settings.cookie, dist_port=settings.dist_port)
+        assert settings.cookie is not None  # settings_from asks for one with a dist port
+        host = settings.dist_host or settings.name.split("@", 1)[1]
+        options["dist"] = DistConfig(host, settings.dist_port, settings.cookie)
+        if settings.expected_size:
+            options["quorum"] = QuorumConfig(expected_size=settings.expected_size)
     if settings.discovery is not None:
         options["discovery"] = settings.discovery
+    if settings.data_dir is not None:
+        os.environ["OTPKIT_DATA_DIR"] = settings.data_dir  # every process of the node reads it
+    probes = None
+    if settings.probe_port is not None:
+        try:
+            probes = ProbeServer(
+                settings.probe_port,
+                host=bind_host(settings.dist_host),
+                dist=settings.dist_port is not None,
+                discovery=settings.discovery is not None,
+                settle_timeout=settings.settle_timeout,
+            )
+        except OSError as exc:
+            raise SettingError(
+                "OTPKIT_PROBE_PORT", f"{settings.probe_port}: {exc.strerror}"
+            ) from None
+    try:
+        return _serve(settings, options, probes)
+    finally:
+        if probes is not None:
+            probes.close()
+
+
+def _serve(settings: Settings, options: dict[str, Any], probes: ProbeServer | None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     node = Node(settings.name, **options).start()
+    if probes is not None:
+        probes.running(node.kernel)
     print(f"otpkit: node {settings.name} running (pid {os.getpid()})", flush=True)
     while not stop.wait(0.5):
         pass
     began = time.monotonic()
+    if probes is not None:
+        probes.stopping()
     print(f"otpkit: stopping node {settings.name}", flush=True)
     node.stop(timeout=settings.grace)
     took = time.monotonic() - began
@@ -218,6 +334,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--cookie-file", help="file holding the cookie (OTPKIT_COOKIE_FILE)")
     run.add_argument("--discovery", help="dns-a:SVC | dns-srv:SVC | static:A,B (OTPKIT_DISCOVERY)")
     run.add_argument("--dist-port", help="dist port (OTPKIT_DIST_PORT)")
+    run.add_argument(
+        "--expected-size", help="nodes the cluster is meant to have (OTPKIT_EXPECTED_SIZE)"
+    )
+    run.add_argument("--probe-port", help="port of /healthz/live and /healthz/ready")
+    run.add_argument(
+        "--settle-timeout", help="seconds before ready without every peer (OTPKIT_SETTLE_TIMEOUT)"
+    )
+    run.add_argument("--data-dir", help="schedulers' store directory (OTPKIT_DATA_DIR)")
     run.add_argument("--log-dir", help="log directory (OTPKIT_LOG_DIR)")
     run.add_argument("--grace", help="seconds a SIGTERM stop may take (OTPKIT_GRACE)")
     return parser
