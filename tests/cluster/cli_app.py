@@ -1,9 +1,11 @@
 """An application for the ``otpkit run`` tests: a supervisor with one worker that writes
-its OS pid to the file named by ``CLI_APP_OUT`` and ``stopped`` when it is shut down."""
+its OS pid to the file named by ``CLI_APP_OUT`` and ``stopped`` when it is shut down,
+``CLI_APP_STOP_DELAY`` seconds (default 0) after it was asked to."""
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import otpkit
@@ -18,6 +20,7 @@ class Worker(Actor):
             f.write(f"started {os.getpid()}\n")
 
     def terminate(self, reason: Any) -> None:
+        time.sleep(float(os.environ.get("CLI_APP_STOP_DELAY", "0")))
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(f"stopped {os.getpid()} {reason}\n")
 

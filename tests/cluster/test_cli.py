@@ -1,22 +1,32 @@
 """``otpkit run`` as a real command: each bad setting gives one line naming it and a
-non-zero exit; a running node stops cleanly on SIGTERM, leaving no process behind."""
+non-zero exit; a running node stops cleanly on SIGTERM, leaving no process behind; its
+probes answer live and ready (ready only once it has joined its peers); and the
+Kubernetes example's application runs as its manifest configures it."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from _util import alive, wait_until
+from otpkit._probes import ClusterView, join_problem, ready_problem
+from otpkit.cli import main
 
 pytestmark = pytest.mark.cluster
 
 HERE = Path(__file__).parent
+EXAMPLE = HERE.parent.parent / "examples" / "kubernetes"
 
 
 def run(
@@ -35,6 +45,9 @@ def run(
         env=full,
         check=False,
     )
+
+
+DIST = {"OTPKIT_NODE_NAME": "a@127.0.0.1", "OTPKIT_DIST_PORT": "4370", "OTPKIT_COOKIE": "c"}
 
 
 @pytest.mark.parametrize(
@@ -88,6 +101,72 @@ def test_a_bad_setting_is_one_line_naming_it(args, env, names):
     assert out.stdout == ""
 
 
+@pytest.mark.parametrize(
+    ("args", "env", "names"),
+    [
+        (
+            ["run", "cli_app:root"],
+            {"OTPKIT_NODE_NAME": "a@127.0.0.1", "OTPKIT_PROBE_PORT": "http"},
+            "OTPKIT_PROBE_PORT",
+        ),
+        (
+            ["run", "cli_app:root", "--probe-port", "0"],
+            {"OTPKIT_NODE_NAME": "a@127.0.0.1"},
+            "OTPKIT_PROBE_PORT",
+        ),
+        (
+            ["run", "cli_app:root"],
+            {**DIST, "OTPKIT_PROBE_PORT": "4370"},
+            "OTPKIT_PROBE_PORT",
+        ),
+        (
+            ["run", "cli_app:root"],
+            {**DIST, "OTPKIT_EXPECTED_SIZE": "three"},
+            "OTPKIT_EXPECTED_SIZE",
+        ),
+        (
+            ["run", "cli_app:root", "--expected-size", "0"],
+            DIST,
+            "OTPKIT_EXPECTED_SIZE",
+        ),
+        (
+            ["run", "cli_app:root"],
+            {"OTPKIT_NODE_NAME": "a@127.0.0.1", "OTPKIT_EXPECTED_SIZE": "3"},
+            "OTPKIT_EXPECTED_SIZE",
+        ),
+        (
+            ["run", "cli_app:root"],
+            {"OTPKIT_NODE_NAME": "a@127.0.0.1", "OTPKIT_SETTLE_TIMEOUT": "soon"},
+            "OTPKIT_SETTLE_TIMEOUT",
+        ),
+        (
+            ["run", "cli_app:root"],
+            {"OTPKIT_NODE_NAME": "a@127.0.0.1", "OTPKIT_DATA_DIR": f"{HERE}/cli_app.py/data"},
+            "OTPKIT_DATA_DIR",
+        ),
+    ],
+)
+def test_a_bad_cluster_or_probe_setting_is_one_line_naming_it(args, env, names, capsys):
+    """The same check in this process (each row costs no interpreter start)."""
+    assert main(args, env) == 2
+    out = capsys.readouterr()
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1, out.err
+    assert lines[0].startswith(f"otpkit: {names}: "), lines[0]
+    assert out.out == ""
+
+
+def test_a_probe_port_in_use_is_one_line_naming_it(capsys):
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {"OTPKIT_NODE_NAME": "a@127.0.0.1", "OTPKIT_PROBE_PORT": str(port)}
+        assert main(["run", "cli_app:root"], env) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"otpkit: OTPKIT_PROBE_PORT: {port}: "), lines
+
+
 def test_sigterm_stops_the_node_within_its_grace_and_leaves_no_process(tmp_path):
     marks = tmp_path / "marks"
     env = {
@@ -97,6 +176,8 @@ def test_sigterm_stops_the_node_within_its_grace_and_leaves_no_process(tmp_path)
         "OTPKIT_NODE_NAME": "cli@127.0.0.1",
         "OTPKIT_LOG_DIR": str(tmp_path),
         "OTPKIT_GRACE": "20",
+        "OTPKIT_PROBE_PORT": str(port := free_port()),
+        "CLI_APP_STOP_DELAY": "1.5",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "otpkit", "run", "cli_app:root"],
@@ -111,8 +192,17 @@ def test_sigterm_stops_the_node_within_its_grace_and_leaves_no_process(tmp_path)
         )
         worker = int(line.split()[1])
         assert alive(worker)
+        # no dist: ready as soon as the node runs
+        wait_until(lambda: probe(port, "/healthz/ready") == (200, "ready"), 10, what="ready")
         began = time.monotonic()
         proc.send_signal(signal.SIGTERM)
+        # while the tree stops (the worker takes 1.5 s), not ready but live
+        wait_until(
+            lambda: probe(port, "/healthz/ready") == (503, "not ready: stopping"),
+            10,
+            what="not ready while stopping",
+        )
+        assert probe(port, "/healthz/live") == (200, "live: stopping")
         assert proc.wait(30) == 0, proc.stderr.read() if proc.stderr else ""
         assert time.monotonic() - began < 20
         wait_until(lambda: not alive(worker), 10, what="the worker's process is gone")
@@ -123,3 +213,170 @@ def test_sigterm_stops_the_node_within_its_grace_and_leaves_no_process(tmp_path)
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+# ---------------------------------------------------------------------- the decision
+
+
+def view(discovered=(), connected=(), merged=(), settled=True) -> ClusterView:
+    return ClusterView(settled, frozenset(discovered), frozenset(connected), frozenset(merged))
+
+
+def test_joined_means_settled_every_discovered_peer_connected_and_merged():
+    assert join_problem(view(settled=False)) == "discovery has had no good answer yet"
+    assert join_problem(view(["b", "c"], ["b"], ["b"])) == "not connected to c"
+    assert join_problem(view(["b"], ["b", "c"], ["b"])) == "registry not merged with c"
+    assert join_problem(view(["b"], ["b", "c"], ["b", "c"])) is None
+    assert join_problem(view()) is None  # a lone node: its answer named only itself
+    many = join_problem(view([f"n{i}" for i in range(5)]))
+    assert many == "not connected to n0, n1, n2 and 2 more"
+
+
+def test_ready_once_joined_or_settle_timeout_until_stopping():
+    waiting = view(["b"])
+    assert ready_problem("starting", False, 0, 30, None) == "starting"
+    assert ready_problem("running", False, 0, 30, None) is None  # no dist: ready once started
+    assert ready_problem("running", False, 3, 30, waiting) == (
+        "not connected to b (3 s of the 30 s settle timeout)"
+    )
+    assert ready_problem("running", False, 30, 30, waiting) is None  # waited long enough
+    assert ready_problem("running", True, 3, 30, waiting) is None  # joined once: stays ready
+    assert ready_problem("running", False, 1, 30, view(["b"], ["b"], ["b"])) is None
+    assert ready_problem("running", False, 1, 30, "dist did not answer").startswith("dist did")
+    assert ready_problem("stopping", True, 99, 30, None) == "stopping"
+    with pytest.raises(ValueError, match="phase"):
+        ready_problem("paused", False, 0, 30, None)
+
+
+# ---------------------------------------------------------------------- probes, for real
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        return int(s.getsockname()[1])
+
+
+def probe(port: int, path: str) -> tuple[int, str]:
+    """(status, body) of GET ``path`` on the probe port; (0, why) if nothing answered."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode().strip()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode().strip()
+    except (urllib.error.URLError, ConnectionError) as exc:
+        return 0, str(exc)
+
+
+class Nodes:
+    """``otpkit run`` processes started by a test; every one is stopped at the end,
+    SIGKILLed if SIGTERM was not enough (the node's processes die with it)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, key: str, target: str, env: dict[str, str], pythonpath: Path = HERE) -> None:
+        full = {k: v for k, v in os.environ.items() if not k.startswith("OTPKIT_")}
+        full.pop("POD_IP", None)
+        full["PYTHONPATH"] = f"{pythonpath}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+        full.update(env)
+        with open(self.tmp_path / f"{key}.out", "wb") as out:
+            self.procs[key] = subprocess.Popen(
+                [sys.executable, "-m", "otpkit", "run", target],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=full,
+            )
+
+    def output(self, key: str) -> str:
+        return (self.tmp_path / f"{key}.out").read_text()
+
+    def stop(self, key: str, timeout: float = 30) -> int:
+        proc = self.procs[key]
+        proc.send_signal(signal.SIGTERM)
+        return proc.wait(timeout)
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[Nodes]:
+    started = Nodes(tmp_path)
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+def test_ready_waits_for_the_discovered_peer_and_live_follows_the_kernel(nodes, tmp_path):
+    dist = {"a": free_port(), "b": free_port()}
+    probes = {"a": free_port(), "b": free_port()}
+    common = {
+        "OTPKIT_COOKIE": "probe-test",
+        "OTPKIT_DISCOVERY": f"static:a@127.0.0.1:{dist['a']},b@127.0.0.1:{dist['b']}",
+        "OTPKIT_SETTLE_TIMEOUT": "120",  # b's absence, not a timeout, decides below
+        "OTPKIT_LOG_DIR": str(tmp_path),
+        "CLI_APP_OUT": str(tmp_path / "marks"),
+    }
+
+    def env(key: str) -> dict[str, str]:
+        return {
+            **common,
+            "OTPKIT_NODE_NAME": f"{key}@127.0.0.1",
+            "OTPKIT_DIST_PORT": str(dist[key]),
+            "OTPKIT_PROBE_PORT": str(probes[key]),
+        }
+
+    nodes.start("a", "cli_app:root", env("a"))
+    status, body = wait_until(
+        lambda: (r := probe(probes["a"], "/healthz/live"))[1].startswith("live: kernel") and r,
+        60,
+        what="a's kernel answers the liveness probe",
+    )
+    assert status == 200, body
+    kernel = int(re.fullmatch(r"live: kernel (\d+) answered in \d+ ms", body)[1])  # type: ignore[index]
+    assert probe(probes["a"], "/healthz/nope")[0] == 404
+    # a runs, but b (named by discovery) is down: not ready, and the reason says why
+    status, body = wait_until(
+        lambda: (r := probe(probes["a"], "/healthz/ready"))[0] == 503 and "b@" in r[1] and r,
+        30,
+        what="a reports b missing",
+    )
+    assert body.startswith("not ready: not connected to b@127.0.0.1 ("), body
+    assert probe(probes["a"], "/healthz/ready")[0] == 503
+
+    nodes.start("b", "cli_app:root", env("b"))
+    for key in ("a", "b"):
+        wait_until(
+            lambda k=key: probe(probes[k], "/healthz/ready") == (200, "ready"),
+            60,
+            what=f"{key} is ready once both joined",
+        )
+
+    # a kernel that cannot answer (stopped) is not live; live again once it runs
+    os.kill(kernel, signal.SIGSTOP)
+    try:
+        status, body = wait_until(
+            lambda: (r := probe(probes["a"], "/healthz/live"))[0] == 503 and r,
+            10,
+            what="the stopped kernel fails the liveness probe",
+        )
+        assert body == f"not live: kernel {kernel} did not answer in 1 s", body
+        assert probe(probes["a"], "/healthz/ready") == (200, "ready")  # joined: stays ready
+    finally:
+        os.kill(kernel, signal.SIGCONT)
+    wait_until(lambda: probe(probes["a"], "/healthz/live")[0] == 200, 10, what="live again")
+
+    assert nodes.stop("b") == 0, nodes.output("b")
+    assert nodes.stop("a") == 0, nodes.output("a")
