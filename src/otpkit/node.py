@@ -21,6 +21,7 @@ from otpkit.actors._actor import Actor
 from otpkit.actors._client import ClientRuntime
 from otpkit.actors._pid import Pid
 from otpkit.actors._runtime import NodeIdentity
+from otpkit.admin._service import Admin
 from otpkit.dist import Dist, DistConfig
 from otpkit.dist._actor import NET_NAME
 from otpkit.dist._hooks import DistHooks
@@ -174,12 +175,17 @@ class Node:
         self._children = list(children)
         # the system actors come first: started before the application, stopped after
         system = [ChildSpec("global", Global)]
-        if dist is not None:
-            # the majority policy's membership and leases (see registry._quorum)
+        if dist is not None and dist.hidden:
+            # an admin shell: it holds no name, votes in no quorum, runs no job
+            system = [ChildSpec("dist", Dist, (dist,))]
+        elif dist is not None:
+            # the majority policy's membership and leases (see registry._quorum), and the
+            # service the admin shell asks (see admin._service)
             system = [
                 ChildSpec("dist", Dist, (dist,)),
                 *system,
                 ChildSpec("quorum", Quorum, (quorum or QuorumConfig(),)),
+                ChildSpec("admin", Admin),
             ]
             if discovery is not None:
                 system.append(

@@ -1,0 +1,247 @@
+"""The admin commands, shared by the shell and the one-shots: each turns its words into
+requests to the admin service and its answer into ``(value, text)`` - the value for
+``--json``, the text for a person."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from otpkit.admin import _format
+from otpkit.admin._client import AdminClient
+
+__all__ = ["COMMANDS", "SHELL_ONLY", "Command", "Options", "UsageError", "execute", "help_text"]
+
+
+class UsageError(Exception):
+    """A command was given the wrong words; the message is its one-line usage."""
+
+
+@dataclass(frozen=True)
+class Options:
+    scheduler: str = "otpkit_scheduler"
+
+
+Runner = Callable[[AdminClient, Sequence[str], Options], tuple[Any, str]]
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    usage: str
+    help: str
+    min_args: int
+    max_args: int
+    run: Runner
+    #: what each argument names, for tab completion: sup, child, job, name, node, pid
+    kinds: tuple[str, ...] = ()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _node_arg(args: Sequence[str], index: int) -> str | None:
+    return args[index] if len(args) > index else None
+
+
+def _nodes(c: AdminClient, a: Sequence[str], o: Options) -> tuple[Any, str]:
+    data = c.request("nodes")
+    return data, _format.render_nodes(data)
+
+
+def _tree(c: AdminClient, a: Sequence[str], o: Options) -> tuple[Any, str]:
+    node = _node_arg(a, 0)
+    data = c.request("tree", node=node)
+    return data, f"{node or c.target}\n{_format.render_tree(data)}"
+
+
+def _which(c: AdminClient, a: Sequence[str], o: Options) -> tuple[Any, str]:
+    data = c.request("which_children", a[0], node=_node_arg(a, 1))
+    head = f"{data['sup']} {_format.pid_text(data['pid'])}"
+    return data, f"{head}\n{_format.render_children(data['children'])}"
+
+
+def _count(c: AdminClient, a: Sequence[str], o: Options) -> tuple[Any, str]:
+    data = c.request("count_children", a[0], node=_node_arg(a, 1))
+    return data, f"{data['sup']}: {_format.render_counts(data['counts'])}"
+
+
+def _names(c: AdminClient, a: Sequence[str], o: Options) -> tuple[Any, str]:
+    data = c.request("names")
+    return data, _format.render_names(data)
+
+
+def _whereis(c: AdminClient, a: Sequence[str], o: Options) -> tuple[Any, str]:
+    pid = c.request("whereis", a[0])
+    if pid is None:
+        return None, f"{a[0]}: not registered"
+    return pid, f"{a[0]}: {_format.pid_text(pid)} on {pid.node}"
+
+
+def _jobs(c: AdminClient, a: Sequence[str], o: Options) -> tuple[Any, str]:
+    data = c.request("jobs", o.scheduler)
+    return data, _format.render_jobs(data, _now())
+
+
+def _job(c: AdminClient, a: Sequence[str], o: Options) -> tuple[Any, str]:
+    data = c.request("job", a[0], o.scheduler)
+    return data, _format.render_job(data, _now())
+
+
+def _run(c: AdminClient, a: Sequence[str], o: Options) -> tuple[Any, str]:
+    keys = c.request("run", a[0], o.scheduler)
+    if not keys:
+        return keys, f"{a[0]}: this run was already taken"
+    # a manual run's lane is "@manual", or "@manual:<node>" for run_strategy "all"
+    lanes = [str(k[2]).removeprefix("@manual").lstrip(":") for k in keys if len(k) > 2]
+    where = ", ".join(lane for lane in lanes if lane)
+    at = _format.fmt_time(keys[0][1]) if len(keys[0]) > 1 else "?"
+    return keys, f"{a[0]}: run at {at}" + (f" ({where})" if where else "")
+
+
+def _state(op: str) -> Runner:
+    def run(c: AdminClient, a: Sequence[str], o: Options) -> tuple[Any, str]:
+        changed = c.request(op, a[0], o.scheduler)
+        word = "activated" if op == "activate" else "deactivated"
+        already = "active" if op == "activate" else "inactive"
+        text = f"{a[0]}: {word}" if changed else f"{a[0]}: already {already}"
+        return bool(changed), text
+
+    return run
+
+
+def _restart(c: AdminClient, a: Sequence[str], o: Options) -> tuple[Any, str]:
+    data = c.request("restart", a[0], a[1], node=_node_arg(a, 2))
+    return data, f"{data['id']} restarted as {_format.pid_text(data['pid'])}"
+
+
+def _terminate(c: AdminClient, a: Sequence[str], o: Options) -> tuple[Any, str]:
+    data = c.request("terminate", a[0], a[1], node=_node_arg(a, 2))
+    return data, f"{data['id']} terminated"
+
+
+def _kill(c: AdminClient, a: Sequence[str], o: Options) -> tuple[Any, str]:
+    try:
+        node, ospid = _format.parse_pid(a[0])
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    data = c.request("kill", ospid, node=node)
+    return data, f"killed {_format.pid_text(data['pid'])}"
+
+
+COMMANDS: dict[str, Command] = {
+    cmd.name: cmd
+    for cmd in (
+        Command("nodes", "nodes", "the cluster's nodes, hidden ones, quorum members", 0, 0, _nodes),
+        Command(
+            "tree",
+            "tree [NODE]",
+            "the supervision tree (pids, child ids, restart types, restart counts)",
+            0,
+            1,
+            _tree,
+            ("node",),
+        ),
+        Command(
+            "which_children",
+            "which_children SUP [NODE]",
+            "a supervisor's children (SUP: kernel, a child id, a path a/b, or a pid)",
+            1,
+            2,
+            _which,
+            ("sup", "node"),
+        ),
+        Command(
+            "count_children",
+            "count_children SUP [NODE]",
+            "a supervisor's child counts",
+            1,
+            2,
+            _count,
+            ("sup", "node"),
+        ),
+        Command("names", "names", "the global names and their pids", 0, 0, _names),
+        Command("whereis", "whereis NAME", "the pid of a global name", 1, 1, _whereis, ("name",)),
+        Command("jobs", "jobs", "every job: next fire, last run, state, holder", 0, 0, _jobs),
+        Command("job", "job JOB", "one job in full", 1, 1, _job, ("job",)),
+        Command("run", "run JOB", "fire a job now, once", 1, 1, _run, ("job",)),
+        Command(
+            "activate", "activate JOB", "let a job fire again", 1, 1, _state("activate"), ("job",)
+        ),
+        Command(
+            "deactivate",
+            "deactivate JOB",
+            "stop a job firing",
+            1,
+            1,
+            _state("deactivate"),
+            ("job",),
+        ),
+        Command(
+            "restart",
+            "restart SUP CHILD [NODE]",
+            "stop a child (if running) and start it again",
+            2,
+            3,
+            _restart,
+            ("sup", "child", "node"),
+        ),
+        Command(
+            "terminate",
+            "terminate SUP CHILD [NODE]",
+            "stop a child (its spec is kept)",
+            2,
+            3,
+            _terminate,
+            ("sup", "child", "node"),
+        ),
+        Command(
+            "kill",
+            "kill PID",
+            "kill a process (a drill): <app@host.ospid>, or an os pid of the connected node",
+            1,
+            1,
+            _kill,
+            ("pid",),
+        ),
+    )
+}
+
+#: Commands the shell runs itself (streams, help, leaving), with their usage and help.
+SHELL_ONLY = {
+    "events": ("events [COUNT] [SECONDS]", "live tail of node, registry, supervisor, job events"),
+    "help": ("help [COMMAND]", "this list, or one command's usage"),
+    "quit": ("quit", "leave the shell (also exit, Ctrl-D)"),
+}
+
+
+def execute(client: AdminClient, words: Sequence[str], options: Options) -> tuple[Any, str]:
+    """Run one command line (already split into words).
+
+    Raises:
+        UsageError: an unknown command or wrong number of words (one line).
+        RequestError: the admin service refused it (one line).
+        LostConnection: the target is gone.
+    """
+    name, args = words[0], list(words[1:])
+    command = COMMANDS.get(name)
+    if command is None:
+        raise UsageError(f"unknown command {name!r} (help lists them)")
+    if not command.min_args <= len(args) <= command.max_args:
+        raise UsageError(f"usage: {command.usage}")
+    return command.run(client, args, options)
+
+
+def help_text(name: str | None = None) -> str:
+    """Every command with its usage, or one command's usage and help."""
+    table = {n: (c.usage, c.help) for n, c in COMMANDS.items()} | SHELL_ONLY
+    if name is not None:
+        if name not in table:
+            raise UsageError(f"unknown command {name!r} (help lists them)")
+        usage, text = table[name]
+        return f"{usage}\n    {text}"
+    width = max(len(u) for u, _ in table.values())
+    return "\n".join(f"{u.ljust(width)}  {t}" for u, t in table.values())

@@ -1,0 +1,378 @@
+"""Pure functions of the admin commands: naming children, finding a supervisor in a
+tree, parsing a pid, and drawing answers as text or as JSON-able values.
+
+Nothing here talks to a process: the admin service (``_service``) and the shell
+(``_shell``) call these on plain values, and the unit tests call them directly.
+
+A tree is plain data, as the admin service answers it::
+
+    {"id": "kernel", "pid": <Pid>, "type": "supervisor", "restart": "permanent",
+     "restarts": 0, "error": None, "children": [<tree>, ...]}
+
+``children`` is None for a worker; ``error`` says why a supervisor's children could
+not be read (it did not answer in time, it lives on another node).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, date, datetime
+from typing import Any
+
+from otpkit.actors._pid import Pid, Ref
+
+__all__ = [
+    "ROOT_NAMES",
+    "Found",
+    "child_rows",
+    "find_child",
+    "find_supervisor",
+    "fmt_time",
+    "id_label",
+    "parse_pid",
+    "pid_text",
+    "plain",
+    "render_children",
+    "render_counts",
+    "render_event",
+    "render_job",
+    "render_jobs",
+    "render_names",
+    "render_nodes",
+    "render_table",
+    "render_tree",
+    "walk",
+]
+
+#: What names the root of a node's tree (its kernel supervisor).
+ROOT_NAMES = ("kernel", "/")
+
+
+def id_label(child_id: Any) -> str:
+    """A child id as one word a shell user can type: a str as itself, a tuple or list
+    as its parts joined by ``:`` (``("scheduler", "jobs")`` -> ``scheduler:jobs``),
+    anything else as its ``repr``."""
+    if isinstance(child_id, str):
+        return child_id
+    if isinstance(child_id, tuple | list):
+        return ":".join(id_label(part) for part in child_id)
+    if child_id is None:
+        return "-"
+    return repr(child_id)
+
+
+def pid_text(pid: Any) -> str:
+    """``<node.ospid>`` for a pid, the word itself for ``"restarting"``, ``-`` for None."""
+    if pid is None:
+        return "-"
+    return repr(pid) if isinstance(pid, Pid) else str(pid)
+
+
+def parse_pid(text: str) -> tuple[str | None, int]:
+    """``<app@host.1234>``, ``app@host.1234`` or ``1234`` as ``(node or None, os pid)``.
+
+    Raises:
+        ValueError: the text is none of these.
+    """
+    word = text.strip()
+    if word.startswith("<") and word.endswith(">"):
+        word = word[1:-1]
+    node: str | None = None
+    number = word
+    if "@" in word:
+        node, dot, number = word.rpartition(".")
+        if not dot or "@" not in node:
+            raise ValueError(f"pid {text!r}: expected <app@host.ospid> or an os pid")
+    if not number.isdigit() or int(number) <= 0:
+        raise ValueError(f"pid {text!r}: expected <app@host.ospid> or an os pid")
+    return node, int(number)
+
+
+# ---------------------------------------------------------------------- trees
+
+
+def walk(tree: Mapping[str, Any], path: str = "") -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """Every node of ``tree`` with its path of labels (``scheduler:jobs/pool``); the
+    root's path is ``""``."""
+    yield path, tree
+    for child in tree.get("children") or ():
+        label = str(child.get("id"))
+        yield from walk(child, f"{path}/{label}" if path else label)
+
+
+class Found:
+    """What :func:`find_supervisor` found: the ``path`` and the tree ``node``, or an
+    ``error`` line (not found, ambiguous)."""
+
+    __slots__ = ("error", "node", "path")
+
+    def __init__(
+        self, path: str = "", node: Mapping[str, Any] | None = None, error: str = ""
+    ) -> None:
+        self.path = path
+        self.node = node
+        self.error = error
+
+
+def find_supervisor(tree: Mapping[str, Any], text: str) -> Found:
+    """The supervisor ``text`` names in ``tree``: ``kernel`` (or ``/``) for the root, a
+    path of child labels from the root (``scheduler:jobs/singleton:jobs``), a label
+    that names exactly one supervisor anywhere in the tree, or a supervisor's pid."""
+    if text in ROOT_NAMES:
+        return Found("", tree)
+    sups = [(p, n) for p, n in walk(tree) if n.get("children") is not None or _is_sup(n)]
+    wanted = text.strip("/")
+    for path, node in sups:
+        if path == wanted:
+            return Found(path, node)
+    by_label = [(p, n) for p, n in sups if p and p.rsplit("/", 1)[-1] == wanted]
+    if len(by_label) == 1:
+        return Found(*by_label[0])
+    if len(by_label) > 1:
+        paths = ", ".join(p for p, _ in by_label)
+        return Found(error=f"{text!r} names several supervisors: {paths} (give the path)")
+    for path, node in sups:
+        if pid_text(node.get("pid")) == text or _os_pid_matches(node.get("pid"), text):
+            return Found(path, node)
+    if any(p == wanted or p.rsplit("/", 1)[-1] == wanted for p, _ in walk(tree) if p):
+        return Found(error=f"{text!r} is a worker, not a supervisor")
+    return Found(error=f"no supervisor {text!r} in the tree of {tree_node_name(tree)}")
+
+
+def find_child(rows: Sequence[Mapping[str, Any]], text: str) -> Mapping[str, Any] | None:
+    """The row of ``rows`` (``which_children`` rows with ``label`` and ``pid``) that
+    ``text`` names: by label first, then by pid."""
+    for row in rows:
+        if row.get("label") == text:
+            return row
+    for row in rows:
+        if pid_text(row.get("pid")) == text or _os_pid_matches(row.get("pid"), text):
+            return row
+    return None
+
+
+def tree_node_name(tree: Mapping[str, Any]) -> str:
+    pid = tree.get("pid")
+    return pid.node if isinstance(pid, Pid) else "the node"
+
+
+def _is_sup(node: Mapping[str, Any]) -> bool:
+    return node.get("type") == "supervisor"
+
+
+def _os_pid_matches(pid: Any, text: str) -> bool:
+    try:
+        node, number = parse_pid(text)
+    except ValueError:
+        return False
+    return isinstance(pid, Pid) and pid.id == number and (node is None or node == pid.node)
+
+
+def child_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``which_children_ext`` rows as the admin answers them: each id as its label."""
+    return [
+        {
+            "id": id_label(r.get("id")),
+            "pid": r.get("pid"),
+            "type": str(r.get("type", "worker")),
+            "restart": str(r.get("restart", "")),
+            "restarts": int(r.get("restarts", 0)),
+        }
+        for r in rows
+    ]
+
+
+# ---------------------------------------------------------------------- text
+
+
+def render_tree(tree: Mapping[str, Any]) -> str:
+    """The tree drawn with ``├─`` / ``└─``: one line per process with its child id,
+    pid, type, restart type and restart count."""
+    lines = [_tree_line(tree, root=True)]
+    _draw(tree, "", lines)
+    return "\n".join(lines)
+
+
+def _tree_line(node: Mapping[str, Any], root: bool = False) -> str:
+    parts = [str(node.get("id")), pid_text(node.get("pid"))]
+    if root:
+        parts.append(str(node.get("type", "supervisor")))
+    else:
+        parts.append(f"{node.get('type', 'worker')} {node.get('restart', '')}".rstrip())
+        parts.append(f"restarts={node.get('restarts', 0)}")
+    if node.get("error"):
+        parts.append(f"({node['error']})")
+    return "  ".join(parts)
+
+
+def _draw(node: Mapping[str, Any], prefix: str, lines: list[str]) -> None:
+    children = list(node.get("children") or ())
+    for i, child in enumerate(children):
+        last = i == len(children) - 1
+        lines.append(f"{prefix}{'└─ ' if last else '├─ '}{_tree_line(child)}")
+        _draw(child, prefix + ("   " if last else "│  "), lines)
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Columns padded to their widest cell; the last column is not padded."""
+    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    out = []
+    for row in cells:
+        padded = [c.ljust(w) for c, w in zip(row[:-1], widths[:-1], strict=True)]
+        out.append("  ".join([*padded, row[-1]]).rstrip())
+    return "\n".join(out)
+
+
+def render_nodes(data: Mapping[str, Any]) -> str:
+    me = str(data.get("node"))
+    members = data.get("members")
+    rows: list[list[str]] = []
+    for name in sorted({me, *data.get("nodes", ())}):
+        role = "this node" if name == me else "connected"
+        member = "-" if members is None else ("yes" if name in members else "no")
+        rows.append([name, role, member])
+    for name in data.get("hidden", ()):
+        rows.append([name, "hidden", "no"])
+    return render_table(["NODE", "SEEN AS", "MEMBER"], rows)
+
+
+def render_names(rows: Sequence[Mapping[str, Any]]) -> str:
+    if not rows:
+        return "(no global names)"
+    return render_table(
+        ["NAME", "PID", "NODE"],
+        [
+            [id_label(r.get("name")), pid_text(r.get("pid")), getattr(r.get("pid"), "node", "-")]
+            for r in rows
+        ],
+    )
+
+
+def render_children(rows: Sequence[Mapping[str, Any]]) -> str:
+    if not rows:
+        return "(no children)"
+    return render_table(
+        ["ID", "PID", "TYPE", "RESTART", "RESTARTS"],
+        [
+            [r.get("id"), pid_text(r.get("pid")), r.get("type"), r.get("restart"), r["restarts"]]
+            for r in rows
+        ],
+    )
+
+
+def render_counts(counts: Mapping[str, int]) -> str:
+    keys = ("specs", "active", "supervisors", "workers")
+    return "  ".join(f"{k}={counts.get(k, 0)}" for k in keys)
+
+
+def fmt_time(value: Any, now: datetime | None = None) -> str:
+    """A UTC time as ``2026-05-01 10:00:00Z``, with how far it is from ``now``."""
+    if not isinstance(value, datetime):
+        return "-"
+    when = value.astimezone(UTC)
+    text = when.strftime("%Y-%m-%d %H:%M:%S") + (
+        f".{when.microsecond // 1000:03d}Z" if when.microsecond else "Z"
+    )
+    if now is None:
+        return text
+    delta = (when - now).total_seconds()
+    span = _span(abs(delta))
+    return f"{text} ({'in ' + span if delta >= 0 else span + ' ago'})"
+
+
+def _span(seconds: float) -> str:
+    s = math.floor(seconds)
+    days, s = divmod(s, 86400)
+    hours, s = divmod(s, 3600)
+    minutes, s = divmod(s, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {s}s"
+    return f"{s}s"
+
+
+def _job_state(job: Mapping[str, Any]) -> str:
+    state = str(job.get("state", "?"))
+    return f"{state}, running" if job.get("running") else state
+
+
+def _last_run(job: Mapping[str, Any], now: datetime | None) -> str:
+    last = job.get("last_run")
+    if not isinstance(last, Mapping):
+        return "-"
+    return f"{fmt_time(last.get('tick'), now)} {last.get('outcome', '?')} on {last.get('node')}"
+
+
+def render_jobs(jobs: Sequence[Mapping[str, Any]], now: datetime | None = None) -> str:
+    if not jobs:
+        return "(no jobs)"
+    return render_table(
+        ["JOB", "SCHEDULE", "STATE", "NEXT FIRE", "LAST RUN", "HOLDER"],
+        [
+            [
+                j.get("name"),
+                j.get("schedule"),
+                _job_state(j),
+                fmt_time(j.get("next_at"), now),
+                _last_run(j, now),
+                j.get("holder", "-"),
+            ]
+            for j in jobs
+        ],
+    )
+
+
+def render_job(job: Mapping[str, Any], now: datetime | None = None) -> str:
+    fields = [
+        ("name", job.get("name")),
+        ("schedule", f"{job.get('schedule')} ({job.get('timezone', 'UTC')})"),
+        ("task", job.get("task")),
+        ("state", _job_state(job)),
+        ("next fire", fmt_time(job.get("next_at"), now)),
+        ("last run", _last_run(job, now)),
+        ("run strategy", job.get("run_strategy")),
+        ("overlap", job.get("overlap")),
+        ("misfire", job.get("misfire")),
+        ("timeout", job.get("timeout")),
+        ("origin", job.get("origin")),
+        ("holder", job.get("holder")),
+    ]
+    return "\n".join(f"{k + ':':14}{v}" for k, v in fields)
+
+
+def render_event(event: Mapping[str, Any]) -> str:
+    at = event.get("at")
+    stamp = (
+        datetime.fromtimestamp(at, UTC).strftime("%H:%M:%S.%f")[:-3]
+        if isinstance(at, int | float)
+        else "--:--:--"
+    )
+    return (
+        f"{stamp}  {event.get('node', '?')}  {event.get('kind', '?'):10}  {event.get('text', '')}"
+    )
+
+
+# ---------------------------------------------------------------------- JSON
+
+
+def plain(value: Any) -> Any:
+    """``value`` as JSON can carry it: pids and refs as their text, times in ISO
+    format, tuples as lists, mapping keys as text."""
+    if isinstance(value, Pid | Ref):
+        return repr(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {k if isinstance(k, str) else id_label(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [plain(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return repr(value)

@@ -1,0 +1,400 @@
+"""The admin service: a system actor on every dist node that answers the shell.
+
+It is reached as the dist service ``otpkit_admin`` (``multi_call([("otpkit_admin",
+node)], request)``) and answers ``("ok", value)`` or ``("error", "one line")``; a
+value is plain data (dicts, lists, strings, numbers, pids, aware times). Requests:
+
+==================================  =================================================
+``("nodes",)``                      ``{"node", "nodes", "hidden", "members"}``
+``("tree",)``                       the node's supervision tree (see ``_format``)
+``("which_children", SUP)``         ``{"sup", "pid", "children": [row]}``
+``("count_children", SUP)``         ``{"sup", "pid", "counts"}``
+``("names",)``                      ``[{"name", "pid"}]``
+``("whereis", NAME)``               a pid or None
+``("jobs", SCHED)``                 the scheduler's job rows (next fire, last run, ...)
+``("job", NAME, SCHED)``            one row
+``("run" | "activate" |             what the scheduler's API returns
+"deactivate", NAME, SCHED)``
+``("restart", SUP, CHILD)``         ``{"id", "pid"}``: stopped if running, started
+``("terminate", SUP, CHILD)``       ``{"id"}``
+``("kill", OSPID)``                 ``{"pid"}``: exit(pid, "kill") of a node process
+``("events", PID, ON)``             start/stop sending event dicts to PID
+``("forward", NODE, REQUEST)``      REQUEST asked of NODE's admin service
+==================================  =================================================
+
+A bad request is answered with an error line; nothing a client sends can make the
+service crash (a crashing system actor counts against the kernel, whose give-up halts
+the node). ``events`` subscribers get ``{"at", "node", "kind", "text"}`` dicts: node
+up/down (``monitor_nodes``), global names bound/unbound and supervisor children
+started/restarted/gone (both read every ``EVENT_POLL`` seconds, only while someone
+listens), and the scheduler's job events.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from otpkit import dist
+from otpkit.actors import _api, _runtime
+from otpkit.actors._actor import Actor
+from otpkit.actors._pid import Down, From, Pid
+from otpkit.admin import _format
+from otpkit.dist import NodeDown, NodeUp
+from otpkit.errors import CallTimeout, Exit, NodeError, OtpkitError, SupervisorError
+from otpkit.registry import _shared
+
+log = logging.getLogger("otpkit.admin")
+
+#: The admin service's local name and dist service name.
+ADMIN_NAME = "otpkit_admin"
+#: Seconds between two reads of the name table and the tree while events are watched.
+EVENT_POLL = 0.5
+#: Seconds a supervisor may take to list its children.
+SUP_TIMEOUT = 5.0
+#: Seconds a scheduler request may take (it retries across a fail-over meanwhile).
+SCHED_TIMEOUT = 10.0
+#: Seconds a restart or terminate may take.
+ACT_TIMEOUT = 30.0
+
+
+class AdminError(Exception):
+    """A request the service refuses; the message is the one line the shell shows."""
+
+
+class Admin(Actor):
+    """The node's admin service (see the module); a child of the node's kernel."""
+
+    def init(self) -> None:
+        rt = _api.runtime()
+        self.node = rt.node.name
+        self.kernel: Pid | None = rt.parent
+        self.subscribers: dict[Pid, Any] = {}
+        self.names: dict[Any, Pid] = {}
+        self.procs: dict[str, tuple[str, int]] = {}
+        self.polling = False
+        self.watching_nodes = False
+        self.watching_jobs: set[str] = set()
+        _api.register(ADMIN_NAME)
+        dist.register_service(ADMIN_NAME)
+
+    # ------------------------------------------------------------------ calls
+
+    def handle_call(self, request: Any, from_: From) -> Any:
+        try:
+            if not isinstance(request, tuple | list) or not request:
+                raise AdminError(f"bad request {request!r:.80}")
+            return ("ok", self._call(str(request[0]), tuple(request[1:])))
+        except AdminError as exc:
+            return ("error", str(exc))
+        except (OtpkitError, ValueError, TypeError, KeyError, IndexError, OSError) as exc:
+            # an unexpected error of one request must not take the service down
+            log.warning("%s: admin request %.120r failed: %r", self.node, request, exc)
+            return ("error", f"{type(exc).__name__}: {exc}")
+
+    def _call(self, op: str, args: tuple[Any, ...]) -> Any:
+        handler: Callable[..., Any] | None = getattr(self, f"_op_{op}", None)
+        if handler is None:
+            raise AdminError(f"unknown admin request {op!r}")
+        try:
+            return handler(*args)
+        except TypeError as exc:
+            if "positional argument" in str(exc):
+                raise AdminError(f"bad arguments for {op!r}: {args!r:.80}") from None
+            raise
+
+    def _op_forward(self, node: str, request: Any) -> Any:
+        if node == self.node:
+            return self._call(str(request[0]), tuple(request[1:]))
+        if node not in dist.nodes():
+            raise AdminError(f"node {node!r} is not connected to {self.node}")
+        kind, answer = _api.multi_call([(ADMIN_NAME, node)], tuple(request), ACT_TIMEOUT + 5)[0]
+        if kind != "ok":
+            raise AdminError(f"node {node} did not answer ({kind})")
+        if isinstance(answer, tuple | list) and len(answer) == 2 and answer[0] == "ok":
+            return answer[1]
+        raise AdminError(str(answer[1]) if isinstance(answer, tuple | list) else str(answer))
+
+    # ------------------------------------------------------------------ reads
+
+    def _op_nodes(self) -> dict[str, Any]:
+        members: list[str] | None
+        try:
+            from otpkit.registry import _quorum_actor  # noqa: PLC0415 - a dist node's only
+
+            version, names = _quorum_actor.members(timeout=2.0)
+            members = names if version else []
+        except (Exit, CallTimeout, NodeError):
+            members = None
+        return {
+            "node": self.node,
+            "nodes": dist.nodes(),
+            "hidden": dist.hidden_nodes(),
+            "members": members,
+        }
+
+    def _op_tree(self) -> dict[str, Any]:
+        if self.kernel is None:
+            raise AdminError(f"{self.node}: no kernel to read")
+        tree: dict[str, Any] = self._subtree("kernel", self.kernel, "supervisor", "permanent", 0)
+        return tree
+
+    def _subtree(self, label: str, pid: Any, kind: str, restart: str, restarts: int) -> Any:
+        node: dict[str, Any] = {
+            "id": label,
+            "pid": pid,
+            "type": kind,
+            "restart": restart,
+            "restarts": restarts,
+            "error": None,
+            "children": None,
+        }
+        if kind != "supervisor":
+            return node
+        node["children"] = []
+        if not isinstance(pid, Pid):
+            return node
+        if pid.node != self.node:
+            node["error"] = f"on {pid.node}: tree {pid.node}"
+            return node
+        try:
+            rows = _format.child_rows(_api.call(pid, ("which_children_ext",), SUP_TIMEOUT))
+        except (Exit, CallTimeout) as exc:
+            node["error"] = f"no answer: {exc}"
+            return node
+        node["children"] = [
+            self._subtree(r["id"], r["pid"], r["type"], r["restart"], r["restarts"]) for r in rows
+        ]
+        return node
+
+    def _sup(self, text: Any) -> tuple[str, Pid]:
+        found = _format.find_supervisor(self._op_tree(), str(text))
+        if found.node is None:
+            raise AdminError(found.error)
+        pid = found.node.get("pid")
+        if not isinstance(pid, Pid):
+            raise AdminError(f"supervisor {text!r} is not running ({_format.pid_text(pid)})")
+        return found.path or "kernel", pid
+
+    def _op_which_children(self, sup: Any) -> dict[str, Any]:
+        path, pid = self._sup(sup)
+        rows = _format.child_rows(_api.call(pid, ("which_children_ext",), SUP_TIMEOUT))
+        return {"sup": path, "pid": pid, "children": rows}
+
+    def _op_count_children(self, sup: Any) -> dict[str, Any]:
+        from otpkit.supervision import count_children  # noqa: PLC0415
+
+        path, pid = self._sup(sup)
+        return {"sup": path, "pid": pid, "counts": count_children(pid, SUP_TIMEOUT)}
+
+    def _op_names(self) -> list[dict[str, Any]]:
+        table = self._table()
+        return [{"name": name, "pid": table[name]} for name in sorted(table, key=_format.id_label)]
+
+    def _op_whereis(self, name: Any) -> Pid | None:
+        from otpkit.registry import whereis_name  # noqa: PLC0415
+
+        return whereis_name(name)
+
+    def _table(self) -> dict[Any, Pid]:
+        table = _shared.read()
+        if table is None:
+            from otpkit.registry import registered_names, whereis_name  # noqa: PLC0415
+
+            return {n: p for n in registered_names() if (p := whereis_name(n)) is not None}
+        return dict(table)
+
+    # ------------------------------------------------------------------ jobs
+
+    def _op_jobs(self, scheduler: str) -> list[dict[str, Any]]:
+        from otpkit.scheduler import jobs  # noqa: PLC0415 - nodes without jobs skip it
+
+        return jobs(str(scheduler), SCHED_TIMEOUT)
+
+    def _op_job(self, name: str, scheduler: str) -> dict[str, Any]:
+        for row in self._op_jobs(scheduler):
+            if row.get("name") == name:
+                return row
+        raise AdminError(f"no job {name!r} in scheduler {scheduler!r}")
+
+    def _op_run(self, name: str, scheduler: str) -> list[Any]:
+        from otpkit.scheduler import run_job  # noqa: PLC0415
+
+        return run_job(str(name), str(scheduler), SCHED_TIMEOUT)
+
+    def _op_activate(self, name: str, scheduler: str) -> bool:
+        from otpkit.scheduler import activate_job  # noqa: PLC0415
+
+        return activate_job(str(name), str(scheduler), SCHED_TIMEOUT)
+
+    def _op_deactivate(self, name: str, scheduler: str) -> bool:
+        from otpkit.scheduler import deactivate_job  # noqa: PLC0415
+
+        return deactivate_job(str(name), str(scheduler), SCHED_TIMEOUT)
+
+    # ------------------------------------------------------------------ acts
+
+    def _child(self, sup: Any, child: Any) -> tuple[str, Pid, Mapping[str, Any], Any]:
+        path, pid = self._sup(sup)
+        raw = _api.call(pid, ("which_children_ext",), SUP_TIMEOUT)
+        rows = [{**r, "label": _format.id_label(r.get("id"))} for r in raw]
+        row = _format.find_child(rows, str(child))
+        if row is None:
+            labels = ", ".join(str(r["label"]) for r in rows) or "none"
+            raise AdminError(f"{path} has no child {child!r} (children: {labels})")
+        # a dynamic supervisor's children are known by pid only
+        key = row["pid"] if row.get("id") is None and isinstance(row.get("pid"), Pid) else row["id"]
+        return path, pid, row, key
+
+    def _op_restart(self, sup: Any, child: Any) -> dict[str, Any]:
+        from otpkit.supervision import restart_child, terminate_child  # noqa: PLC0415
+
+        _path, pid, row, key = self._child(sup, child)
+        try:
+            if isinstance(row.get("pid"), Pid):
+                terminate_child(pid, key, ACT_TIMEOUT)
+            new = restart_child(pid, key, ACT_TIMEOUT)
+        except SupervisorError as exc:
+            raise AdminError(f"restart of {row['label']} failed: {exc.args[0]!r}") from None
+        if isinstance(new, tuple):
+            new = new[0]
+        return {"id": row["label"], "pid": new}
+
+    def _op_terminate(self, sup: Any, child: Any) -> dict[str, Any]:
+        from otpkit.supervision import terminate_child  # noqa: PLC0415
+
+        _path, pid, row, key = self._child(sup, child)
+        try:
+            terminate_child(pid, key, ACT_TIMEOUT)
+        except SupervisorError as exc:
+            raise AdminError(f"terminate of {row['label']} failed: {exc.args[0]!r}") from None
+        return {"id": row["label"]}
+
+    def _op_kill(self, ospid: int) -> dict[str, Any]:
+        if isinstance(ospid, bool) or not isinstance(ospid, int) or ospid <= 0:
+            raise AdminError(f"kill: {ospid!r} is not an os pid")
+        rt = _api.runtime()
+        if ospid == os.getpid():
+            raise AdminError("kill: that is the admin service itself")
+        if self.kernel is not None and ospid == self.kernel.id:
+            raise AdminError("kill: that is the node's kernel (it would halt the node)")
+        serial = _runtime.process_start_ticks(ospid)
+        try:
+            ours = serial is not None and os.getpgid(ospid) == _runtime.node_pgid()
+        except ProcessLookupError:
+            ours = False
+        if not ours or serial is None:
+            raise AdminError(f"kill: no process {ospid} of node {self.node}")
+        pid = Pid(self.node, rt.node.creation, ospid, serial)
+        _api.exit(pid, "kill")
+        log.warning("%s: admin: killed %r (a drill, from the shell)", self.node, pid)
+        return {"pid": pid}
+
+    # ------------------------------------------------------------------ events
+
+    def _op_events(self, pid: Pid, on: bool, scheduler: str = "otpkit_scheduler") -> str:
+        if not isinstance(pid, Pid):
+            raise AdminError(f"events: {pid!r} is not a pid")
+        if not on:
+            ref = self.subscribers.pop(pid, None)
+            if ref is not None:
+                _api.demonitor(ref, flush=True)
+            return "ok"
+        if pid not in self.subscribers:
+            self.subscribers[pid] = _api.monitor(pid)
+        if not self.watching_nodes:
+            dist.monitor_nodes(True)
+            self.watching_nodes = True
+        if scheduler not in self.watching_jobs:
+            from otpkit.scheduler import subscribe  # noqa: PLC0415
+
+            try:
+                subscribe(str(scheduler), _api.self(), timeout=2.0)
+                self.watching_jobs.add(scheduler)
+            except (Exit, CallTimeout, NodeError):
+                pass  # this node runs no such scheduler: no job events from here
+        if not self.polling:
+            self.names = self._table()
+            self.procs = self._procs()
+            self.polling = True
+            _api.send_after(EVENT_POLL, ("$poll",))
+        return "ok"
+
+    def handle_info(self, msg: Any) -> None:
+        if not self.subscribers:
+            self.polling = self.polling and msg != ("$poll",)
+            return
+        try:
+            if msg == ("$poll",):
+                self._poll()
+                _api.send_after(EVENT_POLL, ("$poll",))
+            elif isinstance(msg, NodeUp):
+                self._emit("node", f"node {msg.node} up")
+            elif isinstance(msg, NodeDown):
+                self._emit("node", f"node {msg.node} down ({msg.reason})")
+            elif isinstance(msg, Down):
+                self.subscribers.pop(msg.pid, None)
+            elif type(msg).__name__ == "JobEvent":
+                self._job_event(msg)
+        except (OtpkitError, ValueError, TypeError, KeyError, OSError) as exc:
+            log.warning("%s: admin event %.120r failed: %r", self.node, msg, exc)
+
+    def _job_event(self, event: Any) -> None:
+        parts = [f"{event.kind} {event.job}"]
+        if event.tick is not None:
+            parts.append(f"tick {_format.fmt_time(event.tick)}")
+        if event.node:
+            parts.append(f"on {event.node}")
+        if event.duration is not None:
+            parts.append(f"{event.duration:.3f} s")
+        if event.error:
+            parts.append(f"error: {event.error}")
+        self._emit("job", " ".join(parts))
+
+    def _poll(self) -> None:
+        names = self._table()
+        for name in sorted(set(self.names) | set(names), key=_format.id_label):
+            old, new = self.names.get(name), names.get(name)
+            if old != new:
+                label = _format.id_label(name)
+                if new is None:
+                    self._emit("registry", f"{label} unregistered (was {old!r})")
+                else:
+                    self._emit("registry", f"{label} registered to {new!r}")
+        self.names = names
+        procs = self._procs()
+        for path in sorted(set(self.procs) | set(procs)):
+            old_p, new_p = self.procs.get(path), procs.get(path)
+            if old_p == new_p:
+                continue
+            if new_p is None:
+                self._emit("supervisor", f"{path} gone (was {old_p[0] if old_p else '-'})")
+            elif old_p is None:
+                self._emit("supervisor", f"{path} started as {new_p[0]}")
+            elif old_p[1] != new_p[1]:
+                self._emit(
+                    "supervisor",
+                    f"{path} restarted: {old_p[0]} -> {new_p[0]} (restarts={new_p[1]})",
+                )
+            else:
+                self._emit("supervisor", f"{path} is now {new_p[0]}")
+        self.procs = procs
+
+    def _procs(self) -> dict[str, tuple[str, int]]:
+        tree = self._op_tree()
+        return {
+            path: (_format.pid_text(n.get("pid")), int(n.get("restarts", 0)))
+            for path, n in _format.walk(tree)
+            if path
+        }
+
+    def _emit(self, kind: str, text: str) -> None:
+        event = {"at": time.time(), "node": self.node, "kind": kind, "text": text}
+        for pid in list(self.subscribers):
+            _api.send(pid, event)
+
+
+__all__ = ["ADMIN_NAME", "Admin", "AdminError"]
