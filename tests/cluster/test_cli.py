@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -380,3 +381,133 @@ def test_ready_waits_for_the_discovered_peer_and_live_follows_the_kernel(nodes, 
 
     assert nodes.stop("b") == 0, nodes.output("b")
     assert nodes.stop("a") == 0, nodes.output("a")
+
+
+# ---------------------------------------------------------------------- examples/kubernetes
+
+
+def manifests() -> dict[str, dict[str, Any]]:
+    """The example's manifests by kind (PyYAML is no dependency of the project)."""
+    yaml = pytest.importorskip("yaml")
+    docs = [d for f in sorted(EXAMPLE.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text())]
+    return {d["kind"]: d for d in docs}
+
+
+def container_env(statefulset: dict[str, Any], pod: dict[str, str]) -> dict[str, str]:
+    """The container's environment as the kubelet makes it: downward-API values from
+    ``pod``, ``$(VAR)`` replaced by the variables defined before it."""
+    env: dict[str, str] = {}
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    for var in container["env"]:
+        if "valueFrom" in var:
+            env[var["name"]] = pod[var["valueFrom"]["fieldRef"]["fieldPath"]]
+        else:
+            env[var["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env[m[1]], var["value"])
+    return env
+
+
+def test_the_kubernetes_manifests_agree_with_each_other():
+    m = manifests()
+    sts, svc, pdb = m["StatefulSet"], m["Service"], m["PodDisruptionBudget"]
+    spec, pod = sts["spec"], sts["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = container_env(
+        sts, {"metadata.name": "myapp-0", "metadata.namespace": "ns", "status.podIP": "10.0.0.7"}
+    )
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    # discovery: SRV records of the headless service, which lists pods not ready yet
+    assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["publishNotReadyAddresses"] is True
+    assert spec["serviceName"] == svc["metadata"]["name"] == "myapp-headless"
+    (svc_port,) = svc["spec"]["ports"]
+    assert svc_port["port"] == ports["dist"] == int(env["OTPKIT_DIST_PORT"])
+    assert (
+        env["OTPKIT_DISCOVERY"]
+        == f"dns-srv:_{svc_port['name']}._tcp.myapp-headless.ns.svc.cluster.local"
+    )
+    # the node's name is the SRV target DnsSrv names the pod by; dist listens on its IP
+    assert env["OTPKIT_NODE_NAME"] == "myapp@myapp-0.myapp-headless.ns.svc.cluster.local"
+    assert env["POD_IP"] == "10.0.0.7"
+    # a majority of the replicas; the hand-over fits the grace, which fits the kubelet's
+    assert int(env["OTPKIT_EXPECTED_SIZE"]) == spec["replicas"] == 3
+    assert int(env["OTPKIT_GRACE"]) + 5 <= pod["terminationGracePeriodSeconds"]
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    # probes on the probe port
+    assert int(env["OTPKIT_PROBE_PORT"]) == ports["probe"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz/ready", "port": "probe"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz/live", "port": "probe"}
+    # the store on the pod's own volume; the cookie from the Secret, as a file
+    mounts = {v["name"]: v["mountPath"] for v in container["volumeMounts"]}
+    assert mounts["data"] == env["OTPKIT_DATA_DIR"]
+    assert [t["metadata"]["name"] for t in spec["volumeClaimTemplates"]] == ["data"]
+    (cookie,) = [v for v in pod["volumes"] if v["name"] == "cookie"]
+    (item,) = cookie["secret"]["items"]
+    assert env["OTPKIT_COOKIE_FILE"] == f"{mounts['cookie']}/{item['path']}"
+    assert "OTPKIT_COOKIE" not in env
+    # the image: zone files, and the SIGTERM reaching otpkit run (exec form)
+    dockerfile = (EXAMPLE / "Dockerfile").read_text()
+    assert re.search(r"apt-get install .*\btzdata\b", dockerfile)
+    assert 'ENTRYPOINT ["/usr/bin/tini", "--", "otpkit", "run"]' in dockerfile
+    assert 'CMD ["myapp.tree:root"]' in dockerfile
+
+
+def test_the_kubernetes_example_runs_as_its_manifest_sets_it(nodes, tmp_path):
+    """Three nodes of ``myapp.tree:root`` with the manifest's environment, except what
+    needs a cluster (the DNS names and the ports: loopback addresses, a static peer list
+    and free ports here): each becomes ready, the job runs once per tick, and when the
+    holder's pod is deleted (SIGTERM) another node takes the ticks over, none run twice."""
+    sts = manifests()["StatefulSet"]
+    hosts = [f"127.0.81.{i + 1}" for i in range(3)]
+    dist = [free_port() for _ in hosts]
+    probes = [free_port() for _ in hosts]
+    (tmp_path / "cookie").write_text("example-cookie\n")
+    peers = ",".join(f"myapp@{h}:{p}" for h, p in zip(hosts, dist, strict=True))
+    for i, host in enumerate(hosts):
+        pod = {"metadata.name": f"myapp-{i}", "metadata.namespace": "default", "status.podIP": host}
+        env = container_env(sts, pod)
+        assert env["OTPKIT_EXPECTED_SIZE"] == "3"
+        env.update(
+            OTPKIT_NODE_NAME=f"myapp@{host}",
+            OTPKIT_DISCOVERY=f"static:{peers}",
+            OTPKIT_DIST_PORT=str(dist[i]),
+            OTPKIT_PROBE_PORT=str(probes[i]),
+            OTPKIT_COOKIE_FILE=str(tmp_path / "cookie"),
+            OTPKIT_DATA_DIR=str(tmp_path / f"data-{i}"),
+            OTPKIT_LOG_DIR=str(tmp_path / "log"),
+            MYAPP_SCHEDULE="* * * * * *",  # every second
+        )
+        nodes.start(f"myapp-{i}", "myapp.tree:root", env, pythonpath=EXAMPLE)
+    for i in range(3):
+        wait_until(
+            lambda i=i: probe(probes[i], "/healthz/ready") == (200, "ready"),
+            60,
+            what=f"myapp-{i} is ready",
+        )
+
+    def runs() -> list[tuple[str, str]]:
+        """(tick, node) of each run, from the nodes' logs (the task's output)."""
+        found = []
+        for log in (tmp_path / "log").glob("*.log"):
+            found += re.findall(r"myapp: hello from (\S+) for the tick (\S+)", log.read_text())
+        return sorted((tick, node) for node, tick in found)
+
+    first = wait_until(lambda: len(r := runs()) >= 3 and r, 30, what="three ticks run")
+    holder = first[-1][1]
+    assert "+01:00" in first[0][0] or "+02:00" in first[0][0]  # Europe/Berlin: tzdata
+    index = hosts.index(holder.split("@")[1])
+    assert nodes.stop(f"myapp-{index}") == 0, nodes.output(f"myapp-{index}")
+    after = wait_until(
+        lambda: [r for r in runs() if r[1] != holder] or None, 30, what="another node runs the job"
+    )
+    ticks = [tick for tick, _ in runs()]
+    assert len(ticks) == len(set(ticks)), runs()
+    new_holder = after[0][1]
+    for i, host in enumerate(hosts):  # the standby first: the holder then hands over to none
+        if f"myapp@{host}" not in (holder, new_holder):
+            assert nodes.stop(f"myapp-{i}") == 0, nodes.output(f"myapp-{i}")
+    new_index = hosts.index(new_holder.split("@")[1])
+    assert nodes.stop(f"myapp-{new_index}") == 0, nodes.output(f"myapp-{new_index}")
+    ticks = [tick for tick, _ in runs()]
+    assert len(ticks) == len(set(ticks)), runs()
+    for i in range(3):
+        assert list((tmp_path / f"data-{i}").glob("*.sqlite")), f"myapp-{i} keeps no store"

@@ -1,0 +1,1 @@
+"""The example application of ``examples/kubernetes``: see ``tree.py``."""
