@@ -39,14 +39,17 @@ def stream_events(
     count: int = 0,
     seconds: float = 0.0,
     stopped: Callable[[], bool] = lambda: False,
+    ready: Callable[[], None] = lambda: None,
 ) -> int:
-    """Print the connected node's events (``emit`` each) until ``count`` came,
-    ``seconds`` passed (0: no limit) or ``stopped()``; how many came.
+    """Pass the connected node's events to ``emit`` until ``count`` came, ``seconds``
+    passed (0: no limit) or ``stopped()``; how many came. ``ready`` is called once the
+    node sends them.
 
     Raises:
         LostConnection: the target went away meanwhile.
     """
     client.request("events", client.pid, True, options.scheduler)
+    ready()
     deadline = time.monotonic() + seconds if seconds > 0 else None
     seen = 0
     try:
@@ -140,7 +143,6 @@ class Shell:
                 raise ValueError
         except ValueError:
             raise UsageError(f"usage: {SHELL_ONLY['events'][0]}") from None
-        self._print("(events of " + self.client.target + "; Ctrl-C stops)")
         self._interrupted.clear()
         old = signal.signal(signal.SIGINT, lambda *_: self._interrupted.set())
         try:
@@ -151,6 +153,7 @@ class Shell:
                 count,
                 seconds,
                 self._interrupted.is_set,
+                lambda: self._print(f"(events of {self.client.target}; Ctrl-C stops)"),
             )
         finally:
             signal.signal(signal.SIGINT, old)

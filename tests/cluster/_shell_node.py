@@ -1,0 +1,75 @@
+"""A node for the shell tests: dist_node.py's driver (same JSON ops over stdin/stdout),
+booted with a Scheduler (a JSON config, as ``--scheduler``) and an application
+supervisor ``app`` with one ``worker`` beside it - the processes the shell inspects,
+kills and restarts. Config ``-`` boots no children.
+
+Usage: _shell_node.py NAME PORT LOG_DIR COOKIE CONFIG
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import otpkit
+from otpkit import Actor, ChildSpec, Supervisor
+
+SCRIPT = os.path.abspath(__file__)
+
+
+class Worker(Actor):
+    """An application worker that does nothing: something to kill and restart."""
+
+
+def children(config: str) -> list[Any]:
+    if config == "-":
+        return []
+    from _sched_ops import scheduler_spec  # noqa: PLC0415 - needs this dir on sys.path
+
+    app = ChildSpec(
+        "app",
+        Supervisor,
+        kwargs={"children": [ChildSpec("worker", "_shell_node:Worker")], "intensity": 5},
+        type="supervisor",
+    )
+    return [scheduler_spec(config), app]
+
+
+def main() -> None:
+    from dist_node import Echo, handle, out  # noqa: PLC0415 - a script beside this one
+
+    name, port, log_dir, cookie, config = sys.argv[1:6]
+    node = otpkit.Node(
+        name, cookie=cookie, dist_port=int(port), log_dir=log_dir, children=children(config)
+    ).start()
+    echo = node.spawn(Echo, name="echo")
+    out(
+        {
+            "ready": name,
+            "echo": [echo.node, echo.creation, echo.id, echo.serial],
+            "pids": node.os_pids(),
+            "main": os.getpid(),
+            "port": node.dist_port,
+            "started": time.time(),
+        }
+    )
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        for raw in sys.stdin:
+            line = raw.strip()
+            if not line:
+                continue
+            try:
+                out({"ok": handle(node, echo, json.loads(line))})
+            except Exception as exc:  # report, keep serving
+                out({"error": f"{type(exc).__name__}: {exc}"})
+    finally:
+        node.stop()
+
+
+if __name__ == "__main__":
+    main()
