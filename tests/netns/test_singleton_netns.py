@@ -185,14 +185,29 @@ def test_seed_recipe_through_a_kill_a_partition_and_a_heal(cluster: Cluster) -> 
     wait_for(lambda: sum(ticks(path, t).values()) >= 2, BOUND, "the new scheduler ticks")
     assert set(ticks(path, t)) == {second}
 
-    # bring the victim back: it links to the running one, starts none
-    cluster.start(victim.index, extra=("--seed", str(path)))
+    # bring the victim back. The recipe starts its SchedulerSupervisor before the node's
+    # registry has merged with its peers' (whereis_name says :undefined), so the returning
+    # node may register a second one, and the resolver - which keeps the pid it is handed
+    # first, the larger-named node's - may stop the running one instead; or its link to the
+    # running one can find that pid just stopped (exit noproc, restarted by its supervisor).
+    # What the recipe does guarantee: one scheduler in the end, the only one ticking.
+    # (otpkit.Singleton elects nothing before discovery has settled, so it keeps the holder.)
+    cluster.start(
+        victim.index,
+        extra=("--seed", str(path)),
+        start_tolerates=("child 'SchedulerSupervisor' exited",),
+    )
     nodes = [cluster.node(i) for i in (1, 2, 3)]
     cluster.wait_view(cluster.parts([1, 2, 3]), BOUND, "the victim rejoins")
-    wait_for(lambda: one_holder(nodes) == second, BOUND, "the returning node adopts it")
+    wait_for(lambda: one_holder(nodes), BOUND, "one SchedulerSupervisor after the return")
+    third = one_holder(nodes)
+    t = time.time() + 1.5
+    wait_for(lambda: sum(ticks(path, t).values()) >= 2, BOUND, "ticks after the return")
+    assert set(ticks(path, t)) == {third}, ticks(path, t)
+    assert one_holder(nodes) == third
 
     # 2. cut the holder off: both sides run one (availability), 3. heal: one is kept
-    h = next(n.index for n in nodes if n.name == second)
+    h = next(n.index for n in nodes if n.name == third)
     rest = [i for i in (1, 2, 3) if i != h]
     cluster.isolate(h)
     cluster.wait_view(cluster.parts([h], rest), BOUND, "the holder is cut off")

@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import pickle
+import random
 import resource
 import signal
 import socket
@@ -155,6 +156,33 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def admin_port_candidate(host: str = "127.0.0.1", attempts: int = 64) -> int:
+    """A free port for Thespian's admin, below the kernel's ephemeral range when that
+    range leaves room: a port taken from the ephemeral range (``bind(0)``) can be given
+    to any outgoing connection's local end before the admin binds it."""
+    low, _ = _ephemeral_range()
+    if low > 12000:
+        rng = random.SystemRandom()
+        for _ in range(attempts):
+            port = rng.randrange(10000, low)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+                return port
+    return free_port(host)
+
+
 @dataclass
 class LocalSystem:
     """A started node's actor system, as seen from the program that started it."""
@@ -183,6 +211,7 @@ def pids_in_group(pgid: int) -> list[int]:
 
 
 _start_lock = threading.Lock()
+_ADMIN_ATTEMPTS = 3
 
 
 def start_local_system(
@@ -201,9 +230,6 @@ def start_local_system(
     os.environ["THESPLOG_FILE"] = log_path + ".thespian"
     os.environ.setdefault("THESPLOG_THRESHOLD", "WARNING")
     with _start_lock:
-        read_end, write_end = os.pipe()
-        _runtime.close_in_children(write_end)
-        _admin_boot = {"lifeline": read_end, "log_path": log_path}
         _host._pending = _host.SpawnPayload(
             node=client.node,
             target=kernel_target,
@@ -217,17 +243,33 @@ def start_local_system(
             log_level=log_level,
             options={"defer_boot": True},
         )
-        port = free_port()
-        try:
-            asys = ActorSystem(
-                "multiprocTCPBase",
-                {"Admin Port": port},
-                logDefs=_thespian_log_defs(log_path),
-                transientUnique=True,
-            )
-        finally:
-            _admin_boot = None
-            os.close(read_end)
+        for attempt in range(1, _ADMIN_ATTEMPTS + 1):
+            read_end, write_end = os.pipe()
+            _runtime.close_in_children(write_end)
+            _admin_boot = {"lifeline": read_end, "log_path": log_path}
+            port = admin_port_candidate()
+            try:
+                asys = ActorSystem(
+                    "multiprocTCPBase",
+                    {"Admin Port": port},
+                    logDefs=_thespian_log_defs(log_path),
+                    transientUnique=True,
+                )
+                break
+            except Exception as exc:
+                # the port was taken between the check and the admin's bind: closing the
+                # lifeline ends whatever that admin started; try another port
+                os.close(write_end)
+                if attempt == _ADMIN_ATTEMPTS:
+                    _host._pending = None
+                    raise NodeError(
+                        f"Thespian's admin did not start on {_ADMIN_ATTEMPTS} ports "
+                        f"(last {port}): {exc}"
+                    ) from exc
+                log.warning("Thespian's admin could not use port %d (%s); retrying", port, exc)
+            finally:
+                _admin_boot = None
+                os.close(read_end)
         try:
             kernel_address = asys.createActor(_host.Host)
             asys.tell(kernel_address, _host.BOOT)
