@@ -82,7 +82,8 @@ def parse_pid(text: str) -> tuple[str | None, int]:
     number = word
     if "@" in word:
         node, dot, number = word.rpartition(".")
-        if not dot or "@" not in node:
+        app, _, host = node.partition("@")
+        if not dot or not app or not host:
             raise ValueError(f"pid {text!r}: expected <app@host.ospid> or an os pid")
     if not number.isdigit() or int(number) <= 0:
         raise ValueError(f"pid {text!r}: expected <app@host.ospid> or an os pid")
