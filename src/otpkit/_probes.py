@@ -39,11 +39,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from otpkit.actors import _api
 from otpkit.errors import CallTimeout, Exit, NodeError, NoRuntime, OtpkitError
+from otpkit.registry._join import ClusterView, join_problem
 
 __all__ = [
     "LIVE_TIMEOUT",
@@ -60,38 +60,6 @@ LIVE_TIMEOUT = 1.0
 READY_TIMEOUT = 1.0
 
 PHASES = ("starting", "running", "stopping")
-
-
-@dataclass(frozen=True)
-class ClusterView:
-    """What a node knows of its cluster, each a set of node names other than its own.
-
-    ``settled``: discovery has had a good answer (True without discovery);
-    ``discovered``: the peers of the last answers; ``connected``: dist's visible nodes;
-    ``merged``: the nodes the registry has merged its table with.
-    """
-
-    settled: bool
-    discovered: frozenset[str]
-    connected: frozenset[str]
-    merged: frozenset[str]
-
-
-def join_problem(view: ClusterView) -> str | None:
-    """Why a node with this view has not joined its cluster yet, or None if it has.
-
-    The test :class:`~otpkit.registry._singleton.SingletonManager` makes before its first
-    election: settled, every discovered peer connected, every connected node merged.
-    """
-    if not view.settled:
-        return "discovery has had no good answer yet"
-    missing = sorted(view.discovered - view.connected)
-    if missing:
-        return f"not connected to {_names(missing)}"
-    unmerged = sorted(view.connected - view.merged)
-    if unmerged:
-        return f"registry not merged with {_names(unmerged)}"
-    return None
 
 
 def ready_problem(
@@ -121,11 +89,6 @@ def ready_problem(
     if problem is None:
         return None
     return f"{problem} ({elapsed:.0f} s of the {settle_timeout:g} s settle timeout)"
-
-
-def _names(names: list[str], most: int = 3) -> str:
-    shown = ", ".join(names[:most])
-    return shown if len(names) <= most else f"{shown} and {len(names) - most} more"
 
 
 def cluster_view(discovery: bool) -> ClusterView | str:

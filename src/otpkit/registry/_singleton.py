@@ -46,6 +46,7 @@ from otpkit.errors import CallTimeout, Exit, NodeError
 from otpkit.registry import _global
 from otpkit.registry import _quorum_actor as _quorum
 from otpkit.registry._global import GLOBAL_NAME, NameChanged
+from otpkit.registry._join import ClusterView, join_problem
 from otpkit.registry._quorum import LeaseGranted, LeaseLost
 from otpkit.registry._resolvers import resolver_name
 from otpkit.supervision._spec import ChildSpec, SupFlags, child_spec
@@ -338,16 +339,16 @@ class SingletonManager(Supervisor):
             settled, peers = True, set()  # no discovery: dist's own peers are the cluster
         except CallTimeout:
             return False
-        if not settled:
-            return False
-        connected = set(self._peers()) | {_api.self().node}
-        if not peers <= connected:
+        me = _api.self().node
+        connected = frozenset(self._peers()) - {me}
+        view = ClusterView(bool(settled), frozenset(peers) - {me}, connected, connected)
+        if join_problem(view) is not None:  # not settled, or a discovered peer missing
             return False
         try:
-            merged = set(_global.sync_now(timeout=1.0))
+            merged = frozenset(_global.sync_now(timeout=1.0))
         except CallTimeout:
             return False
-        if not (connected - {_api.self().node}) <= merged:
+        if join_problem(ClusterView(True, view.discovered, connected, merged - {me})):
             return False
         self.settled = True
         return True
