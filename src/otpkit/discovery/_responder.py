@@ -42,8 +42,16 @@ _POLL = 0.2  # seconds the serving thread waits for a packet before it checks fo
 def _table(records: Mapping[str, Iterable[str]]) -> dict[dns.name.Name, tuple[str, ...]]:
     table: dict[dns.name.Name, tuple[str, ...]] = {}
     for name, addresses in records.items():
-        ips = tuple(str(ipaddress.IPv4Address(a)) for a in addresses)
-        table[dns.name.from_text(name, origin=dns.name.root)] = ips
+        if isinstance(addresses, str):
+            raise ValueError(f"records[{name!r}]: expected a list of addresses, not a str")
+        try:
+            ips = tuple(str(ipaddress.IPv4Address(a)) for a in addresses)
+        except ValueError as exc:
+            raise ValueError(f"records[{name!r}]: expected IPv4 addresses ({exc})") from None
+        try:
+            table[dns.name.from_text(name, origin=dns.name.root)] = ips
+        except dns.exception.DNSException as exc:
+            raise ValueError(f"records: {name!r} is not a DNS name ({exc})") from None
     return table
 
 
