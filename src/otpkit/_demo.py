@@ -51,6 +51,7 @@ from datetime import datetime, timedelta
 from types import FrameType
 from typing import Any, TypeVar
 
+import otpkit
 from otpkit import _demo_node
 from otpkit.actors._runtime import proc_stat
 from otpkit.actors._system import pids_in_group
@@ -243,8 +244,6 @@ class Demo:
     # ------------------------------------------------------------------ nodes
 
     def _start_node(self, name: str, port: int, cookie: str) -> None:
-        import otpkit  # noqa: PLC0415 - only to find where the package lives
-
         package_root = os.path.dirname(os.path.dirname(os.path.abspath(otpkit.__file__)))
         env = dict(os.environ)
         env[_demo_node.COOKIE_ENV] = cookie
