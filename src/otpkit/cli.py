@@ -66,7 +66,7 @@ from otpkit.node import Node
 from otpkit.registry._quorum import QuorumConfig
 from otpkit.supervision._spec import ChildSpec
 
-__all__ = ["SettingError", "Settings", "main", "settings_from"]
+__all__ = ["SettingError", "Settings", "cookie_from", "main", "settings_from"]
 
 DEFAULT_DIST_PORT = 4370
 
@@ -158,6 +158,28 @@ def _discovery(spec: str, app: str, port: int) -> Any:
     )
 
 
+def cookie_from(cookie_file_flag: str | None, env: Mapping[str, str]) -> bytes:
+    """The dist cookie: ``--cookie-file``, else ``OTPKIT_COOKIE``, else the file named by
+    ``OTPKIT_COOKIE_FILE`` (a flag wins over the environment).
+
+    Raises:
+        SettingError: naming the setting that is missing or bad.
+    """
+    if cookie_file_flag is None and env.get("OTPKIT_COOKIE"):
+        return env["OTPKIT_COOKIE"].encode()
+    cookie_file = _pick(cookie_file_flag, env, "OTPKIT_COOKIE_FILE")
+    if cookie_file is None:
+        raise SettingError("OTPKIT_COOKIE", "missing (or set OTPKIT_COOKIE_FILE / --cookie-file)")
+    try:
+        with open(cookie_file, "rb") as f:
+            cookie = f.read().strip()
+    except OSError as exc:
+        raise SettingError("OTPKIT_COOKIE_FILE", f"{cookie_file!r}: {exc.strerror}") from None
+    if not cookie:
+        raise SettingError("OTPKIT_COOKIE_FILE", f"{cookie_file!r} is empty")
+    return cookie
+
+
 def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
     """The checked settings of ``otpkit run`` from its flags and ``env``.
 
@@ -192,23 +214,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
     discovery = _discovery(spec, app, port or DEFAULT_DIST_PORT) if spec is not None else None
     cookie: bytes | None = None
     if port is not None:
-        cookie_file = _pick(args.cookie_file, env, "OTPKIT_COOKIE_FILE")
-        if env.get("OTPKIT_COOKIE"):
-            cookie = env["OTPKIT_COOKIE"].encode()
-        elif cookie_file is not None:
-            try:
-                with open(cookie_file, "rb") as f:
-                    cookie = f.read().strip()
-            except OSError as exc:
-                raise SettingError(
-                    "OTPKIT_COOKIE_FILE", f"{cookie_file!r}: {exc.strerror}"
-                ) from None
-            if not cookie:
-                raise SettingError("OTPKIT_COOKIE_FILE", f"{cookie_file!r} is empty")
-        else:
-            raise SettingError(
-                "OTPKIT_COOKIE", "missing (or set OTPKIT_COOKIE_FILE / --cookie-file)"
-            )
+        cookie = cookie_from(args.cookie_file, env)
     raw_size = _pick(args.expected_size, env, "OTPKIT_EXPECTED_SIZE")
     expected_size = 0
     if raw_size is not None:

@@ -22,7 +22,7 @@ import pytest
 
 from _util import alive, wait_until
 from otpkit._probes import ClusterView, join_problem, ready_problem
-from otpkit.cli import main
+from otpkit.cli import SettingError, cookie_from, main
 
 pytestmark = pytest.mark.cluster
 
@@ -511,3 +511,16 @@ def test_the_kubernetes_example_runs_as_its_manifest_sets_it(nodes, tmp_path):
     assert len(ticks) == len(set(ticks)), runs()
     for i in range(3):
         assert list((tmp_path / f"data-{i}").glob("*.sqlite")), f"myapp-{i} keeps no store"
+
+
+def test_the_cookie_flag_wins_over_the_environment(tmp_path: Path) -> None:
+    f = tmp_path / "cookie"
+    f.write_text("from-file\n")
+    assert cookie_from(str(f), {"OTPKIT_COOKIE": "from-env"}) == b"from-file"
+    assert cookie_from(None, {"OTPKIT_COOKIE": "from-env", "OTPKIT_COOKIE_FILE": str(f)}) == (
+        b"from-env"
+    )
+    assert cookie_from(None, {"OTPKIT_COOKIE_FILE": str(f)}) == b"from-file"
+    with pytest.raises(SettingError) as missing:
+        cookie_from(None, {})
+    assert missing.value.setting == "OTPKIT_COOKIE"

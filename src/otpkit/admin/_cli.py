@@ -22,7 +22,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
-from otpkit.cli import SettingError, _pick
+from otpkit.cli import SettingError, cookie_from
 
 __all__ = ["main"]
 
@@ -47,23 +47,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=0, help="events: stop after this many")
     p.add_argument("--for", dest="seconds", type=float, default=0.0, help="events: seconds")
     return p
-
-
-def cookie_from(args: argparse.Namespace, env: Mapping[str, str]) -> bytes:
-    """The cookie, by ``otpkit run``'s rules. Raises SettingError naming the setting."""
-    if env.get("OTPKIT_COOKIE"):
-        return env["OTPKIT_COOKIE"].encode()
-    cookie_file = _pick(args.cookie_file, env, "OTPKIT_COOKIE_FILE")
-    if cookie_file is None:
-        raise SettingError("OTPKIT_COOKIE", "missing (or set OTPKIT_COOKIE_FILE / --cookie-file)")
-    try:
-        with open(cookie_file, "rb") as f:
-            cookie = f.read().strip()
-    except OSError as exc:
-        raise SettingError("OTPKIT_COOKIE_FILE", f"{cookie_file!r}: {exc.strerror}") from None
-    if not cookie:
-        raise SettingError("OTPKIT_COOKIE_FILE", f"{cookie_file!r} is empty")
-    return cookie
 
 
 def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
@@ -105,7 +88,7 @@ def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
             raise SettingError("--connect", str(exc)) from None
         if not args.timeout > 0:
             raise SettingError("--timeout", f"{args.timeout}: expected seconds > 0")
-        cookie = cookie_from(args, env)
+        cookie = cookie_from(args.cookie_file, env)
     except (SettingError, _commands.UsageError) as exc:
         print(f"otpkit: {exc}", file=sys.stderr)
         return 2
