@@ -124,7 +124,10 @@ class AdminClient:
         self.node = node
         self.target = target
         self._log_dir = log_dir
-        self._lock = threading.Lock()
+        # the program's runtime takes one request at a time (a second one, from
+        # another thread, raises); the watcher thread and the shell's own requests
+        # take turns under this lock
+        self._lock = threading.RLock()
         self._lost = False
         self._watcher: threading.Thread | None = None
         self._stop = threading.Event()
@@ -139,15 +142,16 @@ class AdminClient:
             RequestError: the service refused the request (its one line).
             LostConnection: the target is gone.
         """
-        self.check()
         if node is not None and node != self.target:
             request = ("forward", node, request)
-        kind, answer = _api.multi_call(
-            [(ADMIN_NAME, self.target)], tuple(request), timeout or REQUEST_TIMEOUT
-        )[0]
-        if kind != "ok":
+        with self._lock:
             self.check()
-            raise RequestError(f"{self.target} did not answer ({kind})")
+            kind, answer = _api.multi_call(
+                [(ADMIN_NAME, self.target)], tuple(request), timeout or REQUEST_TIMEOUT
+            )[0]
+            if kind != "ok":
+                self.check()
+                raise RequestError(f"{self.target} did not answer ({kind})")
         if isinstance(answer, tuple | list) and len(answer) == 2 and answer[0] == "ok":
             return answer[1]
         if isinstance(answer, tuple | list) and len(answer) == 2 and answer[0] == "error":
@@ -159,7 +163,8 @@ class AdminClient:
         if self._lost:
             raise LostConnection(self.target)
         try:
-            up = self.target in _nodes(timeout=5.0)
+            with self._lock:
+                up = self.target in _nodes(timeout=5.0)
         except (Exit, CallTimeout, NodeError):
             up = False
         if not up:
@@ -175,7 +180,8 @@ class AdminClient:
         """The next message to this program, or None after ``timeout``; a ``NodeDown``
         of the target raises :class:`LostConnection`."""
         try:
-            msg = self.node.receive(timeout)
+            with self._lock:
+                msg = self.node.receive(timeout)
         except TimeoutError:
             return None
         if isinstance(msg, NodeDown) and msg.node == self.target:
@@ -190,7 +196,10 @@ class AdminClient:
         def run() -> None:
             while not self._stop.wait(interval):
                 try:
-                    self.check()
+                    with self._lock:
+                        if self._stop.is_set():  # closed meanwhile: the node is stopping
+                            return
+                        self.check()
                 except LostConnection:
                     on_lost()
                     return
@@ -200,7 +209,7 @@ class AdminClient:
 
     def close(self) -> None:
         self._stop.set()
-        with contextlib.suppress(Exception):
+        with self._lock, contextlib.suppress(Exception):
             self.node.stop(timeout=5.0)
         if self._log_dir is not None:
             shutil.rmtree(self._log_dir, ignore_errors=True)
