@@ -195,12 +195,20 @@ class AdminClient:
 
         def run() -> None:
             while not self._stop.wait(interval):
+                # a request under way notices a lost target itself: no need to wait for it
+                if not self._lock.acquire(blocking=False):
+                    continue
                 try:
-                    with self._lock:
-                        if self._stop.is_set():  # closed meanwhile: the node is stopping
-                            return
-                        self.check()
+                    if self._stop.is_set():  # closed meanwhile: the node is stopping
+                        return
+                    self.check()
                 except LostConnection:
+                    lost = True
+                else:
+                    lost = False
+                finally:
+                    self._lock.release()
+                if lost:
                     on_lost()
                     return
 
