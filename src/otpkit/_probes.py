@@ -10,6 +10,12 @@ A small HTTP server (a thread of the ``otpkit run`` process) answers:
   from SIGTERM on (``stopping``), so no new traffic is sent to a node handing over.
 * any other path: 404.
 
+One thread asks the node every :data:`ASK_INTERVAL` (the kernel, and the cluster view
+until joined); a probe only reads its last answers, so nothing a client of the probe port
+sends makes the node work, and an answer older than :data:`STALE_AFTER` is a failure.
+At most :data:`MAX_CONNECTIONS` probe connections are served at once, each cut off after
+:data:`REQUEST_TIMEOUT` if its request does not come.
+
 Each body is one line of text; a 503's says why (``not ready: not connected to
 myapp@myapp-2...``).
 
@@ -58,6 +64,14 @@ __all__ = [
 LIVE_TIMEOUT = 1.0
 #: Seconds each question of a readiness probe may take.
 READY_TIMEOUT = 1.0
+#: Seconds between two rounds of questions to the node (one thread asks; an HTTP probe
+#: only reads the last answers, so no request from the network makes the node work).
+ASK_INTERVAL = 1.0
+#: An answer older than this is no answer (the asking thread itself is stuck).
+STALE_AFTER = 5.0
+#: Seconds a probe connection may take to send its request; connections served at once.
+REQUEST_TIMEOUT = 2.0
+MAX_CONNECTIONS = 32
 
 PHASES = ("starting", "running", "stopping")
 
@@ -144,16 +158,23 @@ class ProbeServer:
         self.joined = False
         self.started = time.monotonic()
         self.kernel: Any = None
-        self._lock = threading.Lock()  # one probe asks the node at a time
-        family = http.server.ThreadingHTTPServer
-        if ipaddress.ip_address(host).version == 6:
-            family = _HTTPServer6
+        # the last answers of the asking thread: (status, body, monotonic time)
+        self._live: tuple[int, str, float] | None = None
+        self._view: tuple[ClusterView | str, float] | None = None
+        self._closing = threading.Event()
+        self._asking = threading.Lock()
+        family: type[_HTTPServer] = (
+            _HTTPServer6 if ipaddress.ip_address(host).version == 6 else _HTTPServer
+        )
         self._http = family((host, port), _handler(self))
-        self._http.daemon_threads = True
         self._thread = threading.Thread(
             target=self._http.serve_forever, name="otpkit-probes", daemon=True
         )
         self._thread.start()
+        self._asker = threading.Thread(
+            target=self._ask_loop, name="otpkit-probe-asker", daemon=True
+        )
+        self._asker.start()
 
     @property
     def port(self) -> int:
@@ -167,40 +188,83 @@ class ProbeServer:
         self.phase = "running"
 
     def stopping(self) -> None:
+        """SIGTERM: answer ``stopping``, and return once no question to the node is under
+        way (the stop's own calls must not meet one)."""
         self.phase = "stopping"
+        with self._asking:
+            pass
 
     def close(self) -> None:
+        self._closing.set()
         self._http.shutdown()
         self._http.server_close()
         self._thread.join(5)
+        self._asker.join(READY_TIMEOUT * 4 + ASK_INTERVAL)
+
+    # ------------------------------------------------------------------ asking
+
+    def _ask_loop(self) -> None:
+        """The one thread that asks the node (the program's runtime serves one call at a
+        time): the kernel every round, the cluster view until joined. A round holds
+        ``_asking``; :meth:`stopping` waits for it, so no question overlaps the stop."""
+        while not self._closing.wait(ASK_INTERVAL if self.phase != "starting" else 0.1):
+            with self._asking:
+                if self.phase != "running":
+                    continue
+                self._live = (*self._ask_live(), time.monotonic())
+                elapsed = time.monotonic() - self.started
+                if (
+                    self.phase == "running"
+                    and self.dist
+                    and not self.joined
+                    and elapsed < self.settle_timeout
+                ):
+                    try:
+                        view: ClusterView | str = cluster_view(self.discovery)
+                    except OtpkitError as exc:
+                        view = f"the node did not answer ({type(exc).__name__}: {exc})"
+                    self._view = (view, time.monotonic())
+
+    def _ask_live(self) -> tuple[int, str]:
+        from otpkit.supervision import count_children  # noqa: PLC0415
+
+        began = time.monotonic()
+        try:
+            count_children(self.kernel, LIVE_TIMEOUT)
+        except CallTimeout:
+            return 503, f"not live: kernel {self.kernel.id} did not answer in {LIVE_TIMEOUT:g} s"
+        except (Exit, NoRuntime) as exc:
+            return 503, f"not live: kernel {self.kernel.id} is gone ({exc})"
+        except OtpkitError as exc:
+            return 503, f"not live: kernel {self.kernel.id}: {type(exc).__name__}: {exc}"
+        took = (time.monotonic() - began) * 1000
+        return 200, f"live: kernel {self.kernel.id} answered in {took:.0f} ms"
 
     # ------------------------------------------------------------------ answers
 
     def live(self) -> tuple[int, str]:
         if self.phase != "running":
             return 200, f"live: {self.phase}"
-        from otpkit.supervision import count_children  # noqa: PLC0415
-
-        began = time.monotonic()
-        try:
-            with self._lock:
-                count_children(self.kernel, LIVE_TIMEOUT)
-        except CallTimeout:
-            return 503, f"not live: kernel {self.kernel.id} did not answer in {LIVE_TIMEOUT:g} s"
-        except (Exit, NoRuntime) as exc:
-            return 503, f"not live: kernel {self.kernel.id} is gone ({exc})"
-        took = (time.monotonic() - began) * 1000
-        return 200, f"live: kernel {self.kernel.id} answered in {took:.0f} ms"
+        last = self._live
+        if last is None:
+            return 200, "live: started, not asked yet"
+        status, body, at = last
+        age = time.monotonic() - at
+        if age > STALE_AFTER:
+            return 503, f"not live: no answer from the node for {age:.0f} s"
+        return status, body
 
     def ready(self) -> tuple[int, str]:
         phase, elapsed = self.phase, time.monotonic() - self.started
         view: ClusterView | str | None = None
         if phase == "running" and self.dist and not self.joined and elapsed < self.settle_timeout:
-            try:
-                with self._lock:
-                    view = cluster_view(self.discovery)
-            except OtpkitError as exc:
-                view = f"the node did not answer ({type(exc).__name__}: {exc})"
+            last = self._view
+            if last is None:
+                view = "not asked yet"
+            elif time.monotonic() - last[1] > STALE_AFTER:
+                view = f"no answer from the node for {time.monotonic() - last[1]:.0f} s"
+            else:
+                view = last[0]
         problem = ready_problem(phase, self.joined, elapsed, self.settle_timeout, view)
         if problem is not None:
             return 503, f"not ready: {problem}"
@@ -208,7 +272,36 @@ class ProbeServer:
         return 200, "ready"
 
 
-class _HTTPServer6(http.server.ThreadingHTTPServer):
+class _HTTPServer(http.server.ThreadingHTTPServer):
+    """At most :data:`MAX_CONNECTIONS` probe connections at once, each with
+    :data:`REQUEST_TIMEOUT`; one more is closed at once (answers are read from memory,
+    so a probe holds its thread for milliseconds unless its client stalls)."""
+
+    daemon_threads = True
+    request_queue_size = 64
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+class _HTTPServer6(_HTTPServer):
     address_family = socket.AF_INET6
 
 
@@ -220,6 +313,7 @@ def _handler(probes: ProbeServer) -> type[http.server.BaseHTTPRequestHandler]:
 
     class Handler(http.server.BaseHTTPRequestHandler):
         server_version = "otpkit"
+        timeout = REQUEST_TIMEOUT  # a client that never sends its request is cut off
 
         def do_GET(self) -> None:
             answer = routes.get(self.path.split("?", 1)[0])

@@ -60,6 +60,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from otpkit._probes import ProbeServer, bind_host
+from otpkit.actors._runtime import proc_stat
 from otpkit.discovery import DnsA, DnsSrv, Static
 from otpkit.dist import DistConfig
 from otpkit.node import Node
@@ -311,6 +312,11 @@ def _run(settings: Settings) -> int:
             probes.close()
 
 
+def _alive(ospid: int) -> bool:
+    fields = proc_stat(ospid)
+    return fields is not None and fields[0] not in (b"Z", b"X")
+
+
 def _serve(settings: Settings, options: dict[str, Any], probes: ProbeServer | None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -319,8 +325,21 @@ def _serve(settings: Settings, options: dict[str, Any], probes: ProbeServer | No
     if probes is not None:
         probes.running(node.kernel)
     print(f"otpkit: node {settings.name} running (pid {os.getpid()})", flush=True)
+    kernel = node.kernel.id
     while not stop.wait(0.5):
-        pass
+        if not _alive(kernel):
+            # the kernel gave up (its intensity spent) or was killed: the node is gone, and a
+            # pod must restart rather than keep a process that says "running"
+            if probes is not None:
+                probes.stopping()
+            print(
+                f"otpkit: node {settings.name} halted: its kernel (os pid {kernel}) is gone;"
+                f" see {node.log_path}",
+                file=sys.stderr,
+                flush=True,
+            )
+            node.stop(timeout=settings.grace)
+            return 1
     began = time.monotonic()
     if probes is not None:
         probes.stopping()

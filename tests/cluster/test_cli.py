@@ -525,3 +525,70 @@ def test_the_cookie_flag_wins_over_the_environment(tmp_path: Path) -> None:
     with pytest.raises(SettingError) as missing:
         cookie_from(None, {})
     assert missing.value.setting == "OTPKIT_COOKIE"
+
+
+def test_a_node_whose_kernel_dies_ends_otpkit_run_with_status_1(tmp_path):
+    """The kernel gone (killed here; in life: its restart intensity spent) is the node
+    gone: ``otpkit run`` says so and exits 1, so the pod restarts instead of a process that
+    goes on saying it runs."""
+    marks = tmp_path / "marks"
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "CLI_APP_OUT": str(marks),
+        "OTPKIT_NODE_NAME": "halt@127.0.0.1",
+        "OTPKIT_LOG_DIR": str(tmp_path),
+        "OTPKIT_PROBE_PORT": str(port := free_port()),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "otpkit", "run", "cli_app:root"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        line = wait_until(
+            lambda: marks.exists() and marks.read_text().strip(), 60, what="the worker starts"
+        )
+        worker = int(line.split()[1])
+        body = wait_until(
+            lambda: (a := probe(port, "/healthz/live"))[0] == 200 and "answered" in a[1] and a[1],
+            15,
+            what="a live answer naming the kernel",
+        )
+        kernel = int(body.split()[2])
+        os.kill(kernel, signal.SIGKILL)
+        assert proc.wait(30) == 1
+        err = proc.stderr.read() if proc.stderr else ""
+        assert f"otpkit: node halt@127.0.0.1 halted: its kernel (os pid {kernel}) is gone" in err
+        wait_until(lambda: not alive(worker), 10, what="the worker's process is gone")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_stalled_probe_clients_do_not_block_probes_and_are_cut_off():
+    """Clients that connect and send nothing hold no probe up, and are cut off after
+    REQUEST_TIMEOUT (probes answer from memory: no client of the port makes the node
+    work; at most MAX_CONNECTIONS are served at once)."""
+    from otpkit import _probes  # noqa: PLC0415 - the limits under test
+
+    server = _probes.ProbeServer(free_port(), host="127.0.0.1")
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(10):
+            idle.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+        began = time.monotonic()
+        assert probe(server.port, "/healthz/live") == (200, "live: starting")
+        assert probe(server.port, "/healthz/ready") == (503, "not ready: starting")
+        assert time.monotonic() - began < 1.0
+        for s in idle:  # each is closed by the server, without an answer
+            s.settimeout(_probes.REQUEST_TIMEOUT * 5)
+            assert s.recv(1) == b""
+        assert time.monotonic() - began < _probes.REQUEST_TIMEOUT * 5
+    finally:
+        for s in idle:
+            s.close()
+        server.close()
