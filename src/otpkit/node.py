@@ -137,6 +137,11 @@ _one_node = threading.Lock()
 _running: Node | None = None
 
 
+#: The kernel's children a dist node adds before the application's (see ``Node``): the
+#: admin shell refuses to restart or terminate them (see ``admin._service``).
+SYSTEM_CHILDREN: frozenset[str] = frozenset({"dist", "global", "quorum", "admin", "discovery"})
+
+
 class Node:
     """A node: its Thespian system (loopback, authenticated), kernel and client.
 
@@ -350,4 +355,4 @@ class Node:
         return self._client.flush()
 
 
-__all__ = ["Kernel", "Node", "StartError"]
+__all__ = ["SYSTEM_CHILDREN", "Kernel", "Node", "StartError"]

@@ -249,6 +249,29 @@ def child_line(tree: str, child: str) -> str:
     raise AssertionError(f"no child {child!r} in:\n{tree}")
 
 
+def one_line(out: str) -> str:
+    """The shell's answer in ``out`` (what :meth:`PtyShell.cmd` returned), which must
+    be one line."""
+    lines = [line for line in out.splitlines()[1:-1] if line.strip()]
+    assert len(lines) == 1, out
+    return lines[0]
+
+
+def parent_of(ospid: int) -> int:
+    stat = Path(f"/proc/{ospid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def children_of(ospid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError):
+                if parent_of(int(entry.name)) == ospid:
+                    found.append(int(entry.name))
+    return found
+
+
 def test_the_shell_session(cluster: Cluster) -> None:
     n2, n3 = cluster.nodes[0], cluster.nodes[1]
     shell = PtyShell(cluster, cluster.target(), COOKIE, n2.name)
@@ -327,6 +350,26 @@ def test_the_shell_session(cluster: Cluster) -> None:
         assert "worker terminated" in shell.cmd("terminate app worker")
         assert "worker  -  worker permanent" in shell.cmd("tree")
         assert "worker restarted as <" in shell.cmd("restart app worker")
+        # the node's own machinery is refused, one line each, and the node stays: the
+        # kernel, Thespian's admin (the kernel's parent) and logger, the admin service
+        kernel = int(re.search(rf"kernel  <{re.escape(n2.name)}\.(\d+)>", tree).group(1))
+        thespian = parent_of(kernel)
+        logger = [p for p in children_of(thespian) if p != kernel]
+        admin = re.search(rf"admin  <{re.escape(n2.name)}\.(\d+)>", tree)
+        assert admin and logger, (tree, logger)
+        for ospid, said in [
+            (thespian, "is Thespian's admin process of node"),
+            (logger[0], "is Thespian's logger of node"),
+            (kernel, "that is the node's kernel"),
+            (int(admin.group(1)), "that is the admin service itself"),
+        ]:
+            assert said in one_line(shell.cmd(f"kill {ospid}")), ospid
+        # so are the kernel's system children: the admin answering, dist, quorum, ...
+        for act, child in [("restart", "admin"), ("terminate", "dist"), ("restart", "quorum")]:
+            out = one_line(shell.cmd(f"{act} kernel {child}"))
+            assert f"{act}: {child} is a system process of node {n2.name}" in out, out
+        assert n3.name in shell.cmd("nodes")
+        assert {thespian, kernel, *logger} <= set(n2.cmd(op="pids"))
         # another node's tree, through the connected one
         assert f"├─ admin  <{n3.name}." in shell.cmd(f"tree {n3.name}")
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -59,6 +60,16 @@ SUP_TIMEOUT = 5.0
 SCHED_TIMEOUT = 10.0
 #: Seconds a restart or terminate may take.
 ACT_TIMEOUT = 30.0
+
+
+#: Why each of the kernel's system children may not be stopped from the shell.
+_SYSTEM_WHY = {
+    "admin": "it is the service answering this shell",
+    "dist": "it carries every connection of the node, this shell's too",
+    "global": "it holds the node's part of the global name table",
+    "quorum": "it holds the node's quorum membership and leases",
+    "discovery": "it finds and connects the cluster's nodes",
+}
 
 
 class AdminError(Exception):
@@ -249,10 +260,27 @@ class Admin(Actor):
         key = row["pid"] if row.get("id") is None and isinstance(row.get("pid"), Pid) else row["id"]
         return path, pid, row, key
 
+    def _app_child(self, op: str, sup: Any, child: Any) -> tuple[str, Pid, Mapping[str, Any], Any]:
+        """:meth:`_child`, refusing the kernel's system children (``Node`` adds them):
+        stopping one would end this very request (admin), cut the node off (dist) or
+        take its names and votes away (global, quorum, discovery) with no one to start
+        it again. Any child of the application stays allowed; ``kill`` is the drill for
+        a system process (its kernel restarts it)."""
+        from otpkit.node import SYSTEM_CHILDREN  # noqa: PLC0415 - node imports this module
+
+        path, pid, row, key = self._child(sup, child)
+        if pid == self.kernel and row.get("id") in SYSTEM_CHILDREN:
+            why = _SYSTEM_WHY.get(str(row["id"]), "the node needs it")
+            raise AdminError(
+                f"{op}: {row['label']} is a system process of node {self.node} ({why}); "
+                "only the application's children can be restarted or terminated"
+            )
+        return path, pid, row, key
+
     def _op_restart(self, sup: Any, child: Any) -> dict[str, Any]:
         from otpkit.supervision import restart_child, terminate_child  # noqa: PLC0415
 
-        _path, pid, row, key = self._child(sup, child)
+        _path, pid, row, key = self._app_child("restart", sup, child)
         try:
             if isinstance(row.get("pid"), Pid):
                 terminate_child(pid, key, ACT_TIMEOUT)
@@ -266,7 +294,7 @@ class Admin(Actor):
     def _op_terminate(self, sup: Any, child: Any) -> dict[str, Any]:
         from otpkit.supervision import terminate_child  # noqa: PLC0415
 
-        _path, pid, row, key = self._child(sup, child)
+        _path, pid, row, key = self._app_child("terminate", sup, child)
         try:
             terminate_child(pid, key, ACT_TIMEOUT)
         except SupervisorError as exc:
@@ -276,6 +304,19 @@ class Admin(Actor):
     def _op_kill(self, ospid: int) -> dict[str, Any]:
         if isinstance(ospid, bool) or not isinstance(ospid, int) or ospid <= 0:
             raise AdminError(f"kill: {ospid!r} is not an os pid")
+        pid = self._killable(ospid)
+        _api.exit(pid, "kill")
+        log.warning("%s: admin: killed %r (a drill, from the shell)", self.node, pid)
+        return {"pid": pid}
+
+    def _killable(self, ospid: int) -> Pid:
+        """The pid of ``ospid`` if it is an otpkit process of this node that a drill may
+        kill: not this service, the kernel, nor Thespian's admin (the kernel's parent)
+        or logger, whose death halts the node or its logging.
+
+        Raises:
+            AdminError: naming what ``ospid`` is instead.
+        """
         rt = _api.runtime()
         if ospid == os.getpid():
             raise AdminError("kill: that is the admin service itself")
@@ -288,10 +329,17 @@ class Admin(Actor):
             ours = False
         if not ours or serial is None:
             raise AdminError(f"kill: no process {ospid} of node {self.node}")
+        thespian = _parent_ospid(self.kernel.id) if self.kernel is not None else None
+        if ospid == thespian:
+            raise AdminError(
+                f"kill: {ospid} is Thespian's admin process of node {self.node} "
+                "(the kernel's parent: it would halt the node)"
+            )
         pid = Pid(self.node, rt.node.creation, ospid, serial)
-        _api.exit(pid, "kill")
-        log.warning("%s: admin: killed %r (a drill, from the shell)", self.node, pid)
-        return {"pid": pid}
+        if not _is_actor(pid):
+            what = "Thespian's logger" if _parent_ospid(ospid) == thespian else "not an actor"
+            raise AdminError(f"kill: {ospid} is {what} of node {self.node}, not an otpkit process")
+        return pid
 
     # ------------------------------------------------------------------ events
 
@@ -395,6 +443,27 @@ class Admin(Actor):
         event = {"at": time.time(), "node": self.node, "kind": kind, "text": text}
         for pid in list(self.subscribers):
             _api.send(pid, event)
+
+
+def _parent_ospid(ospid: int) -> int | None:
+    """The os pid of ``ospid``'s parent, or None if there is no such process."""
+    fields = _runtime.proc_stat(ospid)
+    return None if fields is None else int(fields[1])
+
+
+def _is_actor(pid: Pid) -> bool:
+    """True if ``pid`` is a live otpkit process of this node: its runtime listens at the
+    address every local pid is reached at (Thespian's own processes have none). The
+    probe is a connect and a close, which the process ignores."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(1.0)
+    try:
+        sock.connect(_runtime.address_of(pid))
+    except OSError:
+        return False
+    finally:
+        sock.close()
+    return True
 
 
 __all__ = ["ADMIN_NAME", "Admin", "AdminError"]
