@@ -1,7 +1,8 @@
 """A node for the shell tests: dist_node.py's driver (same JSON ops over stdin/stdout),
 booted with a Scheduler (a JSON config, as ``--scheduler``) and an application
 supervisor ``app`` with one ``worker`` beside it - the processes the shell inspects,
-kills and restarts. Config ``-`` boots no children.
+kills and restarts. Config ``-`` boots only an ``app`` with a ``sleeper`` whose stop
+takes 3 s (a slow request for the shell).
 
 Usage: _shell_node.py NAME PORT LOG_DIR COOKIE CONFIG
 """
@@ -25,9 +26,28 @@ class Worker(Actor):
     """An application worker that does nothing: something to kill and restart."""
 
 
-def children(config: str) -> list[Any]:
+class Sleeper(Actor):
+    """A worker whose stop takes ``seconds`` (it traps exits): while a shell restarts or
+    terminates it, that request is slow. Each stop appends a line to ``marker``."""
+
+    def init(self, marker: str, seconds: float) -> None:
+        otpkit.trap_exit(True)
+        self.marker = marker
+        self.seconds = seconds
+
+    def terminate(self, reason: Any) -> None:
+        with open(self.marker, "a") as f:
+            f.write(f"stopping {reason}\n")
+        time.sleep(self.seconds)
+
+
+def children(config: str, log_dir: str) -> list[Any]:
     if config == "-":
-        return []
+        marker = os.path.join(log_dir, "sleeper.stops")
+        sleeper = ChildSpec(
+            "sleeper", "_shell_node:Sleeper", kwargs={"marker": marker, "seconds": 3.0}, shutdown=60
+        )
+        return [ChildSpec("app", Supervisor, kwargs={"children": [sleeper]}, type="supervisor")]
     from _sched_ops import scheduler_spec  # noqa: PLC0415 - needs this dir on sys.path
 
     app = ChildSpec(
@@ -43,8 +63,9 @@ def main() -> None:
     from dist_node import Echo, handle, out  # noqa: PLC0415 - a script beside this one
 
     name, port, log_dir, cookie, config = sys.argv[1:6]
+    kids = children(config, log_dir)
     node = otpkit.Node(
-        name, cookie=cookie, dist_port=int(port), log_dir=log_dir, children=children(config)
+        name, cookie=cookie, dist_port=int(port), log_dir=log_dir, children=kids
     ).start()
     echo = node.spawn(Echo, name="echo")
     out(

@@ -55,8 +55,10 @@ class ShellNode(NodeProc):
         )
 
 
-def env_for(home: Path, cookie: str | None = COOKIE) -> dict[str, str]:
+def env_for(home: Path, cookie: str | None = COOKIE, tmp: Path | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTPKIT_")}
+    if tmp is not None:
+        env["TMPDIR"] = str(tmp)
     env["PYTHONPATH"] = f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
     env["HOME"] = str(home)
     env["TERM"] = "dumb"
@@ -157,7 +159,9 @@ class PtyShell:
     """``python -m otpkit shell --connect ...`` on a pty; :meth:`cmd` types a line and
     returns what came before the next prompt."""
 
-    def __init__(self, cluster: Cluster, target: str, cookie: str, node: str) -> None:
+    def __init__(
+        self, cluster: Cluster, target: str, cookie: str, node: str, tmp: Path | None = None
+    ) -> None:
         self.prompt = f"otpkit({node})> "
         master, slave = os.openpty()
         self.master = master
@@ -167,7 +171,7 @@ class PtyShell:
             stdin=slave,
             stdout=slave,
             stderr=slave,
-            env=env_for(cluster.workdir, cookie),
+            env=env_for(cluster.workdir, cookie, tmp),
             start_new_session=True,
             close_fds=True,
         )
@@ -458,16 +462,46 @@ def test_bad_settings_and_a_wrong_cookie(cluster: Cluster) -> None:
     wait_until(lambda: cluster.n2.cmd(op="hidden_nodes") == [], BOUND, what="no hidden node")
 
 
-def test_a_lost_connection_ends_the_shell(cluster: Cluster) -> None:
+def test_interrupts_and_a_lost_connection(cluster: Cluster) -> None:
+    """Ctrl-C ends a slow command, not the shell; the target's death ends a shell at
+    once, whether it is idle or waiting for a request, and leaves no scratch dir."""
     lone = cluster.lone
     assert lone is not None
-    shell = PtyShell(cluster, cluster.target(lone), "lone-cookie", lone.name)
+    stops = cluster.workdir / "sleeper.stops"
+
+    def stopped(n: int) -> bool:
+        return stops.exists() and len(stops.read_text().splitlines()) >= n
+
+    tmp = {}
+    for which in ("idle", "busy"):
+        tmp[which] = cluster.workdir / f"tmp-{which}"
+        tmp[which].mkdir()
+    idle = PtyShell(cluster, cluster.target(lone), "lone-cookie", lone.name, tmp["idle"])
+    busy = PtyShell(cluster, cluster.target(lone), "lone-cookie", lone.name, tmp["busy"])
     try:
-        assert lone.name in shell.cmd("nodes")
+        assert lone.name in idle.cmd("nodes")
+        assert any(tmp["idle"].glob("otpkit-shell-*"))  # the scratch dir looked for below
+        # Ctrl-C during a slow restart (the sleeper's stop takes 3 s): back at the prompt
+        busy.send("restart app sleeper")
+        wait_until(lambda: stopped(1), BOUND, interval=0.05, what="the sleeper stopping")
+        busy.proc.send_signal(signal.SIGINT)
+        assert "interrupted" in busy.read_until(busy.prompt, 5)
+        assert busy.proc.poll() is None
+        # the next slow request (queued behind that restart) is under way when the node
+        # dies: the shell says so at once, not after the request's 40 s timeout
+        busy.send("terminate app sleeper")
+        wait_until(lambda: stopped(2), BOUND, interval=0.05, what="the sleeper stopping again")
+        killed = time.monotonic()
         lone.kill9()
-        assert shell.wait_exit(BOUND) == 3
-        assert f"connection to {lone.name} lost" in shell.buf
+        assert busy.wait_exit(BOUND) == 3
+        assert time.monotonic() - killed < 5.0
+        assert f"connection to {lone.name} lost" in busy.buf
+        assert idle.wait_exit(BOUND) == 3
+        assert f"connection to {lone.name} lost" in idle.buf
+        for which, shell in (("idle", idle), ("busy", busy)):
+            assert not list(tmp[which].glob("otpkit-shell-*")), (which, shell.buf)
     finally:
-        shell.close()
+        idle.close()
+        busy.close()
         cluster.lone = None
         lone.close()

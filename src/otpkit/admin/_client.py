@@ -3,7 +3,8 @@
 :func:`connect` starts this program's node as a **hidden** node (dist only: no registry,
 no quorum, no scheduler, so it can never hold a name, vote or run a job), dials the
 target and waits for the cookie handshake. Every request then goes to the target's
-admin service; ``forward`` requests reach the other nodes through it.
+admin service - to its pid, so that a target lost during a request ends that request at
+once (see ``ask_admin``); ``forward`` requests reach the other nodes through it.
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from otpkit.actors import _api
 from otpkit.actors._pid import Pid
-from otpkit.admin._service import ACT_TIMEOUT, ADMIN_NAME
+from otpkit.admin._service import ACT_TIMEOUT, ask_admin
 from otpkit.dist import DistConfig, NodeDown, _codec, _handshake
 from otpkit.dist import monitor_nodes as _monitor_nodes
 from otpkit.dist import nodes as _nodes
@@ -129,6 +129,8 @@ class AdminClient:
         # take turns under this lock
         self._lock = threading.RLock()
         self._lost = False
+        #: the target's admin service, looked up once (see ask_admin)
+        self._admin: dict[str, Pid] = {}
         self._watcher: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -146,12 +148,18 @@ class AdminClient:
             request = ("forward", node, request)
         with self._lock:
             self.check()
-            kind, answer = _api.multi_call(
-                [(ADMIN_NAME, self.target)], tuple(request), timeout or REQUEST_TIMEOUT
-            )[0]
+            wait = timeout or REQUEST_TIMEOUT
+            kind, answer = ask_admin(self.target, tuple(request), wait, self._admin)
+            if (kind, answer) == ("exit", "noconnection"):
+                self._lost = True
+                raise LostConnection(self.target)
             if kind != "ok":
                 self.check()
-                raise RequestError(f"{self.target} did not answer ({kind})")
+                if kind == "exit":
+                    raise RequestError(
+                        f"the admin service of {self.target} ended during the request ({answer})"
+                    )
+                raise RequestError(f"{self.target} did not answer within {wait:g} s")
         if isinstance(answer, tuple | list) and len(answer) == 2 and answer[0] == "ok":
             return answer[1]
         if isinstance(answer, tuple | list) and len(answer) == 2 and answer[0] == "error":
@@ -216,9 +224,14 @@ class AdminClient:
         self._watcher.start()
 
     def close(self) -> None:
+        """Stop this program's node and remove its scratch directory."""
         self._stop.set()
         with self._lock, contextlib.suppress(Exception):
             self.node.stop(timeout=5.0)
+        self.remove_scratch()
+
+    def remove_scratch(self) -> None:
+        """Remove the node's scratch (log) directory; idempotent."""
         if self._log_dir is not None:
             shutil.rmtree(self._log_dir, ignore_errors=True)
 

@@ -19,7 +19,9 @@ value is plain data (dicts, lists, strings, numbers, pids, aware times). Request
 ``("terminate", SUP, CHILD)``       ``{"id"}``
 ``("kill", OSPID)``                 ``{"pid"}``: exit(pid, "kill") of a node process
 ``("events", PID, ON)``             start/stop sending event dicts to PID
-``("forward", NODE, REQUEST)``      REQUEST asked of NODE's admin service
+``("forward", NODE, REQUEST)``      REQUEST asked of NODE's admin service (not a
+                                    forward again)
+``("pid",)``                        the service's own pid (see :func:`ask_admin`)
 ==================================  =================================================
 
 A bad request is answered with an error line; nothing a client sends can make the
@@ -84,6 +86,8 @@ class Admin(Actor):
         self.node = rt.node.name
         self.kernel: Pid | None = rt.parent
         self.subscribers: dict[Pid, Any] = {}
+        #: other nodes' admin services, by node (see ask_admin)
+        self.peers: dict[str, Pid] = {}
         self.names: dict[Any, Pid] = {}
         self.procs: dict[str, tuple[str, int]] = {}
         self.polling = False
@@ -118,16 +122,26 @@ class Admin(Actor):
             raise
 
     def _op_forward(self, node: str, request: Any) -> Any:
+        if not isinstance(request, tuple | list) or not request:
+            raise AdminError(f"forward: bad request {request!r:.80}")
+        if request[0] == "forward":
+            # A -> B -> A would wait on itself: each admin serves one request at a time
+            raise AdminError("forward: a forwarded request may not forward again")
         if node == self.node:
             return self._call(str(request[0]), tuple(request[1:]))
         if node not in dist.nodes():
             raise AdminError(f"node {node!r} is not connected to {self.node}")
-        kind, answer = _api.multi_call([(ADMIN_NAME, node)], tuple(request), ACT_TIMEOUT + 5)[0]
+        kind, answer = ask_admin(node, tuple(request), ACT_TIMEOUT + 5, self.peers)
+        if kind == "exit":
+            raise AdminError(f"node {node}'s admin service did not answer ({answer})")
         if kind != "ok":
             raise AdminError(f"node {node} did not answer ({kind})")
         if isinstance(answer, tuple | list) and len(answer) == 2 and answer[0] == "ok":
             return answer[1]
         raise AdminError(str(answer[1]) if isinstance(answer, tuple | list) else str(answer))
+
+    def _op_pid(self) -> Pid:
+        return _api.self()
 
     # ------------------------------------------------------------------ reads
 
@@ -445,6 +459,39 @@ class Admin(Actor):
             _api.send(pid, event)
 
 
+def ask_admin(
+    node: str, request: tuple[Any, ...], timeout: float, pids: dict[str, Pid]
+) -> tuple[str, Any]:
+    """``request`` asked of ``node``'s admin service, as :func:`multi_call` answers it.
+
+    The call goes to the service's pid (cached in ``pids``, looked up once by name), not
+    to its name: a call to a pid is watched, so a node lost meanwhile answers
+    ``("exit", "noconnection")`` at once, where a call by name waits its whole
+    ``timeout``. A service that restarted since it was looked up (``noproc``: the
+    request never reached it) is looked up again and asked once more.
+    """
+    kind: str = "timeout"
+    answer: Any = None
+    for _attempt in range(2):
+        pid = pids.get(node)
+        if pid is None:
+            kind, answer = _api.multi_call([(ADMIN_NAME, node)], ("pid",), min(timeout, 5.0))[0]
+            if kind != "ok":
+                return kind, answer
+            if not (
+                isinstance(answer, tuple | list) and len(answer) == 2 and answer[0] == "ok"
+            ) or not isinstance(answer[1], Pid):
+                return "ok", answer  # the service's refusal, for the caller to show
+            pid = pids[node] = answer[1]
+        kind, answer = _api.multi_call([pid], request, timeout)[0]
+        if kind == "ok":
+            return kind, answer
+        pids.pop(node, None)
+        if (kind, answer) != ("exit", "noproc"):
+            return kind, answer
+    return kind, answer
+
+
 def _parent_ospid(ospid: int) -> int | None:
     """The os pid of ``ospid``'s parent, or None if there is no such process."""
     fields = _runtime.proc_stat(ospid)
@@ -466,4 +513,4 @@ def _is_actor(pid: Pid) -> bool:
     return True
 
 
-__all__ = ["ADMIN_NAME", "Admin", "AdminError"]
+__all__ = ["ADMIN_NAME", "Admin", "AdminError", "ask_admin"]

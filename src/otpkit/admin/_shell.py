@@ -30,6 +30,8 @@ __all__ = ["LOST_STATUS", "Shell", "stream_events"]
 LOST_STATUS = 3
 HISTORY_FILE = "~/.otpkit_history"
 _CACHE_SECONDS = 5.0
+#: Seconds a shell that lost its target waits for its own node to stop.
+_CLOSE_BOUND = 8.0
 
 
 def stream_events(
@@ -133,6 +135,10 @@ class Shell:
                 self._print(text)
         except (UsageError, RequestError) as exc:
             self._print(str(exc))
+        except KeyboardInterrupt:
+            # Ctrl-C ends the command, not the session (as in bash); the node may still
+            # finish what it was asked, and its late answer is dropped
+            self._print("\ninterrupted")
         return True
 
     def _events(self, args: list[str]) -> None:
@@ -163,6 +169,9 @@ class Shell:
         print(text, file=stream, flush=True)
 
     def _lost_while_idle(self) -> None:
+        # the main thread waits in input(): end the program from here, but only after
+        # the shell's node is stopped and its scratch directory removed (bounded: a
+        # stop that hangs must not keep the shell)
         self._print(f"\nconnection to {self.client.target} lost", err=True)
         self._save_history()
         if self._tty_state is not None:
@@ -170,6 +179,10 @@ class Shell:
                 import termios  # noqa: PLC0415 - only with a terminal
 
                 termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, self._tty_state)
+        closing = threading.Thread(target=self.client.close, name="otpkit-shell-close", daemon=True)
+        closing.start()
+        closing.join(_CLOSE_BOUND)
+        self.client.remove_scratch()
         os._exit(LOST_STATUS)
 
     # ------------------------------------------------------------------ readline
