@@ -453,6 +453,16 @@ def test_bad_settings_and_a_wrong_cookie(cluster: Cluster) -> None:
     ]
     res = oneshot(cluster, "nodes", target="nowhere")
     assert res.returncode == 2 and res.stderr.startswith("otpkit: --connect: 'nowhere'")
+    # bad words and settings: status 2, found before dialling (nothing listens there)
+    for words, said in [
+        (("tree", "a", "b", "c"), "otpkit: usage: tree [NODE]"),
+        (("kill", "abc"), "otpkit: pid 'abc': expected <app@host.ospid> or an os pid"),
+        (("nodes", "--timeout", "inf"), "otpkit: --timeout: inf: expected seconds > 0"),
+    ]:
+        res = oneshot(cluster, *words, target=f"127.0.0.1:{free_port('127.0.0.1')}")
+        assert res.returncode == 2, (words, res.stderr)
+        assert res.stderr.startswith(said), (words, res.stderr)
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
     res = oneshot(cluster, "nodes", cookie="not-the-cookie")
     assert res.returncode == 3
     assert res.stderr.strip().splitlines() == [

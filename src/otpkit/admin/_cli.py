@@ -18,6 +18,7 @@ refused the handshake (a wrong cookie), or the connection was lost.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
@@ -86,14 +87,20 @@ def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
             parse_target(args.connect)
         except ValueError as exc:
             raise SettingError("--connect", str(exc)) from None
-        if not args.timeout > 0:
+        if not (math.isfinite(args.timeout) and args.timeout > 0):
             raise SettingError("--timeout", f"{args.timeout}: expected seconds > 0")
+        if not (math.isfinite(args.seconds) and args.seconds >= 0):
+            raise SettingError("--for", f"{args.seconds}: expected seconds >= 0 (0: no limit)")
+        if args.count < 0:
+            raise SettingError("--count", f"{args.count}: expected a count >= 0 (0: no limit)")
+        # the words are checked before anything is started or dialled
+        if command in ("shell", "events") and args.args:
+            raise _commands.UsageError(f"{command}: unexpected {args.args[0]!r}")
+        if command in _commands.COMMANDS:
+            _commands.check_usage([command, *args.args])
         cookie = cookie_from(args.cookie_file, env)
     except (SettingError, _commands.UsageError) as exc:
         print(f"otpkit: {exc}", file=sys.stderr)
-        return 2
-    if command == "shell" and args.args:
-        print(f"otpkit: shell: unexpected {args.args[0]!r}", file=sys.stderr)
         return 2
     options = _commands.Options(scheduler=args.scheduler)
     try:

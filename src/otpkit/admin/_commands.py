@@ -12,7 +12,16 @@ from typing import Any
 from otpkit.admin import _format
 from otpkit.admin._client import AdminClient
 
-__all__ = ["COMMANDS", "SHELL_ONLY", "Command", "Options", "UsageError", "execute", "help_text"]
+__all__ = [
+    "COMMANDS",
+    "SHELL_ONLY",
+    "Command",
+    "Options",
+    "UsageError",
+    "check_usage",
+    "execute",
+    "help_text",
+]
 
 
 class UsageError(Exception):
@@ -226,13 +235,30 @@ def execute(client: AdminClient, words: Sequence[str], options: Options) -> tupl
         RequestError: the admin service refused it (one line).
         LostConnection: the target is gone.
     """
+    command = check_usage(words)
+    return command.run(client, list(words[1:]), options)
+
+
+def check_usage(words: Sequence[str]) -> Command:
+    """The command ``words`` name, once its words are right (checked before anything is
+    asked of a node).
+
+    Raises:
+        UsageError: an unknown command, a wrong number of words or a malformed pid.
+    """
     name, args = words[0], list(words[1:])
     command = COMMANDS.get(name)
     if command is None:
         raise UsageError(f"unknown command {name!r} (help lists them)")
     if not command.min_args <= len(args) <= command.max_args:
         raise UsageError(f"usage: {command.usage}")
-    return command.run(client, args, options)
+    for kind, arg in zip(command.kinds, args, strict=False):
+        if kind == "pid":
+            try:
+                _format.parse_pid(arg)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+    return command
 
 
 def help_text(name: str | None = None) -> str:
