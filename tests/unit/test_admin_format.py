@@ -188,6 +188,25 @@ def test_render_tree_shows_a_stopped_child_and_an_unreadable_supervisor():
     assert lines[2] == f"└─ s  <{N}.3>  supervisor permanent  restarts=0  (no answer)"
 
 
+def test_snapshot_keeps_the_children_of_a_supervisor_that_did_not_answer():
+    before = _format.snapshot(TREE, {})
+    assert before["app/worker"] == (f"<{N}.9>", 1)
+    assert before["scheduler:jobs/singleton/scheduler"] == (f"<{N}.7>", 2)
+    assert "" not in before
+    # app is silent this time: its worker stays as it was, not "gone"
+    silent = {**sup("app", 8, []), "error": f"{_format.NO_ANSWER} within 5 s"}
+    tree = {**TREE, "children": [*TREE["children"][:3], silent, TREE["children"][4]]}
+    assert _format.snapshot(tree, before) == before
+    # a supervisor that ended while read has no children: they are gone
+    ended = {**sup("app", 8, []), "error": "ended while read: killed"}
+    tree = {**TREE, "children": [*TREE["children"][:3], ended, TREE["children"][4]]}
+    after = _format.snapshot(tree, before)
+    assert "app/worker" not in after and after["app"] == before["app"]
+    # a silent root keeps everything seen before
+    root = {**sup("kernel", 1, []), "error": _format.NO_ANSWER}
+    assert _format.snapshot(root, before) == before
+
+
 def test_render_table_pads_columns():
     assert _format.render_table(["A", "BB"], [["xxx", 1], ["y", 22]]).splitlines() == [
         "A    BB",

@@ -102,6 +102,27 @@ def walk(tree: Mapping[str, Any], path: str = "") -> Iterator[tuple[str, Mapping
         yield from walk(child, f"{path}/{label}" if path else label)
 
 
+#: How a tree marks a supervisor that did not answer in time (its children unknown).
+NO_ANSWER = "no answer"
+
+
+def snapshot(
+    tree: Mapping[str, Any], previous: Mapping[str, tuple[str, int]]
+) -> dict[str, tuple[str, int]]:
+    """Every process below the root of ``tree`` by path, as ``(pid text, restarts)``:
+    what the event poll compares from one read to the next. A supervisor that did not
+    answer in time (its ``error`` starts with :data:`NO_ANSWER`) keeps its children as
+    ``previous`` had them: its silence is not their end."""
+    found: dict[str, tuple[str, int]] = {}
+    for path, node in walk(tree):
+        if path:
+            found[path] = (pid_text(node.get("pid")), int(node.get("restarts", 0)))
+        if str(node.get("error") or "").startswith(NO_ANSWER):
+            below = f"{path}/" if path else ""
+            found.update((p, v) for p, v in previous.items() if p.startswith(below) and p != path)
+    return found
+
+
 class Found:
     """What :func:`find_supervisor` found: the ``path`` and the tree ``node``, or an
     ``error`` line (not found, ambiguous)."""

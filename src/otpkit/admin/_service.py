@@ -187,8 +187,11 @@ class Admin(Actor):
             return node
         try:
             rows = _format.child_rows(_api.call(pid, ("which_children_ext",), SUP_TIMEOUT))
-        except (Exit, CallTimeout) as exc:
-            node["error"] = f"no answer: {exc}"
+        except CallTimeout:
+            node["error"] = f"{_format.NO_ANSWER} within {SUP_TIMEOUT:g} s"
+            return node
+        except Exit as exc:
+            node["error"] = f"ended while read: {exc}"
             return node
         node["children"] = [
             self._subtree(r["id"], r["pid"], r["type"], r["restart"], r["restarts"]) for r in rows
@@ -386,14 +389,13 @@ class Admin(Actor):
         return "ok"
 
     def handle_info(self, msg: Any) -> None:
+        if msg == ("$poll",):
+            self._on_poll()
+            return
         if not self.subscribers:
-            self.polling = self.polling and msg != ("$poll",)
             return
         try:
-            if msg == ("$poll",):
-                self._poll()
-                _api.send_after(EVENT_POLL, ("$poll",))
-            elif isinstance(msg, NodeUp):
+            if isinstance(msg, NodeUp):
                 self._emit("node", f"node {msg.node} up")
             elif isinstance(msg, NodeDown):
                 self._emit("node", f"node {msg.node} down ({msg.reason})")
@@ -403,6 +405,19 @@ class Admin(Actor):
                 self._job_event(msg)
         except (OtpkitError, ValueError, TypeError, KeyError, OSError) as exc:
             log.warning("%s: admin event %.120r failed: %r", self.node, msg, exc)
+
+    def _on_poll(self) -> None:
+        """One read of the name table and the tree while someone listens; the next is
+        armed whatever this one raised (else the events would stop for good)."""
+        if not self.subscribers:
+            self.polling = False
+            return
+        try:
+            self._poll()
+        except (AdminError, OtpkitError, ValueError, TypeError, KeyError, OSError) as exc:
+            log.warning("%s: admin event poll failed: %r", self.node, exc)
+        finally:
+            _api.send_after(EVENT_POLL, ("$poll",))
 
     def _job_event(self, event: Any) -> None:
         parts = [f"{event.kind} {event.job}"]
@@ -414,7 +429,8 @@ class Admin(Actor):
             parts.append(f"{event.duration:.3f} s")
         if event.error:
             parts.append(f"error: {event.error}")
-        self._emit("job", " ".join(parts))
+        at = getattr(event, "at", None)
+        self._emit("job", " ".join(parts), at if isinstance(at, int | float) and at else None)
 
     def _poll(self) -> None:
         names = self._table()
@@ -446,15 +462,11 @@ class Admin(Actor):
         self.procs = procs
 
     def _procs(self) -> dict[str, tuple[str, int]]:
-        tree = self._op_tree()
-        return {
-            path: (_format.pid_text(n.get("pid")), int(n.get("restarts", 0)))
-            for path, n in _format.walk(tree)
-            if path
-        }
+        return _format.snapshot(self._op_tree(), self.procs)
 
-    def _emit(self, kind: str, text: str) -> None:
-        event = {"at": time.time(), "node": self.node, "kind": kind, "text": text}
+    def _emit(self, kind: str, text: str, at: float | None = None) -> None:
+        """Send an event to every subscriber; ``at`` is when it happened (default now)."""
+        event = {"at": at or time.time(), "node": self.node, "kind": kind, "text": text}
         for pid in list(self.subscribers):
             _api.send(pid, event)
 
