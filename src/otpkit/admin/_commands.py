@@ -46,6 +46,8 @@ class Command:
     run: Runner
     #: what each argument names, for tab completion: sup, child, job, name, node, pid
     kinds: tuple[str, ...] = ()
+    #: more lines for ``help COMMAND``
+    details: str = ""
 
 
 def _now() -> datetime:
@@ -210,11 +212,14 @@ COMMANDS: dict[str, Command] = {
         Command(
             "kill",
             "kill PID",
-            "kill a process (a drill): <app@host.ospid>, or an os pid of the connected node",
+            "kill an actor (a drill): <app@host.ospid>, or an os pid of the connected node",
             1,
             1,
             _kill,
             ("pid",),
+            "Not the kernel, Thespian's admin or logger, nor the admin service (it would halt"
+            "\nthe node). The pid is the os pid as it is now: if the actor you saw has died,"
+            "\nthe number may name another actor of that node (check with tree first).",
         ),
     )
 }
@@ -268,6 +273,8 @@ def help_text(name: str | None = None) -> str:
         if name not in table:
             raise UsageError(f"unknown command {name!r} (help lists them)")
         usage, text = table[name]
-        return f"{usage}\n    {text}"
+        details = COMMANDS[name].details if name in COMMANDS else ""
+        more = "".join(f"\n    {line}" for line in details.splitlines())
+        return f"{usage}\n    {text}{more}"
     width = max(len(u) for u, _ in table.values())
     return "\n".join(f"{u.ljust(width)}  {t}" for u, t in table.values())

@@ -17,7 +17,9 @@ value is plain data (dicts, lists, strings, numbers, pids, aware times). Request
 "deactivate", NAME, SCHED)``
 ``("restart", SUP, CHILD)``         ``{"id", "pid"}``: stopped if running, started
 ``("terminate", SUP, CHILD)``       ``{"id"}``
-``("kill", OSPID)``                 ``{"pid"}``: exit(pid, "kill") of a node process
+``("kill", OSPID)``                 ``{"pid"}``: exit(pid, "kill") of an actor of the
+                                    node (not the kernel, Thespian's admin or logger,
+                                    nor this service); OSPID as it is now
 ``("events", PID, ON)``             start/stop sending event dicts to PID
 ``("forward", NODE, REQUEST)``      REQUEST asked of NODE's admin service (not a
                                     forward again)
