@@ -100,3 +100,30 @@ def test_a_pid_on_another_node_is_unreachable_without_dist(mailbox):
     _, reason = otpkit.call(echo, ("remote", remote))
     assert reason == "noconnection"
     otpkit.exit(echo, "kill")
+
+
+def test_threads_of_the_starting_program_may_call_and_multi_call_at_once(mailbox):
+    """The starting program's runtime serves one request at a time; its threads take
+    turns (a multi_call in one thread and a call in another raised RuntimeError before:
+    the admin shell's connection watcher met its commands that way)."""
+    import threading  # noqa: PLC0415 - only this test
+
+    echo = mailbox.spawn(Echo)
+    errors: list[BaseException] = []
+
+    def calls() -> None:
+        try:
+            for i in range(200):
+                assert otpkit.call(echo, ("c", i)) == ("c", i)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=calls)
+    thread.start()
+    try:
+        for i in range(200):
+            assert otpkit.multi_call([echo], ("m", i), 5.0) == [("ok", ("m", i))]
+    finally:
+        thread.join(60)
+    assert errors == []
+    otpkit.exit(echo, "kill")

@@ -49,6 +49,7 @@ class ClientRuntime(Runtime):
         super()._on_frame_from_self(frame)
 
     call = _locked(Runtime.call)
+    multi_call = _locked(Runtime.multi_call)
     sys_call = _locked(Runtime.sys_call)
     send = _locked(Runtime.send)
     cast = _locked(Runtime.cast)
