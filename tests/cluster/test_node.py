@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -10,6 +11,7 @@ import textwrap
 import pytest
 
 import otpkit
+from _util import wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -127,3 +129,25 @@ def test_threads_of_the_starting_program_may_call_and_multi_call_at_once(mailbox
         thread.join(60)
     assert errors == []
     otpkit.exit(echo, "kill")
+
+
+def test_a_local_name_is_not_read_once_its_process_is_gone(mailbox):
+    """``whereis_name`` never hands out a pid of this node whose process has ended, even
+    before the name server has taken the name off (frozen here): a supervisor restarting a
+    child that links to the pid it reads would crash-loop on the dead one meanwhile."""
+    import signal  # noqa: PLC0415 - only this test
+
+    from otpkit.actors._runtime import process_alive  # noqa: PLC0415
+
+    echo = mailbox.spawn(Echo)
+    assert otpkit.register_name("gone-soon", echo)
+    assert otpkit.whereis_name("gone-soon") == echo
+    server = next(c.pid for c in otpkit.which_children(mailbox.kernel) if c.id == "global")
+    os.kill(server.id, signal.SIGSTOP)
+    try:
+        os.kill(echo.id, signal.SIGKILL)
+        wait_until(lambda: not process_alive(echo.id, echo.serial), 10, what="echo ended")
+        assert otpkit.whereis_name("gone-soon") is None
+    finally:
+        os.kill(server.id, signal.SIGCONT)
+    wait_until(lambda: "gone-soon" not in otpkit.registered_names(), 10, what="name gone")

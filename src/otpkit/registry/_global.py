@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from otpkit.actors import _api
+from otpkit.actors import _api, _runtime
 from otpkit.actors._actor import NOREPLY, Actor
 from otpkit.actors._pid import Down, From, Pid, Ref
 from otpkit.dist import NodeDown, NodeUp, register_service
@@ -761,9 +761,23 @@ def _transportable(value: Any) -> bool:
 def whereis(name: Any) -> Pid | None:
     table = _shared.read()
     if table is not None:
-        return table.get(name)
+        found = table.get(name)
+        return found if found is None or not _gone_here(found) else None
     pid: Pid | None = _api.call(local_server(), ("whereis", name))
     return pid
+
+
+def _gone_here(pid: Pid) -> bool:
+    """``pid`` is of this node and its process has ended, though the server has not yet
+    taken its name off (it does on the process's Down, a moment later). A read must not
+    hand it out meanwhile: the seed's recipe, restarted at once by its supervisor, linked to
+    the dead pid it read and crashed again, eleven times in 2 ms (intensity spent)."""
+    rt = _runtime.current()
+    if rt is None or pid.node != rt.node.name:
+        return False
+    if pid.creation != rt.node.creation:
+        return True  # an earlier incarnation of this node
+    return not _runtime.process_alive(pid.id, pid.serial)
 
 
 def sync_now(timeout: float) -> list[str]:
