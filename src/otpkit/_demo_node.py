@@ -30,11 +30,11 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 import otpkit
 from otpkit import dist, registry, scheduler
+from otpkit.admin._format import plain
 from otpkit.discovery import DnsA
 from otpkit.registry._quorum import QuorumConfig
 from otpkit.scheduler import Job, JobEvent
@@ -65,16 +65,6 @@ def tick(path: str) -> None:
     append_line(path, f"tick {at} {otpkit.self().node} {os.getpid()} {started:.3f}")
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
 class EventLog(otpkit.Actor):
     """Appends every scheduler event this node hears to ``path``, one JSON line each."""
 
@@ -84,7 +74,7 @@ class EventLog(otpkit.Actor):
 
     def handle_info(self, msg: Any) -> None:
         if isinstance(msg, JobEvent):
-            row = _plain(msg.to_wire())
+            row = plain(msg.to_wire())
             row["seen_by"] = otpkit.self().node
             append_line(self.path, json.dumps(row))
 

@@ -24,7 +24,8 @@ def free_port(host: str) -> int:
 
 
 class NodeProc:
-    """``dist_node.py NAME PORT LOG_DIR COOKIE *extra`` started and ready.
+    """``dist_node.py NAME PORT LOG_DIR COOKIE *extra`` (or another ``script`` taking the
+    same arguments and answering the same ops) started and ready.
 
     ``info`` is its ready line (``echo`` pid, the node's os ``pids``); ``log_path`` the
     node's log file. :meth:`close` kills the driver and every os pid of the node. With
@@ -39,6 +40,7 @@ class NodeProc:
         cookie: str = "test-cookie",
         extra_args: tuple[str, ...] = (),
         wait: bool = True,
+        script: str = SCRIPT,
     ) -> None:
         self.name = name
         self.host = name.split("@")[1]
@@ -47,7 +49,7 @@ class NodeProc:
         self.info: dict[str, Any] = {}
         self.echo: list[Any] = []
         self.proc = subprocess.Popen(
-            [sys.executable, SCRIPT, name, str(self.port), log_dir, cookie, *extra_args],
+            [sys.executable, script, name, str(self.port), log_dir, cookie, *extra_args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -9,9 +9,7 @@ Usage: _shell_node.py NAME PORT LOG_DIR COOKIE CONFIG
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import sys
 import time
 from typing import Any
@@ -60,36 +58,14 @@ def children(config: str, log_dir: str) -> list[Any]:
 
 
 def main() -> None:
-    from dist_node import Echo, handle, out  # noqa: PLC0415 - a script beside this one
+    from dist_node import serve  # noqa: PLC0415 - a script beside this one
 
     name, port, log_dir, cookie, config = sys.argv[1:6]
     kids = children(config, log_dir)
     node = otpkit.Node(
         name, cookie=cookie, dist_port=int(port), log_dir=log_dir, children=kids
     ).start()
-    echo = node.spawn(Echo, name="echo")
-    out(
-        {
-            "ready": name,
-            "echo": [echo.node, echo.creation, echo.id, echo.serial],
-            "pids": node.os_pids(),
-            "main": os.getpid(),
-            "port": node.dist_port,
-            "started": time.time(),
-        }
-    )
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        for raw in sys.stdin:
-            line = raw.strip()
-            if not line:
-                continue
-            try:
-                out({"ok": handle(node, echo, json.loads(line))})
-            except Exception as exc:  # report, keep serving
-                out({"error": f"{type(exc).__name__}: {exc}"})
-    finally:
-        node.stop()
+    serve(node, name)
 
 
 if __name__ == "__main__":

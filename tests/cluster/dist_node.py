@@ -225,6 +225,12 @@ def main() -> None:
     node = otpkit.Node(
         name, cookie=args.cookie, dist_port=port, log_dir=args.log_dir, **options
     ).start()
+    serve(node, name)
+
+
+def serve(node: otpkit.Node, name: str) -> None:
+    """Report the started node ready, then answer the JSON ops on stdin until EOF or
+    SIGTERM, and stop the node in order."""
     echo = node.spawn(Echo, name="echo")
     out(
         {

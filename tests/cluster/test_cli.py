@@ -168,17 +168,18 @@ def test_a_probe_port_in_use_is_one_line_naming_it(capsys):
     assert len(lines) == 1 and lines[0].startswith(f"otpkit: OTPKIT_PROBE_PORT: {port}: "), lines
 
 
-def test_sigterm_stops_the_node_within_its_grace_and_leaves_no_process(tmp_path):
+def run_cli_app(
+    tmp_path: Path, name: str, extra: dict[str, str]
+) -> tuple[subprocess.Popen[str], Path]:
+    """``otpkit run cli_app:root`` as node ``name``; its worker writes to the marks file."""
     marks = tmp_path / "marks"
     env = {
         **os.environ,
         "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
         "CLI_APP_OUT": str(marks),
-        "OTPKIT_NODE_NAME": "cli@127.0.0.1",
+        "OTPKIT_NODE_NAME": name,
         "OTPKIT_LOG_DIR": str(tmp_path),
-        "OTPKIT_GRACE": "20",
-        "OTPKIT_PROBE_PORT": str(port := free_port()),
-        "CLI_APP_STOP_DELAY": "1.5",
+        **extra,
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "otpkit", "run", "cli_app:root"],
@@ -187,11 +188,26 @@ def test_sigterm_stops_the_node_within_its_grace_and_leaves_no_process(tmp_path)
         text=True,
         env=env,
     )
+    return proc, marks
+
+
+def first_worker(marks: Path) -> int:
+    """The os pid of the app's worker, once it has started."""
+    line = wait_until(
+        lambda: marks.exists() and marks.read_text().strip(), 60, what="the worker starts"
+    )
+    return int(line.split()[1])
+
+
+def test_sigterm_stops_the_node_within_its_grace_and_leaves_no_process(tmp_path):
+    port = free_port()
+    proc, marks = run_cli_app(
+        tmp_path,
+        "cli@127.0.0.1",
+        {"OTPKIT_GRACE": "20", "OTPKIT_PROBE_PORT": str(port), "CLI_APP_STOP_DELAY": "1.5"},
+    )
     try:
-        line = wait_until(
-            lambda: marks.exists() and marks.read_text().strip(), 60, what="the worker starts"
-        )
-        worker = int(line.split()[1])
+        worker = first_worker(marks)
         assert alive(worker)
         # no dist: ready as soon as the node runs
         wait_until(lambda: probe(port, "/healthz/ready") == (200, "ready"), 10, what="ready")
@@ -531,27 +547,10 @@ def test_a_node_whose_kernel_dies_ends_otpkit_run_with_status_1(tmp_path):
     """The kernel gone (killed here; in life: its restart intensity spent) is the node
     gone: ``otpkit run`` says so and exits 1, so the pod restarts instead of a process that
     goes on saying it runs."""
-    marks = tmp_path / "marks"
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-        "CLI_APP_OUT": str(marks),
-        "OTPKIT_NODE_NAME": "halt@127.0.0.1",
-        "OTPKIT_LOG_DIR": str(tmp_path),
-        "OTPKIT_PROBE_PORT": str(port := free_port()),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "otpkit", "run", "cli_app:root"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    port = free_port()
+    proc, marks = run_cli_app(tmp_path, "halt@127.0.0.1", {"OTPKIT_PROBE_PORT": str(port)})
     try:
-        line = wait_until(
-            lambda: marks.exists() and marks.read_text().strip(), 60, what="the worker starts"
-        )
-        worker = int(line.split()[1])
+        worker = first_worker(marks)
         body = wait_until(
             lambda: (a := probe(port, "/healthz/live"))[0] == 200 and "answered" in a[1] and a[1],
             15,

@@ -21,7 +21,6 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from _distproc import NodeProc, free_port
@@ -37,22 +36,9 @@ BOUND = 30.0
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[=>]")
 
 
-class ShellNode(NodeProc):
+def shell_node(name: str, log_dir: str, cookie: str, config: str) -> NodeProc:
     """A ``_shell_node.py`` node (scheduler + ``app`` supervisor), driven like NodeProc."""
-
-    def __init__(self, name: str, log_dir: str, cookie: str, config: str) -> None:
-        self.name = name
-        self.host = name.split("@")[1]
-        self.port = free_port(self.host)
-        self.log_path = os.path.join(log_dir, f"{name}.log")
-        self.info: dict[str, Any] = {}
-        self.echo: list[Any] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, SCRIPT, name, str(self.port), log_dir, cookie, config],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+    return NodeProc(name, log_dir, cookie, extra_args=(config,), wait=False, script=SCRIPT)
 
 
 def env_for(home: Path, cookie: str | None = COOKIE, tmp: Path | None = None) -> dict[str, str]:
@@ -71,8 +57,8 @@ class Cluster:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.out = workdir / "drill.out"
-        self.nodes: list[ShellNode] = []
-        self.lone: ShellNode | None = None
+        self.nodes: list[NodeProc] = []
+        self.lone: NodeProc | None = None
 
     def start(self) -> None:
         record = {"task": "sched_tasks:record", "kwargs": {"path": str(self.out)}}
@@ -89,9 +75,9 @@ class Cluster:
         path = self.workdir / "sched.json"
         path.write_text(json.dumps(config))
         for i in (2, 3, 4):
-            self.nodes.append(ShellNode(f"n{i}@127.0.0.{i}", str(self.workdir), COOKIE, str(path)))
+            self.nodes.append(shell_node(f"n{i}@127.0.0.{i}", str(self.workdir), COOKIE, str(path)))
         # a node of a cluster of its own (another cookie): the one whose death a shell sees
-        self.lone = ShellNode("n5@127.0.0.5", str(self.workdir), "lone-cookie", "-")
+        self.lone = shell_node("n5@127.0.0.5", str(self.workdir), "lone-cookie", "-")
         for node in [*self.nodes, self.lone]:
             node.wait_ready()
         for a in self.nodes:
@@ -100,7 +86,7 @@ class Cluster:
                     a.cmd(op="connect", name=b.name, host=b.host, port=b.port)
 
     @property
-    def n2(self) -> ShellNode:
+    def n2(self) -> NodeProc:
         return self.nodes[0]
 
     def target(self, node: NodeProc | None = None) -> str:
