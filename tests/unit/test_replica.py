@@ -52,6 +52,7 @@ from otpkit.scheduler._replica import (
     encode_replica,
     merge,
     observe_replica,
+    read_quorum,
 )
 from otpkit.scheduler._scheduler import majority, pick_nodes
 
@@ -1064,3 +1065,32 @@ def test_job_replace():
     with pytest.raises(InvalidJob) as info:
         job.replace(colour="red")
     assert info.value.field == "colour"
+
+
+# --------------------------------------------------------------------- read_quorum
+
+S, U = (True, False), (False, False)  # a synced copy, an unsynced one (both not empty)
+
+
+def test_read_quorum_a_majority_of_synced_copies_is_enough() -> None:
+    assert read_quorum(2, [S, S], all_answered=False, members=3) == "ok"
+    assert read_quorum(3, [S, S, U], all_answered=False) == "wait"  # 2 of 3 needed synced
+
+
+def test_read_quorum_one_synced_copy_when_fewer_than_a_majority_are_silent() -> None:
+    # the holder synced only one other copy and died: every counted write is on it
+    assert read_quorum(2, [S, U], all_answered=False, members=3) == "ok"
+    # 5 members, 2 silent: any write's 3 synced takers include an answering one
+    assert read_quorum(3, [S, U, U], all_answered=False, members=5) == "ok"
+    # 3 silent could hold a whole write majority: wait
+    assert read_quorum(3, [S, U], all_answered=False, members=5) == "wait"
+    # no synced copy answered: nothing says the writes are here
+    assert read_quorum(2, [U, U], all_answered=False, members=3) == "wait"
+    # without the member count the rule is not used
+    assert read_quorum(2, [S, U], all_answered=False) == "wait"
+
+
+def test_read_quorum_a_new_cluster_and_a_minority() -> None:
+    empty = (False, True)
+    assert read_quorum(2, [empty, empty], all_answered=False, members=3) == "ok"
+    assert read_quorum(2, [U, U, U], all_answered=True, members=3) == "minority"

@@ -345,19 +345,31 @@ def is_empty(rep: Replica) -> bool:
     return not rep.jobs and not rep.ledger.lanes
 
 
-def read_quorum(need: int, copies: Sequence[tuple[bool, bool]], all_answered: bool) -> str:
+def read_quorum(
+    need: int,
+    copies: Sequence[tuple[bool, bool]],
+    all_answered: bool,
+    members: int | None = None,
+) -> str:
     """Whether a new holder may start from the copies it read: ``copies`` are
-    ``(synced, empty)`` of each copy it has (its own included), ``need`` a majority.
+    ``(synced, empty)`` of each copy it has (its own included), ``need`` a majority,
+    ``members`` how many copies there are in all (answered or not).
 
     ``"ok"``: a majority of synced copies (every write a holder counted was taken by a
-    majority of synced copies, so one of them is here). Also ``"ok"`` for a majority of
-    copies none of which is synced and all empty: a new cluster (or one whose every
-    copy was lost: there is nothing better to wait for). ``"minority"``: every member
-    answered but fewer than a majority is synced - start from what there is (logged).
-    ``"wait"``: ask again.
+    majority of synced copies, so one of them is here). Also ``"ok"`` for at least one
+    synced copy when fewer than a majority did not answer: a counted write's majority of
+    synced takers cannot all be among those, so one of them is here too (a holder that
+    died having synced only one other copy left one synced copy and an unsynced one: a
+    majority of *synced* copies never comes back without the dead node). Also ``"ok"``
+    for a majority of copies none of which is synced and all empty: a new cluster (or one
+    whose every copy was lost: there is nothing better to wait for). ``"minority"``:
+    every member answered but fewer than a majority is synced - start from what there is
+    (logged). ``"wait"``: ask again.
     """
     synced = sum(1 for s, _ in copies if s)
     if synced >= need:
+        return "ok"
+    if members is not None and synced >= 1 and members - len(copies) < need:
         return "ok"
     if len(copies) >= need and synced == 0 and all(empty for _, empty in copies):
         return "ok"

@@ -660,6 +660,10 @@ class SchedulerWorker(SingletonWorker):
             need + 1 if self.cfg.policy == "majority" else 1,
             [(c[3], is_empty(c[1])) for c in copies],
             all_answered=len(copies) == len(others) + 1,
+            # only when need + 1 is the members' majority (this node one of them)
+            members=len(others) + 1
+            if self.cfg.policy == "majority" and self.node in self._members()
+            else None,
         )
         if verdict == "wait":
             log.info(
