@@ -194,9 +194,9 @@ def cpu_us_per_item(
 
 if ROLE in ("otpkit", "otpkit-b"):
     import otpkit
-    from otpkit import dist
+    from otpkit import distribution as dist
 
-    NET_NAME = "otpkit_net"  # the dist process's local name (otpkit.dist._actor)
+    NET_NAME = "otpkit_net"  # the dist process's local name (otpkit.distribution._actor)
 
     class Echo(otpkit.Actor):
         def handle_call(self, request: Any, from_: Any) -> Any:

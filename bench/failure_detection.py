@@ -85,7 +85,7 @@ def parse_args() -> argparse.Namespace:
 
 if ROLE == "node":
     import otpkit
-    from otpkit import dist
+    from otpkit import distribution as dist
 
     class Watcher(otpkit.Actor):
         """Records ``[kind, node, t_ns]`` for every NodeUp/NodeDown of this node."""

@@ -93,7 +93,7 @@ def _restarts(node: otpkit.Node, cmd: dict[str, Any]) -> Any:
 
 
 def _members(node: otpkit.Node, cmd: dict[str, Any]) -> Any:
-    from otpkit.registry import _quorum_actor  # noqa: PLC0415
+    from otpkit.quorum import _actor as _quorum_actor  # noqa: PLC0415
 
     return _quorum_actor.members()
 

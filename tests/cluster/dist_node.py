@@ -27,7 +27,7 @@ from typing import Any
 
 import otpkit
 from otpkit import Actor, discovery, dist, registry
-from otpkit.node import DISCOVERY_NAME
+from otpkit.discovery import DISCOVERY_NAME
 
 
 class Echo(Actor):

@@ -16,9 +16,9 @@ import time
 from typing import Any
 
 import otpkit
-from otpkit import dist
-from otpkit.registry import _quorum_actor as quorum
-from otpkit.registry._quorum import QuorumConfig
+from otpkit import distribution as dist
+from otpkit.quorum import _actor as quorum
+from otpkit.quorum._core import QuorumConfig
 
 
 def out(obj: Any) -> None:

@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 
 from _util import alive, wait_until
-from otpkit._probes import ClusterView, join_problem, ready_problem
-from otpkit.cli import SettingError, cookie_from, main
+from otpkit.cli import main
+from otpkit.node._probes import ClusterView, join_problem, ready_problem
+from otpkit.settings import SettingError, cookie_from
 
 pytestmark = pytest.mark.cluster
 
@@ -572,7 +573,7 @@ def test_stalled_probe_clients_do_not_block_probes_and_are_cut_off():
     """Clients that connect and send nothing hold no probe up, and are cut off after
     REQUEST_TIMEOUT (probes answer from memory: no client of the port makes the node
     work; at most MAX_CONNECTIONS are served at once)."""
-    from otpkit import _probes  # noqa: PLC0415 - the limits under test
+    from otpkit.node import _probes  # noqa: PLC0415 - the limits under test
 
     server = _probes.ProbeServer(free_port(), host="127.0.0.1")
     idle: list[socket.socket] = []

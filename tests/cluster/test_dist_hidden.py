@@ -18,8 +18,8 @@ pytestmark = pytest.mark.cluster
 HIDDEN = textwrap.dedent(
     """
     import json, sys, time, otpkit
-    from otpkit import dist
-    from otpkit.dist import DistConfig
+    from otpkit import distribution as dist
+    from otpkit.distribution import DistConfig
 
     log_dir, a_name, a_port, echo = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     config = DistConfig("127.0.0.9", 0, b"test-cookie", hidden=True)

@@ -10,8 +10,8 @@ import pytest
 
 from otpkit import Pid
 from otpkit.admin import _format
-from otpkit.admin._client import parse_target
-from otpkit.admin._commands import COMMANDS, SHELL_ONLY, UsageError, help_text
+from otpkit.shell._client import parse_target
+from otpkit.shell._commands import COMMANDS, SHELL_ONLY, UsageError, help_text
 
 N = "n2@127.0.0.2"
 

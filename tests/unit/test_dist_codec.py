@@ -26,7 +26,7 @@ import msgpack
 import pytest
 
 from otpkit import Pid, Ref
-from otpkit.dist._codec import (
+from otpkit.distribution._codec import (
     EXT_DATETIME,
     EXT_PID,
     EXT_REF,

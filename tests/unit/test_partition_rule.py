@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from otpkit.dist._partition import overlap_victim
+from otpkit.distribution._partition import overlap_victim
 
 
 def test_rule_cases():

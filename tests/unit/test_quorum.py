@@ -1,4 +1,4 @@
-"""The majority policy's decisions (otpkit.registry._quorum), without processes.
+"""The majority policy's decisions (otpkit.quorum._core), without processes.
 
 Several :class:`QuorumCore` instances talk over a simulated network whose message
 order, losses, duplicates, link cuts, node deaths and clock are chosen by hypothesis.
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from otpkit.registry._quorum import (
+from otpkit.quorum._core import (
     Changed,
     Grant,
     Lease,

@@ -43,12 +43,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from otpkit import dist
+from otpkit import distribution as dist
 from otpkit.actors import _api, _runtime
 from otpkit.actors._actor import Actor
 from otpkit.actors._pid import Down, From, Pid
 from otpkit.admin import _format
-from otpkit.dist import NodeDown, NodeUp
+from otpkit.distribution import NodeDown, NodeUp
 from otpkit.errors import CallTimeout, Exit, NodeError, OtpkitError, SupervisorError
 from otpkit.registry import _shared
 
@@ -83,8 +83,10 @@ class AdminError(Exception):
 class Admin(Actor):
     """The node's admin service (see the module); a child of the node's kernel."""
 
-    def init(self) -> None:
+    def init(self, system_children: frozenset[str] = frozenset()) -> None:
         rt = _api.runtime()
+        #: the kernel's children the node needs (see _app_child)
+        self.system_children = frozenset(system_children)
         self.node = rt.node.name
         self.kernel: Pid | None = rt.parent
         self.subscribers: dict[Pid, Any] = {}
@@ -150,7 +152,7 @@ class Admin(Actor):
     def _op_nodes(self) -> dict[str, Any]:
         members: list[str] | None
         try:
-            from otpkit.registry import _quorum_actor  # noqa: PLC0415 - a dist node's only
+            from otpkit.quorum import _actor as _quorum_actor  # noqa: PLC0415 - a dist node's only
 
             version, names = _quorum_actor.members(timeout=2.0)
             members = names if version else []
@@ -280,15 +282,14 @@ class Admin(Actor):
         return path, pid, row, key
 
     def _app_child(self, op: str, sup: Any, child: Any) -> tuple[str, Pid, Mapping[str, Any], Any]:
-        """:meth:`_child`, refusing the kernel's system children (``Node`` adds them):
+        """:meth:`_child`, refusing the kernel's system children (``Node`` adds them and names them
+        at ``init``):
         stopping one would end this very request (admin), cut the node off (dist) or
         take its names and votes away (global, quorum, discovery) with no one to start
         it again. Any child of the application stays allowed; ``kill`` is the drill for
         a system process (its kernel restarts it)."""
-        from otpkit.node import SYSTEM_CHILDREN  # noqa: PLC0415 - node imports this module
-
         path, pid, row, key = self._child(sup, child)
-        if pid == self.kernel and row.get("id") in SYSTEM_CHILDREN:
+        if pid == self.kernel and row.get("id") in self.system_children:
             why = _SYSTEM_WHY.get(str(row["id"]), "the node needs it")
             raise AdminError(
                 f"{op}: {row['label']} is a system process of node {self.node} ({why}); "

@@ -207,7 +207,7 @@ def trans(
 def disconnect(timeout: float = 10.0) -> list[str]:
     """Leave the cluster: drop the connection to every visible node (and stop
     redialling them); the nodes disconnected. Hidden connections stay."""
-    from otpkit import dist  # noqa: PLC0415
+    from otpkit import distribution as dist  # noqa: PLC0415
 
     gone = dist.nodes(timeout)
     for node in gone:

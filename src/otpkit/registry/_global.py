@@ -31,9 +31,9 @@ from typing import Any, TypeVar
 from otpkit.actors import _api, _runtime
 from otpkit.actors._actor import NOREPLY, Actor
 from otpkit.actors._pid import Down, From, Pid, Ref
-from otpkit.dist import NodeDown, NodeUp, register_service
-from otpkit.dist import monitor_nodes as _monitor_nodes
-from otpkit.dist import nodes as _dist_nodes
+from otpkit.distribution import NodeDown, NodeUp, register_service
+from otpkit.distribution import monitor_nodes as _monitor_nodes
+from otpkit.distribution import nodes as _dist_nodes
 from otpkit.errors import CallTimeout, Exit, NodeError
 from otpkit.registry import _shared
 from otpkit.registry._resolvers import load_resolver

@@ -25,7 +25,7 @@ small supervisor) runs on every node and supervises the child there:
   is active before it exits: no failure detector is waited for.
 
 ``policy="majority"`` adds a lease granted by a majority of member nodes with rising
-epochs (see ``otpkit.registry._quorum``): a holder is active only while it holds the
+epochs (see ``otpkit.quorum._core``): a holder is active only while it holds the
 lease; its effects carry the epoch (``fence``), so a paused or cut-off old holder cannot
 act even before it notices that it lost. The epoch reaches the child in
 :class:`Activate`.
@@ -42,12 +42,13 @@ from typing import Any
 from otpkit.actors import _api
 from otpkit.actors._actor import Actor
 from otpkit.actors._pid import Down, From, Pid
+from otpkit.discovery import DISCOVERY_NAME
 from otpkit.errors import CallTimeout, Exit, NodeError
+from otpkit.quorum import _actor as _quorum
+from otpkit.quorum._core import LeaseGranted, LeaseLost
 from otpkit.registry import _global
-from otpkit.registry import _quorum_actor as _quorum
 from otpkit.registry._global import GLOBAL_NAME, NameChanged
 from otpkit.registry._join import ClusterView, join_problem
-from otpkit.registry._quorum import LeaseGranted, LeaseLost
 from otpkit.registry._resolvers import resolver_name
 from otpkit.supervision._spec import ChildSpec, SupFlags, child_spec
 from otpkit.supervision._supervisor import Supervisor, _Child
@@ -311,7 +312,7 @@ class SingletonManager(Supervisor):
 
     def _peers(self) -> list[str]:
         try:
-            from otpkit import dist  # noqa: PLC0415
+            from otpkit import distribution as dist  # noqa: PLC0415
 
             return dist.nodes()
         except NodeError:
@@ -333,8 +334,8 @@ class SingletonManager(Supervisor):
             self.settled = True
             return True
         try:
-            settled = _api.call("otpkit_discovery", "settled", timeout=1.0)
-            peers = set(_api.call("otpkit_discovery", "peers", timeout=1.0))
+            settled = _api.call(DISCOVERY_NAME, "settled", timeout=1.0)
+            peers = set(_api.call(DISCOVERY_NAME, "peers", timeout=1.0))
         except Exit:
             settled, peers = True, set()  # no discovery: dist's own peers are the cluster
         except CallTimeout:

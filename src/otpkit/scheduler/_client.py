@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from otpkit.actors import _api
-from otpkit.dist import _codec
+from otpkit.distribution import _codec
 from otpkit.errors import CallTimeout, Exit, NodeError, SchedulerUnavailable, UnknownJob
 from otpkit.registry import whereis_name
 from otpkit.scheduler._job import InvalidJob, Job

@@ -71,12 +71,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from otpkit import dist
+from otpkit import distribution as dist
 from otpkit.actors import _api
 from otpkit.actors._actor import Actor
 from otpkit.actors._pid import ExitSignal, From, Pid
 from otpkit.actors._runtime import proc_stat
-from otpkit.dist._actor import NET_NAME
+from otpkit.distribution._actor import NET_NAME
 from otpkit.errors import OtpkitError
 from otpkit.registry import whereis_name
 from otpkit.scheduler import _context

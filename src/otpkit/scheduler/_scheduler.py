@@ -43,13 +43,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from otpkit import dist
+from otpkit import distribution as dist
 from otpkit.actors import _api
 from otpkit.actors._pid import Down, From, Pid, Ref
-from otpkit.dist import NodeDown, NodeUp, _codec
-from otpkit.dist._core import PEER_GONE
+from otpkit.distribution import NodeDown, NodeUp, _codec
+from otpkit.distribution._core import PEER_GONE
 from otpkit.errors import NodeError, OtpkitError
-from otpkit.registry import _quorum_actor as _quorum
+from otpkit.quorum import _actor as _quorum
 from otpkit.registry._singleton import Singleton, SingletonWorker
 from otpkit.scheduler._job import InvalidJob, Job
 from otpkit.scheduler._ledger import (

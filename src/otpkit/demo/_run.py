@@ -4,7 +4,7 @@ What it does, in order (each step bounded; the whole run takes about 20 s):
 
 1. Serves DNS on 127.0.0.1 (a :class:`~otpkit.discovery._responder.Responder` on a free
    UDP port): ``demo.otpkit.test`` has the A records 127.0.0.2, 127.0.0.3 and 127.0.0.4.
-2. Starts three OS processes (``otpkit demo --node``, see :mod:`otpkit._demo_node`), one
+2. Starts three OS processes (``otpkit demo --node``, see :mod:`otpkit.demo._node`), one
    node each: ``demo@127.0.0.2`` .. ``demo@127.0.0.4``, dist on one port of each address,
    a random cookie (passed in the environment, never on a command line). Each finds the
    other two by asking the responder: DNS discovery is what connects them.
@@ -52,9 +52,9 @@ from types import FrameType
 from typing import Any, TypeVar
 
 import otpkit
-from otpkit import _demo_node
 from otpkit.actors._runtime import proc_stat
 from otpkit.actors._system import pids_in_group
+from otpkit.demo import _node as _demo_node
 from otpkit.discovery._responder import Responder
 
 __all__ = ["main"]

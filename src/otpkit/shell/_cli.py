@@ -23,7 +23,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
-from otpkit.cli import SettingError, cookie_from
+from otpkit.settings import SettingError, cookie_from
 
 __all__ = ["main"]
 
@@ -52,15 +52,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
     # imported here: a bad setting is reported without starting anything heavy
-    from otpkit.admin import _commands  # noqa: PLC0415
-    from otpkit.admin._client import (  # noqa: PLC0415
+    from otpkit.shell import _commands  # noqa: PLC0415
+    from otpkit.shell._client import (  # noqa: PLC0415
         ConnectError,
         LostConnection,
         RequestError,
         connect,
         parse_target,
     )
-    from otpkit.admin._shell import (  # noqa: PLC0415
+    from otpkit.shell._shell import (  # noqa: PLC0415
         LOST_STATUS,
         Shell,
         print_json,

@@ -8,7 +8,7 @@ from typing import Any
 from otpkit.actors import _api
 from otpkit.actors._actor import Actor
 from otpkit.actors._pid import From, Pid
-from otpkit.dist._core import DistConfig, DistCore
+from otpkit.distribution._core import DistConfig, DistCore
 
 #: The local name of the dist process (its control API; the thread has its own name).
 NET_NAME = "otpkit_net"

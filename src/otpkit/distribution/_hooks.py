@@ -7,8 +7,8 @@ from typing import Any
 from otpkit.actors import _wire
 from otpkit.actors._pid import Pid
 from otpkit.actors._runtime import BYE, EXIT, RemoteHooks, Runtime
-from otpkit.dist import _codec
-from otpkit.dist._core import DIST_NAME, DIST_NSEND, DIST_SEND, DIST_SEND_WATCH, DIST_WATCH
+from otpkit.distribution import _codec
+from otpkit.distribution._core import DIST_NAME, DIST_NSEND, DIST_SEND, DIST_SEND_WATCH, DIST_WATCH
 
 
 def wire_frame(frame: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -1,7 +1,8 @@
-"""Node: one per OS process tree; starts the local actor system and its kernel.
-
-In this foundation the node holds the actor system and the kernel supervisor; dist,
-discovery, the registry and the scheduler plug in here as they land.
+"""Node: one per OS process tree; starts the local actor system, its kernel supervisor
+and, under the kernel, the system services in this order: dist, the global registry, the
+quorum, the admin service, the discovery poller (a hidden node, the admin shell, runs dist
+and the registry only). The application's children follow them. The only module that
+wires the parts together.
 """
 
 from __future__ import annotations
@@ -17,19 +18,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from otpkit.actors import _api, _runtime, _system
-from otpkit.actors._actor import Actor
 from otpkit.actors._client import ClientRuntime
 from otpkit.actors._pid import Pid
 from otpkit.actors._runtime import NodeIdentity
 from otpkit.admin._service import Admin
-from otpkit.dist import Dist, DistConfig
-from otpkit.dist._actor import NET_NAME
-from otpkit.dist._hooks import DistHooks
+from otpkit.discovery import Discoverer
+from otpkit.distribution import Dist, DistConfig
+from otpkit.distribution._actor import NET_NAME
+from otpkit.distribution._hooks import DistHooks
 from otpkit.errors import NodeError, StartError
+from otpkit.quorum._actor import Quorum
+from otpkit.quorum._core import QuorumConfig
 from otpkit.registry import Global
 from otpkit.registry import _shared as _registry_table
-from otpkit.registry._quorum import QuorumConfig
-from otpkit.registry._quorum_actor import Quorum
 from otpkit.supervision import ChildSpec, Supervisor, SupFlags, start_child
 
 log = logging.getLogger("otpkit.node")
@@ -76,62 +77,6 @@ def _cookie(cookie: str | bytes | None) -> bytes:
         )
     return cookie.encode() if isinstance(cookie, str) else bytes(cookie)
 
-
-class Discoverer(Actor):
-    """Polls a discovery strategy and hands dist the set of peers to keep dialling.
-
-    A failed lookup changes nothing; a peer leaves the set only after ``prune_after``
-    good answers in a row lacked it (discovery never decides liveness: dist does).
-    """
-
-    def init(self, strategy: Any, poll_interval: float, prune_after: int) -> None:
-        # imported here: dnspython costs every process of a node ~2 MiB, and only nodes
-        # that discover pay for it
-        from otpkit.discovery import PeerTracker  # noqa: PLC0415
-
-        self.strategy = strategy
-        self.poll_interval = poll_interval
-        self.tracker = PeerTracker(prune_after, _api.self().node)
-        _api.register(DISCOVERY_NAME)
-        self._poll()
-
-    def _poll(self) -> None:
-        result = self.strategy.lookup()
-        if not result.ok:
-            log.warning(
-                "%s: discovery lookup failed (%s): %s",
-                _api.self().node,
-                self.strategy,
-                result.error,
-            )
-        update = self.tracker.update(result)
-        if update.added or update.pruned:
-            log.info(
-                "%s: discovery: +%s -%s",
-                _api.self().node,
-                sorted(p.name for p in update.added),
-                sorted(p.name for p in update.pruned),
-            )
-        if result.ok:
-            peers = {p.name: (p.host, p.port) for p in update.desired}
-            _api.call(NET_NAME, ("set_known", peers))
-        _api.send_after(self.poll_interval, "poll")
-
-    def handle_info(self, msg: Any) -> None:
-        if msg == "poll":
-            self._poll()
-        else:
-            super().handle_info(msg)
-
-    def handle_call(self, request: Any, from_: Any) -> Any:
-        if request == "settled":
-            return self.tracker.settled
-        if request == "peers":
-            return sorted(p.name for p in self.tracker.desired)
-        return super().handle_call(request, from_)
-
-
-DISCOVERY_NAME = "otpkit_discovery"
 
 _one_node = threading.Lock()
 _running: Node | None = None
@@ -184,17 +129,21 @@ class Node:
             # an admin shell: it holds no name, votes in no quorum, runs no job
             system = [ChildSpec("dist", Dist, (dist,))]
         elif dist is not None:
-            # the majority policy's membership and leases (see registry._quorum), and the
+            # the majority policy's membership and leases (see quorum._core), and the
             # service the admin shell asks (see admin._service)
             system = [
                 ChildSpec("dist", Dist, (dist,)),
                 *system,
                 ChildSpec("quorum", Quorum, (quorum or QuorumConfig(),)),
-                ChildSpec("admin", Admin),
+                ChildSpec("admin", Admin, (SYSTEM_CHILDREN,)),
             ]
             if discovery is not None:
                 system.append(
-                    ChildSpec("discovery", Discoverer, (discovery, poll_interval, prune_after))
+                    ChildSpec(
+                        "discovery",
+                        Discoverer,
+                        (discovery, poll_interval, prune_after, NET_NAME),
+                    )
                 )
         elif discovery is not None:
             raise NodeError("discovery needs dist: give the node a cookie and a dist port")

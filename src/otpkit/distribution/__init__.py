@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from otpkit.actors import _api
-from otpkit.dist._actor import NET_NAME, Dist
-from otpkit.dist._core import DistConfig, NodeDown, NodeUp
+from otpkit.distribution._actor import NET_NAME, Dist
+from otpkit.distribution._core import DistConfig, NodeDown, NodeUp
 from otpkit.errors import NodeError
 
 __all__ = [

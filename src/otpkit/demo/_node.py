@@ -1,6 +1,6 @@
 """One node of ``otpkit demo``: the program each of the demo's three OS processes runs.
 
-``otpkit demo --node NAME ...`` (started by :mod:`otpkit._demo`, never by hand) hosts
+``otpkit demo --node NAME ...`` (started by :mod:`otpkit.demo`, never by hand) hosts
 one node: dist on ``NAME``'s loopback address, peers found by
 :class:`~otpkit.discovery.DnsA` asking the demo's DNS responder, and a
 :func:`~otpkit.scheduler.Scheduler` with one job, ``tick``, every second. It talks to the
@@ -33,10 +33,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import otpkit
-from otpkit import dist, registry, scheduler
+from otpkit import distribution as dist
+from otpkit import registry, scheduler
 from otpkit.admin._format import plain
 from otpkit.discovery import DnsA
-from otpkit.registry._quorum import QuorumConfig
+from otpkit.quorum._core import QuorumConfig
 from otpkit.scheduler import Job, JobEvent
 
 __all__ = ["JOB", "SERVICE", "EventLog", "main", "tick"]
@@ -114,7 +115,7 @@ def main(argv: Sequence[str]) -> int:
         return 2
     name: str = args.node
     status = os.path.join(args.dir, "status")
-    job = Job(JOB, "* * * * * *", "otpkit._demo_node:tick", kwargs={"path": f"{args.dir}/ticks"})
+    job = Job(JOB, "* * * * * *", "otpkit.demo._node:tick", kwargs={"path": f"{args.dir}/ticks"})
     safe = name.replace("@", "_")
     node = otpkit.Node(
         name,

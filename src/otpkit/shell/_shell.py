@@ -21,8 +21,8 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from otpkit.admin import _format
-from otpkit.admin._client import AdminClient, LostConnection, RequestError
-from otpkit.admin._commands import COMMANDS, SHELL_ONLY, Options, UsageError, execute, help_text
+from otpkit.shell._client import AdminClient, LostConnection, RequestError
+from otpkit.shell._commands import COMMANDS, SHELL_ONLY, Options, UsageError, execute, help_text
 
 __all__ = ["LOST_STATUS", "Shell", "stream_events"]
 

@@ -46,10 +46,10 @@ from otpkit.actors._runtime import (
     address_of,
     name_address,
 )
-from otpkit.dist import _codec, _handshake, _partition
+from otpkit.distribution import _codec, _handshake, _partition
 from otpkit.errors import FrameError
 
-log = logging.getLogger("otpkit.dist")
+log = logging.getLogger("otpkit.distribution")
 
 #: Local frame tags used between a process and the dist thread.
 DIST_SEND = 20  # (DIST_SEND, dst, msgpack bytes of the inner frame)

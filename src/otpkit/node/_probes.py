@@ -109,8 +109,8 @@ def cluster_view(discovery: bool) -> ClusterView | str:
     """This node's view of its cluster, asked of its services (each within
     :data:`READY_TIMEOUT`), or a string naming the one that did not answer."""
     # imported here: only nodes with dist ask
-    from otpkit import dist  # noqa: PLC0415
-    from otpkit.node import DISCOVERY_NAME  # noqa: PLC0415
+    from otpkit import distribution as dist  # noqa: PLC0415
+    from otpkit.discovery import DISCOVERY_NAME  # noqa: PLC0415
     from otpkit.registry._global import local_server  # noqa: PLC0415
 
     step = "discovery"

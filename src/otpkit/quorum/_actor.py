@@ -1,6 +1,6 @@
 """The ``Quorum`` system actor (one per node) and its client API.
 
-The actor is a thin shell around :class:`~otpkit.registry._quorum.QuorumCore` (see
+The actor is a thin shell around :class:`~otpkit.quorum._core.QuorumCore` (see
 that module for the protocol and its safety argument): it turns ``NodeUp``/``NodeDown``,
 messages from other nodes' quorum actors, client calls and a clock tick into core
 events, and performs the core's effects. It never waits on another node: peers talk by
@@ -35,13 +35,13 @@ import random
 import time
 from typing import Any
 
-from otpkit import dist
+from otpkit import distribution as dist
 from otpkit.actors import _api
 from otpkit.actors._actor import NOREPLY, Actor
 from otpkit.actors._pid import Down, From, Pid
-from otpkit.dist import NodeDown, NodeUp
+from otpkit.distribution import NodeDown, NodeUp
 from otpkit.errors import CallTimeout
-from otpkit.registry._quorum import (
+from otpkit.quorum._core import (
     Changed,
     Lease,
     LeaseGranted,

@@ -3,7 +3,7 @@
 Everything here is a plain state machine over plain values: :class:`QuorumCore` takes
 events (a message from a peer, a node up or down, a client request, the clock) with the
 current monotonic time and returns what to do (:class:`Send`, :class:`Reply`,
-:class:`Notify`, :class:`Changed`). The ``Quorum`` actor (``_quorum_actor``) is the thin
+:class:`Notify`, :class:`Changed`). The ``Quorum`` actor (``quorum._actor``) is the thin
 shell that performs those effects; the unit tests drive several cores over a simulated
 network.
 

@@ -22,9 +22,9 @@ from typing import Any
 
 from otpkit.actors._pid import Pid
 from otpkit.admin._service import ACT_TIMEOUT, ask_admin
-from otpkit.dist import DistConfig, NodeDown, _codec, _handshake
-from otpkit.dist import monitor_nodes as _monitor_nodes
-from otpkit.dist import nodes as _nodes
+from otpkit.distribution import DistConfig, NodeDown, _codec, _handshake
+from otpkit.distribution import monitor_nodes as _monitor_nodes
+from otpkit.distribution import nodes as _nodes
 from otpkit.errors import CallTimeout, Exit, NodeError
 
 __all__ = ["AdminClient", "ConnectError", "LostConnection", "RequestError", "connect", "peer_name"]
@@ -267,7 +267,7 @@ def connect(
     client = AdminClient(node, peer, log_dir)
     try:
         _monitor_nodes(True)
-        from otpkit.dist import connect_node  # noqa: PLC0415
+        from otpkit.distribution import connect_node  # noqa: PLC0415
 
         connect_node(peer, host, port)
         deadline = time.monotonic() + timeout

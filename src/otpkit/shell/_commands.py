@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from otpkit.admin import _format
-from otpkit.admin._client import AdminClient
+from otpkit.shell._client import AdminClient
 
 __all__ = [
     "COMMANDS",

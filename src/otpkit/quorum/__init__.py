@@ -1,0 +1,35 @@
+"""The quorum of the ``"majority"`` policy: agreed membership, leases with epochs, and
+fencing, decided by a pure core (``_core``) inside a thin actor (``_actor``) that every
+dist node runs under its kernel as ``otpkit_quorum``.
+
+The functions below ask this node's quorum actor; Singletons and the scheduler use them.
+"""
+
+from otpkit.quorum._actor import (
+    QUORUM_NAME,
+    Quorum,
+    acquire,
+    effects,
+    fence,
+    leave,
+    members,
+    release,
+    subscribe,
+)
+from otpkit.quorum._core import Lease, LeaseGranted, LeaseLost, QuorumConfig
+
+__all__ = [
+    "QUORUM_NAME",
+    "Lease",
+    "LeaseGranted",
+    "LeaseLost",
+    "Quorum",
+    "QuorumConfig",
+    "acquire",
+    "effects",
+    "fence",
+    "leave",
+    "members",
+    "release",
+    "subscribe",
+]

@@ -1,0 +1,7 @@
+"""The admin client: ``otpkit shell`` (interactive) and the one-shot commands
+(``otpkit tree --connect HOST:PORT``). It joins a cluster as a hidden node and asks the
+admin service (:mod:`otpkit.admin`) of the node it connects to."""
+
+from otpkit.shell._cli import main
+
+__all__ = ["main"]
