@@ -2,7 +2,7 @@
 
 Not a benchmark on its own: a bench script calls these functions in the same run as
 its otpkit measurement and reports them as ``peer: "erlang_otp"``. (Run directly,
-``python bench/_erlang_peer.py [--quick]`` prints them as JSON lines, ``value`` null.)
+``python -m bench._erlang_peer [--quick]`` prints them as JSON lines, ``value`` null.)
 
 * ``available()`` - ``erl``, ``erlc`` and ``epmd`` are installed (Debian ``erlang-base``).
 * ``registry_latency(runs)`` -> ``register_ms_p50``: ``global:register_name/2`` called
@@ -58,9 +58,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import _common as c
+from bench import _runner as c
 
 PEER = "erlang_otp"
 HOST = "127.0.0.1"

@@ -13,19 +13,16 @@ too and shown in the summary.
 
 Each series is timed after a warm-up of its own; the request is a small int.
 
-    python bench/call_latency.py [--quick]
+    python -m bench.call_latency [--quick]
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import _common as c
+from bench import _runner as c
 
 SAMPLES, QUICK_SAMPLES = 2000, 200
 WARMUP, QUICK_WARMUP = 200, 50
@@ -155,8 +152,8 @@ def main() -> int:
     if args.role:
         return c.role_main(args, {"otpkit": run_otpkit, "thespian": run_thespian})
     load = c.HostLoad()
-    raw = c.run_role(__file__, "thespian", args.quick)
-    ours = c.run_role(__file__, "otpkit", args.quick)
+    raw = c.run_role(__spec__.name, "thespian", args.quick)
+    ours = c.run_role(__spec__.name, "otpkit", args.quick)
     ext, inh = c.summary(ours["external_us"]), c.summary(ours["in_handler_us"])
     ask, act = c.summary(raw["ask_us"]), c.summary(raw["actor_us"])
     keys = ("min", "p50", "p90", "p99", "max")

@@ -24,7 +24,7 @@ tuples to a registered receiver on the other node, which replies when it has all
 the Erlang module is written and compiled into a temporary directory at run time, and the
 clocks are ``os:system_time`` on both ends. Without ``erl`` the figure has no peer.
 
-    python bench/dist_throughput.py [--quick]
+    python -m bench.dist_throughput [--quick]
 """
 
 from __future__ import annotations
@@ -43,9 +43,8 @@ import sys
 import time
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import _common as c
+from bench import _runner as c
+from tests.harness.processes import python_module
 
 ROUNDTRIP_S, QUICK_ROUNDTRIP_S = 5.0, 1.0
 WARMUP_S = 0.5
@@ -104,7 +103,7 @@ def start_sub(role: str, port: int, ready: str) -> subprocess.Popen[bytes]:
     log = open(os.path.join(c.workdir(), f"{role}.log"), "ab")  # noqa: SIM115
     try:
         return subprocess.Popen(
-            [sys.executable, __file__, "--role", role, "--port", str(port), "--ready", ready],
+            python_module(__spec__.name, "--role", role, "--port", str(port), "--ready", ready),
             stdin=subprocess.PIPE,
             stdout=log,
             stderr=log,
@@ -611,9 +610,9 @@ def main() -> int:
     if args.role:
         return c.role_main(args, {"otpkit": run_otpkit, "tcp": run_tcp, "erlang": run_erlang})
     load = c.HostLoad()
-    floor = c.run_role(__file__, "tcp", args.quick)
-    ours = c.run_role(__file__, "otpkit", args.quick)
-    erl = c.run_role(__file__, "erlang", args.quick)
+    floor = c.run_role(__spec__.name, "tcp", args.quick)
+    ours = c.run_role(__spec__.name, "otpkit", args.quick)
+    erl = c.run_role(__spec__.name, "erlang", args.quick)
     rt, fl = ours["roundtrip"], floor["roundtrip"]
     keys = ("p10_us", "p50_us", "p90_us", "p99_us")
     stream = _median_rate(ours["streams"])

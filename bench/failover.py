@@ -1,7 +1,7 @@
 """Singleton fail-over on 3 loopback nodes, beside a Highlander-style singleton on
 Erlang/OTP's ``global``.
 
-    python bench/failover.py [--quick]
+    python -m bench.failover [--quick]
 
 * ``failover_sigkill_ms_p50`` / ``_p99``: every process of the holder's node SIGKILLed
   at once -> a standby's child logs its activation (``policy="availability"``; wall
@@ -27,14 +27,10 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [HERE, *(os.path.join(HERE, "..", "tests", d) for d in ("cluster", ""))]
-
-import _common as c  # noqa: E402
-import _erlang_peer  # noqa: E402
-from _distproc import NodeProc, mesh  # noqa: E402
-
-from _util import wait_until  # noqa: E402
+from bench import _erlang_peer
+from bench import _runner as c
+from tests.harness.node_process import NodeProc, mesh
+from tests.harness.polling import wait_until
 
 
 def marks(path: str) -> list[list[str]]:

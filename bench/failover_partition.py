@@ -1,6 +1,6 @@
 """Singleton fail-over across a silent partition, in network namespaces (needs root).
 
-    python bench/failover_partition.py [--quick]
+    python -m bench.failover_partition [--quick]
 
 Three nodes ``myapp@10.10.0.1..3`` find each other through a real dnsmasq; an nftables
 cut isolates the singleton's holder (its packets are dropped, its sockets stay open: a
@@ -22,11 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [HERE, *(os.path.join(HERE, "..", "tests", d) for d in ("netns", "cluster", ""))]
-
-import _common as c  # noqa: E402
-from _cluster import cluster_in, name_of, wait_for  # noqa: E402
+from bench import _runner as c
+from tests.harness.netns_cluster import cluster_in, name_of
+from tests.harness.polling import wait_for
 
 
 def marks(path: Path) -> list[list[str]]:

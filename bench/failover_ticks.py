@@ -1,10 +1,10 @@
 """A per-second job through repeated SIGKILLs of the scheduler holder's node.
 
-    python bench/failover_ticks.py [--quick]
+    python -m bench.failover_ticks [--quick]
 
 3 loopback nodes (127.0.0.61-63), ``policy="majority"``, a SQLite store per node (the
 restarted node opens its own again), pool of 4; one job ``* * * * * *`` whose task stamps
-its tick (``current_run()``) and its entry (bench/_sched_tasks.py). 12 rounds (2 with
+its tick (``current_run()``) and its entry (bench/_scheduler_tasks.py). 12 rounds (2 with
 ``--quick``): wait until all three nodes name one holder, every node is a quorum member
 again and the job has fired on the holder, then 4 s (a restarted member grants nothing
 new for term + margin, as in bench/failover.py) and a random 0-1 s (the kill lands
@@ -31,21 +31,16 @@ import os
 import random
 import shutil
 import signal
-import sys
 import tempfile
 import time
 import uuid
 from datetime import datetime
 from typing import Any
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [HERE, *(os.path.join(HERE, "..", "tests", d) for d in ("cluster", ""))]
-
-import _common as c  # noqa: E402
-import _sched_tasks as st  # noqa: E402
-from _distproc import mesh  # noqa: E402
-
-from _util import wait_until  # noqa: E402
+from bench import _runner as c
+from bench import _scheduler_driver as st
+from tests.harness.node_process import mesh
+from tests.harness.polling import wait_until
 
 NAMES = [f"ft{i}@127.0.0.{61 + i}" for i in range(3)]
 JOB = "tick"
@@ -62,7 +57,7 @@ def run(kills: int) -> dict[str, Any]:
     job = {
         "name": JOB,
         "schedule": "* * * * * *",
-        "task": "_sched_tasks:stamp",
+        "task": "bench._scheduler_tasks:stamp",
         "args": [path, JOB],
     }
     config = {"policy": "majority", "jobs": [job], "max_concurrency": 4, "lead": 0.05}
@@ -192,7 +187,6 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="2 kills")
     args = ap.parse_args()
-    os.environ["PYTHONPATH"] = os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")])
     tag = uuid.uuid4().hex
     os.environ[c.MARKER_VAR] = tag
     keep = bool(os.environ.get("OTPKIT_BENCH_KEEP"))

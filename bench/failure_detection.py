@@ -36,7 +36,7 @@ redial at work; not with ``--quick``).
 
 10 runs each (3 with ``--quick``); median and spread in the summary.
 
-    python bench/failure_detection.py [--quick]
+    python -m bench.failure_detection [--quick]
 """
 
 from __future__ import annotations
@@ -54,9 +54,8 @@ import sys
 import time
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import _common as c
+from bench import _runner as c
+from tests.harness.processes import python_module
 
 RUNS, QUICK_RUNS = 10, 3
 HOLD_SPAN, QUICK_HOLD_SPAN = 5.5, 1.0  # the cut is held 0.25 s + a share of this span
@@ -171,9 +170,8 @@ class NodeProc:
         self.ctl = os.path.join(wd, f"{name}.{os.urandom(4).hex()}.ctl")
         with open(os.path.join(wd, f"{name}.out"), "ab") as log:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    __file__,
+                python_module(
+                    __spec__.name,
                     "--role",
                     "node",
                     "--name",
@@ -182,7 +180,7 @@ class NodeProc:
                     str(self.port),
                     "--ctl",
                     self.ctl,
-                ],
+                ),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -588,7 +586,7 @@ def main() -> int:
     if args.role:
         return c.role_main(args, {"otpkit": run_otpkit})
     load = c.HostLoad()
-    ours = c.run_role(__file__, "otpkit", args.quick)
+    ours = c.run_role(__spec__.name, "otpkit", args.quick)
     kill = ours["sigkill"]
     lines = [
         f"failure detection over dist, {ours['runs']} runs each, ms:",

@@ -1,6 +1,6 @@
 """Fire precision of the scheduler under CPU load, beside APScheduler 3.
 
-    python bench/fire_precision.py [--quick]
+    python -m bench.fire_precision [--quick]
 
 ``fire_lateness_ms_p50`` / ``_p99``: entry into the task function minus the run's tick
 (``current_run().tick``; the pool's ``run started`` log line if it gives none), over
@@ -25,18 +25,15 @@ import collections
 import math
 import os
 import shutil
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [HERE, *(os.path.join(HERE, "..", "tests", d) for d in ("cluster", ""))]
-
-import _common as c  # noqa: E402
-import _sched_tasks as st  # noqa: E402
+from bench import _runner as c
+from bench import _scheduler_driver as st
+from tests.harness.polling import wait_until
 
 JOBS = 4
 POOL = 8
@@ -53,15 +50,13 @@ def windows(quick: bool) -> float:
 
 
 def measure_otpkit(quick: bool, start_load: Callable[[], None]) -> dict[str, Any]:
-    from _util import wait_until  # noqa: PLC0415 - tests/ is on the path
-
     log_dir = tempfile.mkdtemp(prefix="otpkit-bench-fire-")
     path = os.path.join(log_dir, "stamps")
     jobs = [
         {
             "name": f"fire{j}",
             "schedule": "* * * * * *",
-            "task": "_sched_tasks:stamp",
+            "task": "bench._scheduler_tasks:stamp",
             "args": [path, f"fire{j}"],
         }
         for j in range(JOBS)
@@ -207,14 +202,13 @@ def main() -> int:
     if args.role:
         c.write_result(args.out, measure_apscheduler(args.quick))
         return 0
-    os.environ["PYTHONPATH"] = os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")])
     tag = uuid.uuid4().hex
     os.environ[c.MARKER_VAR] = tag  # every process this run starts carries it
     load = c.HostLoad()
     spinners: list[st.Spinners] = []
     try:
         ours = measure_otpkit(args.quick, lambda: spinners.append(st.Spinners(SPINNERS)))
-        peer = c.run_role(os.path.abspath(__file__), "apscheduler", args.quick)
+        peer = c.run_role(__spec__.name, "apscheduler", args.quick)
     finally:
         for s in spinners:
             s.stop()

@@ -1,7 +1,7 @@
 """Heal of a split with clashing global names: from the reconnect until every node holds
 the same table, beside Erlang/OTP's ``global``.
 
-    python bench/heal.py [--quick]
+    python -m bench.heal [--quick]
 
 Three loopback nodes: A alone, B and C connected. The same names are bound on both sides
 (to a pid on A, and to a pid on B), then A dials B; the clock stops when the three
@@ -15,23 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [HERE, *(os.path.join(HERE, "..", "tests", d) for d in ("cluster", ""))]
-
-import _common as c  # noqa: E402
-import _erlang_peer  # noqa: E402
-from _distproc import NodeProc  # noqa: E402
-
-from _util import wait_until  # noqa: E402
+from bench import _erlang_peer
+from bench import _runner as c
+from tests.harness.node_process import NodeProc
+from tests.harness.polling import wait_until
 
 
 def one_heal(names: int) -> float:
-    os.environ["PYTHONPATH"] = os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")])
     log_dir = tempfile.mkdtemp(prefix="otpkit-bench-heal-")
     a, b, cc = nodes = [NodeProc(f"h{i}@127.0.0.{i + 2}", log_dir, wait=False) for i in range(3)]
     try:

@@ -13,7 +13,7 @@ creates 10 idle workers: admin + logger + 12 actors, the same 14 processes.
 Both are measured the same way while the program that started them is alive (it shares
 pages with them too, and is not counted). Figures are in MiB.
 
-    python bench/node_memory.py [--quick]
+    python -m bench.node_memory [--quick]
 """
 
 from __future__ import annotations
@@ -23,9 +23,7 @@ import sys
 import time
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import _common as c
+from bench import _runner as c
 
 WORKERS = 10
 SETTLE_S, QUICK_SETTLE_S = 3.0, 1.0
@@ -158,8 +156,8 @@ def main() -> int:
     if args.role:
         return c.role_main(args, {"otpkit": run_otpkit, "thespian": run_thespian})
     load = c.HostLoad()
-    raw = c.run_role(__file__, "thespian", args.quick)
-    ours = c.run_role(__file__, "otpkit", args.quick)
+    raw = c.run_role(__spec__.name, "thespian", args.quick)
+    ours = c.run_role(__spec__.name, "otpkit", args.quick)
     n, rn = len(ours["pids"]), len(raw["pids"])
     lines = [f"idle node memory ({WORKERS} workers under a supervisor), MiB:"]
     lines.append(

@@ -1,6 +1,6 @@
 """Global registry latency on 3 loopback nodes, beside Erlang/OTP's ``global``.
 
-    python bench/registry_latency.py [--quick]
+    python -m bench.registry_latency [--quick]
 
 * ``register_ms_p50``: ``register_name`` from node A for a pid on node B (cluster lock
   on 3 nodes, one write round, unlock), timed inside node A's program.
@@ -15,20 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [HERE, *(os.path.join(HERE, "..", "tests", d) for d in ("cluster", ""))]
-
-import _common as c  # noqa: E402
-import _erlang_peer  # noqa: E402
-from _distproc import NodeProc, mesh  # noqa: E402
+from bench import _erlang_peer
+from bench import _runner as c
+from tests.harness.node_process import NodeProc, mesh
 
 
 def measure_otpkit(runs: int, whereis_samples: int) -> dict[str, float]:
-    os.environ["PYTHONPATH"] = os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")])
     log_dir = tempfile.mkdtemp(prefix="otpkit-bench-reg-")
     nodes = [NodeProc(f"r{i}@127.0.0.{i + 2}", log_dir, wait=False) for i in range(3)]
     try:

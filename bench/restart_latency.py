@@ -14,7 +14,7 @@ Both clocks start just before ``os.kill``. Each worker/child also records when i
 constructor ran (CLOCK_MONOTONIC, shared by all processes), which splits a round into
 "kill -> replacement process runs its init" and "init -> answer reaches this program".
 
-    python bench/restart_latency.py [--quick]
+    python -m bench.restart_latency [--quick]
 """
 
 from __future__ import annotations
@@ -25,9 +25,7 @@ import sys
 import time
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import _common as c
+from bench import _runner as c
 
 ROUNDS, QUICK_ROUNDS = 200, 30
 WARMUP, QUICK_WARMUP = 5, 2
@@ -183,8 +181,8 @@ def main() -> int:
     if args.role:
         return c.role_main(args, {"otpkit": run_otpkit, "thespian": run_thespian})
     load = c.HostLoad()
-    floor = c.run_role(__file__, "thespian", args.quick)
-    ours = c.run_role(__file__, "otpkit", args.quick)
+    floor = c.run_role(__spec__.name, "thespian", args.quick)
+    ours = c.run_role(__spec__.name, "otpkit", args.quick)
     o, f = c.summary(ours["total_ms"]), c.summary(floor["total_ms"])
     oi, fi = c.summary(ours["kill_to_init_ms"]), c.summary(floor["kill_to_init_ms"])
     ratio = o["p50"] / f["p50"]

@@ -1,7 +1,7 @@
 """The scheduler with 10,000 jobs: idle CPU of its holder, and a burst of 2,000 runs
 due in the same second, beside APScheduler 3 with the same jobs.
 
-    python bench/scheduler_scale.py [--quick]
+    python -m bench.scheduler_scale [--quick]
 
 Jobs (configuration jobs of a ``Scheduler`` on 3 loopback nodes, 127.0.0.51-53,
 ``policy="majority"``, a SQLite store per node, pool of 10 workers per node):
@@ -10,7 +10,7 @@ Jobs (configuration jobs of a ``Scheduler`` on 3 loopback nodes, 127.0.0.51-53,
   over the hour's minutes and over the seconds of each minute that lie outside the
   idle window below (about 4.8 due per such second);
 * 2,000 *burst* jobs ``0 * * * * *`` (second 0 of every minute; run_strategy local, so
-  all on the holder's pool), whose task stamps its start (bench/_sched_tasks.py).
+  all on the holder's pool), whose task stamps its start (bench/_scheduler_tasks.py).
 
 Each measured minute M: the burst at M:00, then the idle window M:15-M:45, in which no
 job is due.
@@ -40,18 +40,15 @@ import collections
 import math
 import os
 import shutil
-import sys
 import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [HERE, *(os.path.join(HERE, "..", "tests", d) for d in ("cluster", ""))]
-
-import _common as c  # noqa: E402
-import _sched_tasks as st  # noqa: E402
+from bench import _runner as c
+from bench import _scheduler_driver as st
+from tests.harness.polling import wait_until
 
 POOL = 10
 NAMES = [f"sc{i}@127.0.0.{51 + i}" for i in range(3)]
@@ -115,17 +112,15 @@ def holder_of(nodes: list[Any]) -> tuple[Any, int] | None:
 
 
 def measure_otpkit(quick: bool) -> dict[str, Any]:
-    from _util import wait_until  # noqa: PLC0415 - tests/ is on the path
-
     p = plan(quick)
     q = p["period"] // 4
     log_dir = tempfile.mkdtemp(prefix="otpkit-bench-scale-")
     path = os.path.join(log_dir, "stamps")
     burst, spread = layout(p)
     jobs = [
-        {"name": n, "schedule": e, "task": "_sched_tasks:stamp", "args": [path, n]}
+        {"name": n, "schedule": e, "task": "bench._scheduler_tasks:stamp", "args": [path, n]}
         for n, e in burst
-    ] + [{"name": n, "schedule": e, "task": "_sched_tasks:noop"} for n, e in spread]
+    ] + [{"name": n, "schedule": e, "task": "bench._scheduler_tasks:noop"} for n, e in spread]
     config = {"policy": "majority", "jobs": jobs, "max_concurrency": POOL}
     t0 = time.time()
     nodes = st.start_cluster(NAMES, log_dir, config, store=True)
@@ -346,13 +341,12 @@ def main() -> int:
     if args.role:
         c.write_result(args.out, measure_apscheduler(args.quick))
         return 0
-    os.environ["PYTHONPATH"] = os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")])
     tag = uuid.uuid4().hex
     os.environ[c.MARKER_VAR] = tag
     keep = bool(os.environ.get("OTPKIT_BENCH_KEEP"))
     load = c.HostLoad()
     ours = measure_otpkit(args.quick)
-    peer = c.run_role(os.path.abspath(__file__), "apscheduler", args.quick, timeout=1200)
+    peer = c.run_role(__spec__.name, "apscheduler", args.quick, timeout=1200)
     st.check_left(tag)
     p = plan(args.quick)
     lines = [

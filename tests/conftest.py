@@ -1,15 +1,12 @@
 """Shared fixtures: one node per test session in this process (a node per OS process is
-otpkit's rule), and helpers that wait for conditions instead of sleeping."""
+otpkit's rule). Helpers that wait for conditions instead of sleeping, and the node
+processes of the cluster tiers, are in ``tests.harness``."""
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
 
 import pytest
-
-sys.path.insert(0, os.path.dirname(__file__))
 
 import otpkit
 

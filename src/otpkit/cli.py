@@ -16,7 +16,6 @@ handed to :mod:`otpkit.demo` and :mod:`otpkit.shell`.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import signal
 import sys
@@ -25,12 +24,13 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from otpkit.actors._runtime import proc_stat
+from otpkit.actors import load_object, proc_stat
 from otpkit.distribution import DistConfig
+from otpkit.errors import LoadError
 from otpkit.node import Node, ProbeServer, bind_host
-from otpkit.quorum._core import QuorumConfig
+from otpkit.quorum import QuorumConfig
 from otpkit.settings import SettingError, Settings, settings_from
-from otpkit.supervision._spec import ChildSpec
+from otpkit.supervision import ChildSpec
 
 __all__ = ["load_root", "main"]
 
@@ -38,15 +38,10 @@ __all__ = ["load_root", "main"]
 def load_root(target: str) -> list[Any]:
     """The children ``target`` names: a ChildSpec, a list of them, or a function
     returning either. Raises SettingError("target", ...)."""
-    module_name, _, attr = target.partition(":")
     try:
-        value: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise SettingError("target", f"{target!r}: cannot import {module_name!r} ({exc})") from None
-    for part in attr.split("."):
-        if not hasattr(value, part):
-            raise SettingError("target", f"{target!r}: {module_name!r} has no {attr!r}")
-        value = getattr(value, part)
+        value: Any = load_object(target)
+    except LoadError as exc:  # "'t': cannot import 'm' (...)", "'t': 'm' has no 'a'"
+        raise SettingError("target", str(exc)) from None
     if callable(value) and not isinstance(value, type):
         value = value()
     children = list(value) if isinstance(value, list | tuple) else [value]
@@ -159,13 +154,13 @@ def _admin_command(argv: Sequence[str]) -> bool:
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "demo":
-        from otpkit.demo import _run as _demo  # noqa: PLC0415 - only the demo needs it
+        from otpkit import demo  # noqa: PLC0415 - only the demo needs it
 
-        return _demo.main(argv[1:])
+        return demo.main(argv[1:])
     if _admin_command(argv):
-        from otpkit.shell import _cli  # noqa: PLC0415 - only the admin commands need it
+        from otpkit import shell  # noqa: PLC0415 - only the admin commands need it
 
-        return _cli.main(argv, os.environ if env is None else env)
+        return shell.main(argv, os.environ if env is None else env)
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "run":

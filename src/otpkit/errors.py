@@ -61,6 +61,38 @@ class NoRuntime(OtpkitError):
     """An otpkit call was made in a process that is neither an actor nor a started node."""
 
 
+class LoadError(OtpkitError, ValueError):
+    """A ``"package.module:attr"`` reference names no object (``otpkit.actors.load_object``).
+
+    ``target`` is the reference, ``module`` and ``attr`` its two sides, and ``problem``
+    what is wrong: ``"form"`` (no ``:``, or nothing on one side of it), ``"import"`` (the
+    module raised ImportError, kept as ``cause``) or ``"attribute"`` (the module has no
+    attribute path ``attr``; the AttributeError is ``cause``).
+    """
+
+    def __init__(
+        self,
+        target: str,
+        problem: str,
+        module: str = "",
+        attr: str = "",
+        cause: BaseException | None = None,
+    ) -> None:
+        super().__init__(target, problem)
+        self.target = target
+        self.problem = problem
+        self.module = module
+        self.attr = attr
+        self.cause = cause
+
+    def __str__(self) -> str:
+        if self.problem == "form":
+            return f"{self.target!r}: expected 'package.module:name'"
+        if self.problem == "import":
+            return f"{self.target!r}: cannot import {self.module!r} ({self.cause})"
+        return f"{self.target!r}: {self.module!r} has no {self.attr!r}"
+
+
 class StartError(OtpkitError):
     """A process (or a supervisor's child) failed to start; ``reason`` says why.
 

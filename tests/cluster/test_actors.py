@@ -10,8 +10,9 @@ import time
 import pytest
 
 import otpkit
-from _util import alive, wait_until
 from otpkit import Actor, CallTimeout, Down, Exit, ExitSignal, Stop
+from tests.harness.polling import wait_until
+from tests.harness.processes import alive
 
 pytestmark = pytest.mark.cluster
 

@@ -20,21 +20,23 @@ from typing import Any
 
 import pytest
 
-from _util import alive, wait_until
 from otpkit.cli import main
 from otpkit.node._probes import ClusterView, join_problem, ready_problem
 from otpkit.settings import SettingError, cookie_from
+from tests.harness.polling import wait_until
+from tests.harness.processes import REPO_ROOT, alive, child_env
 
 pytestmark = pytest.mark.cluster
 
-HERE = Path(__file__).parent
-EXAMPLE = HERE.parent.parent / "examples" / "kubernetes"
+APP = "tests.harness.otpkit_run_app"  # the application ``otpkit run`` starts
+APP_FILE = REPO_ROOT / "tests" / "harness" / "otpkit_run_app.py"
+EXAMPLE = REPO_ROOT / "examples" / "kubernetes"
 
 
 def run(
     args: list[str], env: dict[str, str], timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    full = child_env()
     for key in list(full):
         if key.startswith("OTPKIT_") or key == "POD_IP":
             del full[key]
@@ -57,38 +59,38 @@ DIST = {"OTPKIT_NODE_NAME": "a@127.0.0.1", "OTPKIT_DIST_PORT": "4370", "OTPKIT_C
     [
         (["run", "nocolon"], {"OTPKIT_NODE_NAME": "a@127.0.0.1"}, "target"),
         (["run", "nosuch_mod:root"], {"OTPKIT_NODE_NAME": "a@127.0.0.1"}, "target"),
-        (["run", "cli_app:missing"], {"OTPKIT_NODE_NAME": "a@127.0.0.1"}, "target"),
-        (["run", "cli_app:not_a_tree"], {"OTPKIT_NODE_NAME": "a@127.0.0.1"}, "target"),
-        (["run", "cli_app:root"], {}, "OTPKIT_NODE_NAME"),
-        (["run", "cli_app:root"], {"OTPKIT_NODE_NAME": "nohost"}, "OTPKIT_NODE_NAME"),
-        (["run", "cli_app:root"], {"OTPKIT_APP": "a", "POD_IP": "not-an-ip"}, "POD_IP"),
+        (["run", f"{APP}:missing"], {"OTPKIT_NODE_NAME": "a@127.0.0.1"}, "target"),
+        (["run", f"{APP}:not_a_tree"], {"OTPKIT_NODE_NAME": "a@127.0.0.1"}, "target"),
+        (["run", f"{APP}:root"], {}, "OTPKIT_NODE_NAME"),
+        (["run", f"{APP}:root"], {"OTPKIT_NODE_NAME": "nohost"}, "OTPKIT_NODE_NAME"),
+        (["run", f"{APP}:root"], {"OTPKIT_APP": "a", "POD_IP": "not-an-ip"}, "POD_IP"),
         (
-            ["run", "cli_app:root"],
+            ["run", f"{APP}:root"],
             {"OTPKIT_NODE_NAME": "a@127.0.0.1", "OTPKIT_DIST_PORT": "http"},
             "OTPKIT_DIST_PORT",
         ),
         (
-            ["run", "cli_app:root"],
+            ["run", f"{APP}:root"],
             {"OTPKIT_NODE_NAME": "a@127.0.0.1", "OTPKIT_DIST_PORT": "70000"},
             "OTPKIT_DIST_PORT",
         ),
         (
-            ["run", "cli_app:root"],
+            ["run", f"{APP}:root"],
             {"OTPKIT_NODE_NAME": "a@127.0.0.1", "OTPKIT_DISCOVERY": "dns-a:svc.local"},
             "OTPKIT_COOKIE",
         ),
         (
-            ["run", "cli_app:root"],
+            ["run", f"{APP}:root"],
             {"OTPKIT_NODE_NAME": "a@127.0.0.1", "OTPKIT_DISCOVERY": "consul:svc"},
             "OTPKIT_DISCOVERY",
         ),
         (
-            ["run", "cli_app:root", "--cookie-file", "/nonexistent/cookie"],
+            ["run", f"{APP}:root", "--cookie-file", "/nonexistent/cookie"],
             {"OTPKIT_NODE_NAME": "a@127.0.0.1", "OTPKIT_DIST_PORT": "4370"},
             "OTPKIT_COOKIE_FILE",
         ),
         (
-            ["run", "cli_app:root"],
+            ["run", f"{APP}:root"],
             {"OTPKIT_NODE_NAME": "a@127.0.0.1", "OTPKIT_GRACE": "-1"},
             "OTPKIT_GRACE",
         ),
@@ -107,43 +109,43 @@ def test_a_bad_setting_is_one_line_naming_it(args, env, names):
     ("args", "env", "names"),
     [
         (
-            ["run", "cli_app:root"],
+            ["run", f"{APP}:root"],
             {"OTPKIT_NODE_NAME": "a@127.0.0.1", "OTPKIT_PROBE_PORT": "http"},
             "OTPKIT_PROBE_PORT",
         ),
         (
-            ["run", "cli_app:root", "--probe-port", "0"],
+            ["run", f"{APP}:root", "--probe-port", "0"],
             {"OTPKIT_NODE_NAME": "a@127.0.0.1"},
             "OTPKIT_PROBE_PORT",
         ),
         (
-            ["run", "cli_app:root"],
+            ["run", f"{APP}:root"],
             {**DIST, "OTPKIT_PROBE_PORT": "4370"},
             "OTPKIT_PROBE_PORT",
         ),
         (
-            ["run", "cli_app:root"],
+            ["run", f"{APP}:root"],
             {**DIST, "OTPKIT_EXPECTED_SIZE": "three"},
             "OTPKIT_EXPECTED_SIZE",
         ),
         (
-            ["run", "cli_app:root", "--expected-size", "0"],
+            ["run", f"{APP}:root", "--expected-size", "0"],
             DIST,
             "OTPKIT_EXPECTED_SIZE",
         ),
         (
-            ["run", "cli_app:root"],
+            ["run", f"{APP}:root"],
             {"OTPKIT_NODE_NAME": "a@127.0.0.1", "OTPKIT_EXPECTED_SIZE": "3"},
             "OTPKIT_EXPECTED_SIZE",
         ),
         (
-            ["run", "cli_app:root"],
+            ["run", f"{APP}:root"],
             {"OTPKIT_NODE_NAME": "a@127.0.0.1", "OTPKIT_SETTLE_TIMEOUT": "soon"},
             "OTPKIT_SETTLE_TIMEOUT",
         ),
         (
-            ["run", "cli_app:root"],
-            {"OTPKIT_NODE_NAME": "a@127.0.0.1", "OTPKIT_DATA_DIR": f"{HERE}/cli_app.py/data"},
+            ["run", f"{APP}:root"],
+            {"OTPKIT_NODE_NAME": "a@127.0.0.1", "OTPKIT_DATA_DIR": f"{APP_FILE}/data"},
             "OTPKIT_DATA_DIR",
         ),
     ],
@@ -164,7 +166,7 @@ def test_a_probe_port_in_use_is_one_line_naming_it(capsys):
         taken.listen()
         port = taken.getsockname()[1]
         env = {"OTPKIT_NODE_NAME": "a@127.0.0.1", "OTPKIT_PROBE_PORT": str(port)}
-        assert main(["run", "cli_app:root"], env) == 2
+        assert main(["run", f"{APP}:root"], env) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"otpkit: OTPKIT_PROBE_PORT: {port}: "), lines
 
@@ -172,18 +174,18 @@ def test_a_probe_port_in_use_is_one_line_naming_it(capsys):
 def run_cli_app(
     tmp_path: Path, name: str, extra: dict[str, str]
 ) -> tuple[subprocess.Popen[str], Path]:
-    """``otpkit run cli_app:root`` as node ``name``; its worker writes to the marks file."""
+    """``otpkit run tests.harness.otpkit_run_app:root`` as node ``name``; its worker writes
+    to the marks file."""
     marks = tmp_path / "marks"
     env = {
-        **os.environ,
-        "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        **child_env(),
         "CLI_APP_OUT": str(marks),
         "OTPKIT_NODE_NAME": name,
         "OTPKIT_LOG_DIR": str(tmp_path),
         **extra,
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "otpkit", "run", "cli_app:root"],
+        [sys.executable, "-m", "otpkit", "run", f"{APP}:root"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -294,7 +296,9 @@ class Nodes:
         self.tmp_path = tmp_path
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, key: str, target: str, env: dict[str, str], pythonpath: Path = HERE) -> None:
+    def start(
+        self, key: str, target: str, env: dict[str, str], pythonpath: Path = REPO_ROOT
+    ) -> None:
         full = {k: v for k, v in os.environ.items() if not k.startswith("OTPKIT_")}
         full.pop("POD_IP", None)
         full["PYTHONPATH"] = f"{pythonpath}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
@@ -356,7 +360,7 @@ def test_ready_waits_for_the_discovered_peer_and_live_follows_the_kernel(nodes, 
             "OTPKIT_PROBE_PORT": str(probes[key]),
         }
 
-    nodes.start("a", "cli_app:root", env("a"))
+    nodes.start("a", f"{APP}:root", env("a"))
     status, body = wait_until(
         lambda: (r := probe(probes["a"], "/healthz/live"))[1].startswith("live: kernel") and r,
         60,
@@ -374,7 +378,7 @@ def test_ready_waits_for_the_discovered_peer_and_live_follows_the_kernel(nodes, 
     assert body.startswith("not ready: not connected to b@127.0.0.1 ("), body
     assert probe(probes["a"], "/healthz/ready")[0] == 503
 
-    nodes.start("b", "cli_app:root", env("b"))
+    nodes.start("b", f"{APP}:root", env("b"))
     for key in ("a", "b"):
         wait_until(
             lambda k=key: probe(probes[k], "/healthz/ready") == (200, "ready"),

@@ -26,9 +26,10 @@ import dns.query
 import dns.rcode
 import pytest
 
-from _util import alive, wait_until
 from otpkit.discovery import DnsA
 from otpkit.discovery._responder import Responder
+from tests.harness.polling import wait_until
+from tests.harness.processes import alive
 
 pytestmark = pytest.mark.cluster
 

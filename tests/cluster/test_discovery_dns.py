@@ -1,4 +1,4 @@
-"""DNS discovery against a real dnsmasq on loopback (TESTING.md's recipe).
+"""DNS discovery against a real dnsmasq on loopback (``dnsmasq-base``, no system service).
 
 dnsmasq serves ``cluster.local`` from a hosts directory (one file for the headless
 service's pods, rewritten and renamed into place as pods come and go, one file for fixed
@@ -43,8 +43,8 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-import _util
 from otpkit.discovery import DnsA, DnsSrv, LookupResult, Peer, PeerTracker
+from tests.harness import polling
 
 pytestmark = pytest.mark.cluster
 
@@ -73,7 +73,7 @@ def _need_dnsmasq() -> str:
 
 
 # this file's bounds: 5 s, polled every 5 ms
-wait_until = functools.partial(_util.wait_until, timeout=5.0, interval=0.005)
+wait_until = functools.partial(polling.wait_until, timeout=5.0, interval=0.005)
 
 
 def free_port(addr: str) -> int:

@@ -9,9 +9,9 @@ import sys
 import textwrap
 
 import pytest
-from _distproc import NodeProc
 
-from _util import wait_until
+from tests.harness.node_process import NodeProc
+from tests.harness.polling import wait_until
 
 pytestmark = pytest.mark.cluster
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from _distproc import NodeProc, mesh
+
+from tests.harness.node_process import NodeProc, mesh
 
 pytestmark = pytest.mark.cluster
 

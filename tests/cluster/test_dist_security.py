@@ -1,7 +1,7 @@
-"""dist under bad input: a live node (a dist_node.py process on 127.0.0.2) is fed a
-wrong cookie, garbage, truncated and oversize frames, msgpack bombs, unknown frame
-types, half-open connections and a fuzz run, from raw sockets bound to other loopback
-addresses. Each time that one connection closes, the node's log names the peer
+"""dist under bad input: a live node (a ``tests.harness.node_driver`` process on
+127.0.0.2) is fed a wrong cookie, garbage, truncated and oversize frames, msgpack bombs,
+unknown frame types, half-open connections and a fuzz run, from raw sockets bound to
+other loopback addresses. Each time that one connection closes, the node's log names the peer
 address and a reason, and the node carries on: a second node connected to it
 (127.0.0.3, the witness, subscribed with monitor_nodes) still calls it before and
 after, and sees no NodeDown. TLS: a TLS pair works and a plain-text peer is refused.
@@ -33,11 +33,11 @@ from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
 import pytest
-from _distproc import NodeProc, free_port
 
-from _util import wait_until
 from otpkit import Pid, Ref
 from otpkit.distribution import _codec, _handshake
+from tests.harness.node_process import NodeProc, free_port
+from tests.harness.polling import wait_until
 
 pytestmark = pytest.mark.cluster
 

@@ -15,29 +15,30 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import resolvers
-from _distproc import NodeProc, mesh
 
-from _util import wait_until
+from tests.harness import clash_resolvers
+from tests.harness.node_process import NodeProc, mesh
+from tests.harness.polling import wait_until
 
 pytestmark = pytest.mark.cluster
 
 BOUND = 15.0
+RESOLVERS = clash_resolvers.__name__  # the nodes import its resolvers by name
 
 
 @pytest.fixture(scope="module")
 def resolver_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The resolver call log every node of this module writes (set before they start)."""
     path = str(tmp_path_factory.mktemp("resolvers") / "calls.log")
-    old = os.environ.get(resolvers.LOG_ENV)
-    os.environ[resolvers.LOG_ENV] = path
+    old = os.environ.get(clash_resolvers.LOG_ENV)
+    os.environ[clash_resolvers.LOG_ENV] = path
     try:
         yield path
     finally:
         if old is None:
-            os.environ.pop(resolvers.LOG_ENV, None)
+            os.environ.pop(clash_resolvers.LOG_ENV, None)
         else:
-            os.environ[resolvers.LOG_ENV] = old
+            os.environ[clash_resolvers.LOG_ENV] = old
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +113,7 @@ def parallel(nodes: list[NodeProc], fn: Callable[[NodeProc], Any]) -> list[Any]:
 
 
 def calls_for(path: str, name: str) -> list[dict[str, Any]]:
-    return [c for c in resolvers.read_calls(path) if c["name"] == name]
+    return [c for c in clash_resolvers.read_calls(path) if c["name"] == name]
 
 
 # --------------------------------------------------------------------------- names
@@ -259,8 +260,8 @@ def test_a_node_that_leaves_and_comes_back(trio, extra, tmp_path, resolver_log):
     It comes back: the tables are merged again, with no clash, so no resolver call."""
     a = trio[0]
     d = join(extra, trio, 7, str(tmp_path))
-    ours = a.cmd(op="hold_register", names=["leave.a"], resolve="resolvers:resolve_none")
-    theirs = d.cmd(op="hold_register", names=["leave.d"], resolve="resolvers:resolve_none")
+    ours = a.cmd(op="hold_register", names=["leave.a"], resolve=f"{RESOLVERS}:resolve_none")
+    theirs = d.cmd(op="hold_register", names=["leave.d"], resolve=f"{RESOLVERS}:resolve_none")
     pa, pd = ours[0][1], theirs[0][1]
     assert sorted(d.cmd(op="gdisconnect")) == sorted(n.name for n in trio)
     wait_until(lambda: d.cmd(op="nodes") == [], BOUND, what="the leaver sees nobody")
@@ -365,8 +366,8 @@ def test_a_hanging_resolver_is_given_up_and_replaced(trio, extra, tmp_path, reso
     d = join(extra, trio, 8, str(tmp_path))
     assert sorted(d.cmd(op="gdisconnect")) == sorted(n.name for n in trio)
     wait_until(lambda: d.cmd(op="nodes") == [], BOUND, what="the leaver sees nobody")
-    ours = a.cmd(op="hold_register", names=["hang.x"], resolve="resolvers:hang")
-    theirs = d.cmd(op="hold_register", names=["hang.x"], resolve="resolvers:hang")
+    ours = a.cmd(op="hold_register", names=["hang.x"], resolve=f"{RESOLVERS}:hang")
+    theirs = d.cmd(op="hold_register", names=["hang.x"], resolve=f"{RESOLVERS}:hang")
     mesh([*trio, d])
     calls = wait_until(lambda: calls_for(resolver_log, "hang.x"), BOUND, what="the resolver runs")
     assert len(calls) == 1, calls
@@ -376,8 +377,8 @@ def test_a_hanging_resolver_is_given_up_and_replaced(trio, extra, tmp_path, reso
     # the resolver process of the hanging call's node was replaced: a new clash resolves
     assert sorted(d.cmd(op="gdisconnect")) == sorted(n.name for n in trio)
     wait_until(lambda: d.cmd(op="nodes") == [], BOUND, what="the leaver sees nobody")
-    again = a.cmd(op="hold_register", names=["hang.y"], resolve="resolvers:resolve_first")
-    d.cmd(op="hold_register", names=["hang.y"], resolve="resolvers:resolve_first")
+    again = a.cmd(op="hold_register", names=["hang.y"], resolve=f"{RESOLVERS}:resolve_first")
+    d.cmd(op="hold_register", names=["hang.y"], resolve=f"{RESOLVERS}:resolve_first")
     mesh([*trio, d])
     wait_until(lambda: calls_for(resolver_log, "hang.y"), BOUND, what="a new clash is resolved")
     for n in [*trio, d]:

@@ -7,15 +7,16 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
 import pytest
 
+from tests.harness.processes import child_env, python_module
+
 pytestmark = pytest.mark.cluster
 
-STARTER = os.path.join(os.path.dirname(__file__), "node_starter.py")
+STARTER = "tests.harness.nested_tree_node"
 
 
 def live_pids(pids: list[int]) -> list[int]:
@@ -46,10 +47,11 @@ def gone_within(pids: list[int], seconds: float) -> list[int]:
 @pytest.fixture
 def started(tmp_path) -> Iterator[tuple[subprocess.Popen[str], dict]]:
     proc = subprocess.Popen(
-        [sys.executable, STARTER, str(tmp_path)],
+        python_module(STARTER, str(tmp_path)),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
+        env=child_env(),
     )
     info: dict = {}
     try:
@@ -104,10 +106,11 @@ def test_kill_9_of_a_supervisor_takes_its_subtree_only(started):
 
 def test_kernel_giving_up_stops_every_process_of_the_node(tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, STARTER, str(tmp_path), "fragile"],
+        python_module(STARTER, str(tmp_path), "fragile"),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
+        env=child_env(),
     )
     info: dict = {}
     try:

@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 import otpkit
-from _util import wait_until
+from tests.harness.polling import wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -137,7 +137,7 @@ def test_a_local_name_is_not_read_once_its_process_is_gone(mailbox):
     child that links to the pid it reads would crash-loop on the dead one meanwhile."""
     import signal  # noqa: PLC0415 - only this test
 
-    from otpkit.actors._runtime import process_alive  # noqa: PLC0415
+    from otpkit.actors import process_alive  # noqa: PLC0415
 
     echo = mailbox.spawn(Echo)
     assert otpkit.register_name("gone-soon", echo)

@@ -1,5 +1,5 @@
 """The per-node task pool on real nodes: the pool runs on node ``pa``; a fake scheduler
-holder (``_pool_ops.Holder``, the global name of each test's scheduler) runs on node
+holder (``pool_node_driver.Holder``, the global name of each test's scheduler) runs on node
 ``pb`` and dispatches runs to ``pa``'s pool through its dist service, as the real holder
 does. Tasks and the holder write what they saw to files, and the tests read those.
 
@@ -14,27 +14,28 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from _distproc import free_port
 
-from _util import alive, wait_until
 from otpkit.scheduler._pool import TaskPool, pool_child_spec, pool_name
+from tests.harness.node_process import free_port
+from tests.harness.polling import wait_until
+from tests.harness.processes import alive, child_env, python_module
 
 pytestmark = pytest.mark.cluster
 
-SCRIPT = os.path.join(os.path.dirname(__file__), "_pool_ops.py")
+DRIVER = "tests.harness.pool_node_driver"  # the node program, and its tasks by name
 BOUND = 15.0
-TASK = "_pool_ops:sleeper"
+TASK = f"{DRIVER}:sleeper"
 
 
 class PoolNode:
-    """``_pool_ops.py NAME PORT LOG_DIR COOKIE``, driven one JSON line at a time."""
+    """``python -m tests.harness.pool_node_driver NAME PORT LOG_DIR COOKIE``, driven one
+    JSON line at a time."""
 
     def __init__(self, name: str, log_dir: str) -> None:
         self.name = name
@@ -44,10 +45,11 @@ class PoolNode:
         self.pids: list[int] = []
         self.lock = threading.Lock()
         self.proc = subprocess.Popen(
-            [sys.executable, SCRIPT, name, str(self.port), log_dir, "pool-cookie"],
+            python_module(DRIVER, name, str(self.port), log_dir, "pool-cookie"),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            env=child_env(),
         )
 
     def wait_ready(self) -> None:
@@ -265,7 +267,7 @@ def test_failures_never_hurt_the_pool(pair, tmp_path):
     dispatch(
         pair,
         "bad",
-        run("raises", now, tasks, task="_pool_ops:boom"),
+        run("raises", now, tasks, task=f"{DRIVER}:boom"),
         run("unknown", now, tasks, task="nosuch.mod:fn"),
         run("badfield", now, tasks, override={"kwargs": "not a dict"}),
     )

@@ -1,5 +1,5 @@
 """The majority policy on real nodes (OS processes on 127.0.0.x loopback), each running
-the Quorum system actor (tests/cluster/quorum_node.py): members converge; a SIGKILLed
+the Quorum system actor (tests/harness/quorum_node_driver.py): members converge; a SIGKILLed
 holder is replaced at once (its sockets closed); a SIGSTOPped holder only after its
 term, and once resumed its old epoch is fenced off and it hears ``LeaseLost``; a lone
 node with ``expected_size=3`` never holds a lease."""
@@ -11,25 +11,26 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from _distproc import free_port
 
-from _util import wait_until
+from tests.harness.node_process import free_port
+from tests.harness.polling import wait_until
+from tests.harness.processes import child_env, python_module
 
 pytestmark = pytest.mark.cluster
 
-SCRIPT = os.path.join(os.path.dirname(__file__), "quorum_node.py")
+DRIVER = "tests.harness.quorum_node_driver"
 TERM, MARGIN = 3.0, 0.5
 
 
 class QNode:
-    """``quorum_node.py NAME PORT LOG_DIR`` as a subprocess; :meth:`close` kills the
-    driver and every OS process of the node, also after a SIGSTOP."""
+    """``python -m tests.harness.quorum_node_driver NAME PORT LOG_DIR`` as a subprocess;
+    :meth:`close` kills the driver and every OS process of the node, also after a
+    SIGSTOP."""
 
     def __init__(self, name: str, log_dir: str, *extra: str) -> None:
         self.name = name
@@ -37,10 +38,11 @@ class QNode:
         self.port = free_port(self.host)
         self.info: dict[str, Any] = {}
         self.proc = subprocess.Popen(
-            [sys.executable, SCRIPT, name, str(self.port), log_dir, "test-cookie", *extra],
+            python_module(DRIVER, name, str(self.port), log_dir, "test-cookie", *extra),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            env=child_env(),
         )
 
     def wait_ready(self) -> QNode:

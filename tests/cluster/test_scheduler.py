@@ -1,9 +1,9 @@
 """The cluster scheduler on loopback nodes (OS processes on 127.0.0.x, policy majority):
 the runtime API from a node that does not hold the scheduler, what survives a holder's
 SIGKILL and a restart of every node, declared configuration jobs, ``@reboot``, manual
-runs, events and bad input. Assertions come from the task's own records (tests/cluster/
-sched_tasks.py appends ``start``/``run`` lines with the tick, node and OS pid) and from
-the event stream. Partitions and the chaos scenario are in tests/netns.
+runs, events and bad input. Assertions come from the task's own records
+(tests/harness/scheduler_tasks.py appends ``start``/``run`` lines with the tick, node and
+OS pid) and from the event stream. Partitions and the chaos scenario are in tests/netns.
 """
 
 from __future__ import annotations
@@ -11,16 +11,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _distproc import NodeProc
 
-from _util import wait_until
+from tests.harness.node_process import NodeProc
+from tests.harness.polling import wait_until
+from tests.harness.processes import child_env, python_module
 
 pytestmark = pytest.mark.cluster
 
@@ -32,7 +32,7 @@ def job(name: str, path: Path, schedule: str = "* * * * * *", **kw: Any) -> dict
     spec = {
         "name": name,
         "schedule": schedule,
-        "task": "sched_tasks:record",
+        "task": "tests.harness.scheduler_tasks:record",
         "kwargs": {"path": str(path), **kw.pop("task_kwargs", {})},
     }
     spec.update(kw)
@@ -153,7 +153,10 @@ def test_runtime_api_from_a_node_that_does_not_hold_it(trio_factory, tmp_path):
     assert {r[2] for r in rows} == {holder}, rows  # local strategy: the holder's node
     assert len({r[1] for r in rows}) == len(rows), "a tick ran twice"
     found = other.cmd(op="sched_find", name="rt")
-    assert found["schedule"] == "* * * * * *" and found["task"] == "sched_tasks:record"
+    assert (
+        found["schedule"] == "* * * * * *"
+        and found["task"] == "tests.harness.scheduler_tasks:record"
+    )
     listed = other.cmd(op="sched_jobs")
     assert [j["name"] for j in listed] == ["rt"]
     assert listed[0]["holder"] == holder and listed[0]["next_at"] is not None
@@ -278,22 +281,21 @@ def test_a_corrupt_store_stops_the_start_with_its_path_and_is_left_as_it_was(tmp
     store.write_bytes(garbage)
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"policy": "availability", "store": str(store), "jobs": []}))
-    script = Path(__file__).with_name("dist_node.py")
     out = subprocess.run(
-        [
-            sys.executable,
-            str(script),
+        python_module(
+            "tests.harness.node_driver",
             "c1@127.0.0.9",
             "0",
             str(tmp_path),
             "test-cookie",
             "--scheduler",
             str(config),
-        ],
+        ),
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
+        env=child_env(),
     )
     assert out.returncode != 0
     assert f"scheduler store '{store}': not a SQLite database" in out.stderr, out.stderr[-2000:]

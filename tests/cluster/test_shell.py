@@ -23,29 +23,30 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from _distproc import NodeProc, free_port
-from _shell_node import SCRIPT
 
-from _util import wait_until
+from tests.harness.node_process import NodeProc, free_port
+from tests.harness.polling import wait_until
+from tests.harness.processes import REPO_ROOT
 
 pytestmark = pytest.mark.cluster
 
-HERE = Path(__file__).parent
 COOKIE = "shell-test-cookie"
 BOUND = 30.0
+NODE = "tests.harness.shell_target_node"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[=>]")
 
 
 def shell_node(name: str, log_dir: str, cookie: str, config: str) -> NodeProc:
-    """A ``_shell_node.py`` node (scheduler + ``app`` supervisor), driven like NodeProc."""
-    return NodeProc(name, log_dir, cookie, extra_args=(config,), wait=False, script=SCRIPT)
+    """A ``tests.harness.shell_target_node`` node (scheduler + ``app`` supervisor), driven
+    like NodeProc."""
+    return NodeProc(name, log_dir, cookie, extra_args=(config,), wait=False, module=NODE)
 
 
 def env_for(home: Path, cookie: str | None = COOKIE, tmp: Path | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTPKIT_")}
     if tmp is not None:
         env["TMPDIR"] = str(tmp)
-    env["PYTHONPATH"] = f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    env["PYTHONPATH"] = f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
     env["HOME"] = str(home)
     env["TERM"] = "dumb"
     if cookie is not None:
@@ -61,7 +62,7 @@ class Cluster:
         self.lone: NodeProc | None = None
 
     def start(self) -> None:
-        record = {"task": "sched_tasks:record", "kwargs": {"path": str(self.out)}}
+        record = {"task": "tests.harness.scheduler_tasks:record", "kwargs": {"path": str(self.out)}}
         config = {
             "policy": "majority",
             "store": None,

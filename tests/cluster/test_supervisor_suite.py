@@ -36,7 +36,6 @@ from typing import Any
 import pytest
 
 import otpkit
-from _util import alive, wait_until
 from otpkit import (
     IGNORE,
     Actor,
@@ -56,6 +55,8 @@ from otpkit import (
 )
 from otpkit.actors._runtime import process_start_ticks
 from otpkit.supervision import check_specs, child_spec
+from tests.harness.polling import wait_until
+from tests.harness.processes import alive
 
 pytestmark = pytest.mark.cluster
 

@@ -4,7 +4,7 @@ removes leftovers of a crashed run - namespaces whose owning pytest is gone, wit
 processes inside them, and guard routes - without touching a concurrent run.
 
 Fixtures: ``ns_pair`` (two namespaces joined by a veth pair) and ``cluster`` (a hub with
-a real dnsmasq and three node namespaces: see ``_cluster.py``)."""
+a real dnsmasq and three node namespaces: see ``tests/harness/netns_cluster.py``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from _cluster import PREFIX, Cluster, cluster_in, sh, sweep
+
+from tests.harness.netns_cluster import PREFIX, Cluster, cluster_in, sh, sweep
 
 __all__ = ["PREFIX", "Pair", "sh"]
 

@@ -1,6 +1,7 @@
 """dist + DNS discovery in network namespaces: nodes myapp@10.10.0.i find each other through
 DnsA against a real dnsmasq serving myapp-headless.default.svc.cluster.local; records come
-and go, dnsmasq goes away, nftables cuts split the cluster (see ``_cluster.py``).
+and go, dnsmasq goes away, nftables cuts split the cluster (see
+``tests/harness/netns_cluster.py``).
 
 Every wait is a bound with a deadline (15 s for things that take about a second). The
 only plain wait is the DNS outage's length: ``OTPKIT_SOAK_SECONDS`` (default 8; the issue's
@@ -15,7 +16,9 @@ import time
 from datetime import datetime
 
 import pytest
-from _cluster import POLL, PRUNE_AFTER, Cluster, NetnsNode, hold, name_of, wait_for
+
+from tests.harness.netns_cluster import POLL, PRUNE_AFTER, Cluster, NetnsNode, name_of
+from tests.harness.polling import hold, wait_for
 
 pytestmark = pytest.mark.netns
 

@@ -1,15 +1,16 @@
 """OTP ``global_SUITE``'s partition scenarios, ported: the global registry across real
-network partitions (nftables cuts between network namespaces, see ``_cluster.py``).
+network partitions (nftables cuts between network namespaces, see
+``tests/harness/netns_cluster.py``).
 
 Each test builds its partitions, registers names on each side, heals, and checks what a
 user would: which pid holds each name on EVERY node, which holders still live, and how
-many times a resolver ran (the resolvers in tests/cluster/resolvers.py append one line
-per call to the file named by ``$OTPKIT_RESOLVER_LOG``).
+many times a resolver ran (the resolvers in tests/harness/clash_resolvers.py append one
+line per call to the file named by ``$OTPKIT_RESOLVER_LOG``).
 
-The rule under test (DESIGN.md §6): when partitions meet, the smaller-named node of the
-first pair to merge calls the resolver stored with its own side's registration, as
-``resolve(name, other_pid, own_pid)`` on ``own_pid``'s node, once per clash. In these
-tests side A holds the smallest names, so A's resolvers decide.
+The rule under test (ARCHITECTURE.md, *The registry*): when partitions meet, the
+smaller-named node of the first pair to merge calls the resolver stored with its own
+side's registration, as ``resolve(name, other_pid, own_pid)`` on ``own_pid``'s node, once
+per clash. In these tests side A holds the smallest names, so A's resolvers decide.
 
 Every wait is a bound with a deadline (a loaded 2-core machine in mind).
 """
@@ -23,13 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _cluster import Cluster, cluster_in, hold, name_of, wait_for
+
+from tests.harness.netns_cluster import Cluster, cluster_in, name_of
+from tests.harness.polling import hold, wait_for
 
 pytestmark = pytest.mark.netns
 
 BOUND = 15.0  # a connection change seen, a name gone
 MERGE = 30.0  # partitions healed and their tables merged on every node
-LOG_ENV = "OTPKIT_RESOLVER_LOG"  # tests/cluster/resolvers.py's LOG_ENV
+LOG_ENV = "OTPKIT_RESOLVER_LOG"  # clash_resolvers.LOG_ENV
+RESOLVERS = "tests.harness.clash_resolvers"  # the nodes import its resolvers by name
 
 Pidf = list[Any]  # a pid as [node, creation, id, serial]
 
@@ -195,13 +199,13 @@ def test_advanced_partition(quad):
     resolve_second, which must never run."""
     c = quad
     split(c, [1, 2], [3, 4])
-    b_resolver = "resolvers:resolve_second"
+    b_resolver = f"{RESOLVERS}:resolve_second"
     a = {
         "adv.default": register(c, 2, ["adv.default"])[0],  # the built-in default
-        "adv.exit": register(c, 2, ["adv.exit"], "resolvers:counted_random_exit")[0],
-        "adv.notify_all": register(c, 1, ["adv.notify_all"], "resolvers:counted_notify_all")[0],
-        "adv.notify": register(c, 2, ["adv.notify"], "resolvers:counted_random_notify")[0],
-        "adv.custom": register(c, 1, ["adv.custom"], "resolvers:resolve_first")[0],
+        "adv.exit": register(c, 2, ["adv.exit"], f"{RESOLVERS}:counted_random_exit")[0],
+        "adv.notify_all": register(c, 1, ["adv.notify_all"], f"{RESOLVERS}:counted_notify_all")[0],
+        "adv.notify": register(c, 2, ["adv.notify"], f"{RESOLVERS}:counted_random_notify")[0],
+        "adv.custom": register(c, 1, ["adv.custom"], f"{RESOLVERS}:resolve_first")[0],
     }
     b = {
         "adv.default": register(c, 3, ["adv.default"], b_resolver)[0],
@@ -268,7 +272,7 @@ def test_simple_resolve(quad):
     a: dict[str, Pidf] = {}
     b: dict[str, Pidf] = {}
     for k, (name, (resolver, node, _)) in enumerate(SIMPLE.items()):
-        a[name] = register(c, node, [name], f"resolvers:{resolver}")[0]
+        a[name] = register(c, node, [name], f"{RESOLVERS}:{resolver}")[0]
         b[name] = register(c, 3 + k % 2, [name])[0]  # B's default would kill: never runs
     want = {}
     for name, (_, _, keeper) in SIMPLE.items():
@@ -287,7 +291,7 @@ def test_resolver_halts_its_node(quad):
     pid, on every node left."""
     c = quad
     split(c, [1, 2], [3, 4])
-    (a_pid,) = register(c, 2, ["halt.x"], "resolvers:halt_second")
+    (a_pid,) = register(c, 2, ["halt.x"], f"{RESOLVERS}:halt_second")
     (b_pid,) = register(c, 3, ["halt.x"])
     (a_other,) = register(c, 1, ["halt.kept"])  # unrelated names survive too
     # the resolver halts its node by SIGKILL to the node program's pid, named here
@@ -313,14 +317,16 @@ def test_name_die(quad):
       dies during the split: the name must be gone everywhere after the heal;
     * a name of a process that died on B during the split is not brought back by A."""
     c = quad
-    (before,) = register(c, 3, ["nd.gone"], "resolvers:resolve_none")
+    (before,) = register(c, 3, ["nd.gone"], f"{RESOLVERS}:resolve_none")
     split(c, [1, 2], [3, 4])
     assert c.node(1).cmd(op="whereis", name="nd.gone") is None  # its node went down
-    (same,) = register(c, 3, ["nd.same"], "resolvers:resolve_none")
+    (same,) = register(c, 3, ["nd.same"], f"{RESOLVERS}:resolve_none")
     (outside,) = c.node(4).cmd(op="hold")
     a1 = c.node(1)
-    assert a1.cmd(op="register", name="nd.same", pid=same, resolve="resolvers:resolve_none")
-    assert a1.cmd(op="register", name="nd.outside", pid=outside, resolve="resolvers:resolve_none")
+    assert a1.cmd(op="register", name="nd.same", pid=same, resolve=f"{RESOLVERS}:resolve_none")
+    assert a1.cmd(
+        op="register", name="nd.outside", pid=outside, resolve=f"{RESOLVERS}:resolve_none"
+    )
     c.node(3).cmd(op="exit", pid=before, reason="kill")
     c.node(4).cmd(op="exit", pid=outside, reason="kill")
     wait_for(
@@ -361,7 +367,9 @@ def _single_name_merge(c: Cluster, n: int, join: Callable[[], None]) -> None:
     """Every node registered ``single_name`` alone; ``join`` connects them. One winner
     (node 1's pid: random_exit_name keeps the smaller node name at every merge), every
     other holder killed, the same whereis everywhere, one resolver call per clash."""
-    pids = {i: register(c, i, ["single_name"], "resolvers:counted_random_exit")[0] for i in c.nodes}
+    pids = {
+        i: register(c, i, ["single_name"], f"{RESOLVERS}:counted_random_exit")[0] for i in c.nodes
+    }
     assert len({tuple(p) for p in pids.values()}) == n
     join()
     indices = list(range(1, n + 1))

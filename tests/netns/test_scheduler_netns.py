@@ -1,12 +1,12 @@
 """The cluster Scheduler in network namespaces: real DNS discovery, real cuts, real kills.
 
-Every node runs ``dist_node.py --scheduler CONFIG`` (a ``Scheduler`` whose one job runs
-``sched_tasks:record``: a ``start`` line when the task is entered and a ``run`` line when
-it returns, each with the run's tick, its node, os pid and wall-clock times) and an event
-subscriber that appends every scheduler event to a JSON-lines file (one file per node
-incarnation; an event reaches every node, so they are merged by ``id``). The assertions
-read those files: which tick started and ran where, how many times, and what the
-scheduler reported for the ticks that did not run.
+Every node runs ``tests.harness.node_driver --scheduler CONFIG`` (a ``Scheduler`` whose
+one job runs ``tests.harness.scheduler_tasks:record``: a ``start`` line when the task is
+entered and a ``run`` line when it returns, each with the run's tick, its node, os pid
+and wall-clock times) and an event subscriber that appends every scheduler event to a
+JSON-lines file (one file per node incarnation; an event reaches every node, so they are
+merged by ``id``). The assertions read those files: which tick started and ran where,
+how many times, and what the scheduler reported for the ticks that did not run.
 """
 
 from __future__ import annotations
@@ -23,13 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _cluster import Cluster, NetnsNode, name_of, wait_for
+
+from tests.harness.netns_cluster import Cluster, NetnsNode, name_of
+from tests.harness.polling import wait_for
 
 pytestmark = pytest.mark.netns
 
 BOUND = 20.0
 JOB = "tick"
-TASK = "sched_tasks:record"
+TASK = "tests.harness.scheduler_tasks:record"
 SECOND = timedelta(seconds=1)
 EVERYONE = [1, 2, 3]
 

@@ -1,6 +1,6 @@
 """Singleton and the seed's recipe in network namespaces: real DNS discovery, real cuts.
 
-Every node runs ``dist_node.py --singleton POLICY FILE`` (a Singleton ``single`` whose
+Every node runs ``tests.harness.node_driver --singleton POLICY FILE`` (a Singleton ``single`` whose
 child, a ``Marker``, appends ``standby``/``activate``/``tick``/``deactivate``/``exit``
 lines with a wall-clock time, its node and os pid to FILE) or ``--seed FILE`` (the tree of
 ``examples/seed_recipe.py``: one line per second from the one scheduler). The assertions
@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
-from _cluster import Cluster, NetnsNode, hold, name_of, wait_for
+
+from tests.harness.netns_cluster import Cluster, NetnsNode, name_of
+from tests.harness.polling import hold, wait_for
 
 pytestmark = pytest.mark.netns
 

@@ -9,17 +9,16 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
-from conftest import sh
+from tests.harness.netns_cluster import sh
+from tests.harness.processes import child_env, python_module
 
 pytestmark = pytest.mark.netns
 
-HERE = os.path.dirname(__file__)
-STARTER = os.path.join(HERE, "..", "cluster", "node_starter.py")
-PROBE = os.path.join(HERE, "probe.py")
+STARTER = "tests.harness.nested_tree_node"
+PROBE = "tests.harness.evil_pickle_probe"
 
 
 def listening(ns: str, pids: set[int]) -> tuple[list[tuple[str, int]], list[str]]:
@@ -42,10 +41,11 @@ def listening(ns: str, pids: set[int]) -> tuple[list[tuple[str, int]], list[str]
 def test_no_pickle_runs_from_another_namespace_or_the_nodes_own(ns_pair, tmp_path):
     target = tmp_path / "pwned"
     node = subprocess.Popen(
-        ["ip", "netns", "exec", ns_pair.a, sys.executable, STARTER, str(tmp_path)],
+        ["ip", "netns", "exec", ns_pair.a, *python_module(STARTER, str(tmp_path))],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
+        env=child_env(),
     )
     info: dict = {}
     try:
@@ -60,7 +60,14 @@ def test_no_pickle_runs_from_another_namespace_or_the_nodes_own(ns_pair, tmp_pat
 
         # from the other namespace, at the node's address: nothing even connects
         spec = {"path": str(target), "tcp": [["10.10.0.1", p] for p in ports], "unix": unix}
-        out = sh("ip", "netns", "exec", ns_pair.b, sys.executable, PROBE, json.dumps(spec))
+        out = sh(
+            "ip",
+            "netns",
+            "exec",
+            ns_pair.b,
+            *python_module(PROBE, json.dumps(spec)),
+            env=child_env(),
+        )
         remote = json.loads(out.stdout)
         assert remote and all(
             v.startswith("connect-failed") for k, v in remote.items() if k.startswith("tcp")
@@ -72,7 +79,14 @@ def test_no_pickle_runs_from_another_namespace_or_the_nodes_own(ns_pair, tmp_pat
 
         # from the node's own namespace: every port connects, every pickle is refused
         spec["tcp"] = [["127.0.0.1", p] for p in ports]
-        out = sh("ip", "netns", "exec", ns_pair.a, sys.executable, PROBE, json.dumps(spec))
+        out = sh(
+            "ip",
+            "netns",
+            "exec",
+            ns_pair.a,
+            *python_module(PROBE, json.dumps(spec)),
+            env=child_env(),
+        )
         local = json.loads(out.stdout)
         assert local and not any(v.startswith("connect-failed") for v in local.values()), local
 

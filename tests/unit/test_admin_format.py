@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from otpkit import Pid
-from otpkit.admin import _format
+from otpkit.admin import _views
+from otpkit.shell import _format
 from otpkit.shell._client import parse_target
 from otpkit.shell._commands import COMMANDS, SHELL_ONLY, UsageError, help_text
 
@@ -72,7 +73,7 @@ TREE = sup(
     ],
 )
 def test_id_label(value, label):
-    assert _format.id_label(value) == label
+    assert _views.id_label(value) == label
 
 
 @pytest.mark.parametrize(
@@ -85,17 +86,17 @@ def test_id_label(value, label):
     ],
 )
 def test_parse_pid(text, parsed):
-    assert _format.parse_pid(text) == parsed
+    assert _views.parse_pid(text) == parsed
 
 
 @pytest.mark.parametrize("text", ["", "abc", "<@h.5>", "n2@.5", "n2@host.x", "0", "-3", "a.12"])
 def test_parse_pid_refuses_what_is_not_a_pid(text):
     with pytest.raises(ValueError, match=r"expected <app@host\.ospid> or an os pid"):
-        _format.parse_pid(text)
+        _views.parse_pid(text)
 
 
 def test_walk_gives_every_path():
-    paths = [p for p, _ in _format.walk(TREE)]
+    paths = [p for p, _ in _views.walk(TREE)]
     assert paths == [
         "",
         "dist",
@@ -125,7 +126,7 @@ def test_walk_gives_every_path():
     ],
 )
 def test_find_supervisor(text, path):
-    found = _format.find_supervisor(TREE, text)
+    found = _views.find_supervisor(TREE, text)
     assert found.error == ""
     assert found.path == path
     assert found.node is not None
@@ -141,21 +142,21 @@ def test_find_supervisor(text, path):
     ],
 )
 def test_find_supervisor_says_why_not(text, error):
-    found = _format.find_supervisor(TREE, text)
+    found = _views.find_supervisor(TREE, text)
     assert found.node is None
     assert found.error.startswith(error)
 
 
 def test_find_child_by_label_then_pid():
     rows = [{"label": "a", "pid": pid(20)}, {"label": "b", "pid": pid(21)}]
-    assert _format.find_child(rows, "b") is rows[1]
-    assert _format.find_child(rows, "20") is rows[0]
-    assert _format.find_child(rows, f"<{N}.21>") is rows[1]
-    assert _format.find_child(rows, "c") is None
+    assert _views.find_child(rows, "b") is rows[1]
+    assert _views.find_child(rows, "20") is rows[0]
+    assert _views.find_child(rows, f"<{N}.21>") is rows[1]
+    assert _views.find_child(rows, "c") is None
 
 
 def test_child_rows_label_the_ids():
-    rows = _format.child_rows(
+    rows = _views.child_rows(
         [{"id": ("x", 1), "pid": None, "type": "worker", "restart": "temporary", "restarts": 3}]
     )
     assert rows == [
@@ -189,22 +190,22 @@ def test_render_tree_shows_a_stopped_child_and_an_unreadable_supervisor():
 
 
 def test_snapshot_keeps_the_children_of_a_supervisor_that_did_not_answer():
-    before = _format.snapshot(TREE, {})
+    before = _views.snapshot(TREE, {})
     assert before["app/worker"] == (f"<{N}.9>", 1)
     assert before["scheduler:jobs/singleton/scheduler"] == (f"<{N}.7>", 2)
     assert "" not in before
     # app is silent this time: its worker stays as it was, not "gone"
-    silent = {**sup("app", 8, []), "error": f"{_format.NO_ANSWER} within 5 s"}
+    silent = {**sup("app", 8, []), "error": f"{_views.NO_ANSWER} within 5 s"}
     tree = {**TREE, "children": [*TREE["children"][:3], silent, TREE["children"][4]]}
-    assert _format.snapshot(tree, before) == before
+    assert _views.snapshot(tree, before) == before
     # a supervisor that ended while read has no children: they are gone
     ended = {**sup("app", 8, []), "error": "ended while read: killed"}
     tree = {**TREE, "children": [*TREE["children"][:3], ended, TREE["children"][4]]}
-    after = _format.snapshot(tree, before)
+    after = _views.snapshot(tree, before)
     assert "app/worker" not in after and after["app"] == before["app"]
     # a silent root keeps everything seen before
-    root = {**sup("kernel", 1, []), "error": _format.NO_ANSWER}
-    assert _format.snapshot(root, before) == before
+    root = {**sup("kernel", 1, []), "error": _views.NO_ANSWER}
+    assert _views.snapshot(root, before) == before
 
 
 def test_render_table_pads_columns():
@@ -229,15 +230,15 @@ def test_render_nodes_marks_this_node_hidden_ones_and_members():
 
 def test_fmt_time_is_utc_with_the_distance_from_now():
     now = datetime(2026, 5, 1, 10, 0, 0, tzinfo=UTC)
-    assert _format.fmt_time(now + timedelta(minutes=3, seconds=5), now) == (
+    assert _views.fmt_time(now + timedelta(minutes=3, seconds=5), now) == (
         "2026-05-01 10:03:05Z (in 3m 5s)"
     )
     later = datetime(2026, 5, 2, 13, 0, 0, tzinfo=UTC)
-    assert _format.fmt_time(later, now) == "2026-05-02 13:00:00Z (in 1d 3h)"
-    assert _format.fmt_time(now - timedelta(seconds=2), now) == "2026-05-01 09:59:58Z (2s ago)"
-    assert _format.fmt_time(None, now) == "-"
+    assert _views.fmt_time(later, now) == "2026-05-02 13:00:00Z (in 1d 3h)"
+    assert _views.fmt_time(now - timedelta(seconds=2), now) == "2026-05-01 09:59:58Z (2s ago)"
+    assert _views.fmt_time(None, now) == "-"
     berlin = datetime.fromisoformat("2026-05-01T12:00:00.250+02:00")
-    assert _format.fmt_time(berlin) == "2026-05-01 10:00:00.250Z"
+    assert _views.fmt_time(berlin) == "2026-05-01 10:00:00.250Z"
 
 
 def test_render_jobs_shows_next_fire_last_run_state_and_holder():

@@ -1,6 +1,7 @@
 """Child specs and supervisor flags (no processes, no node): OTP's defaults and its
-validation (REFERENCE.md §1.1, §1.3, §1.4; supervisor_SUITE child_specs_map, sup_flags,
-sup_start_map_faulty_specs, significant_simple), with errors that name the field."""
+validation (OTP's supervisor.erl: default flags, child spec fields, auto_shutdown;
+supervisor_SUITE child_specs_map, sup_flags, sup_start_map_faulty_specs,
+significant_simple), with errors that name the field."""
 
 from __future__ import annotations
 

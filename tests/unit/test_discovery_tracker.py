@@ -1,9 +1,10 @@
-"""The peer tracker's rules (DESIGN §5), fed hand-made lookup results; and the Static
-strategy's parsing. No DNS, no sockets: the DNS strategies are tested against a real
-dnsmasq in tests/cluster/test_discovery_dns.py.
+"""The peer tracker's rules (ARCHITECTURE.md, *Discovery*), fed hand-made lookup results;
+and the Static strategy's parsing. No DNS, no sockets: the DNS strategies are tested
+against a real dnsmasq in tests/cluster/test_discovery_dns.py.
 
 The rules exist because libcluster prunes on every answer, including a failed one, which
-disconnects the whole cluster on one bad DNS query (REFERENCE §4.1, issue #190).
+disconnects the whole cluster on one bad DNS query (its ``Kubernetes.DNS`` strategy, and
+libcluster issue #190 for a truncated answer).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""The dist wire codec (DESIGN §3, last bullet; §4): values arrive equal and of the same
-type, anything else is a TypeError at the sender naming the type, and bad bytes from a
-peer - garbage, oversize or empty frames, msgpack bombs, deep nesting - are a
-ProtocolError, never a crash."""
+"""The dist wire codec (ARCHITECTURE.md, *Messages between nodes*): values arrive equal
+and of the same type, anything else is a TypeError at the sender naming the type, and bad
+bytes from a peer - garbage, oversize or empty frames, msgpack bombs, deep nesting - are
+a ProtocolError, never a crash."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ B1 = Pid("app@10.0.0.2", 7, 201, 1)
 B1_OTHER_LIFE = Pid("app@10.0.0.2", 8, 201, 1)  # same os pid, a later node incarnation
 C1 = Pid("app@10.0.0.3", 3, 301, 1)
 R = DEFAULT
-R2 = "resolvers:resolve_first"
+R2 = "tests.harness.clash_resolvers:resolve_first"
 
 
 # --------------------------------------------------------------------------- register

@@ -1,11 +1,12 @@
 """Schedules (otpkit.scheduler._schedule): forms, aliases, errors and fire times.
 
-The DST pins are lists of UTC fire times written by hand from Vixie cron's rule (DESIGN
-§9), not from the code: in Europe/Berlin (CET +01 / CEST +02; 2026-03-29 01:00 UTC
-02:00 -> 03:00; 2026-10-25 01:00 UTC 03:00 -> 02:00) and America/New_York (EST -05 /
-EDT -04; 2026-03-08 07:00 UTC 02:00 -> 03:00; 2026-11-01 06:00 UTC 02:00 -> 01:00).
-A second oracle simulates the cron daemon minute by minute (``vixie``), and hypothesis
-checks the same in zones with odd transitions (30 minutes, at midnight).
+The DST pins are lists of UTC fire times written by hand from Vixie cron's rule (stated in
+``_schedule``'s docstring), not from the code: in Europe/Berlin (CET +01 / CEST +02;
+2026-03-29 01:00 UTC 02:00 -> 03:00; 2026-10-25 01:00 UTC 03:00 -> 02:00) and
+America/New_York (EST -05 / EDT -04; 2026-03-08 07:00 UTC 02:00 -> 03:00; 2026-11-01
+06:00 UTC 02:00 -> 01:00). A second oracle simulates the cron daemon minute by minute
+(``vixie``), and hypothesis checks the same in zones with odd transitions (30 minutes,
+at midnight).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 types, strategies, auto_shutdown; plus the exit-reason rule and the local frame reader
 they rely on.
 
-Expected values come from OTP's supervisor.erl and supervisor_SUITE (REFERENCE.md
-§1.1-1.4), not from the implementation.
+Expected values come from OTP's supervisor.erl and supervisor_SUITE (flags and
+strategies, the restart intensity, child specs, auto_shutdown), not from the
+implementation.
 """
 
 from __future__ import annotations
@@ -367,8 +368,8 @@ def test_auto_shutdown_due(
     ],
 )
 def test_auto_shutdown_with_restart_types(restart: str, reason: Any, expected: bool) -> None:
-    """REFERENCE §1.4 (significant_transient / significant_temporary): the supervisor
-    combines needs_restart and auto_shutdown_due."""
+    """OTP's auto_shutdown (supervisor_SUITE significant_transient /
+    significant_temporary): the supervisor combines needs_restart and auto_shutdown_due."""
     restarted = needs_restart(restart, reason)
     assert auto_shutdown_due("any_significant", True, restarted, True) is expected
     assert auto_shutdown_due("all_significant", True, restarted, False) is expected

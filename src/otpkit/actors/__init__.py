@@ -1,4 +1,10 @@
-"""Actors on Thespian with OTP failure semantics."""
+"""Actors on Thespian with OTP failure semantics.
+
+The first ``__all__`` block is the user's API (re-exported by :mod:`otpkit`). The second
+is the internal surface the other layers of otpkit build on - the runtime, the frames
+processes exchange, the local actor system, ``/proc`` reading - never the private
+modules themselves (``tests/unit/test_layers.py`` checks it).
+"""
 
 from otpkit.actors._actor import IGNORE, NOREPLY, Actor, Stop
 from otpkit.actors._api import (
@@ -14,6 +20,7 @@ from otpkit.actors._api import (
     process_info,
     register,
     reply,
+    runtime,
     self,
     send,
     send_after,
@@ -25,8 +32,50 @@ from otpkit.actors._api import (
     unregister,
     whereis,
 )
+from otpkit.actors._client import ClientRuntime
+from otpkit.actors._frames import (
+    BYE,
+    CALL,
+    CAST,
+    EXIT,
+    FRAME_ARITY,
+    HELLO,
+    INFO,
+    LINK,
+    MSG,
+    REMOTE_TAGS,
+    REPLY,
+    STARTED,
+    SYS,
+    UNLINK,
+)
+from otpkit.actors._host import reason_of
+from otpkit.actors._loader import load_object
 from otpkit.actors._pid import Down, ExitSignal, From, Pid, Ref, is_normal_exit
-from otpkit.actors._runtime import RemoteHooks, set_remote_hooks
+from otpkit.actors._proc import proc_stat, process_alive, process_start_ticks
+from otpkit.actors._runtime import (
+    NodeIdentity,
+    RemoteHooks,
+    Runtime,
+    SysStop,
+    address_of,
+    close_in_children,
+    name_address,
+    node_pgid,
+    set_node_pgid,
+    set_remote_hooks,
+)
+from otpkit.actors._runtime import current as current_runtime
+from otpkit.actors._runtime import set_current as set_current_runtime
+from otpkit.actors._stream import StreamEnd, read_frames
+from otpkit.actors._system import (
+    LocalSystem,
+    halt_local_system,
+    pids_in_group,
+    start_local_system,
+)
+from otpkit.actors._wire import FrameReader as LocalFrameReader
+from otpkit.actors._wire import encode as encode_local_frame
 
 __all__ = [
     "IGNORE",
@@ -37,7 +86,6 @@ __all__ = [
     "From",
     "Pid",
     "Ref",
-    "RemoteHooks",
     "Stop",
     "call",
     "cancel_timer",
@@ -55,7 +103,6 @@ __all__ = [
     "self",
     "send",
     "send_after",
-    "set_remote_hooks",
     "spawn",
     "spawn_link",
     "stop",
@@ -63,4 +110,49 @@ __all__ = [
     "unlink",
     "unregister",
     "whereis",
+]
+
+# the internal surface (see the module's docstring)
+__all__ += [
+    "BYE",
+    "CALL",
+    "CAST",
+    "EXIT",
+    "FRAME_ARITY",
+    "HELLO",
+    "INFO",
+    "LINK",
+    "MSG",
+    "REMOTE_TAGS",
+    "REPLY",
+    "STARTED",
+    "SYS",
+    "UNLINK",
+    "ClientRuntime",
+    "LocalFrameReader",
+    "LocalSystem",
+    "NodeIdentity",
+    "RemoteHooks",
+    "Runtime",
+    "StreamEnd",
+    "SysStop",
+    "address_of",
+    "close_in_children",
+    "current_runtime",
+    "encode_local_frame",
+    "halt_local_system",
+    "load_object",
+    "name_address",
+    "node_pgid",
+    "pids_in_group",
+    "proc_stat",
+    "process_alive",
+    "process_start_ticks",
+    "read_frames",
+    "reason_of",
+    "runtime",
+    "set_current_runtime",
+    "set_node_pgid",
+    "set_remote_hooks",
+    "start_local_system",
 ]

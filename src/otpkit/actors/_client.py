@@ -14,8 +14,9 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from otpkit.actors._frames import CALL, CAST, EXIT, INFO, MSG
 from otpkit.actors._pid import ExitSignal, Pid
-from otpkit.actors._runtime import CALL, CAST, EXIT, INFO, MSG, NodeIdentity, Runtime
+from otpkit.actors._runtime import NodeIdentity, Runtime
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import importlib
 import logging
 import os
 import pickle
@@ -39,17 +38,11 @@ from thespian.actors import (
 
 from otpkit.actors import _runtime
 from otpkit.actors._actor import IGNORE, NOREPLY, Actor, Stop
+from otpkit.actors._frames import CALL, CAST, INFO, MSG, STARTED
+from otpkit.actors._loader import load_object
 from otpkit.actors._pid import ExitSignal, From, Pid, Ref, is_normal_exit
-from otpkit.actors._runtime import (
-    CALL,
-    CAST,
-    INFO,
-    MSG,
-    STARTED,
-    NodeIdentity,
-    Runtime,
-    _Die,
-)
+from otpkit.actors._runtime import NodeIdentity, Runtime, _Die
+from otpkit.errors import LoadError
 
 log = logging.getLogger("otpkit.actors")
 
@@ -82,13 +75,12 @@ BOOT = "$otpkit_boot"
 def resolve_target(target: Any) -> type[Actor]:
     """An Actor subclass from itself or from ``"package.module:Class"``."""
     if isinstance(target, str):
-        module_name, _, attr = target.partition(":")
-        if not attr:
-            raise ValueError(f"actor {target!r}: expected 'package.module:Class'")
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-        target = obj
+        try:
+            target = load_object(target)
+        except LoadError as exc:
+            if exc.cause is None:
+                raise ValueError(f"actor {target!r}: expected 'package.module:Class'") from None
+            raise exc.cause from None  # the start fails with the import's own error
     if not (isinstance(target, type) and issubclass(target, Actor)):
         raise TypeError(f"{target!r} is not an otpkit Actor subclass")
     return target
@@ -216,7 +208,7 @@ class Host(ThespianActor):  # type: ignore[misc]
                 self._rt.links.add(payload.parent)
             # Connect first: from now on the parent sees this process die, whatever
             # happens during init.
-            if self._rt._connect(payload.parent) is None:
+            if self._rt.connection_to(payload.parent) is None:
                 os._exit(1)
 
     # Thespian assigns _myRef right after constructing the actor and before its loop

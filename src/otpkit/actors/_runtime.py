@@ -41,50 +41,31 @@ from dataclasses import dataclass
 from typing import Any
 
 from otpkit.actors import _wire
+from otpkit.actors._frames import (
+    BYE,
+    CALL,
+    CAST,
+    EXIT,
+    FRAME_ARITY,
+    HELLO,
+    INFO,
+    LINK,
+    MSG,
+    REPLY,
+    STARTED,
+    SYS,
+    UNLINK,
+)
 from otpkit.actors._pid import Down, ExitSignal, From, Pid, Ref
+from otpkit.actors._proc import process_start_ticks
+from otpkit.actors._stream import read_frames
 from otpkit.errors import CallTimeout, Exit, FrameError
 
 log = logging.getLogger("otpkit.actors")
 
-# Frame tags. A frame is a tuple whose first item is its tag.
-HELLO = 0  # (HELLO, pid): first frame on a connection, names the connecting process
-MSG = 1  # (MSG, payload)
-CALL = 2  # (CALL, ref, request)
-CAST = 3  # (CAST, payload)
-REPLY = 4  # (REPLY, ref, value)
-LINK = 5  # (LINK,)
-UNLINK = 6  # (UNLINK,)
-EXIT = 7  # (EXIT, reason): an explicit exit signal, exit(pid, reason)
-BYE = 8  # (BYE, reason): the sender is ending with this reason
-STARTED = 9  # (STARTED, token, result): a spawned child reports the end of its init
-SYS = 10  # (SYS, ref, request): answered by the runtime itself, never by the actor
-
-#: The length of each kind of frame; anything else is dropped as malformed.
-FRAME_ARITY = {
-    HELLO: 2,
-    MSG: 2,
-    CALL: 3,
-    CAST: 2,
-    REPLY: 3,
-    LINK: 1,
-    UNLINK: 1,
-    EXIT: 2,
-    BYE: 2,
-    STARTED: 3,
-    SYS: 3,
-}
-#: What a process on another node may send (never HELLO, BYE or STARTED: those belong
-#: to the connection and the node; SYS only for ``stop`` and ``info``, see ``_sys``).
-REMOTE_TAGS = frozenset({MSG, CALL, CAST, REPLY, LINK, UNLINK, EXIT, SYS})
-
-# Mailbox entries: (kind, sender, ...).
-INFO = 100  # (INFO, None, message) - Down, ExitSignal, timer messages
-
 _POLLIN = select.POLLIN | select.POLLPRI
 _POLLERR = select.POLLERR | select.POLLHUP | select.POLLNVAL
 _DOWN_MEMORY = 4096
-# below the allocator's mmap threshold: a larger buffer costs an mmap per read
-_RECV_SIZE = 65536
 
 
 class _Die(BaseException):
@@ -111,40 +92,6 @@ def address_of(pid: Pid) -> str:
 def name_address(node: NodeIdentity, name: str) -> str:
     """The abstract Unix socket address that a local name binds."""
     return f"\0otpkit/{node.name}/{node.creation}/n/{name}"
-
-
-def proc_stat(ospid: int | str) -> list[bytes] | None:
-    """The fields of ``/proc/PID/stat`` after the command name (state first), or None
-    if there is no such process."""
-    try:
-        with open(f"/proc/{ospid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return stat[stat.rindex(b")") + 2 :].split()
-
-
-def process_alive(ospid: int, start_ticks: int) -> bool:
-    """The OS process ``ospid`` that started at ``start_ticks`` still runs (not a zombie,
-    not a later process under a reused id). One read of /proc/PID/stat, about 15 us."""
-    try:
-        fd = os.open(f"/proc/{ospid}/stat", os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        stat = os.read(fd, 1024)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    return fields[0] not in (b"Z", b"X") and int(fields[19]) == start_ticks
-
-
-def process_start_ticks(ospid: int) -> int | None:
-    """The start time of an OS process in clock ticks, or None if it does not exist."""
-    fields = proc_stat(ospid)
-    return None if fields is None else int(fields[19])
 
 
 # Sockets of this process's runtime: a forked child closes them at once, so that a
@@ -330,7 +277,7 @@ class Runtime:
     def is_local(self, pid: Pid) -> bool:
         return pid.node == self.node.name and pid.creation == self.node.creation
 
-    def _connect(self, pid: Pid) -> _Conn | None:
+    def connection_to(self, pid: Pid) -> _Conn | None:
         """This process's outbound connection to local ``pid``; None if it is gone."""
         conn = self._out.get(pid)
         if conn is not None:
@@ -346,10 +293,10 @@ class Runtime:
             return None
         conn = self._add_conn(sock, True, pid)
         self._out[pid] = conn
-        self._write(conn, _wire.encode((HELLO, self.pid)))
+        self.write(conn, _wire.encode((HELLO, self.pid)))
         return conn
 
-    def _write(self, conn: _Conn, data: bytes) -> bool:
+    def write(self, conn: _Conn, data: bytes) -> bool:
         """Write all of ``data``; while the peer's buffer is full, keep reading our own
         sockets so that two processes flooding each other cannot deadlock."""
         view = memoryview(data)
@@ -418,31 +365,23 @@ class Runtime:
             conn = self._add_conn(sock, False, None)
             if name is not None:
                 # a connection to a name learns whose name it is (whereis)
-                self._write(conn, _wire.encode((HELLO, self.pid)))
+                self.write(conn, _wire.encode((HELLO, self.pid)))
 
     def _read(self, conn: _Conn) -> None:
-        while not conn.closed:
-            try:
-                data = conn.sock.recv(_RECV_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                data = b""
-            if not data:
-                self._on_eof(conn)
-                return
-            try:
-                frames = conn.reader.feed(data)
-            except FrameError as exc:
-                log.warning("%r: closing connection from %r: %s", self.pid, conn.peer, exc)
-                self._on_eof(conn, protocol_error=True)
-                return
-            for frame in frames:
-                self._on_frame(conn, frame)
-                if conn.closed:
-                    return
-            if len(data) < _RECV_SIZE:
-                return
+        end = read_frames(
+            conn.sock,
+            conn.reader.feed,
+            lambda frame: self._on_frame(conn, frame),
+            lambda: conn.closed,
+            bad_frame=(FrameError,),
+        )
+        if end is None:
+            return
+        if end.kind == "frame":
+            log.warning("%r: closing connection from %r: %s", self.pid, conn.peer, end.error)
+            self._on_eof(conn, protocol_error=True)
+        else:
+            self._on_eof(conn)
 
     def _on_eof(self, conn: _Conn, protocol_error: bool = False) -> None:
         peer = conn.peer
@@ -588,10 +527,10 @@ class Runtime:
             return True
         if not self.is_local(dst):
             return _remote_hooks.send(self, dst, frame)
-        conn = self._connect(dst)
+        conn = self.connection_to(dst)
         if conn is None:
             return False
-        return self._write(conn, _wire.encode(frame))
+        return self.write(conn, _wire.encode(frame))
 
     def _on_frame_from_self(self, frame: tuple[Any, ...]) -> None:
         tag = frame[0]
@@ -697,11 +636,11 @@ class Runtime:
                 if dst == self.pid:
                     waiting[1] = ("exit", "calling_self")
                 elif self.is_local(dst):
-                    conn = self._connect(dst)
+                    conn = self.connection_to(dst)
                     if conn is None:
                         waiting[1] = ("exit", "noproc")
                     else:
-                        self._write(conn, _wire.encode((tag, ref, request)))
+                        self.write(conn, _wire.encode((tag, ref, request)))
                 else:
                     self._down.pop(dst, None)  # a node may come back: each call watches afresh
                     if not _remote_hooks.send(self, dst, (tag, ref, request), watch=True):
@@ -733,7 +672,7 @@ class Runtime:
         if pid == self.pid or pid in self.links:
             return
         if self.is_local(pid):
-            if self._connect(pid) is None:
+            if self.connection_to(pid) is None:
                 self.exit_signal(pid, "noproc", linked=True)
                 return
         elif not self._watch_remote(pid):
@@ -750,7 +689,7 @@ class Runtime:
     def monitor(self, pid: Pid) -> Ref:
         ref = self.make_ref()
         reachable = (
-            self._connect(pid) is not None if self.is_local(pid) else self._watch_remote(pid)
+            self.connection_to(pid) is not None if self.is_local(pid) else self._watch_remote(pid)
         )
         if not reachable or pid == self.pid:
             reason = "noproc" if self.is_local(pid) else "noconnection"

@@ -44,6 +44,7 @@ from thespian.system.transport import IPBase, TCPTransport
 
 from otpkit.actors import _host, _runtime, _wire
 from otpkit.actors._pid import Pid, Ref
+from otpkit.actors._proc import proc_stat
 from otpkit.errors import FrameError, NodeError
 
 log = logging.getLogger("otpkit.node")
@@ -204,7 +205,7 @@ def pids_in_group(pgid: int) -> list[int]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        fields = _runtime.proc_stat(entry)
+        fields = proc_stat(entry)
         if fields is not None and fields[0] != b"Z" and int(fields[2]) == pgid:
             out.append(int(entry))
     return out

@@ -43,14 +43,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from otpkit import actors
 from otpkit import distribution as dist
-from otpkit.actors import _api, _runtime
-from otpkit.actors._actor import Actor
-from otpkit.actors._pid import Down, From, Pid
-from otpkit.admin import _format
+from otpkit.actors import Actor, Down, From, Pid
+from otpkit.admin import _views
 from otpkit.distribution import NodeDown, NodeUp
 from otpkit.errors import CallTimeout, Exit, NodeError, OtpkitError, SupervisorError
-from otpkit.registry import _shared
 
 log = logging.getLogger("otpkit.admin")
 
@@ -84,7 +82,7 @@ class Admin(Actor):
     """The node's admin service (see the module); a child of the node's kernel."""
 
     def init(self, system_children: frozenset[str] = frozenset()) -> None:
-        rt = _api.runtime()
+        rt = actors.runtime()
         #: the kernel's children the node needs (see _app_child)
         self.system_children = frozenset(system_children)
         self.node = rt.node.name
@@ -97,7 +95,7 @@ class Admin(Actor):
         self.polling = False
         self.watching_nodes = False
         self.watching_jobs: set[str] = set()
-        _api.register(ADMIN_NAME)
+        actors.register(ADMIN_NAME)
         dist.register_service(ADMIN_NAME)
 
     # ------------------------------------------------------------------ calls
@@ -145,16 +143,16 @@ class Admin(Actor):
         raise AdminError(str(answer[1]) if isinstance(answer, tuple | list) else str(answer))
 
     def _op_pid(self) -> Pid:
-        return _api.self()
+        return actors.self()
 
     # ------------------------------------------------------------------ reads
 
     def _op_nodes(self) -> dict[str, Any]:
         members: list[str] | None
         try:
-            from otpkit.quorum import _actor as _quorum_actor  # noqa: PLC0415 - a dist node's only
+            from otpkit import quorum as _quorum  # noqa: PLC0415 - a dist node's only
 
-            version, names = _quorum_actor.members(timeout=2.0)
+            version, names = _quorum.members(timeout=2.0)
             members = names if version else []
         except (Exit, CallTimeout, NodeError):
             members = None
@@ -190,9 +188,9 @@ class Admin(Actor):
             node["error"] = f"on {pid.node}: tree {pid.node}"
             return node
         try:
-            rows = _format.child_rows(_api.call(pid, ("which_children_ext",), SUP_TIMEOUT))
+            rows = _views.child_rows(actors.call(pid, ("which_children_ext",), SUP_TIMEOUT))
         except CallTimeout:
-            node["error"] = f"{_format.NO_ANSWER} within {SUP_TIMEOUT:g} s"
+            node["error"] = f"{_views.NO_ANSWER} within {SUP_TIMEOUT:g} s"
             return node
         except Exit as exc:
             node["error"] = f"ended while read: {exc}"
@@ -203,17 +201,17 @@ class Admin(Actor):
         return node
 
     def _sup(self, text: Any) -> tuple[str, Pid]:
-        found = _format.find_supervisor(self._op_tree(), str(text))
+        found = _views.find_supervisor(self._op_tree(), str(text))
         if found.node is None:
             raise AdminError(found.error)
         pid = found.node.get("pid")
         if not isinstance(pid, Pid):
-            raise AdminError(f"supervisor {text!r} is not running ({_format.pid_text(pid)})")
+            raise AdminError(f"supervisor {text!r} is not running ({_views.pid_text(pid)})")
         return found.path or "kernel", pid
 
     def _op_which_children(self, sup: Any) -> dict[str, Any]:
         path, pid = self._sup(sup)
-        rows = _format.child_rows(_api.call(pid, ("which_children_ext",), SUP_TIMEOUT))
+        rows = _views.child_rows(actors.call(pid, ("which_children_ext",), SUP_TIMEOUT))
         return {"sup": path, "pid": pid, "children": rows}
 
     def _op_count_children(self, sup: Any) -> dict[str, Any]:
@@ -224,7 +222,7 @@ class Admin(Actor):
 
     def _op_names(self) -> list[dict[str, Any]]:
         table = self._table()
-        return [{"name": name, "pid": table[name]} for name in sorted(table, key=_format.id_label)]
+        return [{"name": name, "pid": table[name]} for name in sorted(table, key=_views.id_label)]
 
     def _op_whereis(self, name: Any) -> Pid | None:
         from otpkit.registry import whereis_name  # noqa: PLC0415
@@ -232,12 +230,9 @@ class Admin(Actor):
         return whereis_name(name)
 
     def _table(self) -> dict[Any, Pid]:
-        table = _shared.read()
-        if table is None:
-            from otpkit.registry import registered_names, whereis_name  # noqa: PLC0415
+        from otpkit.registry import name_table  # noqa: PLC0415
 
-            return {n: p for n in registered_names() if (p := whereis_name(n)) is not None}
-        return dict(table)
+        return name_table()
 
     # ------------------------------------------------------------------ jobs
 
@@ -271,9 +266,9 @@ class Admin(Actor):
 
     def _child(self, sup: Any, child: Any) -> tuple[str, Pid, Mapping[str, Any], Any]:
         path, pid = self._sup(sup)
-        raw = _api.call(pid, ("which_children_ext",), SUP_TIMEOUT)
-        rows = [{**r, "label": _format.id_label(r.get("id"))} for r in raw]
-        row = _format.find_child(rows, str(child))
+        raw = actors.call(pid, ("which_children_ext",), SUP_TIMEOUT)
+        rows = [{**r, "label": _views.id_label(r.get("id"))} for r in raw]
+        row = _views.find_child(rows, str(child))
         if row is None:
             labels = ", ".join(str(r["label"]) for r in rows) or "none"
             raise AdminError(f"{path} has no child {child!r} (children: {labels})")
@@ -325,7 +320,7 @@ class Admin(Actor):
         if isinstance(ospid, bool) or not isinstance(ospid, int) or ospid <= 0:
             raise AdminError(f"kill: {ospid!r} is not an os pid")
         pid = self._killable(ospid)
-        _api.exit(pid, "kill")
+        actors.exit(pid, "kill")
         log.warning("%s: admin: killed %r (a drill, from the shell)", self.node, pid)
         return {"pid": pid}
 
@@ -337,14 +332,14 @@ class Admin(Actor):
         Raises:
             AdminError: naming what ``ospid`` is instead.
         """
-        rt = _api.runtime()
+        rt = actors.runtime()
         if ospid == os.getpid():
             raise AdminError("kill: that is the admin service itself")
         if self.kernel is not None and ospid == self.kernel.id:
             raise AdminError("kill: that is the node's kernel (it would halt the node)")
-        serial = _runtime.process_start_ticks(ospid)
+        serial = actors.process_start_ticks(ospid)
         try:
-            ours = serial is not None and os.getpgid(ospid) == _runtime.node_pgid()
+            ours = serial is not None and os.getpgid(ospid) == actors.node_pgid()
         except ProcessLookupError:
             ours = False
         if not ours or serial is None:
@@ -363,24 +358,27 @@ class Admin(Actor):
 
     # ------------------------------------------------------------------ events
 
-    def _op_events(self, pid: Pid, on: bool, scheduler: str = "otpkit_scheduler") -> str:
+    def _op_events(self, pid: Pid, on: bool, scheduler: str | None = None) -> str:
+        """Start (``on``) or stop sending event dicts to ``pid``, with the job events of
+        ``scheduler`` (default: the scheduler package's ``DEFAULT_NAME``)."""
         if not isinstance(pid, Pid):
             raise AdminError(f"events: {pid!r} is not a pid")
         if not on:
             ref = self.subscribers.pop(pid, None)
             if ref is not None:
-                _api.demonitor(ref, flush=True)
+                actors.demonitor(ref, flush=True)
             return "ok"
         if pid not in self.subscribers:
-            self.subscribers[pid] = _api.monitor(pid)
+            self.subscribers[pid] = actors.monitor(pid)
         if not self.watching_nodes:
             dist.monitor_nodes(True)
             self.watching_nodes = True
-        if scheduler not in self.watching_jobs:
-            from otpkit.scheduler import subscribe  # noqa: PLC0415
+        from otpkit.scheduler import DEFAULT_NAME, subscribe  # noqa: PLC0415 - as _op_jobs
 
+        scheduler = DEFAULT_NAME if scheduler is None else scheduler
+        if scheduler not in self.watching_jobs:
             try:
-                subscribe(str(scheduler), _api.self(), timeout=2.0)
+                subscribe(str(scheduler), actors.self(), timeout=2.0)
                 self.watching_jobs.add(scheduler)
             except (Exit, CallTimeout, NodeError):
                 pass  # this node runs no such scheduler: no job events from here
@@ -388,7 +386,7 @@ class Admin(Actor):
             self.names = self._table()
             self.procs = self._procs()
             self.polling = True
-            _api.send_after(EVENT_POLL, ("$poll",))
+            actors.send_after(EVENT_POLL, ("$poll",))
         return "ok"
 
     def handle_info(self, msg: Any) -> None:
@@ -420,12 +418,12 @@ class Admin(Actor):
         except (AdminError, OtpkitError, ValueError, TypeError, KeyError, OSError) as exc:
             log.warning("%s: admin event poll failed: %r", self.node, exc)
         finally:
-            _api.send_after(EVENT_POLL, ("$poll",))
+            actors.send_after(EVENT_POLL, ("$poll",))
 
     def _job_event(self, event: Any) -> None:
         parts = [f"{event.kind} {event.job}"]
         if event.tick is not None:
-            parts.append(f"tick {_format.fmt_time(event.tick)}")
+            parts.append(f"tick {_views.fmt_time(event.tick)}")
         if event.node:
             parts.append(f"on {event.node}")
         if event.duration is not None:
@@ -437,10 +435,10 @@ class Admin(Actor):
 
     def _poll(self) -> None:
         names = self._table()
-        for name in sorted(set(self.names) | set(names), key=_format.id_label):
+        for name in sorted(set(self.names) | set(names), key=_views.id_label):
             old, new = self.names.get(name), names.get(name)
             if old != new:
-                label = _format.id_label(name)
+                label = _views.id_label(name)
                 if new is None:
                     self._emit("registry", f"{label} unregistered (was {old!r})")
                 else:
@@ -465,13 +463,13 @@ class Admin(Actor):
         self.procs = procs
 
     def _procs(self) -> dict[str, tuple[str, int]]:
-        return _format.snapshot(self._op_tree(), self.procs)
+        return _views.snapshot(self._op_tree(), self.procs)
 
     def _emit(self, kind: str, text: str, at: float | None = None) -> None:
         """Send an event to every subscriber; ``at`` is when it happened (default now)."""
         event = {"at": at or time.time(), "node": self.node, "kind": kind, "text": text}
         for pid in list(self.subscribers):
-            _api.send(pid, event)
+            actors.send(pid, event)
 
 
 def ask_admin(
@@ -490,7 +488,7 @@ def ask_admin(
     for _attempt in range(2):
         pid = pids.get(node)
         if pid is None:
-            kind, answer = _api.multi_call([(ADMIN_NAME, node)], ("pid",), min(timeout, 5.0))[0]
+            kind, answer = actors.multi_call([(ADMIN_NAME, node)], ("pid",), min(timeout, 5.0))[0]
             if kind != "ok":
                 return kind, answer
             if not (
@@ -498,7 +496,7 @@ def ask_admin(
             ) or not isinstance(answer[1], Pid):
                 return "ok", answer  # the service's refusal, for the caller to show
             pid = pids[node] = answer[1]
-        kind, answer = _api.multi_call([pid], request, timeout)[0]
+        kind, answer = actors.multi_call([pid], request, timeout)[0]
         if kind == "ok":
             return kind, answer
         pids.pop(node, None)
@@ -509,7 +507,7 @@ def ask_admin(
 
 def _parent_ospid(ospid: int) -> int | None:
     """The os pid of ``ospid``'s parent, or None if there is no such process."""
-    fields = _runtime.proc_stat(ospid)
+    fields = actors.proc_stat(ospid)
     return None if fields is None else int(fields[1])
 
 
@@ -520,7 +518,7 @@ def _is_actor(pid: Pid) -> bool:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(1.0)
     try:
-        sock.connect(_runtime.address_of(pid))
+        sock.connect(actors.address_of(pid))
     except OSError:
         return False
     finally:

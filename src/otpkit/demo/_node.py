@@ -35,10 +35,10 @@ from typing import Any
 import otpkit
 from otpkit import distribution as dist
 from otpkit import registry, scheduler
-from otpkit.admin._format import plain
 from otpkit.discovery import DnsA
-from otpkit.quorum._core import QuorumConfig
+from otpkit.quorum import QuorumConfig
 from otpkit.scheduler import Job, JobEvent
+from otpkit.shell import plain
 
 __all__ = ["JOB", "SERVICE", "EventLog", "main", "tick"]
 

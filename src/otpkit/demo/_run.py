@@ -52,10 +52,9 @@ from types import FrameType
 from typing import Any, TypeVar
 
 import otpkit
-from otpkit.actors._runtime import proc_stat
-from otpkit.actors._system import pids_in_group
+from otpkit.actors import pids_in_group, proc_stat
 from otpkit.demo import _node as _demo_node
-from otpkit.discovery._responder import Responder
+from otpkit.discovery import Responder
 
 __all__ = ["main"]
 

@@ -7,7 +7,8 @@ and never on a failed lookup. The ``Discoverer`` actor polls a strategy every
 ``poll_interval`` and hands the tracker's peer set to whoever the node names (dist's
 connection manager); liveness is decided by dist heartbeats, never here.
 
-dnspython is loaded on first use of a strategy or the tracker, not by importing this
+dnspython is loaded on first use of a strategy, the tracker or the ``Responder`` (the
+demo's embedded DNS server), not by importing this
 package: every process of a node imports it, and only nodes that discover pay ~2 MiB.
 """
 
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from otpkit.discovery._poller import DISCOVERY_NAME, Discoverer
 
 if TYPE_CHECKING:
+    from otpkit.discovery._responder import Responder
     from otpkit.discovery._strategies import (
         DnsA,
         DnsSrv,
@@ -36,6 +38,7 @@ __all__ = [
     "LookupResult",
     "Peer",
     "PeerTracker",
+    "Responder",
     "Static",
     "Strategy",
     "TrackerUpdate",
@@ -50,6 +53,10 @@ def __getattr__(name: str) -> Any:
         from otpkit.discovery import _strategies  # noqa: PLC0415 - loads dnspython
 
         return getattr(_strategies, name)
+    if name == "Responder":
+        from otpkit.discovery import _responder  # noqa: PLC0415 - loads dnspython
+
+        return _responder.Responder
     if name in _TRACKER:
         from otpkit.discovery import _tracker  # noqa: PLC0415 - loads dnspython
 

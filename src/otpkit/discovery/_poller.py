@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from otpkit.actors import _api
-from otpkit.actors._actor import Actor
+from otpkit import actors
+from otpkit.actors import Actor
 
 __all__ = ["DISCOVERY_NAME", "Discoverer"]
 
@@ -33,8 +33,8 @@ class Discoverer(Actor):
         self.strategy = strategy
         self.sink = sink
         self.poll_interval = poll_interval
-        self.tracker = PeerTracker(prune_after, _api.self().node)
-        _api.register(DISCOVERY_NAME)
+        self.tracker = PeerTracker(prune_after, actors.self().node)
+        actors.register(DISCOVERY_NAME)
         self._poll()
 
     def _poll(self) -> None:
@@ -42,7 +42,7 @@ class Discoverer(Actor):
         if not result.ok:
             log.warning(
                 "%s: discovery lookup failed (%s): %s",
-                _api.self().node,
+                actors.self().node,
                 self.strategy,
                 result.error,
             )
@@ -50,14 +50,14 @@ class Discoverer(Actor):
         if update.added or update.pruned:
             log.info(
                 "%s: discovery: +%s -%s",
-                _api.self().node,
+                actors.self().node,
                 sorted(p.name for p in update.added),
                 sorted(p.name for p in update.pruned),
             )
         if result.ok:
             peers = {p.name: (p.host, p.port) for p in update.desired}
-            _api.call(self.sink, ("set_known", peers))
-        _api.send_after(self.poll_interval, "poll")
+            actors.call(self.sink, ("set_known", peers))
+        actors.send_after(self.poll_interval, "poll")
 
     def handle_info(self, msg: Any) -> None:
         if msg == "poll":

@@ -3,8 +3,8 @@
 Each strategy's ``lookup()`` performs one query and returns a :class:`LookupResult`. A
 result is either good (``ok=True``, the full set of peers the source lists now, possibly
 empty) or failed (``ok=False``, with ``error`` saying what went wrong). The distinction
-matters: a failed lookup must prune nobody (DESIGN §5), so a lookup never reports an error
-as an empty set.
+matters: a failed lookup must prune nobody (see ARCHITECTURE.md, *Discovery*), so a lookup
+never reports an error as an empty set.
 
 How DNS outcomes map (dnspython 2.x):
 

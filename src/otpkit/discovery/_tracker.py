@@ -3,8 +3,8 @@
 Pure state, no I/O, no clock: the dist layer's poller feeds it one ``LookupResult`` per
 poll and acts on the ``TrackerUpdate`` it gets back.
 
-Rules (DESIGN §5; the opposite of libcluster, which disconnects everyone on one failed
-query, REFERENCE §4.1):
+Rules (see ARCHITECTURE.md, *Discovery*; the opposite of libcluster's ``Kubernetes.DNS``
+strategy, which disconnects everyone on one failed query):
 
 * a good result adds its new peers at once;
 * a peer missing from ``prune_after`` consecutive good results is pruned (no longer

@@ -1,12 +1,21 @@
-"""dist: authenticated node-to-node links (msgpack frames, cookie handshake, ticks)."""
+"""Distribution: authenticated node-to-node links (msgpack frames, cookie handshake, ticks).
+
+Public as :mod:`otpkit.dist`. The first ``__all__`` block is the user's API; the second
+is the internal surface other otpkit layers use (the node wires ``Dist`` and
+``DistHooks``; the scheduler checks that a job crosses the wire with ``encode_term``;
+the shell probes a peer), never the private modules.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from otpkit.actors import _api
+from otpkit import actors
 from otpkit.distribution._actor import NET_NAME, Dist
-from otpkit.distribution._core import DistConfig, NodeDown, NodeUp
+from otpkit.distribution._codec import encode as encode_term
+from otpkit.distribution._core import PEER_GONE, DistConfig, NodeDown, NodeUp
+from otpkit.distribution._hooks import DistHooks
+from otpkit.distribution._probe import ProbeError, probe_peer
 from otpkit.errors import NodeError
 
 __all__ = [
@@ -22,9 +31,12 @@ __all__ = [
     "register_service",
 ]
 
+# the internal surface (see the module's docstring)
+__all__ += ["NET_NAME", "PEER_GONE", "DistHooks", "ProbeError", "encode_term", "probe_peer"]
+
 
 def _net() -> Any:
-    pid = _api.whereis(NET_NAME)
+    pid = actors.whereis(NET_NAME)
     if pid is None:
         raise NodeError("this node runs no dist (start it with a cookie and a dist port)")
     return pid
@@ -32,29 +44,29 @@ def _net() -> Any:
 
 def nodes(timeout: float = 5.0) -> list[str]:
     """The names of the (visible) nodes this node is connected to."""
-    result: list[str] = _api.call(_net(), ("nodes",), timeout)
+    result: list[str] = actors.call(_net(), ("nodes",), timeout)
     return result
 
 
 def hidden_nodes(timeout: float = 5.0) -> list[str]:
     """The hidden nodes (admin shells) connected to this node."""
-    result: list[str] = _api.call(_net(), ("hidden_nodes",), timeout)
+    result: list[str] = actors.call(_net(), ("hidden_nodes",), timeout)
     return result
 
 
 def connect_node(name: str, host: str, port: int, timeout: float = 5.0) -> None:
     """Dial ``name`` at ``host:port`` and keep redialling it while it is known."""
-    _api.call(_net(), ("connect", name, host, port), timeout)
+    actors.call(_net(), ("connect", name, host, port), timeout)
 
 
 def disconnect_node(name: str, timeout: float = 5.0) -> None:
     """Drop the connection to ``name`` and stop redialling it."""
-    _api.call(_net(), ("disconnect", name), timeout)
+    actors.call(_net(), ("disconnect", name), timeout)
 
 
 def monitor_nodes(on: bool = True, timeout: float = 5.0) -> None:
     """Deliver ``NodeUp(name)`` / ``NodeDown(name, reason)`` messages to the caller."""
-    _api.call(_net(), ("monitor_nodes", _api.self(), on), timeout)
+    actors.call(_net(), ("monitor_nodes", actors.self(), on), timeout)
 
 
 def register_service(name: str, pid: Any = None, timeout: float = 5.0) -> None:
@@ -63,4 +75,4 @@ def register_service(name: str, pid: Any = None, timeout: float = 5.0) -> None:
     Only processes registered so are reachable by name from another node (OTP's
     ``{Name, Node} ! Msg``, kept to the node's system services).
     """
-    _api.call(_net(), ("service", name, pid or _api.self()), timeout)
+    actors.call(_net(), ("service", name, pid or actors.self()), timeout)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from otpkit.actors import _api
-from otpkit.actors._actor import Actor
-from otpkit.actors._pid import From, Pid
+from otpkit import actors
+from otpkit.actors import Actor, From, Pid
 from otpkit.distribution._core import DistConfig, DistCore
 
 #: The local name of the dist process (its control API; the thread has its own name).
@@ -18,8 +17,8 @@ class Dist(Actor):
     """Owns the node's dist thread; answers ``nodes``, ``connect``, ``monitor_nodes``."""
 
     def init(self, config: DistConfig) -> None:
-        rt = _api.runtime()
-        _api.register(NET_NAME)
+        rt = actors.runtime()
+        actors.register(NET_NAME)
         # the dist thread has a pid of its own (serial 0 never names a real process)
         io_pid = Pid(rt.node.name, rt.node.creation, os.getpid(), 0)
         self.core = DistCore(rt.node, config, io_pid)

@@ -56,7 +56,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgpack  # type: ignore[import-untyped]
 
-from otpkit.actors._pid import Pid, Ref
+from otpkit.actors import Pid, Ref
 from otpkit.errors import FrameError
 
 __all__ = [

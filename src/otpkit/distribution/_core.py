@@ -34,15 +34,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from otpkit.actors import _wire
-from otpkit.actors._pid import Pid
-from otpkit.actors._runtime import (
+from otpkit import actors
+from otpkit.actors import (
     BYE,
     FRAME_ARITY,
     HELLO,
     MSG,
     REMOTE_TAGS,
     NodeIdentity,
+    Pid,
     address_of,
     name_address,
 )
@@ -59,7 +59,8 @@ DIST_NSEND = 23  # (DIST_NSEND, node, service name, msgpack bytes of the inner f
 #: The name under which the dist thread answers ``whereis``.
 DIST_NAME = "otpkit_dist"
 
-_RECV = 65536
+# a TLS socket's want-read / want-write: nothing to read for now, as a would-block
+_TLS_AGAIN = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 _HANDSHAKE_TIMEOUT = 5.0
 _MAX_PENDING = 10000
 _HANDSHAKE_MAX_FRAME = 4096
@@ -131,7 +132,7 @@ PEER_GONE = "connection closed"
 class _Local:
     sock: socket.socket
     kind: str  # proc (a local process talking to us) | pair | whereis
-    reader: _wire.FrameReader
+    reader: actors.LocalFrameReader
     peer: Pid | None = None  # proc: the local process; pair: the local target
     remote: Pid | None = None  # pair: the remote pid this connection is introduced as
     wbuf: bytearray = field(default_factory=bytearray)
@@ -165,7 +166,8 @@ class DistCore:
         self._discovered: dict[str, tuple[str, int]] = {}
         self._manual: dict[str, tuple[str, int]] = {}
         self._known: dict[str, tuple[str, int]] = {}
-        # Prevention of overlapping partitions (DESIGN §4): peers whose link to this node
+        # Prevention of overlapping partitions (ARCHITECTURE.md, *Partitions*; the
+        # decision is _partition.overlap_victim): peers whose link to this node
         # failed (redialled, and reported to new peers), and peers this node will not
         # connect to while a link between two nodes it knows is broken: victim -> keepers
         self._lost: dict[str, tuple[str, int]] = {}
@@ -486,40 +488,34 @@ class DistCore:
         return True
 
     def _read_peer(self, conn: _PeerConn) -> None:
-        while not conn.closed:
-            try:
-                data = conn.sock.recv(_RECV)
-            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
-                return
-            except ssl.SSLWantWriteError:
-                return
-            except OSError as exc:
-                self._drop(conn, f"recv: {exc}")
-                return
-            if not data:
-                why = f"peer closed: {conn.peer_closing}" if conn.peer_closing else PEER_GONE
-                self._drop(conn, why)
-                return
+        def received(data: bytes) -> list[Any]:
             conn.last_rx = time.monotonic()
+            return conn.decoder.feed(data)
+
+        def on_frame(frame: Any) -> None:
             try:
-                frames = conn.decoder.feed(data)
-            except _codec.ProtocolError as exc:
-                self._drop(conn, f"bad frame: {exc}", level=logging.WARNING)
-                return
-            for frame in frames:
-                try:
-                    self._on_peer_frame(conn, frame)
-                except Exception as exc:  # whatever a peer sends, only its link pays
-                    self._drop(
-                        conn, f"malformed frame {str(frame)[:80]}: {exc}", level=logging.WARNING
-                    )
-                    return
-                if conn.closed:
-                    return
-            if len(data) < _RECV and not (
-                isinstance(conn.sock, ssl.SSLSocket) and conn.sock.pending()
-            ):
-                return
+                self._on_peer_frame(conn, frame)
+            except Exception as exc:  # whatever a peer sends, only its link pays
+                self._drop(conn, f"malformed frame {str(frame)[:80]}: {exc}", level=logging.WARNING)
+
+        end = actors.read_frames(
+            conn.sock,
+            received,
+            on_frame,
+            lambda: conn.closed,
+            bad_frame=(_codec.ProtocolError,),
+            again=_TLS_AGAIN,
+            buffered=lambda: isinstance(conn.sock, ssl.SSLSocket) and conn.sock.pending() > 0,
+        )
+        if end is None:
+            return
+        if end.kind == "eof":
+            why = f"peer closed: {conn.peer_closing}" if conn.peer_closing else PEER_GONE
+            self._drop(conn, why)
+        elif end.kind == "recv":
+            self._drop(conn, f"recv: {end.error}")
+        else:
+            self._drop(conn, f"bad frame: {end.error}", level=logging.WARNING)
 
     def _on_peer_frame(self, conn: _PeerConn, frame: Any) -> None:
         if not isinstance(frame, tuple) or not frame or not isinstance(frame[0], str):
@@ -547,7 +543,7 @@ class DistCore:
             _, src, dst, reason = frame
             pair = self._pairs.get((src, dst))
             if pair is not None:
-                self._write_local(pair, _wire.encode((BYE, reason)))
+                self._write_local(pair, actors.encode_local_frame((BYE, reason)))
                 self._close_local(pair)
         elif kind == "peers":
             # connect-all: dial the peers of a peer (once; only discovery and
@@ -811,7 +807,7 @@ class DistCore:
     def _node_lost(self, name: str, reason: str, hidden: bool) -> None:
         for (src, _dst), pair in list(self._pairs.items()):
             if src.node == name:
-                self._write_local(pair, _wire.encode((BYE, "noconnection")))
+                self._write_local(pair, actors.encode_local_frame((BYE, "noconnection")))
                 self._close_local(pair)
         self._fail_waiting(name)
         if not hidden:
@@ -824,7 +820,7 @@ class DistCore:
                 src, dst = frame[1], frame[2]
                 pair = self._pair(dst, src)
                 if pair is not None:
-                    self._write_local(pair, _wire.encode((BYE, "noconnection")))
+                    self._write_local(pair, actors.encode_local_frame((BYE, "noconnection")))
                     self._close_local(pair)
 
     def _send_peer(self, conn: _PeerConn, frame: tuple[Any, ...]) -> None:
@@ -878,11 +874,11 @@ class DistCore:
             except (BlockingIOError, InterruptedError):
                 return
             sock.setblocking(False)
-            conn = _Local(sock, "whereis" if tag == "name" else "proc", _wire.FrameReader())
+            conn = _Local(sock, "whereis" if tag == "name" else "proc", actors.LocalFrameReader())
             self._conns[sock.fileno()] = conn
             self._sel.register(sock, selectors.EVENT_READ, "local")
             if tag == "name":
-                self._write_local(conn, _wire.encode((HELLO, self.io_pid)))
+                self._write_local(conn, actors.encode_local_frame((HELLO, self.io_pid)))
 
     def _local_event(self, conn: _Local, events: int) -> None:
         if events & selectors.EVENT_WRITE:
@@ -891,38 +887,32 @@ class DistCore:
             self._read_local(conn)
 
     def _read_local(self, conn: _Local) -> None:
-        while not conn.closed:
+        def on_frame(frame: Any) -> None:
             try:
-                data = conn.sock.recv(_RECV)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                data = b""
-            if not data:
-                self._local_eof(conn)
-                return
-            try:
-                frames = conn.reader.feed(data)
-            except FrameError as exc:
-                log.warning("%s: local connection closed: %s", self.node.name, exc)
+                self._on_local_frame(conn, frame)
+            except Exception:
+                log.error(
+                    "%s: bad local frame %.80r; connection closed",
+                    self.node.name,
+                    frame,
+                    exc_info=True,
+                )
                 self._close_local(conn)
-                return
-            for frame in frames:
-                try:
-                    self._on_local_frame(conn, frame)
-                except Exception:
-                    log.error(
-                        "%s: bad local frame %.80r; connection closed",
-                        self.node.name,
-                        frame,
-                        exc_info=True,
-                    )
-                    self._close_local(conn)
-                    return
-                if conn.closed:
-                    return
-            if len(data) < _RECV:
-                return
+
+        end = actors.read_frames(
+            conn.sock,
+            conn.reader.feed,
+            on_frame,
+            lambda: conn.closed,
+            bad_frame=(FrameError,),
+        )
+        if end is None:
+            return
+        if end.kind == "frame":
+            log.warning("%s: local connection closed: %s", self.node.name, end.error)
+            self._close_local(conn)
+        else:
+            self._local_eof(conn)
 
     def _on_local_frame(self, conn: _Local, frame: Any) -> None:
         tag = frame[0]
@@ -976,7 +966,7 @@ class DistCore:
     def _to_local_bye(self, gone: Pid, to: Pid, reason: Any) -> None:
         pair = self._pairs.get((gone, to))
         if pair is not None:
-            self._write_local(pair, _wire.encode((BYE, reason)))
+            self._write_local(pair, actors.encode_local_frame((BYE, reason)))
             self._close_local(pair)
 
     def _local_eof(self, conn: _Local) -> None:
@@ -1001,11 +991,11 @@ class DistCore:
             sock.close()
             return None
         sock.setblocking(False)
-        pair = _Local(sock, "pair", _wire.FrameReader(), peer=dst, remote=src)
+        pair = _Local(sock, "pair", actors.LocalFrameReader(), peer=dst, remote=src)
         self._pairs[(src, dst)] = pair
         self._conns[sock.fileno()] = pair
         self._sel.register(sock, selectors.EVENT_READ, "local")
-        self._write_local(pair, _wire.encode((HELLO, src)))
+        self._write_local(pair, actors.encode_local_frame((HELLO, src)))
         return pair
 
     def _deliver_local(self, src: Pid, dst: Pid, inner: Any) -> None:
@@ -1030,7 +1020,7 @@ class DistCore:
             if src.node != self.node.name:
                 self._to_node(src.node, ("bye", dst, src, "noproc"))
             return
-        self._write_local(pair, _wire.encode(inner))
+        self._write_local(pair, actors.encode_local_frame(inner))
 
     def _deliver_service(self, src: Pid, name: Any, inner: Any) -> None:
         pid = self._services.get(name) if isinstance(name, str) else None
@@ -1091,4 +1081,4 @@ class DistCore:
             if pair is None:
                 self._subscribers.discard(pid)
                 continue
-            self._write_local(pair, _wire.encode((MSG, event)))
+            self._write_local(pair, actors.encode_local_frame((MSG, event)))

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from otpkit.actors import _wire
-from otpkit.actors._pid import Pid
-from otpkit.actors._runtime import BYE, EXIT, RemoteHooks, Runtime
+from otpkit import actors
+from otpkit.actors import BYE, EXIT, Pid, RemoteHooks, Runtime
 from otpkit.distribution import _codec
 from otpkit.distribution._core import DIST_NAME, DIST_NSEND, DIST_SEND, DIST_SEND_WATCH, DIST_WATCH
 
@@ -44,7 +43,7 @@ class DistHooks(RemoteHooks):
             self._io = rt.whereis(DIST_NAME)
             if self._io is None:
                 return None
-        conn = rt._connect(self._io)
+        conn = rt.connection_to(self._io)
         if conn is None:
             self._io = None  # the dist process restarted: look it up again next time
         return conn
@@ -55,17 +54,17 @@ class DistHooks(RemoteHooks):
         if conn is None:
             return False
         tag = DIST_SEND_WATCH if watch else DIST_SEND
-        return rt._write(conn, _wire.encode((tag, dst, payload)))
+        return rt.write(conn, actors.encode_local_frame((tag, dst, payload)))
 
     def nsend(self, rt: Runtime, node: str, name: str, frame: tuple[Any, ...]) -> bool:
         payload = _payload((name, node), frame)
         conn = self._io_conn(rt)
         if conn is None:
             return False
-        return rt._write(conn, _wire.encode((DIST_NSEND, node, name, payload)))
+        return rt.write(conn, actors.encode_local_frame((DIST_NSEND, node, name, payload)))
 
     def watch(self, rt: Runtime, dst: Pid) -> bool:
         conn = self._io_conn(rt)
         if conn is None:
             return False
-        return rt._write(conn, _wire.encode((DIST_WATCH, dst)))
+        return rt.write(conn, actors.encode_local_frame((DIST_WATCH, dst)))

@@ -1,4 +1,5 @@
-"""Prevention of overlapping partitions, as a pure decision (DESIGN §4).
+"""Prevention of overlapping partitions, as a pure decision (see ARCHITECTURE.md,
+*Partitions*).
 
 When the link between two nodes breaks, every third node that is linked to both would
 join two partitions that cannot talk. Each such node drops the same one of the two -

@@ -1,8 +1,8 @@
 """Node: one per OS process tree; starts the local actor system, its kernel supervisor
 and, under the kernel, the system services in this order: dist, the global registry, the
-quorum, the admin service, the discovery poller (a hidden node, the admin shell, runs dist
-and the registry only). The application's children follow them. The only module that
-wires the parts together.
+quorum, the admin service, the discovery poller (a hidden node, the admin shell, runs
+dist only; a node without dist, the registry only). The application's children follow
+them. The only module that wires the parts together.
 """
 
 from __future__ import annotations
@@ -17,20 +17,14 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from otpkit.actors import _api, _runtime, _system
-from otpkit.actors._client import ClientRuntime
-from otpkit.actors._pid import Pid
-from otpkit.actors._runtime import NodeIdentity
-from otpkit.admin._service import Admin
+from otpkit import actors
+from otpkit.actors import ClientRuntime, NodeIdentity, Pid
+from otpkit.admin import Admin
 from otpkit.discovery import Discoverer
-from otpkit.distribution import Dist, DistConfig
-from otpkit.distribution._actor import NET_NAME
-from otpkit.distribution._hooks import DistHooks
+from otpkit.distribution import NET_NAME, Dist, DistConfig, DistHooks
 from otpkit.errors import NodeError, StartError
-from otpkit.quorum._actor import Quorum
-from otpkit.quorum._core import QuorumConfig
-from otpkit.registry import Global
-from otpkit.registry import _shared as _registry_table
+from otpkit.quorum import Quorum, QuorumConfig
+from otpkit.registry import Global, close_shared_table, create_shared_table
 from otpkit.supervision import ChildSpec, Supervisor, SupFlags, start_child
 
 log = logging.getLogger("otpkit.node")
@@ -55,8 +49,7 @@ class Kernel(Supervisor):
             _, target, args, kwargs, name, options = request
             return self._rt.spawn(target, args, kwargs, link=False, name=name, options=options)
         if request == ("$stop",):
-            self._stop_all()
-            self._children.clear()
+            self._stop_all_children()
             return "ok"
         return super().handle_call(request, from_)
 
@@ -152,7 +145,7 @@ class Node:
         self._log_dir = log_dir
         self._log_level = log_level
         self._start_timeout = start_timeout
-        self._system: _system.LocalSystem | None = None
+        self._system: actors.LocalSystem | None = None
         self._client: ClientRuntime | None = None
         self.creation = 0
 
@@ -173,12 +166,12 @@ class Node:
             os.makedirs(log_dir, exist_ok=True)
             log_path = os.path.join(log_dir, f"{self.name}.log")
             if self.dist_config is not None:
-                _runtime.set_remote_hooks(DistHooks())  # inherited by every process
-            _registry_table.create()  # before the fork: every process of the node reads it
+                actors.set_remote_hooks(DistHooks())  # inherited by every process
+            create_shared_table()  # before the fork: every process of the node reads it
             client = ClientRuntime(identity)
-            _runtime.set_current(client)
+            actors.set_current_runtime(client)
             self._client = client
-            self._system = _system.start_local_system(
+            self._system = actors.start_local_system(
                 client,
                 Kernel,
                 self._kernel_args,
@@ -187,16 +180,16 @@ class Node:
                 self._start_timeout,
             )
             client.kernel = self._system.kernel
-            _runtime.set_node_pgid(self._system.pgid)
+            actors.set_node_pgid(self._system.pgid)
             log.info("node %s started (kernel %r, log %s)", self.name, client.kernel, log_path)
             # a program that ends without stop() still stops its tree in order
             atexit.register(self._stop_at_exit)
         except BaseException:
             with _one_node:
                 _running = None
-            _runtime.set_current(None)
+            actors.set_current_runtime(None)
             self._client = None
-            _registry_table.close()
+            close_shared_table()
             raise
         return self
 
@@ -213,13 +206,13 @@ class Node:
                 with contextlib.suppress(Exception):
                     client.call(system.kernel, ("$stop",), timeout)
         finally:
-            left = _system.halt_local_system(system)
+            left = actors.halt_local_system(system)
             self._system = None
             if client is not None:
                 client.goodbye("normal")
-            _runtime.set_current(None)
-            _runtime.set_node_pgid(os.getpgrp())
-            _registry_table.close()
+            actors.set_current_runtime(None)
+            actors.set_node_pgid(os.getpgrp())
+            close_shared_table()
             self._client = None
             atexit.unregister(self._stop_at_exit)
             with _one_node:
@@ -265,14 +258,14 @@ class Node:
     @property
     def dist_port(self) -> int:
         """The TCP port this node's dist listens on."""
-        port: int = _api.call(NET_NAME, ("port",))
+        port: int = actors.call(NET_NAME, ("port",))
         return port
 
     def os_pids(self) -> list[int]:
         """OS pids of every process of the node (admin, logger, actors)."""
         return self._require().node_pids()
 
-    def _require(self) -> _system.LocalSystem:
+    def _require(self) -> actors.LocalSystem:
         if self._system is None:
             raise NodeError(f"node {self.name} is not running")
         return self._system
@@ -284,12 +277,12 @@ class Node:
     def spawn(self, target: Any, *args: Any, name: str | None = None, **kwargs: Any) -> Any:
         """Start an actor process owned by this program (not linked)."""
         self._require()
-        return _api.spawn(target, *args, name=name, **kwargs)
+        return actors.spawn(target, *args, name=name, **kwargs)
 
     def spawn_link(self, target: Any, *args: Any, name: str | None = None, **kwargs: Any) -> Any:
         """Start an actor linked to this program; its exit arrives as an ExitSignal."""
         self._require()
-        return _api.spawn_link(target, *args, name=name, **kwargs)
+        return actors.spawn_link(target, *args, name=name, **kwargs)
 
     def receive(self, timeout: float | None = 5.0) -> Any:
         """The next message to this program (``Down``, ``ExitSignal``, sends)."""

@@ -47,9 +47,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from otpkit.actors import _api
-from otpkit.errors import CallTimeout, Exit, NodeError, NoRuntime, OtpkitError
-from otpkit.registry._join import ClusterView, join_problem
+from otpkit.errors import CallTimeout, Exit, NoRuntime, OtpkitError
+from otpkit.registry import ClusterView, ClusterViewError, cluster_view, join_problem
 
 __all__ = [
     "LIVE_TIMEOUT",
@@ -103,29 +102,6 @@ def ready_problem(
     if problem is None:
         return None
     return f"{problem} ({elapsed:.0f} s of the {settle_timeout:g} s settle timeout)"
-
-
-def cluster_view(discovery: bool) -> ClusterView | str:
-    """This node's view of its cluster, asked of its services (each within
-    :data:`READY_TIMEOUT`), or a string naming the one that did not answer."""
-    # imported here: only nodes with dist ask
-    from otpkit import distribution as dist  # noqa: PLC0415
-    from otpkit.discovery import DISCOVERY_NAME  # noqa: PLC0415
-    from otpkit.registry._global import local_server  # noqa: PLC0415
-
-    step = "discovery"
-    try:
-        settled, discovered = True, frozenset[str]()
-        if discovery:
-            settled = bool(_api.call(DISCOVERY_NAME, "settled", READY_TIMEOUT))
-            discovered = frozenset(_api.call(DISCOVERY_NAME, "peers", READY_TIMEOUT))
-        step = "dist"
-        connected = frozenset(dist.nodes(READY_TIMEOUT))
-        step = "the registry"
-        info = _api.call(local_server(), ("info",), READY_TIMEOUT)
-    except (CallTimeout, Exit, NodeError) as exc:
-        return f"{step} did not answer ({type(exc).__name__}: {exc})"
-    return ClusterView(settled, discovered, connected, frozenset(info["synced"]))
 
 
 def bind_host(pod_ip: str | None) -> str:
@@ -220,7 +196,11 @@ class ProbeServer:
                     and elapsed < self.settle_timeout
                 ):
                     try:
-                        view: ClusterView | str = cluster_view(self.discovery)
+                        view: ClusterView | str = cluster_view(
+                            READY_TIMEOUT, discovery=self.discovery
+                        )
+                    except ClusterViewError as exc:  # "dist did not answer (...)"
+                        view = str(exc)
                     except OtpkitError as exc:
                         view = f"the node did not answer ({type(exc).__name__}: {exc})"
                     self._view = (view, time.monotonic())

@@ -35,10 +35,9 @@ import random
 import time
 from typing import Any
 
+from otpkit import actors
 from otpkit import distribution as dist
-from otpkit.actors import _api
-from otpkit.actors._actor import NOREPLY, Actor
-from otpkit.actors._pid import Down, From, Pid
+from otpkit.actors import NOREPLY, Actor, Down, From, Pid
 from otpkit.distribution import NodeDown, NodeUp
 from otpkit.errors import CallTimeout
 from otpkit.quorum._core import (
@@ -67,19 +66,19 @@ class Quorum(Actor):
     (QuorumConfig(...),))`` in the node's kernel, after dist."""
 
     def init(self, config: QuorumConfig | None = None) -> None:
-        me = _api.self()
+        me = actors.self()
         self.node = me.node
         self.core = QuorumCore(
             (me.node, me.creation), config or QuorumConfig(), time.monotonic(), random.Random()
         )
         self.subscribers: dict[str, set[Pid]] = {}
         self.monitored: dict[Pid, Any] = {}
-        _api.register(QUORUM_NAME)
+        actors.register(QUORUM_NAME)
         dist.register_service(QUORUM_NAME)
         dist.monitor_nodes(True)
         for name in dist.nodes():
             self._perform(self.core.node_up(name, time.monotonic()))
-        _api.send_after(TICK, ("$tick",))
+        actors.send_after(TICK, ("$tick",))
 
     # ------------------------------------------------------------------ effects
 
@@ -92,9 +91,9 @@ class Quorum(Actor):
                 if out.node == self.node:
                     queue.extend(self._receive(out.msg))
                 else:
-                    _api.send((QUORUM_NAME, out.node), out.msg)
+                    actors.send((QUORUM_NAME, out.node), out.msg)
             elif isinstance(out, Reply):
-                _api.reply(out.token, out.value)
+                actors.reply(out.token, out.value)
             elif isinstance(out, Notify):
                 self._notify(out.holder, out.event)
             elif isinstance(out, Changed):
@@ -115,19 +114,19 @@ class Quorum(Actor):
             if isinstance(event, LeaseGranted):
                 # the holder has its Lease from acquire; watch it, to release on its end
                 if holder not in self.monitored:
-                    self.monitored[holder] = _api.monitor(holder)
+                    self.monitored[holder] = actors.monitor(holder)
             else:
                 targets.add(holder)
         log.info("%s: %s -> %s", self.node, event, sorted(map(repr, targets)))
         for pid in targets:
-            _api.send(pid, event)
+            actors.send(pid, event)
 
     # ------------------------------------------------------------------ callbacks
 
     def handle_info(self, msg: Any) -> None:
         now = time.monotonic()
         if msg == ("$tick",):
-            _api.send_after(TICK, ("$tick",))
+            actors.send_after(TICK, ("$tick",))
             self._perform(self.core.tick(now))
         elif isinstance(msg, NodeUp):
             self._perform(self.core.node_up(msg.node, now))
@@ -167,7 +166,7 @@ class Quorum(Actor):
             if on:
                 self.subscribers.setdefault(key, set()).add(pid)
                 if pid not in self.monitored:
-                    self.monitored[pid] = _api.monitor(pid)
+                    self.monitored[pid] = actors.monitor(pid)
             else:
                 self.subscribers.get(key, set()).discard(pid)
             return "ok"
@@ -182,13 +181,13 @@ class Quorum(Actor):
 def acquire(key: str, timeout: float = 5.0) -> Lease | None:
     """Hold ``key``'s lease for this node (the caller is its holder), or None after
     ``timeout`` seconds without a majority's grants."""
-    lease: Lease | None = _call(("acquire", key, timeout, _api.self()), timeout)
+    lease: Lease | None = _call(("acquire", key, timeout, actors.self()), timeout)
     return lease
 
 
 def release(key: str, epoch: int) -> None:
     """Give up the lease of ``key`` held at ``epoch``; the members drop it at once."""
-    _api.call(QUORUM_NAME, ("release", key, epoch))
+    actors.call(QUORUM_NAME, ("release", key, epoch))
 
 
 def fence(key: str, epoch: int, effect: Any, timeout: float = 5.0) -> bool:
@@ -201,7 +200,7 @@ def fence(key: str, epoch: int, effect: Any, timeout: float = 5.0) -> bool:
 def members(timeout: float = 5.0) -> tuple[int, list[str]]:
     """This node's view of the agreed member set: ``(version, sorted node names)``;
     version 0 means no member set formed yet."""
-    version, names = _api.call(QUORUM_NAME, ("members",), timeout)
+    version, names = actors.call(QUORUM_NAME, ("members",), timeout)
     return int(version), list(names)
 
 
@@ -214,19 +213,19 @@ def leave(timeout: float = 5.0) -> bool:
 
 def subscribe(key: str, on: bool = True) -> None:
     """Deliver ``LeaseGranted`` / ``LeaseLost`` for ``key`` on this node to the caller."""
-    _api.call(QUORUM_NAME, ("subscribe", key, _api.self(), on))
+    actors.call(QUORUM_NAME, ("subscribe", key, actors.self(), on))
 
 
 def effects(key: str, timeout: float = 5.0) -> list[tuple[int, Any]]:
     """The effects this node, as a member, accepted for ``key``: ``[(epoch, effect)]``."""
-    result: list[tuple[int, Any]] = _api.call(QUORUM_NAME, ("effects", key), timeout)
+    result: list[tuple[int, Any]] = actors.call(QUORUM_NAME, ("effects", key), timeout)
     return result
 
 
 def _call(request: tuple[Any, ...], timeout: float) -> Any:
     # the actor answers by the request's own deadline; the margin covers the hops
     try:
-        return _api.call(QUORUM_NAME, request, timeout + 2.0)
+        return actors.call(QUORUM_NAME, request, timeout + 2.0)
     except CallTimeout:
         return None if request[0] == "acquire" else False
 

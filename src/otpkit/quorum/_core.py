@@ -1,4 +1,5 @@
-"""The decisions of the ``"majority"`` policy (DESIGN §7): membership, leases, fencing.
+"""The decisions of the ``"majority"`` policy: membership, leases, fencing (see
+ARCHITECTURE.md, *The two policies, and the majority's three parts*).
 
 Everything here is a plain state machine over plain values: :class:`QuorumCore` takes
 events (a message from a peer, a node up or down, a client request, the clock) with the

@@ -31,8 +31,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from otpkit.actors import _api
-from otpkit.actors._pid import Pid
+from otpkit import actors
+from otpkit.actors import Pid
 from otpkit.errors import NoSuchName
 from otpkit.registry import _global, _shared
 from otpkit.registry._global import (
@@ -44,12 +44,15 @@ from otpkit.registry._global import (
     release_on,
     set_lock_on,
 )
+from otpkit.registry._join import ClusterView, ClusterViewError, cluster_view, join_problem
 from otpkit.registry._resolvers import (
     notify_all_name,
     random_exit_name,
     random_notify_name,
     resolver_name,
 )
+from otpkit.registry._shared import close as close_shared_table
+from otpkit.registry._shared import create as create_shared_table
 from otpkit.registry._singleton import (
     IS_ACTIVE,
     Activate,
@@ -73,6 +76,7 @@ __all__ = [
     "del_lock",
     "disconnect",
     "keep_smaller_node",
+    "name_table",
     "notify_all_name",
     "random_exit_name",
     "random_notify_name",
@@ -86,6 +90,13 @@ __all__ = [
     "unregister_name",
     "whereis_name",
 ]
+
+# the internal surface other otpkit layers use (the node makes and closes the shared
+# table; the readiness probe asks this node's registry server)
+__all__ += ["close_shared_table", "create_shared_table", "local_server"]
+# whether this node has joined its cluster (a Singleton's first election, the readiness
+# probe)
+__all__ += ["ClusterView", "ClusterViewError", "cluster_view", "join_problem"]
 
 T = TypeVar("T")
 
@@ -147,8 +158,16 @@ def send(name: Any, msg: Any) -> Pid:
     pid = whereis_name(name)
     if pid is None:
         raise NoSuchName(name, msg)
-    _api.send(pid, msg)
+    actors.send(pid, msg)
     return pid
+
+
+def name_table() -> dict[Any, Pid]:
+    """Every name of this node's replica with its pid (one read of the shared table)."""
+    table = _shared.read()
+    if table is None:
+        return {n: p for n in registered_names() if (p := whereis_name(n)) is not None}
+    return dict(table)
 
 
 def registered_names() -> list[Any]:
@@ -156,7 +175,7 @@ def registered_names() -> list[Any]:
     table = _shared.read()
     if table is not None:
         return list(table)
-    names: list[Any] = _api.call(local_server(), ("names",))
+    names: list[Any] = actors.call(local_server(), ("names",))
     return names
 
 
@@ -178,13 +197,13 @@ def set_lock(
     give up after that many refused attempts (0: try once) and return False; otherwise
     wait, backing off at random. Released when the holder ends or its node goes down."""
     targets = _targets(nodes)
-    held = set_lock_on(targets, resource, requester or _api.self(), retries)
+    held = set_lock_on(targets, resource, requester or actors.self(), retries)
     return held is not None
 
 
 def del_lock(resource: Any, requester: Any = None, nodes: list[str] | None = None) -> None:
     """Release what :func:`set_lock` took for the caller."""
-    release_on(_targets(nodes), resource, requester or _api.self())
+    release_on(_targets(nodes), resource, requester or actors.self())
 
 
 def trans(
@@ -219,7 +238,7 @@ def disconnect(timeout: float = 10.0) -> list[str]:
 
 
 def _targets(nodes: list[str] | None) -> dict[str, Pid]:
-    servers: dict[str, Pid] = _api.call(local_server(), ("targets",))
+    servers: dict[str, Pid] = actors.call(local_server(), ("targets",))
     if nodes is None:
         return servers
     return {n: servers[n] for n in nodes if n in servers}

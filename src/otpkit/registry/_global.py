@@ -28,9 +28,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from otpkit.actors import _api, _runtime
-from otpkit.actors._actor import NOREPLY, Actor
-from otpkit.actors._pid import Down, From, Pid, Ref
+from otpkit import actors
+from otpkit.actors import NOREPLY, Actor, Down, From, Pid, Ref
 from otpkit.distribution import NodeDown, NodeUp, register_service
 from otpkit.distribution import monitor_nodes as _monitor_nodes
 from otpkit.distribution import nodes as _dist_nodes
@@ -85,7 +84,7 @@ class Global(Actor):
     """The node's global name server (OTP's ``global_name_server``); see the module."""
 
     def init(self) -> None:
-        self.me = _api.self()
+        self.me = actors.self()
         self.node = self.me.node
         self.names: dict[Any, Entry] = {}
         self.by_pid: dict[Pid, set[Any]] = {}  # the names of each registered pid
@@ -101,7 +100,7 @@ class Global(Actor):
         self.notes: list[tuple[Pid, NameChanged]] = []
         _shared.take_over()
         _shared.publish({})
-        _api.register(GLOBAL_NAME)
+        actors.register(GLOBAL_NAME)
         self.merger: Pid | None = None
         self.resolver: Pid | None = None
         self.resolving = 0  # resolve batches numbered
@@ -116,7 +115,7 @@ class Global(Actor):
         if self.dist:
             # long-lived helpers (a node with peers only): a process per merge or per
             # resolver call would put a fork on a heal's critical path (tens of ms each)
-            self.merger = _api.spawn_link(_Merger, self.me)
+            self.merger = actors.spawn_link(_Merger, self.me)
             self._spawn_resolver()
             for node in _dist_nodes():
                 self._node_up(node)
@@ -204,7 +203,7 @@ class Global(Actor):
             self._to_resolver(self.resolving)
             # a resolver that hangs would hold every later merge on this node: past the
             # merger's own deadline its process is replaced
-            _api.send_after(_resolve_deadline(batch), ("resolve_check",))
+            actors.send_after(_resolve_deadline(batch), ("resolve_check",))
             return NOREPLY
         if op == "synced":
             for node in request[1]:
@@ -282,14 +281,14 @@ class Global(Actor):
         elif isinstance(msg, tuple) and len(msg) == 2 and msg[0] == "merge_failed":
             # the peer went away, or the merge failed: again while the pair is up
             self.merging.discard(str(msg[1]))
-            _api.send_after(0.2, ("resync", str(msg[1])))
+            actors.send_after(0.2, ("resync", str(msg[1])))
         else:
             super().handle_info(msg)
 
     def _node_up(self, node: str) -> None:
         self.up.add(node)
         self.synced.discard(node)
-        _api.send((GLOBAL_NAME, node), ("hello", self.node, self.me))
+        actors.send((GLOBAL_NAME, node), ("hello", self.node, self.me))
         self._maybe_sync(node)
 
     def _hello(self, node: str, pid: Any) -> None:
@@ -303,7 +302,7 @@ class Global(Actor):
             self._peer_gone(node)
         self.peers[node] = pid
         self._monitor(pid)
-        _api.send(pid, ("hello", self.node, self.me))  # it may have missed ours
+        actors.send(pid, ("hello", self.node, self.me))  # it may have missed ours
         self._maybe_sync(node)
 
     def _maybe_sync(self, node: str) -> None:
@@ -320,14 +319,14 @@ class Global(Actor):
         if self.merger is None:
             return
         self.merging.add(node)
-        _api.send(self.merger, ("merge", node, pid))
+        actors.send(self.merger, ("merge", node, pid))
 
     def _to_resolver(self, serial: int) -> None:
         if self.resolver is None:
             self._spawn_resolver()
         assert self.resolver is not None  # _Resolver.init never ignores
         _deadline, caller, batch = self.pending[serial]
-        _api.send(self.resolver, ("resolve", caller, batch, serial))
+        actors.send(self.resolver, ("resolve", caller, batch, serial))
 
     def _replace_hung_resolver(self) -> None:
         """A batch past its deadline: its resolver hangs. Replace the process, give that
@@ -340,14 +339,14 @@ class Global(Actor):
         log.warning("%s: a resolver hangs; its process is replaced", self.node)
         old, self.resolver = self.resolver, None
         self._forget_if_unused(old)
-        _api.exit(old, "kill")
+        actors.exit(old, "kill")
         for serial in hung:
             del self.pending[serial]
         for serial in sorted(self.pending):
             self._to_resolver(serial)
 
     def _spawn_resolver(self) -> None:
-        self.resolver = _api.spawn(_Resolver, self.me)
+        self.resolver = actors.spawn(_Resolver, self.me)
         if self.resolver is not None:
             self._monitor(self.resolver)
 
@@ -376,7 +375,7 @@ class Global(Actor):
         if self.sync_waiters and self.up <= self.synced:
             waiters, self.sync_waiters = self.sync_waiters, []
             for waiter in waiters:
-                _api.reply(waiter, sorted(self.up))
+                actors.reply(waiter, sorted(self.up))
 
     def _down(self, pid: Pid, reason: Any) -> None:
         self.monitors.pop(pid, None)
@@ -433,7 +432,7 @@ class Global(Actor):
 
     def _monitor(self, pid: Pid) -> None:
         if pid not in self.monitors and pid != self.me:
-            self.monitors[pid] = _api.monitor(pid)
+            self.monitors[pid] = actors.monitor(pid)
 
     def _forget_if_unused(self, pid: Pid) -> None:
         if (
@@ -444,7 +443,7 @@ class Global(Actor):
             and pid != self.resolver
             and not any(pid in w for w in self.watchers.values())
         ):
-            _api.demonitor(self.monitors.pop(pid), flush=True)
+            actors.demonitor(self.monitors.pop(pid), flush=True)
 
     def _publish(self) -> None:
         if self.dirty:
@@ -453,7 +452,7 @@ class Global(Actor):
         # watchers hear of a change only once whereis_name shows it
         notes, self.notes = self.notes, []
         for watcher, note in notes:
-            _api.send(watcher, note)
+            actors.send(watcher, note)
 
 
 # ---------------------------------------------------------------------- the lock
@@ -475,11 +474,11 @@ def set_lock_on(
     """Take ``resource`` for ``requester`` on every server in ``targets`` (the caller
     holds it); the servers that granted it (those unreachable are left out: they are not
     in this partition any more), or None after ``retries`` failed attempts."""
-    me = _api.self()
+    me = actors.self()
     attempt = 0
     while True:
         order = sorted(targets)
-        results = _api.multi_call(
+        results = actors.multi_call(
             [targets[n] for n in order], ("lock", resource, requester, me), timeout=5.0
         )
         granted = {n: targets[n] for n, r in zip(order, results, strict=True) if r == ("ok", True)}
@@ -508,13 +507,13 @@ def _answered(
 
 def release_on(targets: dict[str, Pid], resource: Any, requester: Any) -> None:
     if targets:
-        _api.multi_call(
-            list(targets.values()), ("unlock", resource, requester, _api.self()), timeout=5.0
+        actors.multi_call(
+            list(targets.values()), ("unlock", resource, requester, actors.self()), timeout=5.0
         )
 
 
 def local_server() -> Pid:
-    pid = _api.whereis(GLOBAL_NAME)
+    pid = actors.whereis(GLOBAL_NAME)
     if pid is None:
         raise NodeError("this node runs no global registry (is it an otpkit node?)")
     return pid
@@ -532,18 +531,18 @@ def locked_change(
     over the new set, as OTP does. Raises ``CallTimeout`` after ``timeout``."""
     global _targets_seen
     server = local_server()
-    me = _api.self()
+    me = actors.self()
     deadline = time.monotonic() + timeout
     attempt = 0
     while True:
         # the nodes seen last time (the lock's answer says if they changed: then again)
         targets = _targets_seen.get(server)
         if targets is None:
-            targets = _api.call(server, ("targets",))
+            targets = actors.call(server, ("targets",))
             _targets_seen = {server: targets}
         order = sorted(targets)
         try:
-            results = _api.multi_call(
+            results = actors.multi_call(
                 [targets[n] for n in order],
                 ("lock_probe", GLOBAL_LOCK, me, me, probe),
                 timeout=5.0,
@@ -568,7 +567,7 @@ def locked_change(
             if set(now) <= set(granted) and all(now[n] == granted[n] for n in now):
                 try:
                     ops, result = decide(mine[1][2])
-                    _api.multi_call(list(now.values()), ("commit", GLOBAL_LOCK, me, me, ops))
+                    actors.multi_call(list(now.values()), ("commit", GLOBAL_LOCK, me, me, ops))
                 except BaseException:
                     release_on(granted, GLOBAL_LOCK, me)
                     raise
@@ -607,16 +606,16 @@ class _Merger(Actor):
             log.info("global: merge with %s failed: %s", self.node, exc)
             merged = False
         if not merged:
-            _api.send(self.server, ("merge_failed", self.node))
+            actors.send(self.server, ("merge_failed", self.node))
 
     def _run(self) -> bool:
-        me = _api.self()
+        me = actors.self()
         attempt = 0
         while True:
-            if _api.call(self.server, ("peer", self.node)) != self.peer:
+            if actors.call(self.server, ("peer", self.node)) != self.peer:
                 return False  # the peer went away (or came back as another)
-            mine: dict[str, Pid] = _api.call(self.server, ("targets",))
-            theirs: dict[str, Pid] = _api.call(self.peer, ("targets",))
+            mine: dict[str, Pid] = actors.call(self.server, ("targets",))
+            theirs: dict[str, Pid] = actors.call(self.peer, ("targets",))
             targets = {**theirs, **mine, self.node: self.peer}
             held = set_lock_on(targets, GLOBAL_LOCK, me, 0)
             if held is not None:
@@ -637,25 +636,25 @@ class _Merger(Actor):
         message to a node being dialled can be lost with the dial); connect-all meshes
         the two sides within a few milliseconds, so a merge waits for that."""
         order = sorted(held)
-        results = _api.multi_call([held[n] for n in order], ("up",), timeout=5.0)
+        results = actors.multi_call([held[n] for n in order], ("up",), timeout=5.0)
         for node, (kind, up) in zip(order, results, strict=True):
             if kind != "ok" or not set(order) - {node} <= set(up):
                 return False
         return True
 
     def _merge(self, held: dict[str, Pid]) -> None:
-        own = _table(_api.call(self.server, ("table",)))
-        other = _table(_api.call(self.peer, ("table",), timeout=10.0))
+        own = _table(actors.call(self.server, ("table",)))
+        other = _table(actors.call(self.peer, ("table",), timeout=10.0))
         plan = exchange_plan(own, other)
         ops: list[tuple[Any, Any]] = [(n, (e.pid, e.resolver)) for n, e in plan.copy.items()]
         for clash, kept in _resolve_clashes(plan.clashes, held):
             ops.append((clash.name, None if kept is None else (kept.pid, kept.resolver)))
         if ops:
-            _api.multi_call(list(held.values()), ("apply", ops), timeout=10.0)
+            actors.multi_call(list(held.values()), ("apply", ops), timeout=10.0)
         # every locked node (all of both sides) now holds the same table: each pair of
         # them is merged, as OTP spreads a sync to the partition's known nodes, so a
         # change made next on any of them reaches all of them, not only this pair
-        _api.multi_call(list(held.values()), ("synced", sorted(held)), timeout=5.0)
+        actors.multi_call(list(held.values()), ("synced", sorted(held)), timeout=5.0)
 
 
 def _table(rows: list[Any]) -> dict[Any, Entry]:
@@ -677,7 +676,7 @@ def _resolve_clashes(
             continue
         batch = [(c.name, c.other.pid, c.own.pid, c.own.resolver) for c in group]
         try:
-            value = _api.call(server, ("resolve", batch), timeout=_resolve_deadline(batch))
+            value = actors.call(server, ("resolve", batch), timeout=_resolve_deadline(batch))
         except (Exit, CallTimeout) as exc:  # its node halted mid-resolution
             log.info("global: resolvers on %s unreachable (%s)", node, exc)
             continue
@@ -720,8 +719,8 @@ class _Resolver(Actor):
             except Exception as exc:
                 log.info("global: resolver %s for %r raised %r", resolver, name, exc)
                 answers.append((RAISED, repr(exc)))
-        _api.reply(caller, answers)
-        _api.send(self.server, ("resolved", serial, _api.self()))
+        actors.reply(caller, answers)
+        actors.send(self.server, ("resolved", serial, actors.self()))
 
 
 def _resolve_deadline(batch: list[Any]) -> float:
@@ -763,7 +762,7 @@ def whereis(name: Any) -> Pid | None:
     if table is not None:
         found = table.get(name)
         return found if found is None or not _gone_here(found) else None
-    pid: Pid | None = _api.call(local_server(), ("whereis", name))
+    pid: Pid | None = actors.call(local_server(), ("whereis", name))
     return pid
 
 
@@ -772,16 +771,16 @@ def _gone_here(pid: Pid) -> bool:
     taken its name off (it does on the process's Down, a moment later). A read must not
     hand it out meanwhile: the seed's recipe, restarted at once by its supervisor, linked to
     the dead pid it read and crashed again, eleven times in 2 ms (intensity spent)."""
-    rt = _runtime.current()
+    rt = actors.current_runtime()
     if rt is None or pid.node != rt.node.name:
         return False
     if pid.creation != rt.node.creation:
         return True  # an earlier incarnation of this node
-    return not _runtime.process_alive(pid.id, pid.serial)
+    return not actors.process_alive(pid.id, pid.serial)
 
 
 def sync_now(timeout: float) -> list[str]:
-    nodes: list[str] = _api.call(local_server(), ("sync",), timeout)
+    nodes: list[str] = actors.call(local_server(), ("sync",), timeout)
     return nodes
 
 

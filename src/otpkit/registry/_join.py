@@ -1,11 +1,17 @@
 """Has a node joined its cluster? The one decision a Singleton's first election and the
-readiness probe of ``otpkit run`` both make (pure)."""
+readiness probe of ``otpkit run`` both make (:func:`join_problem`, pure), on the view
+:func:`cluster_view` asks the node's services for."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ClusterView", "join_problem"]
+from otpkit import actors, distribution
+from otpkit.discovery import DISCOVERY_NAME
+from otpkit.errors import CallTimeout, Exit, NodeError, OtpkitError
+from otpkit.registry import _global
+
+__all__ = ["ClusterView", "ClusterViewError", "cluster_view", "join_problem"]
 
 
 @dataclass(frozen=True)
@@ -43,3 +49,80 @@ def join_problem(view: ClusterView) -> str | None:
 def _names(names: list[str], most: int = 3) -> str:
     shown = ", ".join(names[:most])
     return shown if len(names) <= most else f"{shown} and {len(names) - most} more"
+
+
+class ClusterViewError(OtpkitError):
+    """A service of the node did not answer :func:`cluster_view`: ``step`` names it
+    (``"discovery"``, ``"dist"``, ``"the registry"``), ``cause`` is the error
+    (:class:`CallTimeout`, :class:`Exit` or :class:`NodeError`)."""
+
+    def __init__(self, step: str, cause: BaseException) -> None:
+        super().__init__(step, cause)
+        self.step = step
+        self.cause = cause
+
+    def __str__(self) -> str:
+        return f"{self.step} did not answer ({type(self.cause).__name__}: {self.cause})"
+
+
+def cluster_view(
+    timeout: float,
+    *,
+    discovery: bool | None,
+    dist: bool | None = True,
+    dist_timeout: float | None = None,
+    sync: bool = False,
+) -> ClusterView:
+    """This node's view of its cluster, asked of its services (discovery, dist, the
+    registry, in that order), each question within ``timeout``.
+
+    Args:
+        discovery: True: ask the node's discovery; False: it runs none (the view is
+            settled, with nothing discovered); None: ask, and take a node whose
+            discovery does not exist (the call exits) as running none.
+        dist: True: ask dist for its visible nodes; None: ask, and take a node without
+            dist (NodeError) as connected to none.
+        dist_timeout: the time dist's question may take, if not ``timeout``.
+        sync: ``merged`` is what the registry answers once it has merged with every
+            connected node (waiting up to ``timeout``) instead of what it has merged
+            with now; asked only of a view that is otherwise joined (settled, every
+            discovered peer connected), else ``merged`` is ``connected``: waiting for
+            merges would not change :func:`join_problem`'s answer.
+
+    Raises:
+        ClusterViewError: a service did not answer (discovery or dist not running,
+            when asked with True).
+    """
+    step = "discovery"
+    try:
+        settled, discovered = True, frozenset[str]()
+        if discovery is not False:
+            try:
+                settled = bool(actors.call(DISCOVERY_NAME, "settled", timeout))
+                discovered = frozenset(actors.call(DISCOVERY_NAME, "peers", timeout))
+            except Exit:
+                if discovery:
+                    raise
+                settled, discovered = True, frozenset()  # dist's own peers are the cluster
+        me = actors.self().node
+        step = "dist"
+        try:
+            nodes = distribution.nodes(timeout if dist_timeout is None else dist_timeout)
+        except NodeError:
+            if dist:
+                raise
+            nodes = []
+        discovered, connected = discovered - {me}, frozenset(nodes) - {me}
+        if sync:
+            view = ClusterView(settled, discovered, connected, connected)
+            if join_problem(view) is not None:
+                return view
+        step = "the registry"
+        if sync:
+            merged = frozenset(_global.sync_now(timeout))
+        else:
+            info = actors.call(_global.local_server(), ("info",), timeout)
+            merged = frozenset(info["synced"])
+    except (CallTimeout, Exit, NodeError) as exc:
+        raise ClusterViewError(step, exc) from exc
+    return ClusterView(settled, discovered, connected, merged - {me})

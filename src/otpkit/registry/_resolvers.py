@@ -8,13 +8,13 @@ anything else (``None``) to unregister it; if it raises, ``other_pid`` keeps the
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
-from otpkit.actors import _api
-from otpkit.actors._pid import Pid
+from otpkit import actors
+from otpkit.actors import Pid
+from otpkit.errors import LoadError
 
 log = logging.getLogger("otpkit.registry")
 
@@ -34,7 +34,7 @@ def random_exit_name(name: Any, pid1: Pid, pid2: Pid) -> Pid:
     supervisor see ``"killed"``)."""
     keep, lose = _order(pid1, pid2)
     log.info("global: name conflict on %r: terminating %r", name, lose)
-    _api.exit(lose, "kill")
+    actors.exit(lose, "kill")
     return keep
 
 
@@ -42,14 +42,14 @@ def random_notify_name(name: Any, pid1: Pid, pid2: Pid) -> Pid:
     """Keep the pid on the smaller-named node; tell the other
     ``("global_name_conflict", name)``; it keeps running without the name."""
     keep, lose = _order(pid1, pid2)
-    _api.send(lose, ("global_name_conflict", name))
+    actors.send(lose, ("global_name_conflict", name))
     return keep
 
 
 def notify_all_name(name: Any, pid1: Pid, pid2: Pid) -> None:
     """Unregister the name; tell both ``("global_name_conflict", name, other_pid)``."""
-    _api.send(pid1, ("global_name_conflict", name, pid2))
-    _api.send(pid2, ("global_name_conflict", name, pid1))
+    actors.send(pid1, ("global_name_conflict", name, pid2))
+    actors.send(pid2, ("global_name_conflict", name, pid1))
 
 
 BUILTIN = {
@@ -91,17 +91,19 @@ def resolver_name(resolve: str | Resolver | None) -> str:
 
 def load_resolver(name: str) -> Resolver:
     """The function named ``"package.module:function"``; ValueError naming what is wrong."""
-    module_name, sep, attr = name.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"resolver {name!r}: expected 'package.module:function'")
+    module_name, _, attr = name.partition(":")
     try:
-        target: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"resolver {name!r}: cannot import {module_name!r}: {exc}") from exc
-    for part in attr.split("."):
-        target = getattr(target, part, None)
-        if target is None:
-            raise ValueError(f"resolver {name!r}: {module_name!r} has no {attr!r}")
+        target: Any = actors.load_object(name)
+    except LoadError as exc:
+        if exc.problem == "form":
+            raise ValueError(f"resolver {name!r}: expected 'package.module:function'") from None
+        if exc.problem == "import":
+            raise ValueError(
+                f"resolver {name!r}: cannot import {module_name!r}: {exc.cause}"
+            ) from exc.cause
+        target = None
+    if target is None:  # a missing attribute, or one that is None
+        raise ValueError(f"resolver {name!r}: {module_name!r} has no {attr!r}")
     if not callable(target):
         raise ValueError(f"resolver {name!r}: {attr!r} is not callable")
     resolver: Resolver = target

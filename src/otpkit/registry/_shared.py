@@ -17,7 +17,7 @@ import pickle
 import struct
 from typing import Any
 
-from otpkit.actors._pid import Pid
+from otpkit.actors import Pid
 
 _HEADER = struct.Struct("<QQ")
 _fd: int | None = None

@@ -39,19 +39,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from otpkit.actors import _api
-from otpkit.actors._actor import Actor
-from otpkit.actors._pid import Down, From, Pid
-from otpkit.discovery import DISCOVERY_NAME
+from otpkit import actors
+from otpkit import quorum as _quorum
+from otpkit.actors import Actor, Down, From, Pid
 from otpkit.errors import CallTimeout, Exit, NodeError
-from otpkit.quorum import _actor as _quorum
-from otpkit.quorum._core import LeaseGranted, LeaseLost
+from otpkit.quorum import LeaseGranted, LeaseLost
 from otpkit.registry import _global
 from otpkit.registry._global import GLOBAL_NAME, NameChanged
-from otpkit.registry._join import ClusterView, join_problem
+from otpkit.registry._join import ClusterViewError, cluster_view, join_problem
 from otpkit.registry._resolvers import resolver_name
-from otpkit.supervision._spec import ChildSpec, SupFlags, child_spec
-from otpkit.supervision._supervisor import Supervisor, _Child
+from otpkit.supervision import ChildSpec, Supervisor, SupFlags, child_spec
 
 log = logging.getLogger("otpkit.registry")
 
@@ -218,14 +215,14 @@ class SingletonManager(Supervisor):
         its quorum): both forget their subscribers when they restart, so the manager
         monitors them and subscribes again."""
         wanted = [GLOBAL_NAME] + ([_quorum.QUORUM_NAME] if self.config.policy == "majority" else [])
-        pids = {name: _api.whereis(name) for name in wanted}
+        pids = {name: actors.whereis(name) for name in wanted}
         if any(pid is None for pid in pids.values()):
-            _api.send_after(0.1, ("$singleton", "rewatch"))
+            actors.send_after(0.1, ("$singleton", "rewatch"))
             return False
         for ref in list(self.services):
-            _api.demonitor(ref, flush=True)
-        self.services = {_api.monitor(pid): name for name, pid in pids.items() if pid}
-        self.holder = _api.call(GLOBAL_NAME, ("watch", self.config.name, _api.self()))
+            actors.demonitor(ref, flush=True)
+        self.services = {actors.monitor(pid): name for name, pid in pids.items() if pid}
+        self.holder = actors.call(GLOBAL_NAME, ("watch", self.config.name, actors.self()))
         if self.config.policy == "majority":
             _quorum.subscribe(self.key)
         return True
@@ -234,7 +231,7 @@ class SingletonManager(Supervisor):
         log.warning("%r: the node's %s restarted; watching again", self.pid, name)
         if name == _quorum.QUORUM_NAME and self.lease is not None:
             self._lease_lost(self.lease.epoch)  # its leases died with it
-        _api.send_after(0.1, ("$singleton", "rewatch"))
+        actors.send_after(0.1, ("$singleton", "rewatch"))
 
     # ------------------------------------------------------------------ events
 
@@ -300,9 +297,9 @@ class SingletonManager(Supervisor):
         self.elect_gen += 1
         msg = ("$singleton", "elect", self.elect_gen)
         if delay:
-            _api.send_after(delay, msg)
+            actors.send_after(delay, msg)
         else:
-            _api.send(_api.self(), msg)
+            actors.send(actors.self(), msg)
 
     def _reassert(self, mine: Pid) -> None:
         _global.locked_change(
@@ -321,7 +318,7 @@ class SingletonManager(Supervisor):
     def _rank(self, leaving: str | None) -> int:
         """This node's place among the candidates (the old holder's node is none: it
         may still be connected while it hands over)."""
-        me = _api.self().node
+        me = actors.self().node
         return sorted(n for n in [me, *self._peers()] if n != leaving or n == me).index(me)
 
     # ------------------------------------------------------------------ election
@@ -334,22 +331,13 @@ class SingletonManager(Supervisor):
             self.settled = True
             return True
         try:
-            settled = _api.call(DISCOVERY_NAME, "settled", timeout=1.0)
-            peers = set(_api.call(DISCOVERY_NAME, "peers", timeout=1.0))
-        except Exit:
-            settled, peers = True, set()  # no discovery: dist's own peers are the cluster
-        except CallTimeout:
-            return False
-        me = _api.self().node
-        connected = frozenset(self._peers()) - {me}
-        view = ClusterView(bool(settled), frozenset(peers) - {me}, connected, connected)
-        if join_problem(view) is not None:  # not settled, or a discovered peer missing
-            return False
-        try:
-            merged = frozenset(_global.sync_now(timeout=1.0))
-        except CallTimeout:
-            return False
-        if join_problem(ClusterView(True, view.discovered, connected, merged - {me})):
+            # a node without discovery (or dist) has none; merges are waited for (sync)
+            view = cluster_view(1.0, discovery=None, dist=None, dist_timeout=5.0, sync=True)
+        except ClusterViewError as exc:
+            if isinstance(exc.cause, CallTimeout) and exc.step != "dist":
+                return False  # discovery or the registry is busy: ask again later
+            raise exc.cause from None
+        if join_problem(view) is not None:
             return False
         self.settled = True
         return True
@@ -411,15 +399,10 @@ class SingletonManager(Supervisor):
         """The pid to register: the warm child, or a cold child started now (under the
         election lock, so no other node starts one meanwhile)."""
         if not self.config.warm:
-            child = self._the_child()
-            if child is None:
-                child = _Child(self.config.child)
-                self._children.append(child)
-            if not child.alive:
-                res = self._start(child)
-                if res[0] != "ok":
-                    log.error("%r: singleton child failed to start: %r", self.pid, res)
-                    return None
+            res = self._ensure_child(self.config.child)
+            if res[0] != "ok":
+                log.error("%r: singleton child failed to start: %r", self.pid, res)
+                return None
         return self._child_pid()
 
     def _activate(self) -> None:
@@ -429,30 +412,30 @@ class SingletonManager(Supervisor):
         if self.config.warm and child is not None:
             try:
                 fenced = self.config.policy == "majority"
-                _api.call(child, Activate(self.config.name, self.epoch, fenced), timeout=30.0)
+                actors.call(child, Activate(self.config.name, self.epoch, fenced), timeout=30.0)
             except (Exit, CallTimeout) as exc:
                 log.error("%r: activating %r failed: %s", self.pid, child, exc)
 
     def _deactivate(self, reason: str) -> None:
         self.active = False
-        child = self._the_child()
-        if child is None or not isinstance(child.pid, Pid):
+        pid = self._child_pid()
+        if pid is None:
             return
         if self.config.warm:
             try:
-                _api.call(
-                    child.pid,
+                actors.call(
+                    pid,
                     Deactivate(self.config.name, reason),
                     timeout=self.config.handover_timeout,
                 )
                 return
             except (Exit, CallTimeout) as exc:
-                log.error("%r: deactivating %r failed: %s; restarting it", self.pid, child.pid, exc)
+                log.error("%r: deactivating %r failed: %s; restarting it", self.pid, pid, exc)
         # a cold child (or a warm one that would not stop acting) is stopped; a warm
         # one is started again as a standby, without counting as a restart
-        self._shutdown(child)
+        self._stop_child(self.config.child.id)
         if self.config.warm:
-            self._start(child)
+            self._ensure_child(self.config.child)
 
     # ------------------------------------------------------------------ hand-over
 
@@ -461,7 +444,7 @@ class SingletonManager(Supervisor):
             if self.active:
                 self._hand_over()
         finally:
-            _api.call(GLOBAL_NAME, ("unwatch", self.config.name, _api.self()))
+            actors.call(GLOBAL_NAME, ("unwatch", self.config.name, actors.self()))
             super().terminate(reason)
 
     def _hand_over(self) -> None:
@@ -481,7 +464,7 @@ class SingletonManager(Supervisor):
             holder = _global.whereis(name)
             if holder is not None and holder != mine:
                 try:
-                    if not self.config.warm or _api.call(holder, IS_ACTIVE, timeout=1.0):
+                    if not self.config.warm or actors.call(holder, IS_ACTIVE, timeout=1.0):
                         log.info("%r: singleton %r handed over to %r", self.pid, name, holder)
                         return
                 except (Exit, CallTimeout):
@@ -491,11 +474,8 @@ class SingletonManager(Supervisor):
 
     # ------------------------------------------------------------------ helpers
 
-    def _the_child(self) -> _Child | None:
-        return self._children[0] if self._children else None
-
     def _child_pid(self) -> Pid | None:
-        child = self._the_child()
+        child = self._child_info(self.config.child.id)
         return child.pid if child is not None and isinstance(child.pid, Pid) else None
 
     def handle_call(self, request: Any, from_: From) -> Any:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from otpkit.actors._pid import Pid
+from otpkit.actors import Pid
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from otpkit.actors import _api
-from otpkit.distribution import _codec
+from otpkit import actors
+from otpkit.distribution import encode_term
 from otpkit.errors import CallTimeout, Exit, NodeError, SchedulerUnavailable, UnknownJob
 from otpkit.registry import whereis_name
 from otpkit.scheduler._job import InvalidJob, Job
@@ -53,7 +53,7 @@ def _request(scheduler: str, request: tuple[Any, ...], timeout: float) -> Any:
         pid = whereis_name(scheduler)
         if pid is not None:
             try:
-                answer = _api.call(pid, ("$sc", *request), timeout=max(0.1, min(remaining, 10.0)))
+                answer = actors.call(pid, ("$sc", *request), timeout=max(0.1, min(remaining, 10.0)))
             except (Exit, CallTimeout, NodeError) as exc:
                 last = f"the holder {pid} did not answer ({exc})"
             else:
@@ -74,7 +74,7 @@ def add_job(job: Job, scheduler: str = DEFAULT_NAME, timeout: float = 30.0) -> b
     if not isinstance(job, Job):
         raise InvalidJob(getattr(job, "name", None), "job", job, "a Job")
     try:
-        _codec.encode(job.to_spec())
+        encode_term(job.to_spec())
     except (TypeError, ValueError) as exc:
         raise InvalidJob(job.name, "args", job.args, f"values that can travel ({exc})") from exc
     return bool(_request(scheduler, ("add", job.to_spec()), timeout))
@@ -124,10 +124,10 @@ def run_job(name: str, scheduler: str = DEFAULT_NAME, timeout: float = 30.0) -> 
 def subscribe(scheduler: str = DEFAULT_NAME, pid: Any = None, timeout: float = 5.0) -> None:
     """Send the scheduler's :class:`JobEvent` s to ``pid`` (default: the caller), from
     this node's scheduler process (every node's sees every event)."""
-    target = pid or _api.self()
-    _api.call(replica_name(scheduler), ("$sr", "subscribe", target, True), timeout)
+    target = pid or actors.self()
+    actors.call(replica_name(scheduler), ("$sr", "subscribe", target, True), timeout)
 
 
 def unsubscribe(scheduler: str = DEFAULT_NAME, pid: Any = None, timeout: float = 5.0) -> None:
-    target = pid or _api.self()
-    _api.call(replica_name(scheduler), ("$sr", "subscribe", target, False), timeout)
+    target = pid or actors.self()
+    actors.call(replica_name(scheduler), ("$sr", "subscribe", target, False), timeout)

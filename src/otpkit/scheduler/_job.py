@@ -8,13 +8,13 @@ reference, resolved where it runs.
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from otpkit.errors import OtpkitError
+from otpkit.actors import load_object
+from otpkit.errors import LoadError, OtpkitError
 from otpkit.scheduler._plan import MISFIRE_POLICIES
 from otpkit.scheduler._schedule import Schedule, load_zone
 
@@ -45,18 +45,20 @@ def load_task(ref: str, job: Any = None) -> Callable[..., Any]:
         InvalidJob: naming ``job`` and field ``task``: a malformed reference, a module
             that does not import, a missing attribute or one that is not callable.
     """
-    module_name, sep, attr = ref.partition(":")
-    if not sep or not module_name or not attr:
-        raise InvalidJob(job, "task", ref, "'package.module:function' or a module-level function")
     try:
-        target: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise InvalidJob(job, "task", ref, f"an importable module ({exc})") from exc
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            raise InvalidJob(job, "task", ref, f"a function of {module_name!r}; it has no {attr!r}")
-        target = getattr(target, part)
+        target: Any = load_object(ref)
+    except LoadError as exc:
+        if exc.problem == "form":
+            expected = "'package.module:function' or a module-level function"
+        elif exc.problem == "import":
+            expected = f"an importable module ({exc.cause})"
+        else:
+            expected = f"a function of {exc.module!r}; it has no {exc.attr!r}"
+        raise InvalidJob(job, "task", ref, expected) from (
+            exc.cause if exc.problem == "import" else None
+        )
     if not callable(target):
+        attr = ref.partition(":")[2]
         raise InvalidJob(job, "task", ref, f"a callable; {attr!r} is {type(target).__name__}")
     task: Callable[..., Any] = target
     return task

@@ -1,4 +1,5 @@
-"""The run ledger (DESIGN §7): which ticks were claimed, and which claims are still open.
+"""The run ledger: which ticks were claimed, and which claims are still open (see
+ARCHITECTURE.md, *The run ledger*).
 
 Pure: a :class:`Ledger` is a frozen value and every operation returns a new one (or a
 decision); no I/O, no clock. The scheduler's holder claims each tick here before the

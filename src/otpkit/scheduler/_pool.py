@@ -71,17 +71,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from otpkit import actors
 from otpkit import distribution as dist
-from otpkit.actors import _api
-from otpkit.actors._actor import Actor
-from otpkit.actors._pid import ExitSignal, From, Pid
-from otpkit.actors._runtime import proc_stat
-from otpkit.distribution._actor import NET_NAME
+from otpkit.actors import Actor, ExitSignal, From, Pid, proc_stat
+from otpkit.distribution import NET_NAME
 from otpkit.errors import OtpkitError
 from otpkit.registry import whereis_name
 from otpkit.scheduler import _context
 from otpkit.scheduler._job import load_task
-from otpkit.supervision._spec import ChildSpec
+from otpkit.supervision import ChildSpec
 
 __all__ = [
     "ERROR_LIMIT",
@@ -276,7 +274,9 @@ class _Worker(Actor):
         except Exception as exc:  # load_task names the reference; an import may raise anything
             error = str(exc) if isinstance(exc, OtpkitError) else repr(exc)
             end = time.time()
-            _api.send(self.pool, ("done", self.pid, key, "failed", None, end, error[:ERROR_LIMIT]))
+            actors.send(
+                self.pool, ("done", self.pid, key, "failed", None, end, error[:ERROR_LIMIT])
+            )
             return
         due = key[1].timestamp()
         # the holder may dispatch ahead of the tick: wait here, not in the task
@@ -284,16 +284,16 @@ class _Worker(Actor):
             time.sleep(ahead)
         _context._enter(_context.RunInfo(key[0], key[1], key[2]))
         start = time.time()
-        _api.send(self.pool, ("started", self.pid, key, start))
+        actors.send(self.pool, ("started", self.pid, key, start))
         try:
             fn(*args, **kwargs)
         except (Exception, SystemExit) as exc:  # a task's failure must not end the worker
             end = time.time()
-            _api.send(self.pool, ("done", self.pid, key, "failed", start, end, _error_text(exc)))
+            actors.send(self.pool, ("done", self.pid, key, "failed", start, end, _error_text(exc)))
             return
         finally:
             _context._enter(None)
-        _api.send(self.pool, ("done", self.pid, key, "finished", start, time.time(), None))
+        actors.send(self.pool, ("done", self.pid, key, "finished", start, time.time(), None))
 
 
 # ---------------------------------------------------------------------- the pool
@@ -337,9 +337,9 @@ class TaskPool(Actor):
         self.last_sent: dict[RunKey, float] = {}
         self.resend_armed = False
         self.respawn_armed = False
-        _api.trap_exit(True)
-        _api.register(pool_name(scheduler))
-        if _api.whereis(NET_NAME) is not None:
+        actors.trap_exit(True)
+        actors.register(pool_name(scheduler))
+        if actors.whereis(NET_NAME) is not None:
             dist.register_service(pool_name(scheduler))
         for _ in range(max_concurrency):
             self.idle.append(self._spawn_worker())
@@ -415,8 +415,8 @@ class TaskPool(Actor):
     def terminate(self, reason: Any) -> None:
         workers = [*self.idle, *self.busy]
         for pid in workers:
-            _api.unlink(pid)
-            _api.exit(pid, "kill")
+            actors.unlink(pid)
+            actors.exit(pid, "kill")
         deadline = time.monotonic() + _REAP_WAIT
         while any(_exists(pid) for pid in workers) and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -490,10 +490,10 @@ class TaskPool(Actor):
             timer = None
             if run.timeout is not None:
                 delay = timeout_delay(run.key[1], run.timeout, time.time())
-                timer = _api.send_after(delay, ("$timeout", worker, run.key))
+                timer = actors.send_after(delay, ("$timeout", worker, run.key))
             self.busy[worker] = _Busy(run, timer)
             self.running[run.key] = worker
-            _api.send(worker, ("run", run.key, run.task, run.args, run.kwargs))
+            actors.send(worker, ("run", run.key, run.task, run.args, run.kwargs))
 
     def _on_started(self, worker: Any, key: Any, start: Any) -> None:
         busy = self.busy.get(worker)
@@ -527,8 +527,8 @@ class TaskPool(Actor):
             return  # the run ended in time
         busy.timer = None
         self._release(worker, busy)
-        _api.unlink(worker)
-        _api.exit(worker, "kill")
+        actors.unlink(worker)
+        actors.exit(worker, "kill")
         error = f"timed out after {busy.run.timeout} s: worker {worker!r} killed"
         self._finish(Report(key, "timed_out", busy.start, time.time(), error))
         self._fill_workers()
@@ -558,12 +558,12 @@ class TaskPool(Actor):
         del self.busy[worker]
         self.running.pop(busy.run.key, None)
         if busy.timer is not None:
-            _api.cancel_timer(busy.timer)
+            actors.cancel_timer(busy.timer)
 
     # ------------------------------------------------------------------ workers
 
     def _spawn_worker(self) -> Pid:
-        pid = _api.spawn_link(_Worker, self.pid)
+        pid = actors.spawn_link(_Worker, self.pid)
         assert pid is not None  # _Worker.init never returns IGNORE
         return pid
 
@@ -582,7 +582,7 @@ class TaskPool(Actor):
                 )
                 if not self.respawn_armed:
                     self.respawn_armed = True
-                    _api.send_after(_RESPAWN_AFTER, ("$respawn",))
+                    actors.send_after(_RESPAWN_AFTER, ("$respawn",))
                 return
 
     # ------------------------------------------------------------------ reports
@@ -604,7 +604,7 @@ class TaskPool(Actor):
         self._send_done(report)
         if not self.resend_armed:
             self.resend_armed = True
-            _api.send_after(RESEND_EVERY / 2, ("$resend",))
+            actors.send_after(RESEND_EVERY / 2, ("$resend",))
 
     def _send_done(self, report: Report) -> None:
         self.last_sent[report.key] = time.monotonic()
@@ -629,7 +629,7 @@ class TaskPool(Actor):
             if self.last_sent.get(key, 0.0) <= due:
                 self._send_done(report)
         self.resend_armed = True
-        _api.send_after(RESEND_EVERY / 2, ("$resend",))
+        actors.send_after(RESEND_EVERY / 2, ("$resend",))
 
     def _on_ack(self, keys: Any) -> None:
         if not isinstance(keys, list | tuple):
@@ -649,7 +649,7 @@ class TaskPool(Actor):
         if holder is None:
             return
         try:
-            _api.send(holder, msg)
+            actors.send(holder, msg)
         except (TypeError, ValueError) as exc:  # a value the wire cannot carry
             log.error(
                 "%s: task pool of %r could not report to %r: %s",

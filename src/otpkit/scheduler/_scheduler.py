@@ -11,15 +11,16 @@ a small supervisor (``rest_for_one``) with two children:
   the holder's writes. On the elected node it is also the **holder**: it owns the fire
   queue, claims ticks, sends runs to pools and records their finish.
 
-**Once per tick** (DESIGN §7). The holder claims a tick in the ledger before its run is
-sent, and finishes it when the pool reports. Under ``policy="majority"`` a write counts
-only once a majority of members took it under the holder's lease epoch; a new holder
-first has a majority *observe* its epoch (from then on they refuse the old holder's
-writes) and starts from the merge of their copies. So a paused or cut-off old holder
-cannot claim anything, a claimed tick is never claimed again, and an open claim whose
-run is gone is reported ``interrupted``. Ticks nobody claimed are due again and go
-through the job's misfire policy. Under ``"availability"`` each side of a partition
-may run jobs (OTP ``global``'s behaviour); writes go to the nodes in reach.
+**Once per tick** (ARCHITECTURE.md, *The run ledger*). The holder claims a tick in the
+ledger before its run is sent, and finishes it when the pool reports. Under
+``policy="majority"`` a write counts only once a majority of members took it under the
+holder's lease epoch; a new holder first has a majority *observe* its epoch (from then
+on they refuse the old holder's writes) and starts from the merge of their copies. So a
+paused or cut-off old holder cannot claim anything, a claimed tick is never claimed
+again, and an open claim whose run is gone is reported ``interrupted``. Ticks nobody
+claimed are due again and go through the job's misfire policy. Under ``"availability"``
+each side of a partition may run jobs (OTP ``global``'s behaviour); writes go to the
+nodes in reach.
 
 **Runs** are claimed a little ahead of their tick (``lead``) and the pool's worker waits
 for the tick itself, so the lateness is the worker's wake-up, not a network round.
@@ -43,14 +44,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from otpkit import actors
 from otpkit import distribution as dist
-from otpkit.actors import _api
-from otpkit.actors._pid import Down, From, Pid, Ref
-from otpkit.distribution import NodeDown, NodeUp, _codec
-from otpkit.distribution._core import PEER_GONE
+from otpkit import quorum as _quorum
+from otpkit.actors import Down, From, Pid, Ref
+from otpkit.distribution import PEER_GONE, NodeDown, NodeUp, encode_term
 from otpkit.errors import NodeError, OtpkitError
-from otpkit.quorum import _actor as _quorum
-from otpkit.registry._singleton import Singleton, SingletonWorker
+from otpkit.registry import Singleton, SingletonWorker
 from otpkit.scheduler._job import InvalidJob, Job
 from otpkit.scheduler._ledger import (
     ClaimKey,
@@ -87,8 +87,7 @@ from otpkit.scheduler._replica import (
     read_quorum,
 )
 from otpkit.scheduler._store import Store, StoreError
-from otpkit.supervision._spec import ChildSpec
-from otpkit.supervision._supervisor import Supervisor
+from otpkit.supervision import ChildSpec, Supervisor
 
 log = logging.getLogger("otpkit.scheduler")
 
@@ -275,7 +274,7 @@ def Scheduler(  # noqa: N802 - reads as the class it makes a spec for
         if job.name in names:
             raise InvalidJob(job.name, "name", job.name, "a name unique among the jobs")
         try:
-            _codec.encode(job.to_spec())
+            encode_term(job.to_spec())
         except (TypeError, ValueError) as exc:
             raise InvalidJob(job.name, "args", job.args, f"values that can travel ({exc})") from exc
         declared.append(job)
@@ -311,7 +310,7 @@ class SchedulerWorker(SingletonWorker):
     # ------------------------------------------------------------------ start
 
     def init(self, config: SchedulerConfig) -> None:
-        me = _api.self()
+        me = actors.self()
         self.me = me
         self.node = me.node
         self.cfg = config
@@ -340,7 +339,7 @@ class SchedulerWorker(SingletonWorker):
         self.with_replica: set[str] = set()
         self.rng = random.Random()
         self.has_dist = True
-        _api.register(self.svc)
+        actors.register(self.svc)
         try:
             dist.register_service(self.svc)
             dist.monitor_nodes(True)
@@ -391,12 +390,12 @@ class SchedulerWorker(SingletonWorker):
 
     def activate(self, epoch: int) -> None:
         self._reset_holder()
-        _api.send(self.me, ("$sched", "recover", self.gen))
+        actors.send(self.me, ("$sched", "recover", self.gen))
 
     def deactivate(self, reason: str) -> None:
         log.info("%s: scheduler %s stops here (%s)", self.node, self.cfg.name, reason)
         if self.timer is not None:
-            _api.cancel_timer(self.timer)
+            actors.cancel_timer(self.timer)
         self._reset_holder()
 
     def terminate(self, reason: Any) -> None:
@@ -457,9 +456,9 @@ class SchedulerWorker(SingletonWorker):
             if op == "subscribe":
                 pid, on = args
                 if on and pid not in self.subscribers:
-                    self.subscribers[pid] = _api.monitor(pid)
+                    self.subscribers[pid] = actors.monitor(pid)
                 elif not on and pid in self.subscribers:
-                    _api.demonitor(self.subscribers.pop(pid), flush=True)
+                    actors.demonitor(self.subscribers.pop(pid), flush=True)
                 return True
         except (LedgerError, ValueError, TypeError, KeyError) as exc:
             log.warning("%s: scheduler request %s refused: %s", self.node, op, exc)
@@ -572,7 +571,7 @@ class SchedulerWorker(SingletonWorker):
         """Tell ``node``'s copy of this scheduler that one runs here (run targets are
         the nodes that run it)."""
         with contextlib.suppress(OtpkitError, TypeError):
-            _api.send((self.svc, node), ("$hello", self.node))
+            actors.send((self.svc, node), ("$hello", self.node))
 
     def _holder_id(self) -> str:
         return f"{self.me!r}/{self.gen}"
@@ -600,7 +599,7 @@ class SchedulerWorker(SingletonWorker):
         if not nodes:
             return []
         try:
-            answers = _api.multi_call(
+            answers = actors.multi_call(
                 [(self.svc, n) for n in nodes], request, timeout, enough=enough, counts=counts
             )
         except (TypeError, ValueError) as exc:  # a value that cannot travel
@@ -619,7 +618,7 @@ class SchedulerWorker(SingletonWorker):
         configuration's jobs, find interrupted runs, and fill the fire queue."""
         seen = max(self.rep.epoch, self.seen_high)
         if (self.wepoch is None or seen >= self.wepoch) and not self._raise_epoch(seen):
-            _api.send_after(0.5, ("$sched", "recover", self.gen))
+            actors.send_after(0.5, ("$sched", "recover", self.gen))
             return
         holder = self._holder_id()
         rep, _ = observe_replica(self.rep, self._we())
@@ -637,9 +636,9 @@ class SchedulerWorker(SingletonWorker):
         if refused:
             # a member saw a higher epoch: go above it (see _raise_epoch), then again
             if self._raise_epoch(max(refused)):
-                _api.send(self.me, ("$sched", "recover", self.gen))
+                actors.send(self.me, ("$sched", "recover", self.gen))
             else:
-                _api.send_after(0.5, ("$sched", "recover", self.gen))
+                actors.send_after(0.5, ("$sched", "recover", self.gen))
             return
         copies: list[tuple[str, Replica, Any, bool]] = [
             (self.node, self.rep, self.boot, self.synced)
@@ -673,7 +672,7 @@ class SchedulerWorker(SingletonWorker):
                 len(copies),
                 sum(1 for c in copies if c[3]),
             )
-            _api.send_after(0.2, ("$sched", "recover", self.gen))
+            actors.send_after(0.2, ("$sched", "recover", self.gen))
             return
         if verdict == "minority":
             log.warning(
@@ -712,7 +711,7 @@ class SchedulerWorker(SingletonWorker):
             events.append(self._event(kind, job.name))
         # one write to a majority in any case: it carries the boot token (@reboot)
         if not self._write(updates, force=True):
-            _api.send_after(0.2, ("$sched", "recover", self.gen))
+            actors.send_after(0.2, ("$sched", "recover", self.gen))
             return
         self.recovered = True
         self.activated_at = time.monotonic()
@@ -858,9 +857,9 @@ class SchedulerWorker(SingletonWorker):
         if self.recovered:
             self.recovered = False
             if self.timer is not None:
-                _api.cancel_timer(self.timer)
+                actors.cancel_timer(self.timer)
                 self.timer, self.timer_at = None, None
-            _api.send_after(0.1, ("$sched", "recover", self.gen))
+            actors.send_after(0.1, ("$sched", "recover", self.gen))
 
     # ------------------------------------------------------------------ holder: ticks
 
@@ -874,8 +873,8 @@ class SchedulerWorker(SingletonWorker):
         if self.timer is not None and self.timer_at is not None and self.timer_at <= due:
             return
         if self.timer is not None:
-            _api.cancel_timer(self.timer)
-        self.timer = _api.send_after(delay, ("$sched", "wake", self.gen))
+            actors.cancel_timer(self.timer)
+        self.timer = actors.send_after(delay, ("$sched", "wake", self.gen))
         self.timer_at = due
 
     def _wake(self) -> None:
@@ -1054,7 +1053,7 @@ class SchedulerWorker(SingletonWorker):
                 "epoch": self._we(),
             }
             try:
-                _api.send((self.pool_svc, target), ("run", run))
+                actors.send((self.pool_svc, target), ("run", run))
             except OtpkitError as exc:
                 log.warning("%s: run %s could not be sent to %s: %s", self.node, key, target, exc)
         self._schedule_check(3.0)
@@ -1092,7 +1091,7 @@ class SchedulerWorker(SingletonWorker):
         )
         if not self.flushing:
             self.flushing = True
-            _api.send_after(0.005, ("$sched", "flush", self.gen))
+            actors.send_after(0.005, ("$sched", "flush", self.gen))
 
     def _flush(self) -> None:
         """Record the reported finishes in one write, then acknowledge them."""
@@ -1106,7 +1105,7 @@ class SchedulerWorker(SingletonWorker):
         updates += [["where", encode_key(k), None] for k in closed]
         if closed and not self._write(updates):
             self.flushing = True
-            _api.send_after(0.5, ("$sched", "flush", self.gen))
+            actors.send_after(0.5, ("$sched", "flush", self.gen))
             return
         closed_set = set(closed)
         acks: dict[str, list[Any]] = {}
@@ -1140,13 +1139,13 @@ class SchedulerWorker(SingletonWorker):
             if node == "$holder":
                 continue
             with contextlib.suppress(OtpkitError):
-                _api.send((self.pool_svc, node), ("ack", keys))
+                actors.send((self.pool_svc, node), ("ack", keys))
 
     def _schedule_check(self, delay: float) -> None:
         if self.checking:
             return
         self.checking = True
-        _api.send_after(delay, ("$sched", "check", self.gen))
+        actors.send_after(delay, ("$sched", "check", self.gen))
 
     def _check_open(self) -> None:
         """Report the open claims whose run is gone as ``interrupted``."""
@@ -1169,7 +1168,7 @@ class SchedulerWorker(SingletonWorker):
         where = self.rep.where
         ask = sorted({self.node, *(self.peers & self.with_replica)})
         # the epoch tells each pool to refuse runs a superseded holder may still send
-        answers = _api.multi_call(
+        answers = actors.multi_call(
             [(self.pool_svc, n) for n in ask], ("state", self._we()), timeout=1.0
         )
         answered: set[str] = set()
@@ -1207,7 +1206,7 @@ class SchedulerWorker(SingletonWorker):
                 waiting = True
         if any(o == "interrupted" for _, o, _ in self.pending.values()) and not self.flushing:
             self.flushing = True
-            _api.send_after(0.0, ("$sched", "flush", self.gen))
+            actors.send_after(0.0, ("$sched", "flush", self.gen))
         if waiting:
             self._schedule_check(1.0)
 
@@ -1245,12 +1244,12 @@ class SchedulerWorker(SingletonWorker):
         self._deliver_event(event)
         for node in sorted(self.peers):
             with contextlib.suppress(OtpkitError):
-                _api.send((self.svc, node), ("$event", wire))
+                actors.send((self.svc, node), ("$event", wire))
 
     def _deliver_event(self, event: JobEvent) -> None:
         for pid in list(self.subscribers):
             try:
-                _api.send(pid, event)
+                actors.send(pid, event)
             except OtpkitError:
                 self.subscribers.pop(pid, None)
 

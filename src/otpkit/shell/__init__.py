@@ -3,5 +3,6 @@
 admin service (:mod:`otpkit.admin`) of the node it connects to."""
 
 from otpkit.shell._cli import main
+from otpkit.shell._format import plain
 
-__all__ = ["main"]
+__all__ = ["main", "plain"]

@@ -7,8 +7,8 @@
 ``events``) and prints its answer, as text or as JSON. ``HOST:PORT`` is any cluster
 node's dist address (``NAME@HOST:PORT`` skips asking the node its name).
 
-The cookie follows ``otpkit run``'s rules: ``OTPKIT_COOKIE``, else the file named by
-``--cookie-file`` or ``OTPKIT_COOKIE_FILE``.
+The cookie follows ``otpkit run``'s rules (:func:`otpkit.settings.cookie_from`): the file
+named by ``--cookie-file``, else ``OTPKIT_COOKIE``, else the file ``OTPKIT_COOKIE_FILE``.
 
 Exit status: 0 done; 1 the command failed (its one line on stderr); 2 a missing or bad
 setting or usage (``otpkit: <SETTING>: <problem>``); 3 the node could not be reached,
@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--connect", help="HOST:PORT (or NAME@HOST:PORT) of a cluster node")
     p.add_argument("--cookie-file", help="file holding the cookie (OTPKIT_COOKIE_FILE)")
     p.add_argument("--json", action="store_true", help="print the answer as JSON")
-    p.add_argument("--scheduler", default="otpkit_scheduler", help="the scheduler's name")
+    p.add_argument("--scheduler", help="the scheduler's name")  # default: Options'
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to connect")
     p.add_argument("--count", type=int, default=0, help="events: stop after this many")
     p.add_argument("--for", dest="seconds", type=float, default=0.0, help="events: seconds")
@@ -102,7 +102,7 @@ def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
     except (SettingError, _commands.UsageError) as exc:
         print(f"otpkit: {exc}", file=sys.stderr)
         return 2
-    options = _commands.Options(scheduler=args.scheduler)
+    options = _commands.Options(**({} if args.scheduler is None else {"scheduler": args.scheduler}))
     try:
         client = connect(args.connect, cookie, timeout=args.timeout)
     except ConnectError as exc:
@@ -135,6 +135,6 @@ def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
 
 
 def _format_event(event: Mapping[str, Any]) -> str:
-    from otpkit.admin._format import render_event  # noqa: PLC0415
+    from otpkit.shell._format import render_event  # noqa: PLC0415
 
     return render_event(event)

@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from otpkit.actors._pid import Pid
-from otpkit.admin._service import ACT_TIMEOUT, ask_admin
-from otpkit.distribution import DistConfig, NodeDown, _codec, _handshake
+from otpkit.actors import Pid
+from otpkit.admin import ACT_TIMEOUT, ask_admin
+from otpkit.distribution import DistConfig, NodeDown, ProbeError, probe_peer
 from otpkit.distribution import monitor_nodes as _monitor_nodes
 from otpkit.distribution import nodes as _nodes
 from otpkit.errors import CallTimeout, Exit, NodeError
@@ -64,47 +64,16 @@ def parse_target(text: str) -> tuple[str | None, str, int]:
 
 
 def peer_name(host: str, port: int, cookie: bytes, timeout: float = 3.0) -> str:
-    """The node name that listens at ``host:port``, once it proved it holds ``cookie``:
-    the first two steps of the dist handshake (our hello; its challenge carries its name
-    and its proof), then a close. Nothing is admitted on the node's side: it only logs
-    a handshake that ended early.
+    """The node name that listens at ``host:port``, once it proved it holds ``cookie``
+    (see :func:`otpkit.distribution.probe_peer`).
 
     Raises:
         ConnectError: nothing answers there, not as a dist node, or with another cookie.
     """
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.settimeout(timeout)
-            me = f"probe-{os.getpid()}@{sock.getsockname()[0]}"
-            nonce = _handshake.new_nonce()
-            hello = ("hello", me, 1, nonce, True, [sock.getsockname()[0], 0])
-            sock.sendall(_codec.encode_frame(hello))
-            decoder = _codec.FrameDecoder(4096)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                data = sock.recv(4096)
-                if not data:
-                    break
-                for frame in decoder.feed(data):
-                    if not (
-                        isinstance(frame, tuple) and len(frame) == 5 and frame[0] == "challenge"
-                    ):
-                        answer = str(frame)[:60]
-                        raise ConnectError(f"{host}:{port} answered {answer!r}, not a challenge")
-                    _, name, creation, theirs, proof = frame
-                    expected = _handshake.proof(
-                        cookie, "acceptor", nonce, theirs, me, 1, str(name), int(creation)
-                    )
-                    if not _handshake.check(expected, proof):
-                        raise ConnectError(
-                            f"{name} at {host}:{port} refused the handshake: wrong cookie"
-                        )
-                    return str(name)
-    except OSError as exc:
-        raise ConnectError(f"cannot reach {host}:{port}: {exc.strerror or exc}") from None
-    except (_codec.ProtocolError, TypeError, ValueError) as exc:
-        raise ConnectError(f"{host}:{port} is not an otpkit node: {exc}") from None
-    raise ConnectError(f"{host}:{port} closed the connection: not an otpkit node?")
+        return probe_peer(host, port, cookie, timeout)
+    except ProbeError as exc:
+        raise ConnectError(str(exc)) from None
 
 
 def _source_address(host: str, port: int) -> str:

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from otpkit.admin import _format
+from otpkit import admin
+from otpkit.scheduler import DEFAULT_NAME
+from otpkit.shell import _format
 from otpkit.shell._client import AdminClient
 
 __all__ = [
@@ -30,7 +32,7 @@ class UsageError(Exception):
 
 @dataclass(frozen=True)
 class Options:
-    scheduler: str = "otpkit_scheduler"
+    scheduler: str = DEFAULT_NAME
 
 
 Runner = Callable[[AdminClient, Sequence[str], Options], tuple[Any, str]]
@@ -71,7 +73,7 @@ def _tree(c: AdminClient, a: Sequence[str], o: Options) -> tuple[Any, str]:
 
 def _which(c: AdminClient, a: Sequence[str], o: Options) -> tuple[Any, str]:
     data = c.request("which_children", a[0], node=_node_arg(a, 1))
-    head = f"{data['sup']} {_format.pid_text(data['pid'])}"
+    head = f"{data['sup']} {admin.pid_text(data['pid'])}"
     return data, f"{head}\n{_format.render_children(data['children'])}"
 
 
@@ -89,7 +91,7 @@ def _whereis(c: AdminClient, a: Sequence[str], o: Options) -> tuple[Any, str]:
     pid = c.request("whereis", a[0])
     if pid is None:
         return None, f"{a[0]}: not registered"
-    return pid, f"{a[0]}: {_format.pid_text(pid)} on {pid.node}"
+    return pid, f"{a[0]}: {admin.pid_text(pid)} on {pid.node}"
 
 
 def _jobs(c: AdminClient, a: Sequence[str], o: Options) -> tuple[Any, str]:
@@ -109,7 +111,7 @@ def _run(c: AdminClient, a: Sequence[str], o: Options) -> tuple[Any, str]:
     # a manual run's lane is "@manual", or "@manual:<node>" for run_strategy "all"
     lanes = [str(k[2]).removeprefix("@manual").lstrip(":") for k in keys if len(k) > 2]
     where = ", ".join(lane for lane in lanes if lane)
-    at = _format.fmt_time(keys[0][1]) if len(keys[0]) > 1 else "?"
+    at = admin.fmt_time(keys[0][1]) if len(keys[0]) > 1 else "?"
     return keys, f"{a[0]}: run at {at}" + (f" ({where})" if where else "")
 
 
@@ -126,7 +128,7 @@ def _state(op: str) -> Runner:
 
 def _restart(c: AdminClient, a: Sequence[str], o: Options) -> tuple[Any, str]:
     data = c.request("restart", a[0], a[1], node=_node_arg(a, 2))
-    return data, f"{data['id']} restarted as {_format.pid_text(data['pid'])}"
+    return data, f"{data['id']} restarted as {admin.pid_text(data['pid'])}"
 
 
 def _terminate(c: AdminClient, a: Sequence[str], o: Options) -> tuple[Any, str]:
@@ -136,11 +138,11 @@ def _terminate(c: AdminClient, a: Sequence[str], o: Options) -> tuple[Any, str]:
 
 def _kill(c: AdminClient, a: Sequence[str], o: Options) -> tuple[Any, str]:
     try:
-        node, ospid = _format.parse_pid(a[0])
+        node, ospid = admin.parse_pid(a[0])
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     data = c.request("kill", ospid, node=node)
-    return data, f"killed {_format.pid_text(data['pid'])}"
+    return data, f"killed {admin.pid_text(data['pid'])}"
 
 
 COMMANDS: dict[str, Command] = {
@@ -260,7 +262,7 @@ def check_usage(words: Sequence[str]) -> Command:
     for kind, arg in zip(command.kinds, args, strict=False):
         if kind == "pid":
             try:
-                _format.parse_pid(arg)
+                admin.parse_pid(arg)
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
     return command

@@ -20,7 +20,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from otpkit.admin import _format
+from otpkit import admin
+from otpkit.shell import _format
 from otpkit.shell._client import AdminClient, LostConnection, RequestError
 from otpkit.shell._commands import COMMANDS, SHELL_ONLY, Options, UsageError, execute, help_text
 
@@ -243,7 +244,7 @@ class Shell:
         if kind == "sup":
             tree = self.client.request("tree", timeout=5.0)
             values = ["kernel"] + [
-                p for p, n in _format.walk(tree) if p and n.get("children") is not None
+                p for p, n in admin.walk(tree) if p and n.get("children") is not None
             ]
             values += [p.rsplit("/", 1)[-1] for p in values if "/" in p]
         elif kind == "job":
@@ -251,7 +252,7 @@ class Shell:
                 str(j.get("name")) for j in self.client.request("jobs", self.options.scheduler)
             ]
         elif kind == "name":
-            values = [_format.id_label(r["name"]) for r in self.client.request("names")]
+            values = [admin.id_label(r["name"]) for r in self.client.request("names")]
         elif kind == "node":
             values = [*self.client.request("nodes")["nodes"], self.client.target]
         self._cache[kind] = (time.monotonic(), values)

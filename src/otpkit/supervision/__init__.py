@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from otpkit.actors import _api
-from otpkit.actors._pid import Pid
+from otpkit import actors
+from otpkit.actors import Pid
 from otpkit.errors import SupervisorError
 from otpkit.supervision._decisions import (
     add_restart,
@@ -59,37 +59,37 @@ def start_child(sup: Pid | str, spec_or_args: Any, timeout: float = DEFAULT_TIME
     extra arguments (a tuple) instead of a spec. Raises :class:`SupervisorError` with
     OTP's reason: ``("already_started", pid)``, ``"already_present"``, ``(reason, spec)``.
     """
-    return _unwrap(_api.call(sup, ("start_child", spec_or_args), timeout))
+    return _unwrap(actors.call(sup, ("start_child", spec_or_args), timeout))
 
 
 def terminate_child(sup: Pid | str, key: Any, timeout: float = DEFAULT_TIMEOUT) -> None:
     """Stop a child (by id; by pid under ``simple_one_for_one``). Idempotent."""
-    _unwrap(_api.call(sup, ("terminate_child", key), timeout))
+    _unwrap(actors.call(sup, ("terminate_child", key), timeout))
 
 
 def restart_child(sup: Pid | str, child_id: Any, timeout: float = DEFAULT_TIMEOUT) -> Any:
     """Start again a child whose spec is kept but which is not running."""
-    return _unwrap(_api.call(sup, ("restart_child", child_id), timeout))
+    return _unwrap(actors.call(sup, ("restart_child", child_id), timeout))
 
 
 def delete_child(sup: Pid | str, child_id: Any, timeout: float = DEFAULT_TIMEOUT) -> None:
     """Forget the spec of a child that is not running."""
-    _unwrap(_api.call(sup, ("delete_child", child_id), timeout))
+    _unwrap(actors.call(sup, ("delete_child", child_id), timeout))
 
 
 def which_children(sup: Pid | str, timeout: float = DEFAULT_TIMEOUT) -> list[ChildInfo]:
     """``[ChildInfo(id, pid | "restarting" | None, type, modules)]``, newest first."""
-    rows: list[ChildInfo] = _api.call(sup, ("which_children",), timeout)
+    rows: list[ChildInfo] = actors.call(sup, ("which_children",), timeout)
     return rows
 
 
 def count_children(sup: Pid | str, timeout: float = DEFAULT_TIMEOUT) -> dict[str, int]:
     """``{"specs", "active", "supervisors", "workers"}`` as OTP counts them."""
-    counts: dict[str, int] = _api.call(sup, ("count_children",), timeout)
+    counts: dict[str, int] = actors.call(sup, ("count_children",), timeout)
     return counts
 
 
 def get_childspec(sup: Pid | str, key: Any, timeout: float = DEFAULT_TIMEOUT) -> ChildSpec:
     """The full spec of a child, defaults filled in."""
-    spec: ChildSpec = _unwrap(_api.call(sup, ("get_childspec", key), timeout))
+    spec: ChildSpec = _unwrap(actors.call(sup, ("get_childspec", key), timeout))
     return spec

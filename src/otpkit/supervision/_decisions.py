@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from otpkit.actors._pid import is_normal_exit
+from otpkit.actors import is_normal_exit
 
 
 def add_restart(

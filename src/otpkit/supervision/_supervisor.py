@@ -39,7 +39,6 @@ Contract (predict every restart from this text):
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import logging
 import time
@@ -47,12 +46,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from otpkit.actors import _api
-from otpkit.actors._actor import IGNORE, Actor, Stop
-from otpkit.actors._host import reason_of
-from otpkit.actors._pid import Down, ExitSignal, From, Pid, is_normal_exit
-from otpkit.actors._runtime import INFO
-from otpkit.errors import AlreadyStarted, InvalidChildSpec, OtpkitError, StartError
+from otpkit import actors
+from otpkit.actors import (
+    IGNORE,
+    INFO,
+    Actor,
+    Down,
+    ExitSignal,
+    From,
+    Pid,
+    Stop,
+    is_normal_exit,
+    reason_of,
+)
+from otpkit.errors import AlreadyStarted, InvalidChildSpec, LoadError, OtpkitError, StartError
 from otpkit.supervision._decisions import (
     add_restart,
     auto_shutdown_due,
@@ -105,18 +112,18 @@ class _TryAgain:
 
 def _resolve(start: Any) -> Any:
     if isinstance(start, str):
-        module_name, _, attr = start.partition(":")
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-        return obj
+        try:
+            return actors.load_object(start)
+        except LoadError as exc:
+            # the child's start fails with the import's own error as its reason
+            raise exc if exc.cause is None else exc.cause from None
     return start
 
 
 def start_spec(spec: ChildSpec, extra: tuple[Any, ...] = ()) -> tuple[Any, ...]:
     """Start one child of the calling supervisor: ("ok", pid[, info]) | ("ignore",) |
     ("error", reason). Runs in the supervisor's process."""
-    rt: Any = _api.runtime()
+    rt: Any = actors.runtime()
     try:
         start = _resolve(spec.start)
     except Exception as exc:
@@ -160,7 +167,9 @@ class Supervisor(Actor):
 
     Use it directly - ``ChildSpec("sup", Supervisor, kwargs={"children": [...],
     "strategy": "one_for_all"})`` - or subclass it and override :meth:`setup` (OTP's
-    ``init/1``).
+    ``init/1``). A subclass that starts and stops a child itself uses the hooks
+    :meth:`_child_info`, :meth:`_ensure_child` and :meth:`_stop_child`, never the
+    supervisor's own records of its children.
     """
 
     otp_type = "supervisor"
@@ -183,8 +192,8 @@ class Supervisor(Actor):
     # ------------------------------------------------------------------ start
 
     def init(self, *args: Any, **kwargs: Any) -> Any:
-        _api.trap_exit(True)
-        self._rt: Any = _api.runtime()
+        actors.trap_exit(True)
+        self._rt: Any = actors.runtime()
         self._children: list[_Child] = []
         self._by_pid: dict[Pid, _Child] = {}
         self._restarts: tuple[float, ...] = ()
@@ -411,6 +420,50 @@ class Supervisor(Actor):
     def terminate(self, reason: Any) -> None:
         self._stop_all()
 
+    # ------------------------------------------------------------------ hooks
+
+    # For a subclass that starts and stops one of its children itself, outside the
+    # restart strategy (the registry's SingletonManager: a cold singleton's child starts
+    # only on the elected node, and a losing one is stopped). The child is named by its
+    # spec's id; nothing done here counts against the restart intensity. A child that
+    # exits by itself is still restarted as its spec says.
+
+    def _child_info(self, cid: Any) -> ChildInfo | None:
+        """The child ``cid`` as a ``which_children`` row (``pid`` is its pid,
+        ``"restarting"`` or None), or None if the supervisor has no such child."""
+        child = self._find(cid)
+        if child is None:
+            return None
+        return ChildInfo(child.spec.id, child.pid, str(child.spec.type), child.spec.modules)
+
+    def _ensure_child(self, spec: ChildSpec) -> tuple[Any, ...]:
+        """Start the child ``spec`` names (by its id) unless it runs: ``("ok", pid)`` if
+        it runs, else what its start returned (``("ok", pid[, info])``, ``("ignore",)``
+        or ``("error", reason)``). A spec the supervisor does not have yet is added
+        first and kept, without a pid if it did not start: a later call tries again."""
+        child = self._find(spec.id)
+        if child is None:
+            child = _Child(spec)
+            self._children.append(child)
+        if child.alive:
+            return ("ok", child.pid)
+        return self._start(child)
+
+    def _stop_all_children(self) -> None:
+        """Stop every child as the supervisor's own exit does (in reverse start order,
+        each as its ``shutdown`` says) and forget them all: the supervisor is left with
+        no child and no spec."""
+        self._stop_all()
+        self._children.clear()
+
+    def _stop_child(self, cid: Any) -> Any:
+        """Stop the child ``cid`` as its spec's ``shutdown`` says and keep it, without a
+        pid (it is not restarted); its exit reason, None if it was not running."""
+        child = self._find(cid)
+        if child is None:
+            return None
+        return self._shutdown(child)
+
     # ------------------------------------------------------------------ API
 
     def handle_call(self, request: Any, from_: From) -> Any:
@@ -535,7 +588,7 @@ class Supervisor(Actor):
         return ("ok",)
 
     def _pid_alive(self, pid: Pid) -> bool:
-        return bool(self._rt.is_local(pid) and self._rt._connect(pid) is not None)
+        return bool(self._rt.is_local(pid) and self._rt.connection_to(pid) is not None)
 
     def _api_restart_child(self, cid: Any) -> tuple[Any, ...]:
         if self._sofo:

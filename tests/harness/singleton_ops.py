@@ -1,4 +1,4 @@
-"""Driver ops and the test child for Singleton tests (imported by dist_node.py)."""
+"""Driver ops and the test child for Singleton tests (imported by node_driver)."""
 
 from __future__ import annotations
 
@@ -81,6 +81,22 @@ def _state(node: otpkit.Node, cmd: dict[str, Any]) -> Any:
     return {k: (repr(v) if isinstance(v, otpkit.Pid) else v) for k, v in state.items()}
 
 
+def _child(node: otpkit.Node, cmd: dict[str, Any]) -> Any:
+    """This node's Singleton child, as the child itself tells it: ``{"pid": [node,
+    creation, id, serial], "active": bool}`` (``registry.IS_ACTIVE``), or None if the
+    node runs no manager (or it has no child)."""
+    name = cmd.get("name", "single")
+    managers = [c.pid for c in otpkit.which_children(node.kernel) if c.id == ("singleton", name)]
+    if not managers or not isinstance(managers[0], otpkit.Pid):
+        return None
+    kids = [c.pid for c in otpkit.which_children(managers[0]) if isinstance(c.pid, otpkit.Pid)]
+    if not kids:
+        return None
+    pid = kids[0]
+    active = otpkit.call(pid, registry.IS_ACTIVE, timeout=float(cmd.get("t", 5)))
+    return {"pid": [pid.node, pid.creation, pid.id, pid.serial], "active": active}
+
+
 def _restarts(node: otpkit.Node, cmd: dict[str, Any]) -> Any:
     """Restart counts of the kernel's children and of the singleton manager's child."""
     rows = otpkit.call(node.kernel, ("which_children_ext",))
@@ -102,5 +118,6 @@ OPS = {
     "quorum_members": _members,
     "singleton_start": _start,
     "singleton_state": _state,
+    "singleton_child": _child,
     "kernel_children": _restarts,
 }

@@ -1,8 +1,9 @@
-"""Pure functions of the admin commands: naming children, finding a supervisor in a
-tree, parsing a pid, and drawing answers as text or as JSON-able values.
+"""Pure functions over the admin service's answers: naming children, finding a supervisor
+in a tree, parsing a pid, a tree's snapshot, times as text.
 
 Nothing here talks to a process: the admin service (``_service``) and the shell
-(``_shell``) call these on plain values, and the unit tests call them directly.
+(:mod:`otpkit.shell`, which draws the answers) call these on plain values, and the unit
+tests call them directly.
 
 A tree is plain data, as the admin service answers it::
 
@@ -17,12 +18,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from otpkit.actors._pid import Pid, Ref
+from otpkit.actors import Pid
 
 __all__ = [
+    "NO_ANSWER",
     "ROOT_NAMES",
     "Found",
     "child_rows",
@@ -32,18 +34,11 @@ __all__ = [
     "id_label",
     "parse_pid",
     "pid_text",
-    "plain",
-    "render_children",
-    "render_counts",
-    "render_event",
-    "render_job",
-    "render_jobs",
-    "render_names",
-    "render_nodes",
-    "render_table",
-    "render_tree",
+    "snapshot",
+    "tree_node_name",
     "walk",
 ]
+
 
 #: What names the root of a node's tree (its kernel supervisor).
 ROOT_NAMES = ("kernel", "/")
@@ -88,9 +83,6 @@ def parse_pid(text: str) -> tuple[str | None, int]:
     if not number.isdigit() or int(number) <= 0:
         raise ValueError(f"pid {text!r}: expected <app@host.ospid> or an os pid")
     return node, int(number)
-
-
-# ---------------------------------------------------------------------- trees
 
 
 def walk(tree: Mapping[str, Any], path: str = "") -> Iterator[tuple[str, Mapping[str, Any]]]:
@@ -205,90 +197,6 @@ def child_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-# ---------------------------------------------------------------------- text
-
-
-def render_tree(tree: Mapping[str, Any]) -> str:
-    """The tree drawn with ``├─`` / ``└─``: one line per process with its child id,
-    pid, type, restart type and restart count."""
-    lines = [_tree_line(tree, root=True)]
-    _draw(tree, "", lines)
-    return "\n".join(lines)
-
-
-def _tree_line(node: Mapping[str, Any], root: bool = False) -> str:
-    parts = [str(node.get("id")), pid_text(node.get("pid"))]
-    if root:
-        parts.append(str(node.get("type", "supervisor")))
-    else:
-        parts.append(f"{node.get('type', 'worker')} {node.get('restart', '')}".rstrip())
-        parts.append(f"restarts={node.get('restarts', 0)}")
-    if node.get("error"):
-        parts.append(f"({node['error']})")
-    return "  ".join(parts)
-
-
-def _draw(node: Mapping[str, Any], prefix: str, lines: list[str]) -> None:
-    children = list(node.get("children") or ())
-    for i, child in enumerate(children):
-        last = i == len(children) - 1
-        lines.append(f"{prefix}{'└─ ' if last else '├─ '}{_tree_line(child)}")
-        _draw(child, prefix + ("   " if last else "│  "), lines)
-
-
-def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Columns padded to their widest cell; the last column is not padded."""
-    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    out = []
-    for row in cells:
-        padded = [c.ljust(w) for c, w in zip(row[:-1], widths[:-1], strict=True)]
-        out.append("  ".join([*padded, row[-1]]).rstrip())
-    return "\n".join(out)
-
-
-def render_nodes(data: Mapping[str, Any]) -> str:
-    me = str(data.get("node"))
-    members = data.get("members")
-    rows: list[list[str]] = []
-    for name in sorted({me, *data.get("nodes", ())}):
-        role = "this node" if name == me else "connected"
-        member = "-" if members is None else ("yes" if name in members else "no")
-        rows.append([name, role, member])
-    for name in data.get("hidden", ()):
-        rows.append([name, "hidden", "no"])
-    return render_table(["NODE", "SEEN AS", "MEMBER"], rows)
-
-
-def render_names(rows: Sequence[Mapping[str, Any]]) -> str:
-    if not rows:
-        return "(no global names)"
-    return render_table(
-        ["NAME", "PID", "NODE"],
-        [
-            [id_label(r.get("name")), pid_text(r.get("pid")), getattr(r.get("pid"), "node", "-")]
-            for r in rows
-        ],
-    )
-
-
-def render_children(rows: Sequence[Mapping[str, Any]]) -> str:
-    if not rows:
-        return "(no children)"
-    return render_table(
-        ["ID", "PID", "TYPE", "RESTART", "RESTARTS"],
-        [
-            [r.get("id"), pid_text(r.get("pid")), r.get("type"), r.get("restart"), r["restarts"]]
-            for r in rows
-        ],
-    )
-
-
-def render_counts(counts: Mapping[str, int]) -> str:
-    keys = ("specs", "active", "supervisors", "workers")
-    return "  ".join(f"{k}={counts.get(k, 0)}" for k in keys)
-
-
 def fmt_time(value: Any, now: datetime | None = None) -> str:
     """A UTC time as ``2026-05-01 10:00:00Z``, with how far it is from ``now``."""
     if not isinstance(value, datetime):
@@ -316,85 +224,3 @@ def _span(seconds: float) -> str:
     if minutes:
         return f"{minutes}m {s}s"
     return f"{s}s"
-
-
-def _job_state(job: Mapping[str, Any]) -> str:
-    state = str(job.get("state", "?"))
-    return f"{state}, running" if job.get("running") else state
-
-
-def _last_run(job: Mapping[str, Any], now: datetime | None) -> str:
-    last = job.get("last_run")
-    if not isinstance(last, Mapping):
-        return "-"
-    return f"{fmt_time(last.get('tick'), now)} {last.get('outcome', '?')} on {last.get('node')}"
-
-
-def render_jobs(jobs: Sequence[Mapping[str, Any]], now: datetime | None = None) -> str:
-    if not jobs:
-        return "(no jobs)"
-    return render_table(
-        ["JOB", "SCHEDULE", "STATE", "NEXT FIRE", "LAST RUN", "HOLDER"],
-        [
-            [
-                j.get("name"),
-                j.get("schedule"),
-                _job_state(j),
-                fmt_time(j.get("next_at"), now),
-                _last_run(j, now),
-                j.get("holder", "-"),
-            ]
-            for j in jobs
-        ],
-    )
-
-
-def render_job(job: Mapping[str, Any], now: datetime | None = None) -> str:
-    fields = [
-        ("name", job.get("name")),
-        ("schedule", f"{job.get('schedule')} ({job.get('timezone', 'UTC')})"),
-        ("task", job.get("task")),
-        ("state", _job_state(job)),
-        ("next fire", fmt_time(job.get("next_at"), now)),
-        ("last run", _last_run(job, now)),
-        ("run strategy", job.get("run_strategy")),
-        ("overlap", job.get("overlap")),
-        ("misfire", job.get("misfire")),
-        ("timeout", job.get("timeout")),
-        ("origin", job.get("origin")),
-        ("holder", job.get("holder")),
-    ]
-    return "\n".join(f"{k + ':':14}{v}" for k, v in fields)
-
-
-def render_event(event: Mapping[str, Any]) -> str:
-    at = event.get("at")
-    stamp = (
-        datetime.fromtimestamp(at, UTC).strftime("%H:%M:%S.%f")[:-3]
-        if isinstance(at, int | float)
-        else "--:--:--"
-    )
-    return (
-        f"{stamp}  {event.get('node', '?')}  {event.get('kind', '?'):10}  {event.get('text', '')}"
-    )
-
-
-# ---------------------------------------------------------------------- JSON
-
-
-def plain(value: Any) -> Any:
-    """``value`` as JSON can carry it: pids and refs as their text, times in ISO
-    format, tuples as lists, mapping keys as text."""
-    if isinstance(value, Pid | Ref):
-        return repr(value)
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, Mapping):
-        return {k if isinstance(k, str) else id_label(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [plain(v) for v in value]
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return repr(value)

@@ -1,14 +1,15 @@
 """A dist node for the task pool tests, driven over stdin/stdout, and its tasks.
 
-Usage: ``_pool_ops.py NAME PORT LOG_DIR COOKIE``. Prints ``{"ready": NAME, "pids": [...]}``
-once started, then answers one JSON line ``{"ok": ...}`` (or ``{"error": ...}``) per
-command line (see ``OPS``).
+Usage: ``python -m tests.harness.pool_node_driver NAME PORT LOG_DIR COOKIE``. Prints
+``{"ready": NAME, "pids": [...]}`` once started, then answers one JSON line
+``{"ok": ...}`` (or ``{"error": ...}``) per command line (see ``OPS``).
 
 On the wire of this driver a run's key is ``[job, at, node]`` with ``at`` in seconds
 since the epoch (a float); the node turns it into an aware datetime. The fake holder
 (:class:`Holder`) appends one JSON line per message it gets to its file, and acks each
 ``run_done`` to the pool's dist service on the pool's node. Tasks append one JSON line
-``{"tag", "pid", "start", "end"}`` to the file given as ``path``.
+``{"tag", "pid", "start", "end"}`` to the file given as ``path``; the pool's workers
+import them as ``"tests.harness.pool_node_driver:<task>"``.
 """
 
 from __future__ import annotations

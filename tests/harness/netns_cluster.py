@@ -1,15 +1,15 @@
 """A dist cluster in network namespaces, with a real DNS server and real partitions.
 
-Layout (TESTING.md's recipe)::
+Layout (the netns recipe: see ARCHITECTURE.md, *Tests and benchmarks*)::
 
     root namespace: guard route "unreachable 10.10.0.0/24" while a cluster lives
     hub  (<tag>-hub): bridge br0 10.10.0.254/24 + dnsmasq on 10.10.0.254:53 serving
                       HEADLESS from a hosts dir (one A record per pod)
     node i (<tag>-n<i>): eth0 10.10.0.i/24 (veth into br0), lo up; runs
-                      tests/cluster/dist_node.py as "myapp@10.10.0.i", dist port 4370,
+                      tests.harness.node_driver as "myapp@10.10.0.i", dist port 4370,
                       finding its peers with DnsA(HEADLESS) every 0.5 s
 
-Typical use (``cluster`` fixture in conftest.py)::
+Typical use (``cluster`` fixture in tests/netns/conftest.py)::
 
     cluster.set_records([1, 2, 3])          # dnsmasq now answers 10.10.0.1..3
     for i in (1, 2, 3):
@@ -41,13 +41,12 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import dns.exception
 import dns.message
@@ -56,7 +55,8 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from _util import alive
+from tests.harness.polling import hold, wait_for
+from tests.harness.processes import alive, child_env, python_module
 
 PREFIX = "otpk-"
 INSTALL = "apt-get install -y dnsmasq-base nftables"
@@ -70,9 +70,8 @@ COOKIE = "netns-cookie"
 POLL = 0.5  # discovery poll_interval of the nodes
 PRUNE_AFTER = 3
 NFT_TABLE = "otpk_cut"
-NODE_SCRIPT = os.path.join(os.path.dirname(__file__), "..", "cluster", "dist_node.py")
+NODE_DRIVER = "tests.harness.node_driver"
 
-T = TypeVar("T")
 Completed = subprocess.CompletedProcess[str]
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -89,9 +88,11 @@ def _die_with_parent() -> None:
 # --------------------------------------------------------------------------- helpers
 
 
-def sh(*args: str, check: bool = True, stdin: str | None = None) -> Completed:
+def sh(
+    *args: str, check: bool = True, stdin: str | None = None, env: dict[str, str] | None = None
+) -> Completed:
     return subprocess.run(
-        list(args), capture_output=True, text=True, check=check, timeout=30, input=stdin
+        list(args), capture_output=True, text=True, check=check, timeout=30, input=stdin, env=env
     )
 
 
@@ -110,51 +111,6 @@ def _which(tool: str) -> str | None:
 
 def pid_alive(pid: int) -> bool:
     return alive(pid)
-
-
-def wait_for(
-    cond: Callable[[], T],
-    timeout: float,
-    what: str,
-    interval: float = 0.05,
-    diagnose: Callable[[], str] | None = None,
-) -> T:
-    """Poll ``cond`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = cond()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(interval)
-    extra = f"\n{diagnose()}" if diagnose else ""
-    raise AssertionError(f"not true within {timeout}s: {what} (last: {last!r}){extra}")
-
-
-def hold(
-    cond: Callable[[], T],
-    seconds: float,
-    what: str,
-    interval: float = 0.1,
-    diagnose: Callable[[], str] | None = None,
-) -> int:
-    """Check ``cond`` again and again for ``seconds``; fail at the first falsy answer.
-    Returns how many checks passed (at least one)."""
-    deadline = time.monotonic() + seconds
-    checks = 0
-    while True:
-        last = cond()
-        if not last:
-            extra = f"\n{diagnose()}" if diagnose else ""
-            raise AssertionError(
-                f"stopped being true after {checks} checks: {what} (last: {last!r}){extra}"
-            )
-        checks += 1
-        if time.monotonic() >= deadline:
-            return checks
-        time.sleep(interval)
 
 
 def socket_in(ns: str, kind: int = socket.SOCK_DGRAM) -> socket.socket:
@@ -271,7 +227,7 @@ def ip_of(i: int) -> str:
 
 
 class NetnsNode:
-    """One ``dist_node.py`` process in namespace ``ns``, driven by JSON lines."""
+    """One ``tests.harness.node_driver`` process in namespace ``ns``, driven by JSON lines."""
 
     def __init__(
         self,
@@ -321,10 +277,11 @@ class NetnsNode:
         args += list(extra)
         with open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen(
-                ["ip", "netns", "exec", ns, sys.executable, NODE_SCRIPT, *args],
+                ["ip", "netns", "exec", ns, *python_module(NODE_DRIVER, *args)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=err,
+                env=child_env(),
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - only a prctl call
             )
         self._start_timeout = start_timeout
@@ -381,7 +338,7 @@ class NetnsNode:
         return line.decode()
 
     def cmd(self, timeout: float = 15.0, **kw: Any) -> Any:
-        """Send one command (see dist_node.handle) and return its ``ok`` value."""
+        """Send one command (see node_driver.handle) and return its ``ok`` value."""
         if self.frozen:
             raise AssertionError(f"{self.name} is frozen (SIGSTOP): thaw it first")
         assert self.proc.stdin is not None
@@ -443,7 +400,7 @@ class NetnsNode:
         self.frozen = []
 
     def term(self) -> None:
-        """SIGTERM the node program: dist_node.py stops the node gracefully (a pod's
+        """SIGTERM the node program: node_driver stops the node gracefully (a pod's
         termination)."""
         os.kill(self.proc.pid, signal.SIGTERM)
 
@@ -453,7 +410,7 @@ class NetnsNode:
         self.proc.wait(10)
 
     def stop(self, timeout: float = 20.0) -> None:
-        """A clean stop: end of stdin makes dist_node.py call ``node.stop()`` and exit."""
+        """A clean stop: end of stdin makes node_driver call ``node.stop()`` and exit."""
         self.thaw()
         if self.proc.stdin is not None:
             with contextlib.suppress(OSError):

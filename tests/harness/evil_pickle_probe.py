@@ -1,5 +1,6 @@
-"""Run inside a network namespace by the door test: send a pickle that would create a
-file to every given TCP port and abstract Unix socket; print what each connection did."""
+"""Run inside a network namespace by the Thespian-door test as ``python -m
+tests.harness.evil_pickle_probe SPEC``: send a pickle that would create a file to every
+given TCP port and abstract Unix socket; print what each connection did."""
 
 from __future__ import annotations
 

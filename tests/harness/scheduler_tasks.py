@@ -1,4 +1,5 @@
-"""Tasks for the scheduler tests: each appends its own record of the run to a file."""
+"""Tasks for the scheduler tests (``"tests.harness.scheduler_tasks:record"``): each
+appends its own record of the run to a file."""
 
 from __future__ import annotations
 

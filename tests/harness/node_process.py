@@ -1,5 +1,5 @@
-"""A dist node as a separate OS process (tests/cluster/dist_node.py), driven over its
-stdin/stdout by the dist tests."""
+"""A dist node as a separate OS process (``tests.harness.node_driver``), driven over its
+stdin/stdout by the dist tests: :class:`NodeProc`, :func:`mesh` and :func:`free_port`."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 from typing import Any
 
-from _util import alive, wait_until
+from tests.harness.polling import wait_until
+from tests.harness.processes import alive, child_env, python_module
 
-SCRIPT = os.path.join(os.path.dirname(__file__), "dist_node.py")
+DRIVER = "tests.harness.node_driver"
 
 
 def free_port(host: str) -> int:
@@ -24,8 +24,9 @@ def free_port(host: str) -> int:
 
 
 class NodeProc:
-    """``dist_node.py NAME PORT LOG_DIR COOKIE *extra`` (or another ``script`` taking the
-    same arguments and answering the same ops) started and ready.
+    """``python -m tests.harness.node_driver NAME PORT LOG_DIR COOKIE *extra`` (or another
+    driver ``module`` taking the same arguments and answering the same ops) started and
+    ready, with the repository root on its ``PYTHONPATH``.
 
     ``info`` is its ready line (``echo`` pid, the node's os ``pids``); ``log_path`` the
     node's log file. :meth:`close` kills the driver and every os pid of the node. With
@@ -40,7 +41,7 @@ class NodeProc:
         cookie: str = "test-cookie",
         extra_args: tuple[str, ...] = (),
         wait: bool = True,
-        script: str = SCRIPT,
+        module: str = DRIVER,
     ) -> None:
         self.name = name
         self.host = name.split("@")[1]
@@ -49,10 +50,11 @@ class NodeProc:
         self.info: dict[str, Any] = {}
         self.echo: list[Any] = []
         self.proc = subprocess.Popen(
-            [sys.executable, script, name, str(self.port), log_dir, cookie, *extra_args],
+            python_module(module, name, str(self.port), log_dir, cookie, *extra_args),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            env=child_env(),
         )
         if wait:
             self.wait_ready()
@@ -92,6 +94,17 @@ class NodeProc:
     def kill9(self) -> None:
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
+
+    def kill_node(self) -> None:
+        """SIGKILL the driver and every os process of the node at once (a crashed host)."""
+        for pid in [self.proc.pid, *self.info.get("pids", [])]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def term(self) -> None:
+        """SIGTERM the driver: it stops the node in order (a pod's termination)."""
+        os.kill(self.proc.pid, signal.SIGTERM)
 
     def close(self) -> None:
         if self.proc.poll() is None:

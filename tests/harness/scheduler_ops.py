@@ -1,4 +1,5 @@
-"""Driver ops for the scheduler tests (imported by dist_node.py)."""
+"""Driver ops for the scheduler tests (imported by node_driver), and the Scheduler
+child spec ``node_driver --scheduler CONFIG`` boots with."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """A dist-enabled node driven over stdin/stdout by the dist tests.
 
-Usage: dist_node.py NAME PORT LOG_DIR [COOKIE] [--dns-a SERVICE --ns IP [--ns-port PORT]
-[--poll SECONDS] [--prune-after N] [--dns-timeout SECONDS]] [--tls CERT KEY]. Prints
+Usage: python -m tests.harness.node_driver NAME PORT LOG_DIR [COOKIE] [--dns-a SERVICE
+--ns IP [--ns-port PORT] [--poll SECONDS] [--prune-after N] [--dns-timeout SECONDS]]
+[--tls CERT KEY] [--singleton POLICY FILE | --scheduler CONFIG | --seed FILE]. Prints
 {"ready": ...} once started, then answers one JSON line per command line (see
 ``handle``). Pids travel as [node, creation, id, serial].
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import signal
@@ -28,6 +30,17 @@ from typing import Any
 import otpkit
 from otpkit import Actor, discovery, dist, registry
 from otpkit.discovery import DISCOVERY_NAME
+from tests.harness.processes import REPO_ROOT
+
+#: The op sets beside this driver's own (``OPS[name] = fn(node, cmd)``), imported when
+#: an op is not one of ``handle``'s.
+OP_MODULES = (
+    "tests.harness.registry_ops",
+    "tests.harness.singleton_ops",
+    "tests.harness.scheduler_ops",
+    "tests.harness.bench_ops",
+)
+SEED_RECIPE = REPO_ROOT / "examples" / "seed_recipe.py"
 
 
 class Echo(Actor):
@@ -140,18 +153,15 @@ def handle(node: otpkit.Node, echo: otpkit.Pid, cmd: dict[str, Any]) -> Any:
         except TypeError as exc:
             return ["TypeError", str(exc)]
         return ["sent"]
-    for module in ("_registry_ops", "_singleton_ops", "_sched_ops", "_bench_ops"):
-        try:
-            ops = importlib.import_module(module).OPS
-        except ModuleNotFoundError:
-            continue
+    for module in OP_MODULES:
+        ops = importlib.import_module(module).OPS
         if op in ops:
             return ops[op](node, cmd)
     raise ValueError(op)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="dist_node.py")
+    p = argparse.ArgumentParser(prog="python -m tests.harness.node_driver")
     p.add_argument("name")
     p.add_argument("port", type=int)
     p.add_argument("log_dir")
@@ -190,6 +200,18 @@ def tls_config(name: str, port: int, cookie: str, cert: str, key: str) -> dist.D
     return dist.DistConfig(host, port, cookie.encode(), server_ssl=server, client_ssl=client)
 
 
+def load_seed_recipe() -> Any:
+    """examples/seed_recipe.py (not a package), loaded from its file as the module
+    ``seed_recipe``: the node's processes, forked from this one, import its
+    ``"seed_recipe:..."`` child specs by that name (as when the recipe runs as a script)."""
+    spec = importlib.util.spec_from_file_location("seed_recipe", SEED_RECIPE)
+    assert spec is not None and spec.loader is not None, SEED_RECIPE
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["seed_recipe"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def main() -> None:
     args = parse_args(sys.argv[1:])
     name, port = args.name, args.port
@@ -210,18 +232,19 @@ def main() -> None:
     if args.tls:
         options["dist"] = tls_config(name, port, args.cookie, *args.tls)
     if args.singleton:
-        from _singleton_ops import singleton_spec  # noqa: PLC0415 - only for singleton runs
+        from tests.harness.singleton_ops import (  # noqa: PLC0415 - only for singleton runs
+            singleton_spec,
+        )
 
         options["children"] = [singleton_spec(args.singleton[1], policy=args.singleton[0])]
     if args.scheduler:
-        from _sched_ops import scheduler_spec  # noqa: PLC0415 - only for scheduler runs
+        from tests.harness.scheduler_ops import (  # noqa: PLC0415 - only for scheduler runs
+            scheduler_spec,
+        )
 
         options["children"] = [scheduler_spec(args.scheduler)]
     if args.seed:
-        sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "examples"))
-        import seed_recipe  # noqa: PLC0415 - only for seed runs
-
-        options["children"] = seed_recipe.app_children(args.seed)
+        options["children"] = load_seed_recipe().app_children(args.seed)
     node = otpkit.Node(
         name, cookie=args.cookie, dist_port=port, log_dir=args.log_dir, **options
     ).start()

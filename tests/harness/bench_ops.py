@@ -1,6 +1,5 @@
-"""Measurement ops run inside a node by tests/cluster/dist_node.py (bench/ is put on the
-node's PYTHONPATH by the registry benchmarks): the timing loops run in the node, so the
-figures hold no driver round trip."""
+"""Measurement ops of the benchmarks, run inside a node by ``tests.harness.node_driver``:
+the timing loops run in the node, so the figures hold no driver round trip."""
 
 from __future__ import annotations
 

@@ -1,11 +1,7 @@
-"""Tasks the scheduler benchmarks schedule (bench/ is on the nodes' PYTHONPATH, so the
-pool's workers import this module by name), and the CPU burner of the loaded runs.
-
-Each recording task takes ``time.time()`` as its first statement (entry into the task
-function is a run's start) and appends one JSON line to ``path`` in a single
-``write`` (lines of concurrent writers never interleave): ``{"job", "tick", "start",
-"node", "pid", "lane"}``, ``tick`` in seconds since the epoch from
-``otpkit.scheduler.current_run()`` (None if it gave no run).
+"""Driver side of the scheduler benchmarks (imported by the benchmark scripts, never by
+a task run): a loopback cluster of ``tests.harness.node_driver`` nodes booted with a
+Scheduler, its holder, the tasks' stamps (``bench._scheduler_tasks``) and the ticks the
+pools logged, CPU time of a process, CPU spinners, and the check that nothing is left.
 """
 
 from __future__ import annotations
@@ -16,43 +12,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from datetime import datetime
 from typing import Any
 
-
-def _append(path: str, record: dict[str, Any]) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (json.dumps(record) + "\n").encode())
-    finally:
-        os.close(fd)
-
-
-def stamp(path: str, name: str | None = None) -> None:
-    """Record this run's start and tick (``name``: the job's, in case no run info)."""
-    start = time.time()
-    from otpkit import self as me  # noqa: PLC0415 - after the start stamp
-    from otpkit.scheduler import current_run  # noqa: PLC0415
-
-    run = current_run()
-    _append(
-        path,
-        {
-            "job": run.job if run else None,
-            "tick": run.tick.timestamp() if run else None,
-            "start": start,
-            "node": me().node,
-            "pid": os.getpid(),
-            "lane": run.lane if run else None,
-            "arg": name,
-        },
-    )
-
-
-def noop() -> None:
-    """Nothing: the scale benchmark's idle jobs."""
+from bench import _runner as c
+from tests.harness.node_process import NodeProc, mesh
+from tests.harness.processes import child_env, python_module
 
 
 def read_stamps(path: str) -> list[dict[str, Any]]:
@@ -62,19 +28,6 @@ def read_stamps(path: str) -> list[dict[str, Any]]:
     except FileNotFoundError:
         return []
 
-
-def spin() -> None:  # pragma: no cover - runs until killed
-    """Burn one CPU (the load of fire_precision.py)."""
-    while True:
-        pass
-
-
-if __name__ == "__main__":
-    spin()
-
-
-# --------------------------------------------------------------------------- driver side
-# (imported by the benchmark scripts, never by a task run)
 
 _STARTED = re.compile(
     r"run started: job '(?P<job>[^']*)' tick (?P<tick>\S+) node \S+ "
@@ -161,10 +114,11 @@ class Spinners:
     def __init__(self, count: int) -> None:
         self.procs = [
             subprocess.Popen(
-                [sys.executable, os.path.abspath(__file__)],
+                python_module("bench._scheduler_tasks"),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
+                env=child_env(),
             )
             for _ in range(count)
         ]
@@ -177,7 +131,7 @@ class Spinners:
 
 
 def config_path(log_dir: str, name: str, config: dict[str, Any], store: bool) -> str:
-    """Write ``name``'s scheduler config (tests/cluster/_sched_ops.scheduler_spec) to a
+    """Write ``name``'s scheduler config (tests.harness.scheduler_ops.scheduler_spec) to a
     file: ``config`` plus, with ``store``, an SQLite file of its own (kept across a
     restart of the node)."""
     cfg = dict(config)
@@ -189,17 +143,13 @@ def config_path(log_dir: str, name: str, config: dict[str, Any], store: bool) ->
 
 
 def start_node(name: str, log_dir: str, config: dict[str, Any], store: bool) -> Any:
-    """A dist_node.py with the scheduler, started (not yet ready: ``wait_ready``)."""
-    from _distproc import NodeProc  # noqa: PLC0415 - driver only (tests/cluster on the path)
-
+    """A node_driver with the scheduler, started (not yet ready: ``wait_ready``)."""
     path = config_path(log_dir, name, config, store)
     return NodeProc(name, log_dir, wait=False, extra_args=("--scheduler", path))
 
 
 def start_cluster(names: list[str], log_dir: str, config: dict[str, Any], store: bool) -> list:
     """The nodes ``names``, started side by side, ready and meshed (closed on a failure)."""
-    from _distproc import mesh  # noqa: PLC0415 - driver only
-
     nodes = [start_node(n, log_dir, config, store) for n in names]
     try:
         for node in nodes:
@@ -224,8 +174,6 @@ def holder(nodes: list[Any]) -> Any:
 def check_left(tag: str, timeout: float = 15.0) -> None:
     """Wait until no process of this run (marked with ``tag``) is left; kill and raise
     after ``timeout`` seconds (SIGKILLed node processes take a moment to be gone)."""
-    import _common as c  # noqa: PLC0415 - driver only
-
     deadline = time.monotonic() + timeout
     while True:
         left = [p for p in c.marked_pids(tag) if p != os.getpid()]

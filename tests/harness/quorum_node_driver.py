@@ -1,9 +1,10 @@
 """A node running the ``Quorum`` system actor, driven over stdin/stdout by the quorum
-tests (the style of ``dist_node.py``).
+tests (the style of ``tests.harness.node_driver``).
 
-Usage: quorum_node.py NAME PORT LOG_DIR [COOKIE] [--expected N] [--settle S] [--term T]
-[--margin M]. Prints {"ready": ...} once started, then answers one JSON line per command
-line (see ``handle``). The driver's own process is the lease holder of its ``acquire``.
+Usage: python -m tests.harness.quorum_node_driver NAME PORT LOG_DIR [COOKIE]
+[--expected N] [--settle S] [--term T] [--margin M]. Prints {"ready": ...} once started,
+then answers one JSON line per command line (see ``handle``). The driver's own process
+is the lease holder of its ``acquire``.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def handle(node: otpkit.Node, cmd: dict[str, Any]) -> Any:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="quorum_node.py")
+    p = argparse.ArgumentParser(prog="python -m tests.harness.quorum_node_driver")
     p.add_argument("name")
     p.add_argument("port", type=int)
     p.add_argument("log_dir")

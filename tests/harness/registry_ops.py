@@ -1,4 +1,4 @@
-"""Extra dist_node.py ops for the registry tests (``OPS[name] = fn(node, cmd)``).
+"""Extra node_driver ops for the registry tests (``OPS[name] = fn(node, cmd)``).
 
 Pids travel as ``[node, creation, id, serial]``. A :class:`Holder` is a process that
 holds a name: it answers ``"ping"``, keeps every message it is sent (``"seen"``, pids as

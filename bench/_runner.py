@@ -1,6 +1,8 @@
-"""Shared plumbing of the benchmark scripts (not a benchmark itself).
+"""The runner every benchmark script runs under (not a benchmark itself): its roles,
+statistics and figures, and the checks every run makes.
 
-Every benchmark script runs in three roles:
+Every benchmark script runs in three roles (``python -m bench.NAME [--role ROLE]`` from
+the repository root; roles are started the same way, with the root on ``PYTHONPATH``):
 
 * the *driver* (no ``--role``): starts one subprocess per measured system, one after
   the other, collects their JSON results, prints a summary on stderr and one JSON line
@@ -35,6 +37,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+
+from tests.harness.processes import child_env, python_module
 
 MARKER_VAR = "OTPKIT_BENCH_TAG"
 
@@ -216,9 +220,9 @@ def free_port() -> int:
 def loopback_only_thespian() -> None:
     """Make raw Thespian bind its sockets to the address it advertises (127.0.0.1).
 
-    Thespian 4.0.1 binds every socket to 0.0.0.0 (DESIGN.md §2); the benchmarks must bind
-    nothing but loopback. This changes the bind address only - no serializer, no other
-    behaviour - so the peer stays raw Thespian.
+    Thespian 4.0.1 binds every socket to 0.0.0.0 (ARCHITECTURE.md, *Thespian traps*); the
+    benchmarks must bind nothing but loopback. This changes the bind address only - no
+    serializer, no other behaviour - so the peer stays raw Thespian.
     """
     os.environ["THESPIAN_BASE_IPADDR"] = "127.0.0.1"
     from thespian.system.transport import IPBase  # noqa: PLC0415 - raw role only
@@ -397,19 +401,20 @@ def write_result(path: str, result: dict[str, Any]) -> None:
     os.replace(path + ".tmp", path)
 
 
-def run_role(script: str, role: str, quick: bool, timeout: float = 900) -> dict[str, Any]:
-    """Run ``script --role role`` in its own process (stdio to a file, never a pipe of
-    ours: actor processes inherit it) and return its JSON result. Fails loudly if the
+def run_role(module: str, role: str, quick: bool, timeout: float = 900) -> dict[str, Any]:
+    """Run ``python -m module --role role`` (a benchmark's ``__spec__.name``) in its own
+    process (stdio to a file, never a pipe of ours: actor processes inherit it) and
+    return its JSON result. Fails loudly if the
     role fails, leaves a process behind, or bound a non-loopback socket."""
     tag = uuid.uuid4().hex
     workdir = tempfile.mkdtemp(prefix=f"otpkit-bench-{role}-")
     out_path = os.path.join(workdir, "result.json")
     log_path = os.path.join(workdir, "role.log")
-    env = dict(os.environ)
+    env = child_env()
     env[MARKER_VAR] = tag
     env["THESPIAN_BASE_IPADDR"] = "127.0.0.1"
     env["OTPKIT_BENCH_WORKDIR"] = workdir
-    cmd = [sys.executable, script, "--role", role, "--out", out_path]
+    cmd = python_module(module, "--role", role, "--out", out_path)
     if quick:
         cmd.append("--quick")
     started = time.monotonic()

@@ -1,5 +1,6 @@
 """Conflict resolvers for the registry tests, imported by the node processes as
-``"resolvers:<function>"`` (dist_node.py's directory is on their ``sys.path``).
+``"tests.harness.clash_resolvers:<function>"`` (the repository root is on their
+``PYTHONPATH``: :func:`tests.harness.processes.child_env`).
 
 Each one first appends one JSON line to the file named by ``$OTPKIT_RESOLVER_LOG`` (set
 by the test before it starts its nodes): ``{"resolver", "name", "other", "own", "node",
@@ -24,7 +25,7 @@ from otpkit import registry
 from otpkit.actors._pid import Pid
 
 LOG_ENV = "OTPKIT_RESOLVER_LOG"
-DRIVER = "dist_node.py"
+DRIVER = "tests.harness.node_driver"  # python -m DRIVER NAME ...
 
 
 def log_path() -> str:
@@ -102,12 +103,12 @@ def halt_second(name: Any, other: Pid, own: Pid) -> Pid:
 
 
 def halt_targets_path() -> str:
-    """``{node name: pid of its dist_node.py program}``, written by the test."""
+    """``{node name: pid of its node_driver program}``, written by the test."""
     return log_path() + ".halt.json"
 
 
 def _driver_pid(node: str) -> int | None:
-    """The pid the test named for ``node``, if it still runs dist_node.py as ``node``."""
+    """The pid the test named for ``node``, if it still runs node_driver as ``node``."""
     try:
         with open(halt_targets_path(), encoding="utf-8") as f:
             pid = int(json.load(f)[node])
@@ -115,7 +116,7 @@ def _driver_pid(node: str) -> int | None:
             argv = [arg.decode(errors="replace") for arg in f.read().split(b"\0")]
     except (OSError, KeyError, ValueError):
         return None
-    if node in argv and any(os.path.basename(arg) == DRIVER for arg in argv):
+    if node in argv and DRIVER in argv:
         return pid
     return None
 

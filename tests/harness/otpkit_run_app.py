@@ -1,4 +1,5 @@
-"""An application for the ``otpkit run`` tests: a supervisor with one worker that writes
+"""An application for the ``otpkit run`` tests (``otpkit run
+tests.harness.otpkit_run_app:root``): a supervisor with one worker that writes
 its OS pid to the file named by ``CLI_APP_OUT`` and ``stopped`` when it is shut down,
 ``CLI_APP_STOP_DELAY`` seconds (default 0) after it was asked to."""
 

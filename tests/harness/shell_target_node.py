@@ -1,10 +1,10 @@
-"""A node for the shell tests: dist_node.py's driver (same JSON ops over stdin/stdout),
+"""A node for the shell tests: node_driver's driver (same JSON ops over stdin/stdout),
 booted with a Scheduler (a JSON config, as ``--scheduler``) and an application
 supervisor ``app`` with one ``worker`` beside it - the processes the shell inspects,
 kills and restarts. Config ``-`` boots only an ``app`` with a ``sleeper`` whose stop
 takes 3 s (a slow request for the shell).
 
-Usage: _shell_node.py NAME PORT LOG_DIR COOKIE CONFIG
+Usage: python -m tests.harness.shell_target_node NAME PORT LOG_DIR COOKIE CONFIG
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from typing import Any
 
 import otpkit
 from otpkit import Actor, ChildSpec, Supervisor
+from tests.harness.node_driver import serve
+from tests.harness.scheduler_ops import scheduler_spec
 
-SCRIPT = os.path.abspath(__file__)
+MODULE = "tests.harness.shell_target_node"  # its children's start functions, by name
 
 
 class Worker(Actor):
@@ -43,23 +45,19 @@ def children(config: str, log_dir: str) -> list[Any]:
     if config == "-":
         marker = os.path.join(log_dir, "sleeper.stops")
         sleeper = ChildSpec(
-            "sleeper", "_shell_node:Sleeper", kwargs={"marker": marker, "seconds": 3.0}, shutdown=60
+            "sleeper", f"{MODULE}:Sleeper", kwargs={"marker": marker, "seconds": 3.0}, shutdown=60
         )
         return [ChildSpec("app", Supervisor, kwargs={"children": [sleeper]}, type="supervisor")]
-    from _sched_ops import scheduler_spec  # noqa: PLC0415 - needs this dir on sys.path
-
     app = ChildSpec(
         "app",
         Supervisor,
-        kwargs={"children": [ChildSpec("worker", "_shell_node:Worker")], "intensity": 5},
+        kwargs={"children": [ChildSpec("worker", f"{MODULE}:Worker")], "intensity": 5},
         type="supervisor",
     )
     return [scheduler_spec(config), app]
 
 
 def main() -> None:
-    from dist_node import serve  # noqa: PLC0415 - a script beside this one
-
     name, port, log_dir, cookie, config = sys.argv[1:6]
     kids = children(config, log_dir)
     node = otpkit.Node(

@@ -1,5 +1,7 @@
-"""Run as a script by the no-orphan tests: start a node with a small tree, print its
-pids as one JSON line, then wait (for stdin to close, or to be killed)."""
+"""Run by the no-orphan and Thespian-door tests as ``python -m
+tests.harness.nested_tree_node LOG_DIR [fragile]``: start a node with a two-level tree
+(``app``: w1, w2 and ``inner``: w3, w4), print its pids as one JSON line, then answer
+``ping`` lines until stdin closes (or it is killed)."""
 
 from __future__ import annotations
 
