@@ -1026,7 +1026,7 @@ def test_refuse_from_a_peer_is_logged(pair, raw, when):
 
 def test_peer_chosen_name_cannot_forge_a_log_line(pair, raw):
     a, b = pair
-    forged = "2026-01-01 00:00:00,000 CRITICAL otpkit.distribution [1] n2@127.0.0.2: FORGED"
+    forged = "2026-01-01 00:00:00,000 CRITICAL otpkit.dist [1] n2@127.0.0.2: FORGED"
     conn = raw(a)
     conn.send_hello(f"evil@{ATTACKER}\n{forged}")
     conn.wait_closed()  # a name that is no node name ends the handshake at once

@@ -49,7 +49,7 @@ from otpkit.actors import (
 from otpkit.distribution import _codec, _handshake, _partition
 from otpkit.errors import FrameError
 
-log = logging.getLogger("otpkit.distribution")
+log = logging.getLogger("otpkit.dist")
 
 #: Local frame tags used between a process and the dist thread.
 DIST_SEND = 20  # (DIST_SEND, dst, msgpack bytes of the inner frame)
