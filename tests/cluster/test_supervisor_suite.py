@@ -43,6 +43,7 @@ from otpkit import (
     ChildInfo,
     ChildSpec,
     Down,
+    DynamicSupervisor,
     ExitSignal,
     InvalidChildSpec,
     InvalidSupervisorFlags,
@@ -53,6 +54,7 @@ from otpkit import (
     SupervisorError,
     SupFlags,
 )
+from otpkit.actors._host import ORPHAN_GRACE
 from otpkit.actors._runtime import process_start_ticks
 from otpkit.supervision import check_specs, child_spec
 from tests.harness.polling import wait_until
@@ -108,6 +110,20 @@ class LogWorker(Worker):
 
     def terminate(self, reason: Any) -> None:
         _append(self.path, f"stop {self.name}")
+
+
+class ReasonLogWorker(Worker):
+    """Writes ``start <name>`` in init and ``stop <name> <reason>`` in terminate; traps
+    exits unless told not to (then an exit signal ends it without terminate)."""
+
+    def init(self, path: str, name: str, trap: bool = True) -> Any:
+        otpkit.trap_exit(trap)
+        self.path, self.name = path, name
+        _append(path, f"start {name}")
+        return None
+
+    def terminate(self, reason: Any) -> None:
+        _append(self.path, f"stop {self.name} {reason}")
 
 
 class Refuser(Actor):
@@ -1662,3 +1678,75 @@ def test_which_children_simple_one_for_one(box: Box) -> None:
     )
     otpkit.terminate_child(sup, c1)
     assert otpkit.which_children(sup) == [ChildInfo(None, c2, "worker", WORKER_MODS)]
+
+
+def test_which_children_dynamic_supervisor(box: Box) -> None:
+    """Elixir's DynamicSupervisor.which_children: the id is always undefined (None), as
+    for simple_one_for_one; count_children counts every child as a spec."""
+    sup = box.sup(cls=DynamicSupervisor)
+    assert otpkit.which_children(sup) == []
+    c1 = otpkit.start_child(sup, spec("d1"))
+    c2 = otpkit.start_child(sup, spec("d2", restart="temporary"))
+    assert sorted(otpkit.which_children(sup), key=repr) == sorted(
+        [ChildInfo(None, c1, "worker", WORKER_MODS), ChildInfo(None, c2, "worker", WORKER_MODS)],
+        key=repr,
+    )
+    assert counts(sup) == (2, 2, 0, 2)
+    otpkit.terminate_child(sup, c1)
+    assert otpkit.which_children(sup) == [ChildInfo(None, c2, "worker", WORKER_MODS)]
+
+
+# ============================================================================ parent killed
+
+
+def test_trapping_child_of_a_killed_supervisor_runs_terminate(box: Box, files: Any) -> None:
+    """top -> sub -> x (traps exits), y (does not); ``exit(sub, "kill")``. As on OTP, x
+    runs ``terminate("killed")`` (gen_server: an 'EXIT' from the parent, with its reason),
+    y dies at once without it, and top restarts sub, which starts new x and y. Neither
+    old child outlives its parent for good."""
+    log = Path(files("log"))
+    sub_spec = ChildSpec(
+        "sub",
+        Supervisor,
+        kwargs={
+            "children": [
+                spec("x", ReasonLogWorker, str(log), "x"),
+                spec("y", ReasonLogWorker, str(log), "y", False),
+            ],
+            "intensity": 4,
+            "period": 3600,
+        },
+        type="supervisor",
+    )
+    top = box.sup([sub_spec], intensity=4)
+    sub = pid_of(top, "sub")
+    x, y = pid_of(sub, "x"), pid_of(sub, "y")
+    assert isinstance(x, Pid) and isinstance(y, Pid)
+    wait_until(lambda: sorted(log_lines(log)) == ["start x", "start y"], what="x and y started")
+
+    refs = box.watch(sub, x, y)
+    otpkit.exit(sub, "kill")
+    assert box.downs(refs) == {sub: "killed", x: "killed", y: "killed"}
+    gone(x)
+    gone(y)
+    new_sub = new_pid(top, "sub", sub)
+    new_x, new_y = new_pid(new_sub, "x", x), new_pid(new_sub, "y", y)
+    assert running(new_x) and running(new_y)
+    wait_until(lambda: log_lines(log).count("start y") == 2, what="the new x and y started")
+    assert sorted(log_lines(log)) == ["start x", "start x", "start y", "start y", "stop x killed"]
+
+
+def test_a_trapping_child_busy_when_its_parent_is_killed_ends_within_the_grace(
+    box: Box, files: Any
+) -> None:
+    """x traps exits but is stuck in a handler when its supervisor is killed: it cannot
+    run terminate, and the orphan guard ends it ORPHAN_GRACE seconds later (no orphan)."""
+    log = Path(files("log"))
+    sub = box.sup([spec("x", ReasonLogWorker, str(log), "x")])
+    x = pid_of(sub, "x")
+    assert isinstance(x, Pid)
+    otpkit.send(x, ("sleep", 120, otpkit.self()))
+    box.expect(lambda m: m == ("sleeping", x))
+    otpkit.exit(sub, "kill")
+    wait_until(lambda: not running(x), timeout=ORPHAN_GRACE + 15, what="the busy orphan gone")
+    assert log_lines(log) == ["start x"]

@@ -61,7 +61,9 @@ class Actor:
     * ``handle_cast(msg)`` and ``handle_info(msg)``: plain messages, ``Down`` and
       ``ExitSignal`` (when trapping exits) arrive in ``handle_info``.
     * ``terminate(reason)``: runs when the actor stops by :class:`Stop`, by an exception
-      in a handler, or - when it traps exits - by an exit signal from its parent.
+      in a handler, or - when it traps exits - by an exit signal from its parent, also
+      when the parent dies in any way (``"killed"`` if it was killed). A process whose
+      parent died has 5 s to end (``_host.ORPHAN_GRACE``), then it is killed.
 
     An exception in any handler crashes the actor: it exits with that exception as its
     reason. There is no retry. A process that does not trap exits and receives an abnormal

@@ -64,6 +64,8 @@ class SpawnPayload:
     token: Ref
     log_level: int = logging.INFO
     options: dict[str, Any] = field(default_factory=dict)
+    #: the parent's end halts the node (it is the kernel): die with it at once
+    parent_halts_node: bool = False
 
 
 _pending: SpawnPayload | None = None
@@ -86,9 +88,17 @@ def resolve_target(target: Any) -> type[Actor]:
     return target
 
 
+#: What the OS sends a process when its parent process ends (``PR_SET_PDEATHSIG``).
+PARENT_DIED = signal.SIGUSR2
+#: How long a process that traps exits has, once its parent died, to run ``terminate``
+#: and end; then it is killed (SIGALRM's default action): nothing outlives its parent
+#: longer than this.
+ORPHAN_GRACE = 5.0
+
+
 def _set_parent_death_signal() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    libc.prctl(_PR_SET_PDEATHSIG, PARENT_DIED, 0, 0, 0)
 
 
 def _fresh_logging(level: int) -> None:
@@ -156,6 +166,7 @@ class ProcessRuntime(Runtime):
             token=token,
             log_level=logging.root.level,
             options=dict(options or {}),
+            parent_halts_node=hasattr(self._host._actor, "halt_node_on_exit"),
         )
         alive = self._host.fork_child(payload)
         return self.await_start(token, link, alive)
@@ -189,15 +200,18 @@ class Host(ThespianActor):  # type: ignore[misc]
         payload, _pending = _pending, None
         if payload is None:
             os._exit(3)  # created by something other than otpkit: refuse to run
+        self._payload = payload
+        self._mgr: Any = None
+        self._booted = False
+        self._ending = False
+        self._orphaned = False
+        self._actor: Actor | None = None
+        self._rt = ProcessRuntime(payload.node, self)
+        signal.signal(PARENT_DIED, self._parent_died)
         _set_parent_death_signal()
         if payload.parent_ospid is not None and os.getppid() != payload.parent_ospid:
             os._exit(1)  # the parent died before the death signal was armed
         _fresh_logging(payload.log_level)
-        self._payload = payload
-        self._mgr: Any = None
-        self._booted = False
-        self._actor: Actor | None = None
-        self._rt = ProcessRuntime(payload.node, self)
         _runtime.set_current(self._rt)
         # A process the kernel starts for a client has the client as its OTP parent.
         otp_parent = payload.options.get("parent")
@@ -224,6 +238,39 @@ class Host(ThespianActor):  # type: ignore[misc]
         self._mgr = mgr
         if first and not self._payload.options.get("defer_boot"):
             self._boot()
+
+    def _parent_died(self, signum: int, frame: Any) -> None:
+        """The OS parent of this process ended (its parent-death signal).
+
+        A process that traps exits and is linked to its parent learns of the death on
+        its connection to the parent, with the reason (``"killed"`` for a SIGKILL), and
+        runs ``terminate`` with it, as a gen_server does on an ``'EXIT'`` from its
+        parent; it has :data:`ORPHAN_GRACE` seconds. So does a process already ending.
+        Any other process - and every child of a process whose end halts the node (the
+        kernel) - dies at once.
+        """
+        p = self._payload
+        if p.parent_ospid is not None and os.getppid() == p.parent_ospid:
+            return  # only the thread that forked this process ended: the parent lives
+        if not p.parent_halts_node and (self._ending or self._awaits_parent_exit()):
+            if not self._orphaned:
+                self._orphaned = True
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)
+                signal.setitimer(signal.ITIMER_REAL, ORPHAN_GRACE)
+            return
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def _awaits_parent_exit(self) -> bool:
+        """Booted, trapping exits, and its parent's exit signal still to come (linked) or
+        queued: it will run ``terminate`` with the parent's reason."""
+        rt = self._rt
+        parent = rt.os_parent
+        if not (self._booted and rt.trap_exit) or parent is None:
+            return False
+        return parent in rt.links or any(
+            item[0] == INFO and isinstance(item[2], ExitSignal) and item[2].pid == parent
+            for item in rt.mailbox
+        )
 
     def fork_child(self, payload: SpawnPayload) -> Callable[[], bool]:
         global _pending
@@ -357,6 +404,7 @@ class Host(ThespianActor):  # type: ignore[misc]
 
     def _finish(self, reason: Any, run_terminate: bool, quiet: bool = False) -> None:
         """End this process with ``reason``: terminate, tell every peer, exit."""
+        self._ending = True
         actor, rt = self._actor, self._rt
         if run_terminate and actor is not None:
             try:

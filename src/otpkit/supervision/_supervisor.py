@@ -478,7 +478,7 @@ class Supervisor(Actor):
     def _api_which_children(self) -> list[ChildInfo]:
         return [
             ChildInfo(
-                None if self._dynamic and self._sofo else c.spec.id,
+                None if self._dynamic else c.spec.id,
                 c.pid,
                 str(c.spec.type),
                 c.spec.modules,
