@@ -9,12 +9,9 @@ deadline, wide enough for a loaded 2-core machine.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -22,9 +19,9 @@ from typing import Any
 import pytest
 
 from otpkit.scheduler._pool import TaskPool, pool_child_spec, pool_name
-from tests.harness.node_process import free_port
+from tests.harness.node_process import NodeProc
 from tests.harness.polling import wait_until
-from tests.harness.processes import alive, child_env, python_module
+from tests.harness.processes import alive
 
 pytestmark = pytest.mark.cluster
 
@@ -33,65 +30,17 @@ BOUND = 15.0
 TASK = f"{DRIVER}:sleeper"
 
 
-class PoolNode:
-    """``python -m tests.harness.pool_node_driver NAME PORT LOG_DIR COOKIE``, driven one
-    JSON line at a time."""
-
-    def __init__(self, name: str, log_dir: str) -> None:
-        self.name = name
-        self.host = name.split("@")[1]
-        self.port = free_port(self.host)
-        self.log_path = os.path.join(log_dir, f"{name}.log")
-        self.pids: list[int] = []
-        self.lock = threading.Lock()
-        self.proc = subprocess.Popen(
-            python_module(DRIVER, name, str(self.port), log_dir, "pool-cookie"),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=child_env(),
-        )
-
-    def wait_ready(self) -> None:
-        assert self.proc.stdout
-        line = self.proc.stdout.readline()
-        assert line, f"{self.name} did not start"
-        self.pids = json.loads(line)["pids"]
-
-    def cmd(self, **kw: Any) -> Any:
-        assert self.proc.stdin and self.proc.stdout
-        with self.lock:
-            self.proc.stdin.write(json.dumps(kw) + "\n")
-            self.proc.stdin.flush()
-            line = self.proc.stdout.readline()
-        assert line, f"{self.name} ended (exit status {self.proc.poll()})"
-        reply = json.loads(line)
-        assert "ok" in reply, reply
-        return reply["ok"]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            assert self.proc.stdin
-            with contextlib.suppress(OSError):
-                self.proc.stdin.close()  # the driver stops its node in order
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        if self.proc.stdout:
-            self.proc.stdout.close()
-        for pid in self.pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+def pool_node(name: str, log_dir: str) -> NodeProc:
+    """``python -m tests.harness.pool_node_driver NAME PORT LOG_DIR COOKIE``, started."""
+    return NodeProc(name, log_dir, cookie="pool-cookie", wait=False, module=DRIVER)
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PoolNode, PoolNode]]:
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeProc, NodeProc]]:
     log_dir = str(tmp_path_factory.mktemp("pool"))
-    nodes: list[PoolNode] = []
+    nodes: list[NodeProc] = []
     try:
-        nodes = [PoolNode("pa@127.0.0.21", log_dir), PoolNode("pb@127.0.0.22", log_dir)]
+        nodes = [pool_node("pa@127.0.0.21", log_dir), pool_node("pb@127.0.0.22", log_dir)]
         for n in nodes:
             n.wait_ready()
         pa, pb = nodes
@@ -103,7 +52,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PoolNode, P
         yield pa, pb
     finally:
         for n in nodes:
-            n.close()
+            n.close(graceful=True)
 
 
 def lines(path: str) -> list[dict[str, Any]]:
@@ -135,7 +84,7 @@ def run(job: str, at: float, path: str, **kw: Any) -> dict[str, Any]:
 
 
 def setup(
-    pair: tuple[PoolNode, PoolNode], tmp_path: Any, scheduler: str, holder: bool = True, **kw: Any
+    pair: tuple[NodeProc, NodeProc], tmp_path: Any, scheduler: str, holder: bool = True, **kw: Any
 ) -> tuple[str, str, dict[str, Any]]:
     """Start ``scheduler``'s pool on pa (and its holder on pb); the holder's file, the
     tasks' file and the pool's first state."""
@@ -152,13 +101,13 @@ def setup(
     return hold, tasks, state
 
 
-def dispatch(pair: tuple[PoolNode, PoolNode], scheduler: str, *runs: dict[str, Any]) -> None:
+def dispatch(pair: tuple[NodeProc, NodeProc], scheduler: str, *runs: dict[str, Any]) -> None:
     """From pb, through pa's dist service: the holder's path."""
     pa, pb = pair
     pb.cmd(op="dispatch", scheduler=scheduler, to=pa.name, runs=list(runs))
 
 
-def outbox_empty(pa: PoolNode, scheduler: str) -> bool:
+def outbox_empty(pa: NodeProc, scheduler: str) -> bool:
     return pa.cmd(op="pool_state", scheduler=scheduler)["outbox"] == []
 
 

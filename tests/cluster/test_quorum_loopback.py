@@ -6,20 +6,15 @@ node with ``expected_size=3`` never holds a lease."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.harness.node_process import free_port
+from tests.harness.node_process import NodeProc
 from tests.harness.polling import wait_until
-from tests.harness.processes import child_env, python_module
 
 pytestmark = pytest.mark.cluster
 
@@ -27,63 +22,14 @@ DRIVER = "tests.harness.quorum_node_driver"
 TERM, MARGIN = 3.0, 0.5
 
 
-class QNode:
-    """``python -m tests.harness.quorum_node_driver NAME PORT LOG_DIR`` as a subprocess;
-    :meth:`close` kills the driver and every OS process of the node, also after a
-    SIGSTOP."""
-
-    def __init__(self, name: str, log_dir: str, *extra: str) -> None:
-        self.name = name
-        self.host = name.split("@")[1]
-        self.port = free_port(self.host)
-        self.info: dict[str, Any] = {}
-        self.proc = subprocess.Popen(
-            python_module(DRIVER, name, str(self.port), log_dir, "test-cookie", *extra),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=child_env(),
-        )
-
-    def wait_ready(self) -> QNode:
-        line = self.proc.stdout.readline() if self.proc.stdout else ""
-        assert line, f"{self.name} did not start"
-        self.info = json.loads(line)
-        return self
-
-    def cmd(self, **kw: Any) -> Any:
-        assert self.proc.stdin and self.proc.stdout
-        self.proc.stdin.write(json.dumps(kw) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        assert line, f"{self.name} ended (exit status {self.proc.poll()})"
-        reply = json.loads(line)
-        assert "ok" in reply, reply
-        return reply["ok"]
-
-    def all_pids(self) -> list[int]:
-        return [self.proc.pid, *self.info.get("pids", [])]
-
-    def signal(self, sig: int) -> None:
-        for pid in self.all_pids():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-
-    def close(self) -> None:
-        self.signal(signal.SIGKILL)
-        self.proc.wait(10)
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-
-
 @pytest.fixture
 def start(tmp_path) -> Iterator[Any]:
-    nodes: list[QNode] = []
+    nodes: list[NodeProc] = []
 
-    def start_nodes(names: list[str], *extra: str) -> list[QNode]:
-        batch = [QNode(n, str(tmp_path), *extra) for n in names]
+    def start_nodes(names: list[str], *extra: str) -> list[NodeProc]:
+        batch = [
+            NodeProc(n, str(tmp_path), extra_args=extra, wait=False, module=DRIVER) for n in names
+        ]
         nodes.extend(batch)
         return [n.wait_ready() for n in batch]
 
@@ -94,7 +40,7 @@ def start(tmp_path) -> Iterator[Any]:
             n.close()
 
 
-def formed_trio(start: Any, base: int) -> list[QNode]:
+def formed_trio(start: Any, base: int) -> list[NodeProc]:
     # connected within the settle window: the three found the cluster together (version 1),
     # so no member sits out the quiet period of a late joiner
     trio = start([f"q{i}@127.0.0.{i}" for i in range(base, base + 3)], "--settle", "3")
@@ -114,7 +60,7 @@ def test_members_converge_and_a_killed_holder_is_replaced_fast(start):
     lease = a.cmd(op="acquire", key="job", t=5)
     assert lease is not None and 0 < lease[1] <= TERM - MARGIN
     assert b.cmd(op="acquire", key="job", t=1) is None  # held elsewhere
-    a.close()  # SIGKILL of every process of the node: its sockets close
+    a.kill_node()  # SIGKILL of every process of the node: its sockets close
     t0 = time.monotonic()
     got = b.cmd(op="acquire", key="job", t=5)
     elapsed = time.monotonic() - t0

@@ -1,5 +1,7 @@
-"""A dist node as a separate OS process (``tests.harness.node_driver``), driven over its
-stdin/stdout by the dist tests: :class:`NodeProc`, :func:`mesh` and :func:`free_port`."""
+"""A node as a separate OS process (``tests.harness.node_driver``, or another driver that
+speaks its protocol: one JSON request per line on stdin, one ``{"ok": ...}`` answer per
+line on stdout), driven by the cluster tests: :class:`NodeProc`, :func:`mesh` and
+:func:`free_port`."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 from typing import Any
 
 from tests.harness.polling import wait_until
@@ -28,8 +31,10 @@ class NodeProc:
     driver ``module`` taking the same arguments and answering the same ops) started and
     ready, with the repository root on its ``PYTHONPATH``.
 
-    ``info`` is its ready line (``echo`` pid, the node's os ``pids``); ``log_path`` the
-    node's log file. :meth:`close` kills the driver and every os pid of the node. With
+    ``info`` is its ready line (the node's os ``pids``; ``echo``, the pid of an echo
+    process, from ``node_driver``); ``log_path`` the node's log file. :meth:`cmd` may be
+    called from several threads. :meth:`close` kills the driver and every os pid of the
+    node (``graceful=True``: it first lets the driver stop its node in order). With
     ``wait=False`` the constructor returns at once (start several nodes side by side),
     and :meth:`wait_ready` waits for the ready line.
     """
@@ -49,6 +54,7 @@ class NodeProc:
         self.log_path = os.path.join(log_dir, f"{name}.log")
         self.info: dict[str, Any] = {}
         self.echo: list[Any] = []
+        self.lock = threading.Lock()
         self.proc = subprocess.Popen(
             python_module(module, name, str(self.port), log_dir, cookie, *extra_args),
             stdin=subprocess.PIPE,
@@ -67,14 +73,15 @@ class NodeProc:
         except BaseException:
             self.close()
             raise
-        self.echo = self.info["echo"]
+        self.echo = self.info.get("echo", [])
         return self
 
     def cmd(self, **kw: Any) -> Any:
         assert self.proc.stdin and self.proc.stdout
-        self.proc.stdin.write(json.dumps(kw) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
+        with self.lock:
+            self.proc.stdin.write(json.dumps(kw) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
         assert line, f"{self.name} ended (exit status {self.proc.poll()})"
         reply = json.loads(line)
         assert "ok" in reply, reply
@@ -95,18 +102,32 @@ class NodeProc:
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
 
+    def all_pids(self) -> list[int]:
+        """The driver's os pid and every os pid of its node."""
+        return [self.proc.pid, *self.info.get("pids", [])]
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the driver and every os process of the node (SIGSTOP freezes
+        the whole node, SIGCONT thaws it)."""
+        for pid in self.all_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
     def kill_node(self) -> None:
         """SIGKILL the driver and every os process of the node at once (a crashed host)."""
-        for pid in [self.proc.pid, *self.info.get("pids", [])]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        self.signal(signal.SIGKILL)
         self.proc.wait(10)
 
     def term(self) -> None:
         """SIGTERM the driver: it stops the node in order (a pod's termination)."""
         os.kill(self.proc.pid, signal.SIGTERM)
 
-    def close(self) -> None:
+    def close(self, graceful: bool = False) -> None:
+        if graceful and self.proc.poll() is None and self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()  # the driver stops its node in order
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(20)
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(10)
