@@ -41,10 +41,17 @@ def active_intervals(rows: list[list[str]]) -> dict[str, list[float]]:
     return spans
 
 
-def start_all(cluster: Cluster, indices: list[int], extra: tuple[str, ...]) -> list[NetnsNode]:
+def start_all(
+    cluster: Cluster,
+    indices: list[int],
+    extra: tuple[str, ...],
+    start_tolerates: tuple[str, ...] = (),
+) -> list[NetnsNode]:
     """Start the nodes at the same moment (all launched, then each waited for)."""
     cluster.set_records(indices)
-    nodes = [cluster.start(i, extra=extra, wait=False) for i in indices]
+    nodes = [
+        cluster.start(i, extra=extra, wait=False, start_tolerates=start_tolerates) for i in indices
+    ]
     for n in nodes:
         n.wait_ready()
     cluster.wait_view(cluster.parts(indices), BOUND, "the nodes find each other by DnsA")
@@ -164,7 +171,12 @@ def ticks(path: Path, since: float) -> dict[str, int]:
 
 def test_seed_recipe_through_a_kill_a_partition_and_a_heal(cluster: Cluster) -> None:
     path = cluster.workdir / "ticks"
-    nodes = start_all(cluster, [1, 2, 3], ("--seed", str(path)))
+    # The three boot at once, each before its registry has merged with its peers': the
+    # recipe's race described below (at the victim's return) can happen here too - a
+    # node links to a SchedulerSupervisor that a resolver has just stopped (exit noproc,
+    # restarted by its supervisor). Seen once in 4 full runs of the suite (CI, loaded).
+    recipe_race = ("child 'SchedulerSupervisor' exited",)
+    nodes = start_all(cluster, [1, 2, 3], ("--seed", str(path)), start_tolerates=recipe_race)
     name = "SchedulerSupervisor"
 
     def one_holder(among: list[NetnsNode]) -> str | None:
@@ -197,7 +209,7 @@ def test_seed_recipe_through_a_kill_a_partition_and_a_heal(cluster: Cluster) -> 
     cluster.start(
         victim.index,
         extra=("--seed", str(path)),
-        start_tolerates=("child 'SchedulerSupervisor' exited",),
+        start_tolerates=recipe_race,
     )
     nodes = [cluster.node(i) for i in (1, 2, 3)]
     cluster.wait_view(cluster.parts([1, 2, 3]), BOUND, "the victim rejoins")
