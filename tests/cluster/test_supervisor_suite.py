@@ -54,8 +54,8 @@ from otpkit import (
     SupervisorError,
     SupFlags,
 )
+from otpkit.actors import process_start_ticks
 from otpkit.actors._host import ORPHAN_GRACE
-from otpkit.actors._runtime import process_start_ticks
 from otpkit.supervision import check_specs, child_spec
 from tests.harness.polling import wait_until
 from tests.harness.processes import alive

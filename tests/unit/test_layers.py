@@ -87,6 +87,7 @@ class Import:
     module: str  # the importing module, dotted
     target: str  # the imported module, dotted
     names: tuple[str, ...]  # names taken from it (empty for ``import x``)
+    bound: str | None = None  # the local name bound to the module itself, if any
 
 
 def module_name(path: Path, src: Path) -> str:
@@ -111,7 +112,8 @@ def imports_of(src: Path, package: str = PACKAGE) -> Iterator[tuple[Import, ast.
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     if alias.name.split(".")[0] == package:
-                        yield Import(rel, node.lineno, me, alias.name, ()), tree
+                        bound = alias.asname or (None if "." in alias.name else alias.name)
+                        yield Import(rel, node.lineno, me, alias.name, (), bound), tree
             elif isinstance(node, ast.ImportFrom):
                 if node.level:
                     base = here[: len(here) - node.level + 1]
@@ -125,7 +127,8 @@ def imports_of(src: Path, package: str = PACKAGE) -> Iterator[tuple[Import, ast.
                     sub = f"{target}.{alias.name}"
                     if is_module(sub, src):
                         # ``from otpkit.x import _mod``: an import of that module
-                        yield Import(rel, node.lineno, me, sub, ()), tree
+                        bound = alias.asname or alias.name
+                        yield Import(rel, node.lineno, me, sub, (), bound), tree
                     else:
                         plain.append(alias.name)
                 if plain:
@@ -158,8 +161,8 @@ def check(src: Path, layers: Mapping[str, frozenset[str]], package: str = PACKAG
         problems.append(f"layers block names {layer}, which src/{package} does not have")
 
     actual: dict[str, set[str]] = {}
-    # per file, the names it binds to modules of other layers
-    cross_modules: dict[str, set[str]] = {}
+    # per file, its tree and the names it binds to modules of other layers
+    cross_modules: dict[str, tuple[ast.Module, set[str]]] = {}
     for imp, tree in imports_of(src, package):
         mine, theirs = layer_of(imp.module, package), layer_of(imp.target, package)
         if mine == theirs:
@@ -173,22 +176,10 @@ def check(src: Path, layers: Mapping[str, frozenset[str]], package: str = PACKAG
         for name in imp.names:
             if name.startswith("_"):
                 problems.append(f"{where}: {name}: a private name of {imp.target}")
-        if not imp.names:
-            bound_here = cross_modules.setdefault(imp.file, set())
-            for node in ast.walk(tree):
-                if isinstance(node, ast.Import | ast.ImportFrom):
-                    for alias in node.names:
-                        bound = alias.asname or alias.name.split(".")[-1]
-                        full = (
-                            alias.name
-                            if isinstance(node, ast.Import)
-                            else f"{node.module}.{alias.name}"
-                        )
-                        if full == imp.target:
-                            bound_here.add(bound)
+        if imp.bound is not None:
+            cross_modules.setdefault(imp.file, (tree, set()))[1].add(imp.bound)
     # ``module._private`` read off a module of another layer
-    for file, bound in cross_modules.items():
-        tree = ast.parse((src.parent / file).read_text())
+    for file, (tree, bound) in cross_modules.items():
         for node in ast.walk(tree):
             if (
                 isinstance(node, ast.Attribute)
