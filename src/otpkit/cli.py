@@ -53,6 +53,8 @@ def load_root(target: str) -> list[Any]:
 def _run(settings: Settings) -> int:
     children = load_root(settings.target)
     options: dict[str, Any] = {"children": children, "log_dir": settings.log_dir}
+    # the quorum's store, beside the schedulers' (their default is ./otpkit-data too)
+    options["data_dir"] = settings.data_dir or "otpkit-data"
     if settings.dist_port is not None:
         assert settings.cookie is not None  # settings_from asks for one with a dist port
         host = settings.dist_host or settings.name.split("@", 1)[1]

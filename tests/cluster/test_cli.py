@@ -182,6 +182,7 @@ def run_cli_app(
         "CLI_APP_OUT": str(marks),
         "OTPKIT_NODE_NAME": name,
         "OTPKIT_LOG_DIR": str(tmp_path),
+        "OTPKIT_DATA_DIR": str(tmp_path / "data"),
         **extra,
     }
     proc = subprocess.Popen(
@@ -302,6 +303,8 @@ class Nodes:
         full = {k: v for k, v in os.environ.items() if not k.startswith("OTPKIT_")}
         full.pop("POD_IP", None)
         full["PYTHONPATH"] = f"{pythonpath}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+        # each node's stores in this test's directory (not the default ./otpkit-data)
+        full["OTPKIT_DATA_DIR"] = str(self.tmp_path / f"data-{key}")
         full.update(env)
         with open(self.tmp_path / f"{key}.out", "wb") as out:
             self.procs[key] = subprocess.Popen(

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from tests.harness.polling import wait_until
@@ -47,6 +48,7 @@ class NodeProc:
         extra_args: tuple[str, ...] = (),
         wait: bool = True,
         module: str = DRIVER,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
         self.host = name.split("@")[1]
@@ -60,7 +62,7 @@ class NodeProc:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            env=child_env(),
+            env={**child_env(), **(env or {})},
         )
         if wait:
             self.wait_ready()

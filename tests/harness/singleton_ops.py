@@ -114,8 +114,15 @@ def _members(node: otpkit.Node, cmd: dict[str, Any]) -> Any:
     return _quorum_actor.members()
 
 
+def _quorum_status(node: otpkit.Node, cmd: dict[str, Any]) -> Any:
+    from otpkit import quorum  # noqa: PLC0415
+
+    return quorum.status()
+
+
 OPS = {
     "quorum_members": _members,
+    "quorum_status": _quorum_status,
     "singleton_start": _start,
     "singleton_state": _state,
     "singleton_child": _child,

@@ -35,7 +35,9 @@ from otpkit.quorum._core import (
     is_closed_reason,
     is_majority,
     is_single_change,
+    live_holder,
     next_change,
+    wished_expected,
 )
 
 A, B, C, D = ("a@h", 1), ("b@h", 1), ("c@h", 1), ("d@h", 1)
@@ -52,11 +54,16 @@ def test_majority_counts_members_over_expected_size():
 
 
 def test_single_change():
-    assert is_single_change((A, B), (A, B, C))
-    assert is_single_change((A, B, C), (A, C))
-    assert not is_single_change((A, B), (A, C))
-    assert not is_single_change((A,), ())
-    assert not is_single_change((A, B), (B, A, C))  # not sorted
+    assert is_single_change(((A, B), 3, 3), ((A, B, C), 3, 3))
+    assert is_single_change(((A, B, C), 3, 3), ((A, C), 3, 3))
+    assert not is_single_change(((A, B), 3, 3), ((A, C), 3, 3))
+    assert not is_single_change(((A,), 3, 3), ((), 3, 3))
+    assert not is_single_change(((A, B), 3, 3), ((B, A, C), 3, 3))  # not sorted
+    # the expected size changes alone, never with the members
+    assert is_single_change(((A, B, C), 3, 3), ((A, B, C), 5, 5))
+    assert is_single_change(((A, B, C), 3, 3), ((A, B, C), 5, 3))
+    assert not is_single_change(((A, B, C), 3, 3), ((A, B), 5, 5))
+    assert not is_single_change(((A, B, C), 3, 3), ((A, B, C), -1, 3))
 
 
 def test_closed_reasons():
@@ -70,15 +77,20 @@ def test_closed_reasons():
 
 def test_grant_rules():
     rec = Grant(5, A, expires=10.0)
-    assert grant_allowed(rec, 5, A, 9.0, quiet=True)  # renewal, even in quiet
-    assert not grant_allowed(rec, 6, B, 9.0, quiet=False)  # unexpired, another holder
-    assert grant_allowed(rec, 6, B, 10.0, quiet=False)  # expired
-    assert not grant_allowed(rec, 5, B, 11.0, quiet=False)  # epoch not higher
-    assert not grant_allowed(rec, 6, B, 11.0, quiet=True)
+    assert grant_allowed(rec, 5, 5, A, 9.0, quiet=True)  # renewal, even in quiet
+    assert grant_allowed(rec, 7, 5, A, 11.0, quiet=False)  # renewal, above a failed top
+    assert not grant_allowed(rec, 5, 6, B, 9.0, quiet=False)  # unexpired, another holder
+    assert grant_allowed(rec, 5, 6, B, 10.0, quiet=False)  # expired
+    assert not grant_allowed(rec, 5, 5, B, 11.0, quiet=False)  # epoch not higher
+    assert not grant_allowed(rec, 7, 6, B, 11.0, quiet=False)  # not above the top
+    assert not grant_allowed(rec, 5, 6, B, 11.0, quiet=True)
+    assert live_holder(rec, B, 9.0) == (A, 1.0)
+    assert live_holder(rec, A, 9.0) is None and live_holder(rec, B, 10.0) is None
     rec.void = True
-    assert grant_allowed(rec, 6, B, 9.0, quiet=False)  # holder died with sockets closed
-    assert not grant_allowed(rec, 5, A, 9.0, quiet=False)  # a voided lease is not renewed
-    assert grant_allowed(None, 1, A, 0.0, quiet=False)
+    assert live_holder(rec, B, 9.0) is None
+    assert grant_allowed(rec, 5, 6, B, 9.0, quiet=False)  # holder died with sockets closed
+    assert not grant_allowed(rec, 5, 5, A, 9.0, quiet=False)  # a voided lease is not renewed
+    assert grant_allowed(None, 0, 1, A, 0.0, quiet=False)
 
 
 def test_fence_rules():
@@ -92,12 +104,20 @@ def test_fence_rules():
 
 
 def test_choose_value_takes_the_highest_accepted():
-    own: Members = (A,)
+    own = ((A,), 3, 3)
     assert choose_value([(None, None)], own) == own
-    assert choose_value([((1, "a", 1), (A, B)), ((2, "b", 1), (B, C)), (None, None)], own) == (
-        B,
-        C,
-    )
+    one, two = ((A, B), 3, 3), ((B, C), 3, 3)
+    assert choose_value([((1, "a", 1), one), ((2, "b", 1), two), (None, None)], own) == two
+
+
+def test_expected_size_follows_a_majority_of_the_settings():
+    members = (A, B, C)
+    assert wished_expected({A: 3, B: 3, C: 3}, members, 3, 3) is None
+    assert wished_expected({A: 5, B: 3, C: 3}, members, 3, 3) is None  # one pod rolled
+    assert wished_expected({A: 5, B: 5, C: 3}, members, 3, 3) == 5  # a majority rolled
+    # an operator set 5 (basis still 3): the unchanged settings do not undo it
+    assert wished_expected({A: 3, B: 3, C: 3}, members, 5, 3) is None
+    assert wished_expected({A: 5, D: 5, C: 3}, members, 3, 3) is None  # D is no member
 
 
 def test_next_change_order():
@@ -109,6 +129,13 @@ def test_next_change_order():
     assert next_change(A, members, conn, {"d@h"}, {"b@h": 0.0}, 30.0, 30.0) == (A, C)
     assert next_change(A, members, conn, {"d@h"}, {"b@h": 0.0}, 29.0, 30.0) == (A, B, C, D)
     assert next_change(A, (A,), {}, set(), {}, 0.0, 30.0) is None
+    # within term + margin of the last removal only joins are proposed
+    assert next_change(A, members, conn, {"d@h"}, {"b@h": 0.0}, 30.0, 30.0, False) == (
+        A,
+        B,
+        C,
+        D,
+    )
 
 
 def test_config_is_checked():
@@ -539,13 +566,14 @@ def test_at_most_one_holder_and_old_epochs_are_fenced_off(ops, seed):
 )
 def test_dueling_proposers_agree(order, seed):
     """Two members propose different changes for the same version at once (both leave);
-    whatever the delivery order, duplicates and losses, one value wins."""
+    whatever the delivery order, duplicates and losses, one value wins (and the other
+    removal follows once term + margin have passed since the first)."""
     names = ["a@h", "b@h", "c@h", "d@h"]
     sim = Sim(names, QuorumConfig(settle=0.2), seed)
     sim.settle(1.0)
     assert sim.cores["a@h"].version == 1
     for name in ("b@h", "c@h"):
-        sim.perform(name, sim.cores[name].leave(("leave", name), 5.0, sim.now))
+        sim.perform(name, sim.cores[name].leave(("leave", name), 12.0, sim.now))
     for kind, i in order:
         if kind == "net":
             sim.deliver(i)
@@ -555,6 +583,6 @@ def test_dueling_proposers_agree(order, seed):
             sim.net.pop(i % len(sim.net))
         if i % 7 == 0:
             sim.tick(0.2)
-    sim.settle(5.0)
+    sim.settle(8.0)
     assert {c.version for c in sim.cores.values()} == {3}
     assert sim.cores["a@h"].member_names() == ("a@h", "d@h")

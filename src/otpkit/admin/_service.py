@@ -24,6 +24,10 @@ value is plain data (dicts, lists, strings, numbers, pids, aware times). Request
 ``("forward", NODE, REQUEST)``      REQUEST asked of NODE's admin service (not a
                                     forward again)
 ``("pid",)``                        the service's own pid (see :func:`ask_admin`)
+``("quorum",)``                     the quorum's status (``otpkit.quorum.status``)
+``("quorum_expected", N)``          the quorum decides N as the expected size
+``("quorum_recover",)``             a new configuration without the lost majority
+                                    (``otpkit.quorum.recover``); then the status
 ==================================  =================================================
 
 A bad request is answered with an error line; nothing a client sends can make the
@@ -162,6 +166,25 @@ class Admin(Actor):
             "hidden": dist.hidden_nodes(),
             "members": members,
         }
+
+    def _op_quorum(self) -> dict[str, Any]:
+        from otpkit import quorum as _quorum  # noqa: PLC0415 - a dist node's only
+
+        return _quorum.status(timeout=2.0)
+
+    def _op_quorum_expected(self, size: Any) -> dict[str, Any]:
+        from otpkit import quorum as _quorum  # noqa: PLC0415 - a dist node's only
+
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= 1000:
+            raise AdminError(f"expected size {size!r}: expected 1..1000")
+        if not _quorum.set_expected_size(size, timeout=5.0):
+            raise AdminError(f"the quorum did not decide expected size {size} (no majority?)")
+        return _quorum.status(timeout=2.0)
+
+    def _op_quorum_recover(self) -> dict[str, Any]:
+        from otpkit import quorum as _quorum  # noqa: PLC0415 - a dist node's only
+
+        return _quorum.recover(timeout=5.0)
 
     def _op_tree(self) -> dict[str, Any]:
         if self.kernel is None:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import secrets
+import signal
 import tempfile
 import threading
 from collections.abc import Mapping
@@ -56,6 +57,20 @@ class Kernel(Supervisor):
     def halt_node_on_exit(self, reason: Any) -> bool:
         return True
 
+    def _child_exited(self, child: Any, reason: Any) -> None:
+        if child.spec.id == "dist":
+            # a new dist would not know the node's services nor who watches nodes, and
+            # the peers took its close for the node's death (they may have elected new
+            # holders already): the node halts at once, as a BEAM node does when its
+            # net_kernel dies; its supervisor (Kubernetes) starts it again
+            log.critical(
+                "%r: dist exited (%r): the node halts (a node without dist is half alive)",
+                self.pid,
+                reason,
+            )
+            os.killpg(os.getpgrp(), signal.SIGKILL)
+        super()._child_exited(child, reason)
+
 
 def _cookie(cookie: str | bytes | None) -> bytes:
     """The cookie: given, else ``OTPKIT_COOKIE``, else the file ``OTPKIT_COOKIE_FILE``."""
@@ -89,6 +104,11 @@ class Node:
     order and leaves no process of the node. Both are idempotent. One node per program.
 
     If this program dies - by any signal - every process of the node dies with it.
+
+    ``data_dir`` (else ``$OTPKIT_DATA_DIR``): where the quorum of the ``"majority"``
+    policy keeps this node's promises (``<data_dir>/otpkit/``), so that a restarted node
+    is the same member; give every node one that outlives its process (a StatefulSet's
+    volume). Without one, each start is a new member (see ``otpkit.quorum``).
     """
 
     def __init__(
@@ -108,6 +128,7 @@ class Node:
         poll_interval: float = 5.0,
         prune_after: int = 3,
         quorum: QuorumConfig | None = None,
+        data_dir: str | None = None,
     ) -> None:
         self.name = name or f"otpkit{os.getpid()}@127.0.0.1"
         if "@" not in self.name:
@@ -127,7 +148,7 @@ class Node:
             system = [
                 ChildSpec("dist", Dist, (dist,)),
                 *system,
-                ChildSpec("quorum", Quorum, (quorum or QuorumConfig(),)),
+                ChildSpec("quorum", Quorum, (quorum or QuorumConfig(), data_dir)),
                 ChildSpec("admin", Admin, (SYSTEM_CHILDREN,)),
             ]
             if discovery is not None:

@@ -13,7 +13,10 @@ from otpkit.quorum._actor import (
     fence,
     leave,
     members,
+    recover,
     release,
+    set_expected_size,
+    status,
     subscribe,
 )
 from otpkit.quorum._core import Lease, LeaseGranted, LeaseLost, QuorumConfig
@@ -30,6 +33,9 @@ __all__ = [
     "fence",
     "leave",
     "members",
+    "recover",
     "release",
+    "set_expected_size",
+    "status",
     "subscribe",
 ]

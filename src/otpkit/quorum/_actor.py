@@ -19,6 +19,9 @@ Client API (from any local process, each blocking the caller at most ``timeout``
 * ``release(key, epoch)``: give the lease up at once (hand-over).
 * ``fence(key, epoch, effect, timeout) -> bool``: True iff a majority of members
   accepted ``effect`` under ``epoch`` (the current one); False if refused or timed out.
+* ``status()``: the operator's view (configuration, store, why nothing can be
+  granted); ``set_expected_size(n)`` and ``recover()``: the operator's commands (also in
+  ``otpkit shell``: ``quorum``, ``quorum_expected N``, ``quorum_recover``).
 * ``members() -> (version, sorted names)``; ``leave(timeout) -> bool``;
   ``subscribe(key, on=True)``: the caller gets ``LeaseGranted`` / ``LeaseLost`` for
   leases of ``key`` held by this node; ``effects(key)``: the fenced effects this member
@@ -26,12 +29,25 @@ Client API (from any local process, each blocking the caller at most ``timeout``
 
 If the quorum actor itself ends, every lease of the node is lost with it: a holder that
 must not outlive that should monitor ``whereis(QUORUM_NAME)``.
+
+**The store.** With a data dir (``Node(data_dir=...)``, ``$OTPKIT_DATA_DIR``, ``otpkit
+run --data-dir``) the actor keeps the core's promises in ``<data-dir>/otpkit/``
+(directory 0700) as ``quorum@<node>.json`` (0600), written to a temporary file, fsynced
+and renamed before any message that depends on it leaves; a failed write sends nothing
+of that batch and logs ERROR, and the actor answers no lease or vote until a write
+succeeds again (it retries every tick). A start reloads the file: the node is the same
+member. A file it cannot read (corrupt, or written by a newer otpkit) stops the node's
+start with one line naming the file. Without a data dir each start is a new member
+(logged at start).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import random
+import secrets
 import time
 from typing import Any
 
@@ -47,10 +63,13 @@ from otpkit.quorum._core import (
     LeaseLost,
     Notify,
     Out,
+    Persist,
     QuorumConfig,
     QuorumCore,
     Reply,
     Send,
+    StateError,
+    decode_state,
 )
 
 log = logging.getLogger("otpkit.quorum")
@@ -59,20 +78,97 @@ log = logging.getLogger("otpkit.quorum")
 QUORUM_NAME = "otpkit_quorum"
 #: Seconds between clock ticks: the resolution of every timeout of the protocol.
 TICK = 0.05
+#: Seconds between two ERROR lines while the quorum stays unable to grant.
+REPORT_EVERY = 60.0
+
+
+class StoreError(Exception):
+    """The quorum's store cannot be read or written; the message names the file."""
+
+
+class QuorumStore:
+    """One node's quorum state on disk: ``<data_dir>/otpkit/quorum@<node>.json``."""
+
+    def __init__(self, data_dir: str, node: str) -> None:
+        self.dir = os.path.join(data_dir, "otpkit")
+        self.path = os.path.join(self.dir, f"quorum@{node}.json")
+
+    def load(self) -> dict[str, Any] | None:
+        """The stored state (checked, current format), None if there is none."""
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                raw = json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"quorum store {self.path}: cannot read it: {exc}") from None
+        try:
+            return decode_state(raw)
+        except StateError as exc:
+            raise StoreError(f"quorum store {self.path}: {exc}") from None
+
+    def save(self, state: dict[str, Any]) -> None:
+        """Write ``state`` durably (temporary file, fsync, rename, fsync of the dir)."""
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+        tmp = self.path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, json.dumps(state, separators=(",", ":")).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        dfd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def data_dir_of(data_dir: str | None) -> str | None:
+    """The data dir the quorum keeps its store in: the node's, else
+    ``$OTPKIT_DATA_DIR``, else none (no store)."""
+    return data_dir or os.environ.get("OTPKIT_DATA_DIR") or None
 
 
 class Quorum(Actor):
     """One node's member of the majority policy: ``ChildSpec("quorum", Quorum,
-    (QuorumConfig(...),))`` in the node's kernel, after dist."""
+    (QuorumConfig(...), data_dir))`` in the node's kernel, after dist."""
 
-    def init(self, config: QuorumConfig | None = None) -> None:
+    def init(self, config: QuorumConfig | None = None, data_dir: str | None = None) -> None:
         me = actors.self()
         self.node = me.node
+        where = data_dir_of(data_dir)
+        self.store = None if where is None else QuorumStore(where, me.node)
+        state = None
+        if self.store is not None:
+            state = self.store.load()  # a StoreError stops the start, naming the file
+        sid = int(state["sid"]) if state is not None else secrets.randbits(62) | 1
         self.core = QuorumCore(
-            (me.node, me.creation), config or QuorumConfig(), time.monotonic(), random.Random()
+            (me.node, sid), config or QuorumConfig(), time.monotonic(), random.Random(), state
         )
+        self.store_failed = False
+        if self.store is None:
+            log.info("%s: quorum keeps no store (no data dir): a restart is a new member", me.node)
+        elif state is None:
+            log.info("%s: quorum store %s is new: a new member", me.node, self.store.path)
+            self._persist(self.core.persist_now())
+        else:
+            log.info(
+                "%s: quorum store %s: member v%d: %s",
+                me.node,
+                self.store.path,
+                self.core.version,
+                ", ".join(self.core.member_names()),
+            )
         self.subscribers: dict[str, set[Pid]] = {}
         self.monitored: dict[Pid, Any] = {}
+        # a state that stops work is an ERROR once it outlasts an election's bound
+        cfg = self.core.config
+        self.report_after = 2 * (cfg.term + cfg.margin) + cfg.settle
+        self.problem_since: float | None = None
+        self.reported_at: float | None = None
         actors.register(QUORUM_NAME)
         dist.register_service(QUORUM_NAME)
         dist.monitor_nodes(True)
@@ -82,24 +178,81 @@ class Quorum(Actor):
 
     # ------------------------------------------------------------------ effects
 
+    def _persist(self, state: dict[str, Any]) -> bool:
+        if self.store is None:
+            return True
+        try:
+            self.store.save(state)
+        except OSError as exc:
+            if not self.store_failed:
+                log.error(
+                    "%s: quorum store %s cannot be written (%s): this node answers no "
+                    "vote and no lease until it can",
+                    self.node,
+                    self.store.path,
+                    exc.strerror or exc,
+                )
+            self.store_failed = True
+            return False
+        if self.store_failed:
+            log.warning("%s: quorum store %s is written again", self.node, self.store.path)
+            self.store_failed = False
+        return True
+
     def _perform(self, outs: list[Out]) -> None:
-        """Carry out the core's effects; messages to this node go straight back in."""
+        """Carry out the core's effects; messages to this node go straight back in. A
+        batch whose state could not be stored sends and answers nothing."""
         queue = list(outs)
+        mute = self.store_failed
         while queue:
             out = queue.pop(0)
-            if isinstance(out, Send):
+            if isinstance(out, Persist):
+                mute = not self._persist(out.state)
+            elif isinstance(out, Send):
+                if mute:
+                    continue
                 if out.node == self.node:
                     queue.extend(self._receive(out.msg))
                 else:
                     actors.send((QUORUM_NAME, out.node), out.msg)
             elif isinstance(out, Reply):
-                actors.reply(out.token, out.value)
+                if not mute:
+                    actors.reply(out.token, out.value)
             elif isinstance(out, Notify):
                 self._notify(out.holder, out.event)
             elif isinstance(out, Changed):
                 log.info(
                     "%s: quorum members v%d: %s", self.node, out.version, ", ".join(out.members)
                 )
+
+    def problem(self, now: float) -> str | None:
+        """Why this node's quorum grants nothing now, or None."""
+        if self.store_failed and self.store is not None:
+            return f"its store {self.store.path} cannot be written"
+        return self.core.quorum_problem(now)
+
+    def _report(self, now: float) -> None:
+        """ERROR when the quorum has been unable to grant for ``report_after`` seconds
+        (and every ``REPORT_EVERY`` while it lasts); a line when it is over."""
+        problem = self.problem(now)
+        if problem is None:
+            if self.reported_at is not None:
+                log.warning("%s: quorum: can grant leases again", self.node)
+            self.problem_since = self.reported_at = None
+            return
+        if self.problem_since is None:
+            self.problem_since = now
+        due = now - self.problem_since >= self.report_after and (
+            self.reported_at is None or now - self.reported_at >= REPORT_EVERY
+        )
+        if due:
+            self.reported_at = now
+            log.error(
+                "%s: quorum: no lease can be granted for %.0f s: %s",
+                self.node,
+                now - self.problem_since,
+                problem,
+            )
 
     def _receive(self, msg: Any) -> list[Out]:
         try:
@@ -127,7 +280,10 @@ class Quorum(Actor):
         now = time.monotonic()
         if msg == ("$tick",):
             actors.send_after(TICK, ("$tick",))
+            if self.store_failed:
+                self._persist(self.core.persist_now())
             self._perform(self.core.tick(now))
+            self._report(now)
         elif isinstance(msg, NodeUp):
             self._perform(self.core.node_up(msg.node, now))
         elif isinstance(msg, NodeDown):
@@ -161,6 +317,19 @@ class Quorum(Actor):
             return "ok"
         if op == "members":
             return (self.core.version, list(self.core.member_names()))
+        if op == "rejoin_problem":
+            if self.store_failed:
+                return "quorum: its store cannot be written"
+            return self.core.rejoin_problem()
+        if op == "status":
+            return self._status(now)
+        if op == "set_expected":
+            self._perform(self.core.set_expected(int(request[1]), from_, request[2], now))
+            return NOREPLY
+        if op == "recover":
+            log.warning("%s: quorum: an operator forces a new configuration", self.node)
+            self._perform(self.core.recover(now))
+            return self._status(now)
         if op == "subscribe":
             _, key, pid, on = request
             if on:
@@ -173,6 +342,22 @@ class Quorum(Actor):
         if op == "effects":
             return list(self.core.effects.get(request[1], ()))
         return super().handle_call(request, from_)
+
+    def _status(self, now: float) -> dict[str, Any]:
+        core = self.core
+        return {
+            "node": self.node,
+            "version": core.version,
+            "members": list(core.member_names()),
+            "member": core.is_member,
+            "expected": core.expected,
+            "setting": core.config.expected_size,
+            "store": None if self.store is None else self.store.path,
+            "restored": core.restored,
+            "held": sorted(core.held),
+            "problem": self.problem(now),
+            "rejoin": core.rejoin_problem(),
+        }
 
 
 # ---------------------------------------------------------------------- client API
@@ -211,6 +396,33 @@ def leave(timeout: float = 5.0) -> bool:
     return result
 
 
+def status(timeout: float = 5.0) -> dict[str, Any]:
+    """This node's quorum as an operator reads it: ``version``, ``members``, whether this
+    node is one, ``expected`` (decided) and ``setting`` (this node's flag), ``store``,
+    ``restored``, the keys it holds, and ``problem`` (why it can grant nothing, or None)
+    and ``rejoin`` (why it is not back in the quorum, or None)."""
+    result: dict[str, Any] = actors.call(QUORUM_NAME, ("status",), timeout)
+    return result
+
+
+def set_expected_size(size: int, timeout: float = 5.0) -> bool:
+    """Have the quorum decide ``size`` as the expected cluster size (an operator's
+    command); True once decided. The members' own settings do not undo it; a later
+    change of a majority of those settings (a rolling update) does."""
+    result: bool = _call(("set_expected", size, timeout), timeout)
+    return result
+
+
+def recover(timeout: float = 5.0) -> dict[str, Any]:
+    """The operator's way out when a majority of the members lost their stores for good:
+    this node and every node connected to it become the members of a new configuration,
+    without the old majority's consent. Never run it while the old members may still
+    run (on the other side of a partition): that makes two clusters. Returns
+    :func:`status`."""
+    result: dict[str, Any] = actors.call(QUORUM_NAME, ("recover",), timeout)
+    return result
+
+
 def subscribe(key: str, on: bool = True) -> None:
     """Deliver ``LeaseGranted`` / ``LeaseLost`` for ``key`` on this node to the caller."""
     actors.call(QUORUM_NAME, ("subscribe", key, actors.self(), on))
@@ -242,6 +454,9 @@ __all__ = [
     "fence",
     "leave",
     "members",
+    "recover",
     "release",
+    "set_expected_size",
+    "status",
     "subscribe",
 ]

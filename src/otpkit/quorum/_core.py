@@ -3,92 +3,114 @@ ARCHITECTURE.md, *The two policies, and the majority's three parts*).
 
 Everything here is a plain state machine over plain values: :class:`QuorumCore` takes
 events (a message from a peer, a node up or down, a client request, the clock) with the
-current monotonic time and returns what to do (:class:`Send`, :class:`Reply`,
-:class:`Notify`, :class:`Changed`). The ``Quorum`` actor (``quorum._actor``) is the thin
-shell that performs those effects; the unit tests drive several cores over a simulated
-network.
+current monotonic time and returns what to do (:class:`Persist`, :class:`Send`,
+:class:`Reply`, :class:`Notify`, :class:`Changed`). The ``Quorum`` actor
+(``quorum._actor``) is the thin shell that performs those effects; the unit tests drive
+several cores over a simulated network.
 
-Nodes are known by incarnation, ``(name, creation)``: a restarted node comes back with
-no memory, so it is a new member, never the old one with its promises forgotten.
+**Identity and the store.** A member is known as ``(name, sid)``: ``sid`` is the id of
+its store (``<data-dir>/otpkit/quorum@<node>.json``, made when the store is). Every
+batch of effects that follows a change of what this node promised (Paxos ballots and
+accepted values, the decided configuration, each key's highest epoch and the holder of
+its grant) starts with :class:`Persist`: the shell writes and fsyncs it before it sends
+or answers anything of that batch, and sends nothing of it if the write fails. A node
+restarted with its store is the same member with the same promises; grant expiries
+are not stored, so a restored unexpired grant is taken to run a whole ``term + margin``
+from the restart. A node without its store (or without a data dir) starts with a new
+``sid``: a new acceptor that has promised nothing, never counted until the quorum adds
+it, and then quiet (it grants nothing new) for ``term + margin``.
 
-**Membership.** State: ``(version, members)``, an agreed sorted tuple of incarnations.
-Version ``v + 1`` is decided by single-decree Paxos among ``members(v)``: ballots
-``(round, name, creation)``; phase 1 ``prepare``/``promise``, phase 2
-``accept``/``accepted``; a proposer that learns an accepted value in phase 1 proposes
-that value instead of its own. A value differs from ``members(v)`` by exactly one node
-(acceptors refuse anything else). A majority of a member set ``M`` is more than
-``max(len(M), expected_size) / 2`` of its members, so a lone pod at cold boot with
-``expected_size=3`` is never a majority. Decided states are final and are gossiped
-(``hello`` every ``gossip_interval``): a node behind adopts any higher decided version.
+**Configuration.** ``(version, members, expected, basis)``: an agreed sorted tuple of
+member ids, the expected cluster size majorities are counted over, and the expected
+size the members' own settings agreed on last (``basis``). Version ``v + 1`` is decided
+by single-decree Paxos among ``members(v)``: ballots ``(round, name, sid)``; phase 1
+``prepare``/``promise``, phase 2 ``accept``/``accepted``; a proposer that learns an
+accepted value in phase 1 proposes that value instead of its own. A value differs from
+version ``v``'s by exactly one member, or only by its expected size (acceptors refuse
+anything else), so any majority of ``v`` meets any majority of ``v + 1``. A majority of
+a member set ``M`` is more than ``max(len(M), expected) / 2`` of its members, so a lone
+pod at cold boot with expected size 3 is never a majority. Decided configurations are
+final and gossiped (``hello`` every ``gossip_interval``): a node adopts a higher decided
+version from any peer - a decision of the quorum, never a peer's own view.
 
-* Cold boot: a node starts at version 0 with no members. ``settle`` seconds after its
-  start, a node at version 0 that has the smallest name among itself and the connected
-  peers also at version 0 proposes version 1 = those nodes, by the same Paxos, every node
-  at version 0 acting as acceptor. This first decision is safe when at most
-  ``expected_size`` nodes take part in the cold boot (any two majorities then
-  intersect); without ``expected_size`` two sides of a partition at cold boot may each
-  form a cluster.
+* Cold boot: a node without a configuration (version 0) founds one only ``settle``
+  seconds after its start, if no connected peer has one, the smallest-named of the
+  connected nodes at version 0 proposing version 1 = those nodes, each voting as
+  acceptor. Safe when at most ``expected_size`` nodes take part in the cold boot (any
+  two majorities then intersect); without ``expected_size`` two sides of a partition at
+  cold boot may each form a cluster. Nodes restarted with their stores start from the
+  stored configuration: a whole-cluster restart is no cold boot.
 * Joins: the coordinator (the smallest-named member connected to this node, or this
   node) adds a connected peer that asks to join (its ``hello`` says so, at the
-  coordinator's version: a node learns the version from the coordinator's ``hello``
-  first), one at a time.
+  coordinator's version), one at a time.
+* Replacement: a member's name connected with another ``sid`` (it lost its store): the
+  coordinator removes the old id, then adds the new one.
+* Removal: the coordinator removes a member down (in its view) for ``remove_after``
+  seconds. **Two removals within ``term + margin`` are refused** (by the coordinator and
+  by every acceptor, each on its own clock): the members removed could be the only
+  record of a live lease.
 * Leaves: ``leave()`` releases this node's leases, hands its grant records to the other
-  members, and proposes its own removal; a node that left never asks to join again.
-  The last member cannot leave the set; it only stops taking part.
-* Removal: the coordinator removes a member that has been down (from its view) for
-  ``remove_after`` seconds, and at once a member whose name is connected as a newer
-  incarnation (the old one is dead).
+  members, and proposes its own removal. The last member cannot leave.
+* Expected size: the coordinator proposes a change once a majority of the members'
+  settings (said in their ``hello``) agree on a value other than ``basis`` (a rolling
+  update that changes the setting); :meth:`QuorumCore.set_expected` (an operator's
+  command) proposes a value directly and leaves ``basis`` as it is, so the members'
+  unchanged settings do not undo it.
 
 **Leases.** A candidate asks every member of its current version for a grant
-``(key, epoch, holder, term)``. A member grants iff it is a member, at the same version,
-with no membership change accepted but not yet learned, and its record for the key
-allows it (:func:`grant_allowed`): the epoch is higher than any it granted for the key
-(or the same epoch to the same holder: a renewal), and it holds no unexpired grant to
-another holder (expiry on its own clock: receipt + term + margin) unless it saw that
-holder's node die with its sockets closed. A member added to an existing set grants
-nothing new for ``term + margin`` after it learns it is a member (it has no records).
-The candidate holds the lease with grants from a majority; it counts its expiry from
-the moment it *sent* the request: ``sent + term - margin``, so it expires at least
-``2 * margin`` before any granting member lets another holder in (clock rates may drift
-by that much). It renews every ``term / 3`` and reports :class:`LeaseLost` when it
-cannot renew before that expiry. ``release`` voids the records at once (hand-over).
+``(key, epoch, holder, term)``. A member judges a new grant (:func:`grant_allowed`) only
+at the candidate's version with no change of configuration pending: the epoch must be
+above every epoch it granted for the key, and it must hold no unexpired grant to another
+holder (expiry on its own clock: receipt + term + margin) unless that grant was voided
+(released, or its holder's node died with its sockets closed); a member quiet after it
+was added grants nothing new. A **renewal** (the same epoch to the same holder, not
+voided) is granted by any member at any version: it makes no new holder, and the
+holder counts it only if its configuration moved by at most one change meanwhile. The
+candidate holds the lease with grants from a majority; it counts its expiry from the
+moment it *sent* the request: ``sent + term - margin``, so it expires at least
+``2 * margin`` before any granting member lets another holder in. It renews every
+``term / 3`` and reports :class:`LeaseLost` when it cannot renew before that expiry.
+``release`` voids the records at once (hand-over).
 
-**Contests.** Candidates for a free key must not stall each other while a member is
-silent (paused): each would grant itself first (its own request needs no network) and
-refuse the others until its round times out, and candidates retrying on one cadence
-would do so for ever. So: (1) a member whose record blocking a request is its own grant
-to itself (not a lease it holds) yields if the request's ``(epoch, incarnation)`` ranks
-higher: it drops its pending round in the same step, so that grant can never make it a
-holder, withdraws the grant and judges the request without it; both sides rank the pair
-alike, so one of two yields. (2) A candidate that holds an unexpired grant to another
-holder does not ask (it would refuse itself) and tries again shortly. (3) A round
-refused for an epoch at least its own ends at once and is retried after a random pause.
-(4) A grant that reaches a candidate after it dropped the round is released at once.
+**Contests.** Candidates for a free key must not stall each other, and must never cost a
+live holder its lease. (1) A refusal for a live grant names its holder and how long it
+runs: the candidate backs off that long instead of asking again with higher epochs.
+(2) A member whose own grant to itself (a candidate's, not a lease it holds) blocks a
+request yields if the request's ``(epoch, id)`` ranks higher: it drops its pending
+round, withdraws the grant and judges the request without it. (3) When a candidate
+withdraws its grant to itself, the grant it had replaced comes back, so the live
+holder's renewals are granted again (a cut-off standby that asked with rising epochs
+does not refuse the holder after the heal). (4) A candidate that holds an unexpired
+grant to another holder does not ask. (5) A round refused for an epoch at least its own
+ends at once and is retried after a random pause. (6) A grant that reaches a candidate
+after it dropped the round is released at once.
 
 **Fencing.** ``fence(key, epoch, effect)`` is accepted iff a majority of members (same
-version, no change pending) hold ``(epoch, holder)`` as their highest grant for the key
-and have not voided it. Once a higher epoch reached a majority, any majority holds it,
-so an old epoch can never be fenced again. Members keep the last ``effects_kept``
-accepted effects per key.
-
-Known limit: two removals within one term may leave a majority with no record of a
-live lease granted before them; removals wait for ``remove_after`` (much longer than a
-term) or a graceful leave, whose records are handed over.
+version, no change pending) hold ``(epoch, holder)`` as their grant for the key and have
+not voided it. Once a higher epoch reached a majority, any majority holds it, so an old
+epoch can never be fenced again. Members keep the last ``effects_kept`` accepted effects
+per key (in memory).
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-#: A node incarnation: (name, creation).
+#: A member id: (node name, store id).
 Inc = tuple[str, int]
-#: A Paxos ballot: (round, proposer name, proposer creation).
+#: A Paxos ballot: (round, proposer name, proposer store id).
 Ballot = tuple[int, str, int]
 Members = tuple[Inc, ...]
+#: A configuration, the value Paxos decides: (members, expected size, basis).
+Config = tuple[Members, int, int]
+
+#: The stored state's format; an older one is migrated, a newer one refused.
+STATE_FORMAT = 1
 
 #: NodeDown reasons that mean the peer's sockets closed (its process is gone).
 _CLOSED = "connection closed"
@@ -162,6 +184,14 @@ class LeaseLost:
 
 
 @dataclass(frozen=True)
+class Persist:
+    """Write ``state`` (:func:`encode_state`'s plain dict) and fsync it before any effect
+    after it; if that fails, perform none of the batch's sends and replies."""
+
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Send:
     """Send ``msg`` to the quorum actor of node ``node`` (possibly this one)."""
 
@@ -193,7 +223,7 @@ class Changed:
     members: tuple[str, ...]
 
 
-Out = Send | Reply | Notify | Changed
+Out = Persist | Send | Reply | Notify | Changed
 
 
 # ---------------------------------------------------------------------- pure decisions
@@ -210,9 +240,20 @@ def is_majority(votes: Iterable[Inc], members: Members, expected_size: int) -> b
     return len(set(votes) & set(members)) >= quorum_size(members, expected_size)
 
 
-def is_single_change(old: Members, new: Members) -> bool:
-    """A valid next member set: non-empty, sorted, and one node added or removed."""
-    return bool(new) and list(new) == sorted(set(new)) and len(set(old) ^ set(new)) == 1
+def is_single_change(old: Config, new: Config) -> bool:
+    """A valid next configuration: a non-empty sorted member set, and either one member
+    added or removed (the sizes unchanged), or the same members with another expected
+    size."""
+    (old_m, old_e, old_b), (new_m, new_e, new_b) = old, new
+    if not new_m or list(new_m) != sorted(set(new_m)) or new_e < 0:
+        return False
+    if (new_e, new_b) == (old_e, old_b):
+        return len(set(old_m) ^ set(new_m)) == 1
+    return new_m == old_m
+
+
+def is_removal(old: Members, new: Members) -> bool:
+    return bool(set(old) - set(new))
 
 
 def is_closed_reason(reason: str) -> bool:
@@ -234,22 +275,32 @@ class Grant:
     void: bool = False  # released, or the holder's node died with its sockets closed
 
 
-def grant_allowed(rec: Grant | None, epoch: int, holder: Inc, now: float, quiet: bool) -> bool:
-    """Whether a member grants ``(epoch, holder)`` given its record for the key.
+def grant_allowed(
+    rec: Grant | None, top: int, epoch: int, holder: Inc, now: float, quiet: bool
+) -> bool:
+    """Whether a member grants ``(epoch, holder)`` given its grant for the key and the
+    highest epoch it ever granted for it (``top``).
 
-    A renewal (the same epoch to the same holder, not voided) is always granted. A new
-    grant needs an epoch above the record's, no unexpired live grant to another holder,
-    and the member out of its quiet period.
+    A renewal (the grant's own epoch and holder, not voided) is always granted. A new
+    grant needs an epoch above ``top``, no unexpired live grant to another holder, and
+    the member out of its quiet period.
     """
-    if rec is not None and rec.epoch == epoch and rec.holder == holder:
-        return not rec.void
-    if quiet:
-        return False
-    if rec is None:
+    if is_renewal(rec, epoch, holder):
         return True
-    if epoch <= rec.epoch:
+    if quiet or epoch <= top:
         return False
-    return rec.holder == holder or rec.void or now >= rec.expires
+    return rec is None or rec.holder == holder or rec.void or now >= rec.expires
+
+
+def is_renewal(rec: Grant | None, epoch: int, holder: Inc) -> bool:
+    return rec is not None and not rec.void and rec.epoch == epoch and rec.holder == holder
+
+
+def live_holder(rec: Grant | None, holder: Inc, now: float) -> tuple[Inc, float] | None:
+    """The other holder whose unexpired grant blocks ``holder``, and its time left."""
+    if rec is None or rec.void or rec.holder == holder or now >= rec.expires:
+        return None
+    return rec.holder, rec.expires - now
 
 
 def fence_allowed(rec: Grant | None, epoch: int, holder: Inc) -> bool:
@@ -257,14 +308,30 @@ def fence_allowed(rec: Grant | None, epoch: int, holder: Inc) -> bool:
     return rec is not None and not rec.void and rec.epoch == epoch and rec.holder == holder
 
 
-def choose_value(promises: Iterable[tuple[Ballot | None, Members | None]], own: Members) -> Members:
+def choose_value(promises: Iterable[tuple[Ballot | None, Config | None]], own: Config) -> Config:
     """Paxos phase 2's value: the accepted value of the highest ballot among the
     promises, else the proposer's own."""
-    best: tuple[Ballot, Members] | None = None
+    best: tuple[Ballot, Config] | None = None
     for ballot, value in promises:
         if ballot is not None and value is not None and (best is None or ballot > best[0]):
             best = (ballot, value)
     return own if best is None else best[1]
+
+
+def wished_expected(
+    wishes: dict[Inc, int], members: Members, expected: int, basis: int
+) -> int | None:
+    """The expected size a majority of ``members``' own settings agree on, if it is not
+    ``basis`` (what they agreed on last) and not already decided; else None."""
+    counts: dict[int, int] = {}
+    for m in members:
+        if m in wishes:
+            counts[wishes[m]] = counts.get(wishes[m], 0) + 1
+    need = quorum_size(members, expected)
+    for value, n in sorted(counts.items()):
+        if n >= need and value != basis:
+            return value
+    return None
 
 
 def next_change(
@@ -275,27 +342,92 @@ def next_change(
     down_since: dict[str, float],
     now: float,
     remove_after: float,
+    may_remove: bool = True,
 ) -> Members | None:
-    """The coordinator's next proposal, one node at a time, or None.
+    """The coordinator's next member set, one member at a time, or None.
 
-    In order: drop a member whose name is connected as another incarnation; drop a
-    member down for ``remove_after``; add a connected peer that asks to join. Never
-    empties the set.
+    In order: drop a member whose name is connected with another id (it lost its store);
+    drop a member down for ``remove_after``; add a connected peer that asks to join.
+    Removals only if ``may_remove``; never empties the set.
     """
     names = {m[0] for m in members}
-    for m in members:
-        inc = connected.get(m[0])
-        if m != me and inc is not None and inc != m and len(members) > 1:
-            return tuple(x for x in members if x != m)
-    for m in members:
-        since = down_since.get(m[0])
-        if m != me and since is not None and now - since >= remove_after and len(members) > 1:
-            return tuple(x for x in members if x != m)
+    if may_remove and len(members) > 1:
+        for m in members:
+            inc = connected.get(m[0])
+            if m != me and inc is not None and inc != m:
+                return tuple(x for x in members if x != m)
+        for m in members:
+            since = down_since.get(m[0])
+            if m != me and since is not None and now - since >= remove_after:
+                return tuple(x for x in members if x != m)
     for name in sorted(joinable):
         inc = connected.get(name)
         if inc is not None and name not in names:
             return tuple(sorted((*members, inc)))
     return None
+
+
+# ---------------------------------------------------------------------- the store
+
+
+class StateError(Exception):
+    """A stored quorum state that cannot be used; the message names the file's problem."""
+
+
+def encode_state(core: QuorumCore) -> dict[str, Any]:
+    """What a member must not forget, as plain JSON-able values (see the module)."""
+    acc = core.accepted
+    return {
+        "format": STATE_FORMAT,
+        "sid": core.me[1],
+        "version": core.version,
+        "members": [list(m) for m in core.members],
+        "expected": core.expected,
+        "basis": core.basis,
+        "promised": None if core.promised is None else list(core.promised),
+        "accepted": None if acc is None else [list(acc[0]), _encode_config(acc[1])],
+        "accepted_slot": core.version + 1 if acc is not None else 0,
+        "max_round": core.max_round,
+        "tops": dict(sorted(core.tops.items())),
+        "grants": {
+            key: [rec.epoch, list(rec.holder), rec.void] for key, rec in sorted(core.grants.items())
+        },
+    }
+
+
+def decode_state(raw: Any) -> dict[str, Any]:
+    """``raw`` (a stored state) checked and in the current format, or StateError."""
+    if not isinstance(raw, dict):
+        raise StateError(f"expected a JSON object, found {type(raw).__name__}")
+    fmt = raw.get("format")
+    if not isinstance(fmt, int) or fmt < 1:
+        raise StateError(f"no valid 'format' field ({fmt!r})")
+    if fmt > STATE_FORMAT:
+        raise StateError(
+            f"format {fmt} is newer than this otpkit reads ({STATE_FORMAT}): "
+            "a downgrade after an upgrade; start the newer otpkit, or remove the file "
+            "to join as a new member"
+        )
+    try:
+        acc = raw["accepted"]
+        return {
+            "sid": int(raw["sid"]),
+            "version": int(raw["version"]),
+            "members": _members(raw["members"]),
+            "expected": int(raw["expected"]),
+            "basis": int(raw["basis"]),
+            "promised": None if raw["promised"] is None else _ballot(raw["promised"]),
+            "accepted": None if acc is None else (_ballot(acc[0]), _config(acc[1])),
+            "accepted_slot": int(raw["accepted_slot"]),
+            "max_round": int(raw["max_round"]),
+            "tops": {str(k): int(v) for k, v in raw["tops"].items()},
+            "grants": {
+                str(k): (int(v[0]), (str(v[1][0]), int(v[1][1])), bool(v[2]))
+                for k, v in raw["grants"].items()
+            },
+        }
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise StateError(f"malformed state: {exc!r}") from None
 
 
 # ---------------------------------------------------------------------- state machine
@@ -305,11 +437,11 @@ def next_change(
 class _Proposal:
     slot: int
     ballot: Ballot
-    value: Members
+    value: Config
     voters: Members
     started: float
     phase: int = 1
-    promises: dict[Inc, tuple[Ballot | None, Members | None]] = field(default_factory=dict)
+    promises: dict[Inc, tuple[Ballot | None, Config | None]] = field(default_factory=dict)
     accepts: set[Inc] = field(default_factory=set)
 
 
@@ -365,10 +497,19 @@ class _Fence:
 
 class QuorumCore:
     """One node's part of the majority policy. Every method takes the current
-    monotonic time and returns the effects to perform, in order."""
+    monotonic time and returns the effects to perform, in order.
+
+    ``state``: what :func:`decode_state` read from this node's store (the node restarts
+    as the same member), or None (a new member: ``me``'s id is new).
+    """
 
     def __init__(
-        self, me: Inc, config: QuorumConfig, now: float, rng: random.Random | None = None
+        self,
+        me: Inc,
+        config: QuorumConfig,
+        now: float,
+        rng: random.Random | None = None,
+        state: dict[str, Any] | None = None,
     ) -> None:
         self.me = me
         self.config = config
@@ -376,33 +517,72 @@ class QuorumCore:
         self.booted = now
         self.version = 0
         self.members: Members = ()
+        self.expected = config.expected_size
+        self.basis = config.expected_size
         self.left = False
         self._leaving: list[tuple[Any, float]] = []
+        self._setting: list[tuple[Any, int, float]] = []  # set_expected requests
         self.quiet_until = 0.0
+        # no removal before term + margin after the last one (after a restart with the
+        # store, the last one is unknown: counted from the restart)
+        self.last_removal = now if state is not None else -math.inf
         # acceptor state for slot version + 1
         self.promised: Ballot | None = None
-        self.accepted: tuple[Ballot, Members] | None = None
+        self.accepted: tuple[Ballot, Config] | None = None
         self.accepted_at = 0.0
         self.max_round = 0
         self.proposal: _Proposal | None = None
         self.next_proposal_at = 0.0
-        # peers: connected names, their incarnations, versions and wishes
+        # peers: connected names, their ids, versions, wishes and expected-size settings
         self.connected: set[str] = set()
         self.peer_inc: dict[str, Inc] = {}
         self.peer_version: dict[str, int] = {}
         self.peer_joinable: dict[str, bool] = {}
+        self.peer_setting: dict[Inc, int] = {}
         self.down_since: dict[str, float] = {}
         self.next_gossip = 0.0
-        # member side of leases
+        # member side of leases: each key's grant, highest epoch granted, and the grant
+        # a candidate's grant to itself replaced (restored when that one is withdrawn)
         self.grants: dict[str, Grant] = {}
+        self.tops: dict[str, int] = {}
+        self.shadow: dict[str, Grant] = {}
+        # requests refused for a live grant to another holder: judged again at once if
+        # that holder's node dies (its close voids the grant) within a round's time
+        self.refused: dict[str, list[tuple[Inc, tuple[Any, ...], float]]] = {}
         self.effects: dict[str, deque[tuple[int, Any]]] = {}
-        # candidate side
+        # candidate side; backoff: key -> (until, holder) of a live grant a member named
         self.seen_epoch: dict[str, int] = {}
+        self.backoff: dict[str, tuple[float, str]] = {}
         self.wants: dict[str, _Want] = {}
         self.held: dict[str, _Held] = {}
         self.fences: dict[int, _Fence] = {}
         self._next_rid = 0
         self._out: list[Out] = []
+        self.restored = state is not None
+        if state is not None:
+            self._restore(state, now)
+        self._saved = encode_state(self)
+
+    def _restore(self, state: dict[str, Any], now: float) -> None:
+        self.version = state["version"]
+        self.members = state["members"]
+        self.expected = state["expected"]
+        self.basis = state["basis"]
+        self.max_round = state["max_round"]
+        if state["accepted_slot"] == self.version + 1:
+            self.promised = state["promised"]
+            self.accepted = state["accepted"]
+            self.accepted_at = now
+        elif state["promised"] is not None and state["accepted_slot"] == 0:
+            self.promised = state["promised"]
+        self.tops = dict(state["tops"])
+        # expiries are not stored: an unexpired grant runs a whole term from now
+        expires = now + self.config.term + self.config.margin
+        for key, (epoch, holder, void) in state["grants"].items():
+            self.grants[key] = Grant(epoch, holder, expires, void)
+            self.tops[key] = max(self.tops.get(key, 0), epoch)
+        if self.version == 0:
+            self.expected = self.basis = self.config.expected_size
 
     # ------------------------------------------------------------------ queries
 
@@ -410,25 +590,127 @@ class QuorumCore:
     def is_member(self) -> bool:
         return self.me in self.members and not self.left
 
+    @property
+    def configuration(self) -> Config:
+        return (self.members, self.expected, self.basis)
+
+    def rejoin_problem(self) -> str | None:
+        """Why this node is not back in its cluster's quorum, or None: a connected peer
+        not heard yet, behind a connected peer's configuration, not (yet) a member, or a
+        connected member that has not said hello at this version (it does not count
+        this node yet). None at version 0 with no peer ahead: a cold boot (the settle
+        timeout decides)."""
+        silent = sorted(n for n in self.connected if n not in self.peer_version)
+        if silent:
+            return f"quorum: no hello from {', '.join(silent)} yet"
+        connected = self._connected_incs()
+        ahead = max((self.peer_version.get(n, 0) for n in connected), default=0)
+        if ahead > self.version:
+            return f"quorum: at configuration v{self.version}, a peer has v{ahead}"
+        if self.version == 0:
+            return None
+        if not self.is_member:
+            names = ", ".join(self.member_names())
+            return f"quorum: not a member of configuration v{self.version} ({names}) yet"
+        waiting = sorted(
+            m[0]
+            for m in self.members
+            if m != self.me
+            and connected.get(m[0]) == m
+            and self.peer_version.get(m[0]) != self.version
+        )
+        if waiting:
+            return f"quorum: {', '.join(waiting)} not at configuration v{self.version} yet"
+        return None
+
+    def quorum_problem(self, now: float) -> str | None:
+        """Why this node's quorum can grant nothing now (a state that stops the
+        ``"majority"`` policy's work), or None: no configuration formed past the settle
+        time, not a member with no member reachable to add it, or a member that reaches
+        no majority of its configuration."""
+        connected = self._connected_incs()
+        if self.version == 0:
+            if now - self.booted < self.config.settle:
+                return None
+            need = quorum_size((), self.config.expected_size)
+            return (
+                f"no configuration formed: {len(connected) + 1} node(s) connected, "
+                f"{need} of the expected {self.config.expected_size or 1} needed"
+            )
+        live = [m for m in self.members if m == self.me or connected.get(m[0]) == m]
+        if not self.is_member:
+            if live:
+                return None  # a member can add it
+            return (
+                f"not a member of configuration v{self.version} "
+                f"({', '.join(self.member_names())}) and none of them is connected: if "
+                "they lost their stores, `otpkit shell` ... `quorum_recover` starts a new "
+                "configuration from the connected nodes"
+            )
+        need = quorum_size(self.members, self.expected)
+        if len(live) < need:
+            down = sorted(m[0] for m in self.members if m not in live)
+            return (
+                f"no majority: {len(live)} of the {need} members needed are connected "
+                f"(down: {', '.join(down)})"
+            )
+        return None
+
+    def recover(self, now: float) -> list[Out]:
+        """An operator's command for a configuration whose majority is gone for good
+        (lost stores): decide, without that majority, a new configuration of this node
+        and every connected node, above every version seen. Unsafe if the old majority
+        still runs elsewhere (two clusters); the operator vouches that it does not."""
+        connected = self._connected_incs()
+        members = tuple(sorted({self.me, *connected.values()}))
+        version = max([self.version, *self.peer_version.values()]) + 1
+        value = (members, self.expected or self.config.expected_size, self.basis)
+        self.left = False
+        self.last_removal = now
+        for name in sorted(connected):
+            self._send(name, ("decided", self.me, version, _encode_config(value)))
+        self._learn(version, value, now)
+        return self._take()
+
     def member_names(self) -> tuple[str, ...]:
         return tuple(sorted(m[0] for m in self.members))
 
     def _take(self) -> list[Out]:
         out, self._out = self._out, []
+        state = encode_state(self)
+        if state != self._saved:
+            self._saved = state
+            out.insert(0, Persist(state))
         return out
+
+    def persist_now(self) -> dict[str, Any]:
+        """The state to store now (at the start, or again after a failed write)."""
+        self._saved = encode_state(self)
+        return self._saved
 
     def _send(self, node: str, msg: tuple[Any, ...]) -> None:
         self._out.append(Send(node, msg))
 
     def _hello(self) -> tuple[Any, ...]:
-        return ("hello", self.me, self.version, self.members, not self.left and not self._leaving)
+        joinable = not self.left and not self._leaving
+        return (
+            "hello",
+            self.me,
+            self.version,
+            _encode_config(self.configuration),
+            joinable,
+            self.config.expected_size,
+        )
 
     def _quiet(self, now: float) -> bool:
         return now < self.quiet_until
 
     def _serving(self, version: int) -> bool:
-        """Answers lease and fence requests of ``version``."""
+        """Judges new grants and fences of ``version``."""
         return self.is_member and version == self.version and self.accepted is None
+
+    def _may_remove(self, now: float) -> bool:
+        return now - self.last_removal >= self.config.term + self.config.margin
 
     # ------------------------------------------------------------------ node events
 
@@ -443,10 +725,19 @@ class QuorumCore:
         if any(m[0] == name for m in self.members):
             self.down_since.setdefault(name, now)
         if is_closed_reason(reason):
-            for rec in self.grants.values():
-                if rec.holder[0] == name:
+            voided = []
+            for key, rec in self.grants.items():
+                if rec.holder[0] == name and not rec.void:
                     rec.void = True
+                    voided.append(key)
+            for key in voided:
+                for src, body, until in self.refused.pop(key, []):
+                    if until > now and src[0] != name:
+                        self._on_grant_req(src, body, now)
             # candidates waiting on a lease it held try again now, with a fresh round
+            for key, (_until, holder) in list(self.backoff.items()):
+                if holder == name:
+                    del self.backoff[key]
             for want in self.wants.values():
                 if want.round is not None:
                     self._fail_acquire_round(want, now)
@@ -535,28 +826,44 @@ class QuorumCore:
             self._propose(now)
         return self._take()
 
+    def set_expected(self, size: int, token: Any, timeout: float, now: float) -> list[Out]:
+        """An operator's command: make ``size`` the expected size the members' majorities
+        are counted over. ``Reply(token, True)`` once decided, False on timeout or if this
+        node is no member."""
+        if size < 0 or not self.is_member:
+            self._out.append(Reply(token, False))
+        elif size == self.expected:
+            self._out.append(Reply(token, True))
+        else:
+            self._setting.append((token, size, now + timeout))
+            self.next_proposal_at = now
+            self._propose(now)
+        return self._take()
+
     # ------------------------------------------------------------------ messages
 
     def receive(self, msg: tuple[Any, ...], now: float) -> list[Out]:
         """A message from a peer's quorum actor (or this node's own)."""
         kind = msg[0]
         src: Inc = (str(msg[1][0]), int(msg[1][1]))
-        self.peer_inc[src[0]] = src
         handler = _HANDLERS.get(kind)
         if handler is None:
             raise ValueError(f"unknown quorum message {kind!r}")
+        self.peer_inc[src[0]] = src
         handler(self, src, msg[2:], now)
         return self._take()
 
     def _on_hello(self, src: Inc, body: tuple[Any, ...], now: float) -> None:
-        version, members, joinable = int(body[0]), _members(body[1]), bool(body[2])
+        version, value, joinable = int(body[0]), _config(body[1]), bool(body[2])
+        setting = int(body[3])
         self.peer_version[src[0]] = version
         self.peer_joinable[src[0]] = joinable
+        self.peer_setting[src] = setting
         if version > self.version:
-            self._learn(version, members, now)
+            self._learn(version, value, now)
 
     def _on_decided(self, src: Inc, body: tuple[Any, ...], now: float) -> None:
-        slot, value = int(body[0]), _members(body[1])
+        slot, value = int(body[0]), _config(body[1])
         if slot > self.version:
             self._learn(slot, value, now)
 
@@ -567,24 +874,33 @@ class QuorumCore:
 
     def _on_prepare(self, src: Inc, body: tuple[Any, ...], now: float) -> None:
         slot, ballot = int(body[0]), _ballot(body[1])
+        self.max_round = max(self.max_round, ballot[0])
         if slot <= self.version:
             self._send(src[0], self._hello())
         elif self._can_vote(slot):
             if self.promised is None or ballot > self.promised:
                 self.promised = ballot
                 acc_b, acc_v = self.accepted if self.accepted is not None else (None, None)
-                self._send(src[0], ("promise", self.me, slot, ballot, acc_b, acc_v))
+                value = None if acc_v is None else _encode_config(acc_v)
+                self._send(src[0], ("promise", self.me, slot, ballot, acc_b, value))
             else:
                 self._send(src[0], ("nack", self.me, slot, ballot, self.promised))
 
+    def _valid_value(self, slot: int, value: Config, now: float) -> bool:
+        if slot == 1:
+            return bool(value[0])
+        if not is_single_change(self.configuration, value):
+            return False
+        return not is_removal(self.members, value[0]) or self._may_remove(now)
+
     def _on_accept(self, src: Inc, body: tuple[Any, ...], now: float) -> None:
-        slot, ballot, value = int(body[0]), _ballot(body[1]), _members(body[2])
+        slot, ballot, value = int(body[0]), _ballot(body[1]), _config(body[2])
         if slot <= self.version:
             self._send(src[0], self._hello())
             return
         if not self._can_vote(slot):
             return
-        valid = bool(value) if slot == 1 else is_single_change(self.members, value)
+        valid = self._valid_value(slot, value, now)
         if valid and (self.promised is None or ballot >= self.promised):
             self.promised = ballot
             if self.accepted is None or self.accepted[1] != value:
@@ -597,21 +913,25 @@ class QuorumCore:
     def _on_promise(self, src: Inc, body: tuple[Any, ...], now: float) -> None:
         slot, ballot = int(body[0]), _ballot(body[1])
         acc_b = None if body[2] is None else _ballot(body[2])
-        acc_v = None if body[3] is None else _members(body[3])
+        acc_v = None if body[3] is None else _config(body[3])
         p = self.proposal
         if p is None or p.phase != 1 or p.slot != slot or p.ballot != ballot:
             return
         if src not in p.voters:
             return
         p.promises[src] = (acc_b, acc_v)
-        if not is_majority(p.promises, p.voters, self.config.expected_size):
+        if not is_majority(p.promises, p.voters, self._count_size(slot)):
             return
         p.value = choose_value(p.promises.values(), p.value)
         if slot == 1:
-            p.voters = p.value
+            p.voters = p.value[0]
         p.phase = 2
         for m in p.voters:
-            self._send(m[0], ("accept", self.me, slot, ballot, p.value))
+            self._send(m[0], ("accept", self.me, slot, ballot, _encode_config(p.value)))
+
+    def _count_size(self, slot: int) -> int:
+        """The expected size votes for ``slot`` are counted over."""
+        return self.config.expected_size if slot == 1 else self.expected
 
     def _on_accepted(self, src: Inc, body: tuple[Any, ...], now: float) -> None:
         slot, ballot = int(body[0]), _ballot(body[1])
@@ -621,11 +941,12 @@ class QuorumCore:
         if src not in p.voters:
             return
         p.accepts.add(src)
-        if is_majority(p.accepts, p.voters, self.config.expected_size):
+        if is_majority(p.accepts, p.voters, self._count_size(slot)):
             self.proposal = None
-            targets = {m[0] for m in (*p.voters, *p.value)} | self.connected
+            targets = {m[0] for m in (*p.voters, *p.value[0])} | self.connected
+            value = _encode_config(p.value)
             for name in sorted(targets):
-                self._send(name, ("decided", self.me, slot, p.value))
+                self._send(name, ("decided", self.me, slot, value))
 
     def _on_nack(self, src: Inc, body: tuple[Any, ...], now: float) -> None:
         slot, ballot, promised = int(body[0]), _ballot(body[1]), _ballot(body[2])
@@ -644,6 +965,8 @@ class QuorumCore:
             expires = now + float(remaining)
             if rec is None or epoch > rec.epoch:
                 self.grants[key] = Grant(epoch, holder, expires)
+                self.tops[key] = max(self.tops.get(key, 0), epoch)
+                self.shadow.pop(key, None)
             elif rec.epoch == epoch and rec.holder == holder and not rec.void:
                 rec.expires = max(rec.expires, expires)
 
@@ -651,26 +974,44 @@ class QuorumCore:
 
     def _on_grant_req(self, src: Inc, body: tuple[Any, ...], now: float) -> None:
         key, epoch, rid, version, term = str(body[0]), int(body[1]), body[2], int(body[3]), body[4]
-        rec = self._yield_to(key, epoch, src, version, now)
-        ok = self._serving(version) and grant_allowed(rec, epoch, src, now, self._quiet(now))
+        rec, top = self._yield_to(key, epoch, src, version, now)
+        if is_renewal(rec, epoch, src):
+            ok = self.is_member  # at any version: a renewal makes no new holder
+        else:
+            ok = self._serving(version) and grant_allowed(
+                rec, top, epoch, src, now, self._quiet(now)
+            )
         if ok:
             expires = now + float(term) + self.config.margin
-            if rec is not None and rec.epoch == epoch and rec.holder == src:
+            if rec is not None and is_renewal(rec, epoch, src):
                 rec.expires = max(rec.expires, expires)
             else:
+                if src == self.me and rec is not None and rec.holder != self.me:
+                    self.shadow[key] = rec  # back if this candidate's round fails
+                else:
+                    self.shadow.pop(key, None)
                 self.grants[key] = Grant(epoch, src, expires)
+                self.tops[key] = max(self.tops.get(key, 0), epoch)
         if version != self.version:
             self._send(src[0], self._hello())
-        top = self.grants[key].epoch if key in self.grants else 0
-        self._send(src[0], ("grant", self.me, key, rid, ok, top))
+        live = None if ok else live_holder(self.grants.get(key), src, now)
+        blocker = None if live is None else [list(live[0]), live[1]]
+        if live is not None and self._serving(version):
+            waiting = self.refused.setdefault(key, [])
+            waiting[:] = [w for w in waiting if w[2] > now and w[0] != src]
+            waiting.append((src, body, now + self.config.round_timeout))
+        self._send(src[0], ("grant", self.me, key, rid, ok, self.tops.get(key, 0), blocker))
 
-    def _yield_to(self, key: str, epoch: int, src: Inc, version: int, now: float) -> Grant | None:
-        """The record for ``key`` to judge ``src``'s request by. This node's grant to
-        itself gives way to a competing request that ranks higher, ``(epoch,
-        incarnation)``: its pending round is dropped (its grants released, its answers
-        ignored from now on), and a grant of the same epoch, dropped or released, is
-        withdrawn. Any other record is kept as it is."""
-        rec = self.grants.get(key)
+    def _yield_to(
+        self, key: str, epoch: int, src: Inc, version: int, now: float
+    ) -> tuple[Grant | None, int]:
+        """The record for ``key`` to judge ``src``'s request by, and the epoch it must
+        exceed. This node's grant to itself gives way to a competing request that ranks
+        higher, ``(epoch, id)``: its pending round is dropped (its grants released, its
+        answers ignored from now on), and a grant of the same epoch, dropped or
+        released, is withdrawn (the competitor may then have that epoch: it never made
+        a holder here). Any other record is kept as it is."""
+        rec, top = self.grants.get(key), self.tops.get(key, 0)
         if (
             rec is None
             or rec.holder != self.me
@@ -678,23 +1019,34 @@ class QuorumCore:
             or (epoch, src) <= (rec.epoch, self.me)
             or not self._serving(version)
         ):
-            return rec
+            return rec, top
         held, want = self.held.get(key), self.wants.get(key)
         if held is not None and held.epoch == rec.epoch:
-            return rec  # a lease this node holds never gives way
+            return rec, top  # a lease this node holds never gives way
         if want is not None and want.round is not None and want.round.epoch == rec.epoch:
             self._fail_acquire_round(want, now)
             rec.void = True
         if rec.void and epoch == rec.epoch:
-            del self.grants[key]  # only ever granted to this node, which gave it up
-            return None
-        return rec
+            self._withdraw(key)
+            return self.grants.get(key), min(top, epoch - 1)
+        return rec, top
+
+    def _withdraw(self, key: str) -> None:
+        """Drop this node's grant to itself (only ever its own); the grant it replaced
+        comes back, so that holder's renewals are granted again."""
+        del self.grants[key]
+        old = self.shadow.pop(key, None)
+        if old is not None:
+            self.grants[key] = old
 
     def _on_release(self, src: Inc, body: tuple[Any, ...], now: float) -> None:
         key, epoch = str(body[0]), int(body[1])
         rec = self.grants.get(key)
         if rec is not None and rec.epoch == epoch and rec.holder == src:
-            rec.void = True
+            if src == self.me and key in self.shadow and key not in self.held:
+                self._withdraw(key)
+            else:
+                rec.void = True
 
     def _on_fence_req(self, src: Inc, body: tuple[Any, ...], now: float) -> None:
         key, epoch, effect, rid, version = str(body[0]), int(body[1]), body[2], body[3], body[4]
@@ -703,23 +1055,36 @@ class QuorumCore:
         if ok:
             log = self.effects.setdefault(key, deque(maxlen=self.config.effects_kept))
             log.append((epoch, effect))
-        top = rec.epoch if rec is not None else 0
+        top = self.tops.get(key, 0)
         self._send(src[0], ("fenced", self.me, key, rid, ok, top))
 
     # -- leases, candidate side
 
     def _on_grant(self, src: Inc, body: tuple[Any, ...], now: float) -> None:
         key, rid, ok, top = str(body[0]), body[1], bool(body[2]), int(body[3])
+        blocker = body[4] if len(body) > 4 else None
         self.seen_epoch[key] = max(self.seen_epoch.get(key, 0), top)
         want, held = self.wants.get(key), self.held.get(key)
         counted = False
         for rnd in (want.round if want else None, held.round if held else None):
             if rnd is not None and rnd.rid == rid and src in rnd.voters:
-                (rnd.ok if ok else rnd.no).add(src)
+                if ok:
+                    rnd.ok.add(src)
+                    rnd.no.discard(src)  # judged again once the holder it waited for died
+                else:
+                    rnd.no.add(src)
                 counted = True
                 # refused for another candidate's epoch at least as high: a contest, which
                 # waiting for the silent members does not end; retry after a random pause
                 rnd.beaten = rnd.beaten or (not ok and top >= rnd.epoch)
+        if want is not None and blocker is not None and not ok:
+            holder, left = (str(blocker[0][0]), int(blocker[0][1])), float(blocker[1])
+            if holder != self.me and want.round is not None and want.round.rid == rid:
+                # a live holder: if this round fails, ask again once that grant runs out,
+                # not at once with higher epochs (the others may still grant this one)
+                wait = min(max(left, 0.0), self.config.term + self.config.margin)
+                until = max(self._backoff_until(key, now), now + wait)
+                self.backoff[key] = (until, holder[0])
         live = {held.epoch} if held is not None else set()
         if want is not None and want.round is not None:
             live.add(want.round.epoch)
@@ -740,23 +1105,31 @@ class QuorumCore:
 
     # ------------------------------------------------------------------ membership
 
-    def _learn(self, version: int, members: Members, now: float) -> None:
+    def _learn(self, version: int, value: Config, now: float) -> None:
         was_member = self.me in self.members
-        self.version, self.members = version, members
+        old = self.members
+        if version > self.version + 1 or is_removal(old, value[0]):
+            self.last_removal = now
+        self.version = version
+        self.members, self.expected, self.basis = value
         self.promised, self.accepted = None, None
         if self.proposal is not None and self.proposal.slot <= version:
             self.proposal = None
-        if self.me in members and not was_member and version > 1:
+        if self.me in self.members and not was_member and version > 1:
             self.quiet_until = now + self.config.term + self.config.margin
         for name in list(self.down_since):
-            if not any(m[0] == name for m in members):
+            if not any(m[0] == name for m in self.members):
                 del self.down_since[name]
-        if self._leaving and self.me not in members:
+        if self._leaving and self.me not in self.members:
             self.left = True
             for token, _deadline in self._leaving:
                 self._out.append(Reply(token, True))
             self._leaving.clear()
-        # rounds of the old version can no longer succeed
+        for token, size, deadline in list(self._setting):
+            if self.expected == size:
+                self._setting.remove((token, size, deadline))
+                self._out.append(Reply(token, True))
+        # new rounds of the old version can no longer succeed (renewals can: see _settle_key)
         for want in self.wants.values():
             if want.round is not None and want.round.version != version:
                 self._fail_acquire_round(want, now)
@@ -771,12 +1144,12 @@ class QuorumCore:
         self.max_round += 1
         ballot: Ballot = (self.max_round, self.me[0], self.me[1])
         slot = self.version + 1
-        voters = value if slot == 1 else self.members
+        voters = value[0] if slot == 1 else self.members
         self.proposal = _Proposal(slot, ballot, value, voters, now)
         for m in voters:
             self._send(m[0], ("prepare", self.me, slot, ballot))
 
-    def _wanted_change(self, now: float) -> Members | None:
+    def _wanted_change(self, now: float) -> Config | None:
         connected = self._connected_incs()
         if self.version == 0:
             if now - self.booted < self.config.settle:
@@ -790,16 +1163,25 @@ class QuorumCore:
             }
             if min((*founders, self.me[0])) != self.me[0]:
                 return None
-            return tuple(sorted((*founders.values(), self.me)))
+            size = self.config.expected_size
+            return (tuple(sorted((*founders.values(), self.me))), size, size)
         if self.me not in self.members:
             return None
         if self.accepted is not None and now - self.accepted_at > 2 * self.config.round_timeout:
             return self.accepted[1]  # finish a change that a proposer left half done
         if self._leaving and len(self.members) > 1:
-            return tuple(m for m in self.members if m != self.me)
+            if not self._may_remove(now):
+                return None
+            return (tuple(m for m in self.members if m != self.me), self.expected, self.basis)
+        if self._setting:
+            return (self.members, self._setting[-1][1], self.basis)
         live = [m[0] for m in self.members if m == self.me or connected.get(m[0]) == m]
         if min(live) != self.me[0]:
             return None
+        wishes = {**self.peer_setting, self.me: self.config.expected_size}
+        wished = wished_expected(wishes, self.members, self.expected, self.basis)
+        if wished is not None:
+            return (self.members, wished, wished)
         # a wish counts only if said at this version: a node that just left may have
         # said "join" before it saw its own removal
         joinable = {
@@ -807,7 +1189,7 @@ class QuorumCore:
             for n in connected
             if self.peer_joinable.get(n, False) and self.peer_version.get(n) == self.version
         }
-        return next_change(
+        members = next_change(
             self.me,
             self.members,
             connected,
@@ -815,7 +1197,9 @@ class QuorumCore:
             self.down_since,
             now,
             self.config.remove_after,
+            self._may_remove(now),
         )
+        return None if members is None else (members, self.expected, self.basis)
 
     def _abandon(self, now: float) -> None:
         self.proposal = None
@@ -838,6 +1222,10 @@ class QuorumCore:
         if not self.members:
             want.retry_at = now + self.config.round_timeout
             return
+        until = self._backoff_until(want.key, now)
+        if now < until:
+            want.retry_at = until
+            return
         rec = self.grants.get(want.key)
         if rec is not None and not rec.void and rec.holder != self.me and now < rec.expires:
             # this node would refuse itself: asking the others would only take their
@@ -845,10 +1233,18 @@ class QuorumCore:
             # other would refuse themselves, round after round)
             want.retry_at = now + self.rng.uniform(0.05, 0.25)
             return
-        top = max(self.seen_epoch.get(want.key, 0), rec.epoch if rec is not None else 0)
+        top = max(self.seen_epoch.get(want.key, 0), self.tops.get(want.key, 0))
         want.round = self._new_round(want.key, top + 1, now)
         self.seen_epoch[want.key] = top + 1
         self._ask_grant(want.round)
+
+    def _backoff_until(self, key: str, now: float) -> float:
+        """Until when a candidate for ``key`` does not ask: a member named a live holder
+        (kept across acquire calls: a standby asks again and again)."""
+        until = self.backoff.get(key, (0.0, ""))[0]
+        if until <= now:
+            self.backoff.pop(key, None)
+        return until
 
     def _release_at(self, key: str, epoch: int, voters: Iterable[Inc]) -> None:
         for m in voters:
@@ -865,11 +1261,11 @@ class QuorumCore:
         want.round = None
         if rnd is not None:
             self._release_at(want.key, rnd.epoch, rnd.ok)
-        want.retry_at = now + self.rng.uniform(0.05, 0.25)
+        want.retry_at = max(now + self.rng.uniform(0.05, 0.25), self._backoff_until(want.key, now))
 
     def _settle_key(self, key: str, now: float) -> None:
         """Act on the rounds of ``key`` that have an outcome."""
-        expected = self.config.expected_size
+        expected = self.expected
         want = self.wants.get(key)
         if want is not None and want.round is not None:
             rnd = want.round
@@ -877,6 +1273,7 @@ class QuorumCore:
             expires = rnd.started + self.config.term - self.config.margin
             if result and rnd.version == self.version and expires > now:
                 del self.wants[key]
+                self.shadow.pop(key, None)
                 self.held[key] = _Held(
                     key, rnd.epoch, want.holder, expires, rnd.started + self.config.term / 3
                 )
@@ -888,7 +1285,9 @@ class QuorumCore:
         if held is not None and held.round is not None:
             rnd = held.round
             result = rnd.outcome(expected)
-            if result and rnd.version == self.version:
+            # a renewal counts across one change of configuration (any majority of one
+            # meets any majority of the next), never across two
+            if result and self.version - rnd.version <= 1:
                 held.expires = max(
                     held.expires, rnd.started + self.config.term - self.config.margin
                 )
@@ -899,7 +1298,7 @@ class QuorumCore:
                 held.renew_at = now + min(0.1, self.config.term / 10)
 
     def _settle_fence(self, fence: _Fence, now: float) -> None:
-        result = fence.round.outcome(self.config.expected_size)
+        result = fence.round.outcome(self.expected)
         if result is not None and fence.round.version != self.version:
             result = False
         if result is None and now >= fence.deadline:
@@ -933,13 +1332,14 @@ class QuorumCore:
             self._abandon(now)
         self._propose(now)
         for key in list(self.wants):
-            want = self.wants[key]
+            self._settle_key(key, now)  # a round that just succeeded is not given up
+            want = self.wants.get(key)
+            if want is None:
+                continue
             if now >= want.deadline:
                 self._give_up(want)
             elif want.round is None and now >= want.retry_at:
                 self._start_acquire(want, now)
-            else:
-                self._settle_key(key, now)
         for key, held in list(self.held.items()):
             if held.round is None and now >= held.renew_at:
                 held.round = self._new_round(key, held.epoch, now)
@@ -952,11 +1352,26 @@ class QuorumCore:
             if now >= deadline:
                 self._leaving.remove((token, deadline))
                 self._out.append(Reply(token, False))
+        for token, size, deadline in list(self._setting):
+            if now >= deadline:
+                self._setting.remove((token, size, deadline))
+                self._out.append(Reply(token, False))
         return self._take()
 
 
 def _members(value: Any) -> Members:
-    return tuple(sorted((str(m[0]), int(m[1])) for m in value))
+    members = tuple(sorted((str(m[0]), int(m[1])) for m in value))
+    if len({m[0] for m in members}) != len(members):
+        raise ValueError(f"a member set names a node twice: {members!r}")
+    return members
+
+
+def _config(value: Any) -> Config:
+    return (_members(value[0]), int(value[1]), int(value[2]))
+
+
+def _encode_config(value: Config) -> list[Any]:
+    return [[list(m) for m in value[0]], value[1], value[2]]
 
 
 def _ballot(value: Any) -> Ballot:

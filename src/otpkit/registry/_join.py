@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from otpkit import actors, distribution
 from otpkit.discovery import DISCOVERY_NAME
 from otpkit.errors import CallTimeout, Exit, NodeError, OtpkitError
+from otpkit.quorum import QUORUM_NAME
 from otpkit.registry import _global
 
 __all__ = ["ClusterView", "ClusterViewError", "cluster_view", "join_problem"]
@@ -20,20 +21,24 @@ class ClusterView:
 
     ``settled``: discovery has had a good answer (True without discovery);
     ``discovered``: the peers of the last answers; ``connected``: dist's visible nodes;
-    ``merged``: the nodes the registry has merged its table with.
+    ``merged``: the nodes the registry has merged its table with; ``quorum``: why the
+    node is not back in the majority policy's quorum (``quorum.rejoin_problem``), None
+    if it is or runs none.
     """
 
     settled: bool
     discovered: frozenset[str]
     connected: frozenset[str]
     merged: frozenset[str]
+    quorum: str | None = None
 
 
 def join_problem(view: ClusterView) -> str | None:
     """Why a node with this view has not joined its cluster yet, or None if it has.
 
     The test :class:`~otpkit.registry._singleton.SingletonManager` makes before its first
-    election: settled, every discovered peer connected, every connected node merged.
+    election: settled, every discovered peer connected, every connected node merged, and
+    back in the quorum (a restarted node: a member again, at its peers' configuration).
     """
     if not view.settled:
         return "discovery has had no good answer yet"
@@ -43,7 +48,7 @@ def join_problem(view: ClusterView) -> str | None:
     unmerged = sorted(view.connected - view.merged)
     if unmerged:
         return f"registry not merged with {_names(unmerged)}"
-    return None
+    return view.quorum
 
 
 def _names(names: list[str], most: int = 3) -> str:
@@ -53,7 +58,7 @@ def _names(names: list[str], most: int = 3) -> str:
 
 class ClusterViewError(OtpkitError):
     """A service of the node did not answer :func:`cluster_view`: ``step`` names it
-    (``"discovery"``, ``"dist"``, ``"the registry"``), ``cause`` is the error
+    (``"discovery"``, ``"dist"``, ``"the registry"``, ``"the quorum"``), ``cause`` is the error
     (:class:`CallTimeout`, :class:`Exit` or :class:`NodeError`)."""
 
     def __init__(self, step: str, cause: BaseException) -> None:
@@ -123,6 +128,11 @@ def cluster_view(
         else:
             info = actors.call(_global.local_server(), ("info",), timeout)
             merged = frozenset(info["synced"])
+        step = "the quorum"
+        try:
+            problem = actors.call(QUORUM_NAME, ("rejoin_problem",), timeout)
+        except Exit:
+            problem = None  # a node without the quorum (hidden, or no dist)
     except (CallTimeout, Exit, NodeError) as exc:
         raise ClusterViewError(step, exc) from exc
-    return ClusterView(settled, discovered, connected, merged - {me})
+    return ClusterView(settled, discovered, connected, merged - {me}, problem)

@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from otpkit import actors
@@ -132,7 +132,6 @@ class SingletonConfig:
     settle_timeout: float
     handover_timeout: float
     warm: bool
-    quorum: Mapping[str, Any] = field(default_factory=dict)
 
 
 def keep_smaller_node(name: Any, other: Pid, own: Pid) -> Pid:
@@ -151,14 +150,21 @@ def Singleton(  # noqa: N802 - reads as the class it makes a spec for
     id: Any = None,
     intensity: int = 3,
     period: float = 5.0,
-    **quorum: Any,
+    **options: Any,
 ) -> ChildSpec:
     """The child spec of a Singleton manager for ``child``, elected cluster-wide as
     ``name`` (see the module). ``resolve`` decides conflicts after a partition under
     ``policy="availability"`` (default :func:`keep_smaller_node`); ``intensity`` and
     ``period`` bound the restarts of the child on this node. Under
-    ``policy="majority"``, ``quorum`` options (``term``, ``expected_size``, ...) go to
-    the lease."""
+    ``policy="majority"`` the lease is the node's quorum's: its options (``term``,
+    ``expected_size``, ...) are the node's, ``Node(quorum=QuorumConfig(...))`` or
+    ``otpkit run --expected-size``; given here they are refused (ValueError)."""
+    if options:
+        raise ValueError(
+            f"Singleton {name!r}: {', '.join(sorted(options))}: not an option of a "
+            "Singleton (the majority lease's term and expected size are the node's: "
+            "Node(quorum=QuorumConfig(...)), otpkit run --expected-size)"
+        )
     spec = child_spec(child)
     if policy not in POLICIES:
         raise ValueError(f"Singleton {name!r}: policy={policy!r}; expected one of {POLICIES}")
@@ -174,7 +180,6 @@ def Singleton(  # noqa: N802 - reads as the class it makes a spec for
         settle_timeout,
         handover_timeout,
         warm,
-        dict(quorum),
     )
     return ChildSpec(
         id if id is not None else ("singleton", name),

@@ -212,10 +212,12 @@ def write_epoch(seen: int, lease: int) -> int:
 
     Within one run of the quorum the current lease holder has the highest lease epoch
     ever granted, so a replica that saw a lease epoch at or above this holder's saw it
-    in an earlier era: the quorum's epochs started again (every node restarted, the
-    ledger did not). The era then goes up by one, so writes stay strictly ordered
-    across whole-cluster restarts too. Under ``availability`` (lease epoch 0) every
-    new holder starts a new era.
+    in an earlier era: the quorum's epochs started again (every node restarted without
+    its quorum store - no data dir - and the ledger did not). The era then goes up by
+    one, so writes stay strictly ordered across whole-cluster restarts too. With the
+    quorum's promises on disk its epochs keep rising across restarts, so under
+    ``majority`` the era stays. Under ``availability`` (lease epoch 0) every new holder
+    starts a new era.
     """
     era, seen_lease = divmod(seen, _ERA)
     return (era + 1 if seen_lease >= lease else era) * _ERA + lease
@@ -236,7 +238,7 @@ def Scheduler(  # noqa: N802 - reads as the class it makes a spec for
     handover_timeout: float = 5.0,
     lead: float = 0.05,
     id: Any = None,
-    **quorum: Any,
+    **options: Any,
 ) -> ChildSpec:
     """The child spec of a cluster scheduler (see the module).
 
@@ -253,7 +255,9 @@ def Scheduler(  # noqa: N802 - reads as the class it makes a spec for
         max_concurrency: this node's pool of worker processes (runs at once).
         queue_limit: runs waiting for a worker before new ones fail.
         lead: seconds before its tick a run is claimed and sent to its pool.
-        quorum: options of the majority lease (``term``, ``expected_size``, ...).
+        options: none; the majority lease's ``term`` and ``expected_size`` are the
+            node's (``Node(quorum=QuorumConfig(...))``, ``otpkit run
+            --expected-size``): given here they are refused (ValueError).
 
     Raises:
         InvalidJob: a job is malformed (names the job and field); also two jobs of one
@@ -289,7 +293,7 @@ def Scheduler(  # noqa: N802 - reads as the class it makes a spec for
         settle_timeout=settle_timeout,
         handover_timeout=handover_timeout,
         id="singleton",
-        **quorum,
+        **options,
     )
     pool = pool_child_spec(name, max_concurrency=max_concurrency, queue_limit=queue_limit)
     return ChildSpec(

@@ -65,6 +65,25 @@ def _nodes(c: AdminClient, a: Sequence[str], o: Options) -> tuple[Any, str]:
     return data, _format.render_nodes(data)
 
 
+def _quorum(c: AdminClient, a: Sequence[str], o: Options) -> tuple[Any, str]:
+    data = c.request("quorum", node=_node_arg(a, 0))
+    return data, _format.render_quorum(data)
+
+
+def _quorum_expected(c: AdminClient, a: Sequence[str], o: Options) -> tuple[Any, str]:
+    try:
+        size = int(a[0])
+    except ValueError:
+        raise UsageError(f"{a[0]!r}: expected a number of nodes") from None
+    data = c.request("quorum_expected", size)
+    return data, _format.render_quorum(data)
+
+
+def _quorum_recover(c: AdminClient, a: Sequence[str], o: Options) -> tuple[Any, str]:
+    data = c.request("quorum_recover")
+    return data, _format.render_quorum(data)
+
+
 def _tree(c: AdminClient, a: Sequence[str], o: Options) -> tuple[Any, str]:
     node = _node_arg(a, 0)
     data = c.request("tree", node=node)
@@ -149,6 +168,35 @@ COMMANDS: dict[str, Command] = {
     cmd.name: cmd
     for cmd in (
         Command("nodes", "nodes", "the cluster's nodes, hidden ones, quorum members", 0, 0, _nodes),
+        Command(
+            "quorum",
+            "quorum [NODE]",
+            "the majority policy's configuration, store, and why it cannot grant (if so)",
+            0,
+            1,
+            _quorum,
+            ("node",),
+        ),
+        Command(
+            "quorum_expected",
+            "quorum_expected N",
+            "have the quorum decide N as the expected cluster size",
+            1,
+            1,
+            _quorum_expected,
+            ("size",),
+        ),
+        Command(
+            "quorum_recover",
+            "quorum_recover",
+            "a new configuration of the connected nodes, when a majority lost their stores",
+            0,
+            0,
+            _quorum_recover,
+            (),
+            "Only when the old members are gone for good (their stores lost): run while"
+            "\nthey still run elsewhere, it makes two clusters.",
+        ),
         Command(
             "tree",
             "tree [NODE]",

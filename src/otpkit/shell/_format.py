@@ -83,6 +83,25 @@ def render_nodes(data: Mapping[str, Any]) -> str:
     return render_table(["NODE", "SEEN AS", "MEMBER"], rows)
 
 
+def render_quorum(data: Mapping[str, Any]) -> str:
+    """A node's quorum status (``otpkit.quorum.status``), a line per field."""
+    expected = f"{data.get('expected')} (this node's setting: {data.get('setting')})"
+    store = data.get("store") or "none (a restart is a new member)"
+    if data.get("restored"):
+        store += " (restored)"
+    lines = [
+        f"node         {data.get('node')}",
+        f"config       v{data.get('version')}: {', '.join(data.get('members') or []) or '-'}",
+        f"member       {'yes' if data.get('member') else 'no'}",
+        f"expected     {expected}",
+        f"store        {store}",
+        f"holds        {', '.join(data.get('held') or []) or '-'}",
+        f"problem      {data.get('problem') or '-'}",
+        f"rejoin       {data.get('rejoin') or '-'}",
+    ]
+    return "\n".join(lines)
+
+
 def render_names(rows: Sequence[Mapping[str, Any]]) -> str:
     if not rows:
         return "(no global names)"
