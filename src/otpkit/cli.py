@@ -26,9 +26,9 @@ from typing import Any
 
 from otpkit.actors import load_object, proc_stat
 from otpkit.distribution import DistConfig
-from otpkit.errors import LoadError
+from otpkit.errors import LoadError, NodeError
 from otpkit.node import Node, ProbeServer, bind_host
-from otpkit.quorum import QuorumConfig
+from otpkit.quorum import QuorumConfig, StoreError
 from otpkit.settings import SettingError, Settings, settings_from
 from otpkit.supervision import ChildSpec
 
@@ -86,6 +86,18 @@ def _run(settings: Settings) -> int:
             probes.close()
 
 
+def _find(reason: Any, kind: type[BaseException]) -> BaseException | None:
+    """The first ``kind`` exception inside a (nested) exit reason, or None."""
+    if isinstance(reason, kind):
+        return reason
+    if isinstance(reason, tuple | list):
+        for part in reason:
+            found = _find(part, kind)
+            if found is not None:
+                return found
+    return None
+
+
 def _alive(ospid: int) -> bool:
     fields = proc_stat(ospid)
     return fields is not None and fields[0] not in (b"Z", b"X")
@@ -95,7 +107,13 @@ def _serve(settings: Settings, options: dict[str, Any], probes: ProbeServer | No
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    node = Node(settings.name, **options).start()
+    try:
+        node = Node(settings.name, **options).start()
+    except NodeError as exc:
+        # a store the node cannot use is one line naming the file, not a traceback
+        store = _find(exc.reason, StoreError)
+        print(f"otpkit: {store if store is not None else exc}", file=sys.stderr)
+        return 1
     if probes is not None:
         probes.running(node.kernel)
     print(f"otpkit: node {settings.name} running (pid {os.getpid()})", flush=True)

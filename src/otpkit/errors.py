@@ -157,7 +157,10 @@ class SupervisorError(OtpkitError):
 
 
 class NodeError(OtpkitError):
-    """The node could not be started, or it is not running."""
+    """The node could not be started, or it is not running. ``reason``: why the kernel
+    did not start (its start error), when that is the cause."""
+
+    reason: Any = None
 
 
 class FrameError(OtpkitError):

@@ -599,3 +599,29 @@ def test_stalled_probe_clients_do_not_block_probes_and_are_cut_off():
         for s in idle:
             s.close()
         server.close()
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ('{"format": 9}', "format 9 is newer than this otpkit reads (1)"),
+        ("{not json", "cannot read it: "),
+    ],
+)
+def test_a_quorum_store_it_cannot_use_stops_the_start_in_one_line(tmp_path, content, says):
+    """A store the node cannot read (corrupt, or written by a newer otpkit) is not taken
+    for no store (that would make it a new member that forgot its promises): the start
+    stops with one line naming the file, and status 1."""
+    store = tmp_path / "data" / "otpkit" / "quorum@a@127.0.0.1.json"
+    store.parent.mkdir(parents=True)
+    store.write_text(content)
+    proc, _marks = run_cli_app(
+        tmp_path,
+        "a@127.0.0.1",
+        {"OTPKIT_DIST_PORT": str(free_port()), "OTPKIT_COOKIE": "c"},
+    )
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"otpkit: quorum store {store}: "), lines
+    assert says in lines[0]

@@ -26,9 +26,17 @@ TERM, MARGIN = 3.0, 0.5
 def start(tmp_path) -> Iterator[Any]:
     nodes: list[NodeProc] = []
 
-    def start_nodes(names: list[str], *extra: str) -> list[NodeProc]:
+    def start_nodes(names: list[str], *extra: str, stores: bool = False) -> list[NodeProc]:
         batch = [
-            NodeProc(n, str(tmp_path), extra_args=extra, wait=False, module=DRIVER) for n in names
+            NodeProc(
+                n,
+                str(tmp_path),
+                extra_args=extra,
+                wait=False,
+                module=DRIVER,
+                env={"OTPKIT_DATA_DIR": str(tmp_path / f"data-{n}")} if stores else None,
+            )
+            for n in names
         ]
         nodes.extend(batch)
         return [n.wait_ready() for n in batch]
@@ -40,10 +48,11 @@ def start(tmp_path) -> Iterator[Any]:
             n.close()
 
 
-def formed_trio(start: Any, base: int) -> list[NodeProc]:
+def formed_trio(start: Any, base: int, stores: bool = False) -> list[NodeProc]:
     # connected within the settle window: the three found the cluster together (version 1),
     # so no member sits out the quiet period of a late joiner
-    trio = start([f"q{i}@127.0.0.{i}" for i in range(base, base + 3)], "--settle", "3")
+    names = [f"q{i}@127.0.0.{i}" for i in range(base, base + 3)]
+    trio = start(names, "--settle", "3", stores=stores)
     a = trio[0]
     for other in trio[1:]:
         a.cmd(op="connect", name=other.name, host=other.host, port=other.port)
@@ -99,3 +108,48 @@ def test_a_lone_node_with_expected_size_never_acquires(start):
     (lone,) = start(["q31@127.0.0.31"], "--expected", "3", "--settle", "0.5")
     assert lone.cmd(op="acquire", key="job", t=2.5) is None
     assert lone.cmd(op="members") == [0, []]
+
+
+def error_lines(node: NodeProc, text: str) -> list[str]:
+    with open(node.log_path) as f:
+        return [line for line in f if " ERROR " in line and text in line]
+
+
+def test_a_lone_node_with_expected_size_says_why_it_cannot_grant(start):
+    """Silence is a defect: a quorum that cannot grant says why in its status and, once
+    that outlasts an election (2 * (term + margin) + settle), in an ERROR line."""
+    (lone,) = start(["q32@127.0.0.32"], "--expected", "3", "--settle", "0.5")
+    status = wait_until(lambda: (s := lone.cmd(op="status"))["problem"] and s, timeout=10)
+    assert status["problem"].startswith("no configuration formed: 1 node(s) connected, 2 of")
+    lines = wait_until(
+        lambda: error_lines(lone, "quorum: no lease can be granted"),
+        timeout=2 * (TERM + MARGIN) + 0.5 + 20,
+        what="the ERROR line",
+    )
+    assert "no configuration formed" in lines[0]
+
+
+def test_a_member_whose_store_fails_holds_nobody_back_and_says_so(start, tmp_path):
+    """A member whose store cannot be written answers no vote (it must not promise what
+    it cannot keep) and logs ERROR; the two healthy members still grant; once the store
+    can be written again the member takes part again."""
+    a, _b, c = formed_trio(start, 41, stores=True)
+    lease = a.cmd(op="acquire", key="job", t=5)
+    assert lease is not None
+    store = tmp_path / f"data-{c.name}" / "otpkit"
+    assert (store / f"quorum@{c.name}.json").exists()
+    saved = tmp_path / "c-store"
+    store.rename(saved)
+    store.write_text("not a directory")  # every write of c's store fails from now on
+    a.cmd(op="release", key="job", epoch=lease[0])
+    again = a.cmd(op="acquire", key="job", t=5)  # a new epoch: each member stores a grant
+    assert again is not None and again[0] > lease[0]
+    status = wait_until(lambda: (s := c.cmd(op="status"))["problem"] and s, timeout=10)
+    assert "cannot be written" in status["problem"]
+    assert error_lines(c, f"quorum store {store}/quorum@{c.name}.json cannot be written")
+    store.unlink()
+    saved.rename(store)
+    wait_until(lambda: c.cmd(op="status")["problem"] is None, timeout=10, what="c writes again")
+    a.cmd(op="release", key="job", epoch=again[0])
+    third = c.cmd(op="acquire", key="job", t=5)
+    assert third is not None and third[0] > again[0]

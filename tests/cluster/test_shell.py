@@ -402,6 +402,15 @@ def test_one_shots(cluster: Cluster) -> None:
     assert sorted(data["members"]) == sorted(n.name for n in cluster.nodes)
     assert len(data["hidden"]) == 1 and data["hidden"][0].startswith("shell-")
 
+    res = oneshot(cluster, "quorum")
+    assert res.returncode == 0, res.stderr
+    lines = dict(line.split(None, 1) for line in res.stdout.strip().splitlines())
+    assert lines["node"] == n2.name and lines["member"] == "yes"
+    assert lines["config"].split(": ", 1)[1] == ", ".join(sorted(n.name for n in cluster.nodes))
+    assert lines["problem"] == "-" and lines["rejoin"] == "-"
+    res = oneshot(cluster, "quorum_expected", "many")
+    assert res.returncode != 0 and "'many': expected a number of nodes" in res.stderr
+
     res = oneshot(cluster, "tree", "--json")
     tree = json.loads(res.stdout)
     ids = [c["id"] for c in tree["children"]]

@@ -37,6 +37,8 @@ def handle(node: otpkit.Node, cmd: dict[str, Any]) -> Any:
         return node.os_pids()
     if op == "members":
         return list(quorum.members())
+    if op == "status":
+        return quorum.status()
     if op == "acquire":
         lease = quorum.acquire(cmd["key"], cmd.get("t", 5.0))
         if lease is None:

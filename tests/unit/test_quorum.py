@@ -112,12 +112,12 @@ def test_choose_value_takes_the_highest_accepted():
 
 def test_expected_size_follows_a_majority_of_the_settings():
     members = (A, B, C)
-    assert wished_expected({A: 3, B: 3, C: 3}, members, 3, 3) is None
-    assert wished_expected({A: 5, B: 3, C: 3}, members, 3, 3) is None  # one pod rolled
-    assert wished_expected({A: 5, B: 5, C: 3}, members, 3, 3) == 5  # a majority rolled
+    assert wished_expected({A: 3, B: 3, C: 3}, members, 3) is None
+    assert wished_expected({A: 5, B: 3, C: 3}, members, 3) is None  # one pod rolled
+    assert wished_expected({A: 5, B: 5, C: 3}, members, 3) == 5  # a majority rolled
     # an operator set 5 (basis still 3): the unchanged settings do not undo it
-    assert wished_expected({A: 3, B: 3, C: 3}, members, 5, 3) is None
-    assert wished_expected({A: 5, D: 5, C: 3}, members, 3, 3) is None  # D is no member
+    assert wished_expected({A: 3, B: 3, C: 3}, members, 3) is None
+    assert wished_expected({A: 5, D: 5, C: 3}, members, 3) is None  # D is no member
 
 
 def test_next_change_order():

@@ -225,3 +225,36 @@ def test_a_request_refused_for_a_holder_is_granted_when_that_holder_dies():
         sim.deliver(0)
     lease = sim.replies.get(tok)
     assert isinstance(lease, Lease) and lease.epoch > got[1].epoch
+
+
+def test_an_operator_recovers_a_configuration_whose_majority_lost_its_stores():
+    sim = Sim(NAMES, FAST)
+    sim.settle(1.0)
+    for name in NAMES:
+        restart(sim, name, keep_store=False)
+    sim.settle(1.0)
+    assert all(c.quorum_problem(sim.now) for c in sim.cores.values())
+    assert "quorum_recover" in sim.cores["a@h"].quorum_problem(sim.now)
+    sim.perform("a@h", sim.cores["a@h"].recover(sim.now))
+    sim.settle(0.5)
+    new = tuple(sorted(c.me for c in sim.cores.values()))
+    assert all(c.members == new and c.quorum_problem(sim.now) is None for c in sim.cores.values())
+    got = holder_within(sim, 2 * (FAST.term + FAST.margin) + FAST.settle, NAMES)
+    assert got is not None
+
+
+def test_the_expected_size_follows_a_majority_of_settings_or_an_operator():
+    sim = Sim(NAMES, FAST)
+    sim.settle(1.0)
+    assert {c.expected for c in sim.cores.values()} == {3}
+    token = ("set", 1)
+    sim.perform("b@h", sim.cores["b@h"].set_expected(5, token, 2.0, sim.now))
+    sim.settle(1.0)
+    assert sim.replies[token] is True
+    assert {(c.expected, c.basis) for c in sim.cores.values()} == {(5, 3)}
+    sim.settle(2.0)  # the settings (3) agree on the basis: they do not undo it
+    assert {c.expected for c in sim.cores.values()} == {5}
+    for name in ("a@h", "b@h"):  # a rolling update sets 4 on a majority
+        sim.cores[name].config = QuorumConfig(settle=0.2, remove_after=2.0, expected_size=4)
+    sim.settle(2.0)
+    assert {(c.expected, c.basis) for c in sim.cores.values()} == {(4, 4)}

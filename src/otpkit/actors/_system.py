@@ -285,7 +285,9 @@ def start_local_system(
             break
     if result is None or result[0] != "ok":
         os.close(write_end)
-        raise NodeError(f"the node's kernel did not start: {result!r} (log: {log_path})")
+        error = NodeError(f"the node's kernel did not start: {result!r} (log: {log_path})")
+        error.reason = None if result is None else result[1]  # why, for a caller to show
+        raise error
     kernel: Pid = result[1]
     pgid = os.getpgid(kernel.id)
     return LocalSystem(asys, port, write_end, kernel, pgid, log_path)

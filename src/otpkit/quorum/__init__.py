@@ -8,6 +8,7 @@ The functions below ask this node's quorum actor; Singletons and the scheduler u
 from otpkit.quorum._actor import (
     QUORUM_NAME,
     Quorum,
+    StoreError,
     acquire,
     effects,
     fence,
@@ -28,6 +29,7 @@ __all__ = [
     "LeaseLost",
     "Quorum",
     "QuorumConfig",
+    "StoreError",
     "acquire",
     "effects",
     "fence",

@@ -318,16 +318,14 @@ def choose_value(promises: Iterable[tuple[Ballot | None, Config | None]], own: C
     return own if best is None else best[1]
 
 
-def wished_expected(
-    wishes: dict[Inc, int], members: Members, expected: int, basis: int
-) -> int | None:
+def wished_expected(wishes: dict[Inc, int], members: Members, basis: int) -> int | None:
     """The expected size a majority of ``members``' own settings agree on, if it is not
     ``basis`` (what they agreed on last) and not already decided; else None."""
     counts: dict[int, int] = {}
     for m in members:
         if m in wishes:
             counts[wishes[m]] = counts.get(wishes[m], 0) + 1
-    need = quorum_size(members, expected)
+    need = quorum_size(members, 0)  # a majority of the members there are
     for value, n in sorted(counts.items()):
         if n >= need and value != basis:
             return value
@@ -1179,7 +1177,7 @@ class QuorumCore:
         if min(live) != self.me[0]:
             return None
         wishes = {**self.peer_setting, self.me: self.config.expected_size}
-        wished = wished_expected(wishes, self.members, self.expected, self.basis)
+        wished = wished_expected(wishes, self.members, self.basis)
         if wished is not None:
             return (self.members, wished, wished)
         # a wish counts only if said at this version: a node that just left may have
