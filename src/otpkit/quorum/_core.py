@@ -252,6 +252,13 @@ def is_single_change(old: Config, new: Config) -> bool:
     return new_m == old_m
 
 
+def is_viable(value: Config) -> bool:
+    """A configuration of which a majority can exist: enough members for its expected
+    size's majority (never decided otherwise: nobody could change it again)."""
+    members, expected, _basis = value
+    return len(members) >= quorum_size(members, expected)
+
+
 def is_removal(old: Members, new: Members) -> bool:
     return bool(set(old) - set(new))
 
@@ -390,6 +397,9 @@ def encode_state(core: QuorumCore) -> dict[str, Any]:
         "grants": {
             key: [rec.epoch, list(rec.holder), rec.void] for key, rec in sorted(core.grants.items())
         },
+        "shadow": {
+            key: [rec.epoch, list(rec.holder), rec.void] for key, rec in sorted(core.shadow.items())
+        },
     }
 
 
@@ -422,6 +432,10 @@ def decode_state(raw: Any) -> dict[str, Any]:
             "grants": {
                 str(k): (int(v[0]), (str(v[1][0]), int(v[1][1])), bool(v[2]))
                 for k, v in raw["grants"].items()
+            },
+            "shadow": {
+                str(k): (int(v[0]), (str(v[1][0]), int(v[1][1])), bool(v[2]))
+                for k, v in raw.get("shadow", {}).items()
             },
         }
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
@@ -544,6 +558,8 @@ class QuorumCore:
         self.grants: dict[str, Grant] = {}
         self.tops: dict[str, int] = {}
         self.shadow: dict[str, Grant] = {}
+        # epochs of this node's grants to itself that have not made it a holder (yet)
+        self.never_held: dict[str, int] = {}
         # requests refused for a live grant to another holder: judged again at once if
         # that holder's node dies (its close voids the grant) within a round's time
         self.refused: dict[str, list[tuple[Inc, tuple[Any, ...], float]]] = {}
@@ -579,6 +595,15 @@ class QuorumCore:
         for key, (epoch, holder, void) in state["grants"].items():
             self.grants[key] = Grant(epoch, holder, expires, void)
             self.tops[key] = max(self.tops.get(key, 0), epoch)
+        for key, (epoch, holder, void) in state["shadow"].items():
+            rec = self.grants.get(key)
+            if rec is not None and rec.holder == self.me:
+                # its own grant to itself never made it a holder (a lease drops the
+                # shadow) and its round died with the process: the grant it replaced
+                # comes back, so that holder's renewals are granted again
+                self.grants[key] = Grant(epoch, holder, expires, void)
+            else:
+                self.shadow[key] = Grant(epoch, holder, expires, void)
         if self.version == 0:
             self.expected = self.basis = self.config.expected_size
 
@@ -828,7 +853,7 @@ class QuorumCore:
         """An operator's command: make ``size`` the expected size the members' majorities
         are counted over. ``Reply(token, True)`` once decided, False on timeout or if this
         node is no member."""
-        if size < 0 or not self.is_member:
+        if size < 0 or not self.is_member or not is_viable((self.members, size, self.basis)):
             self._out.append(Reply(token, False))
         elif size == self.expected:
             self._out.append(Reply(token, True))
@@ -887,7 +912,7 @@ class QuorumCore:
     def _valid_value(self, slot: int, value: Config, now: float) -> bool:
         if slot == 1:
             return bool(value[0])
-        if not is_single_change(self.configuration, value):
+        if not is_single_change(self.configuration, value) or not is_viable(value):
             return False
         return not is_removal(self.members, value[0]) or self._may_remove(now)
 
@@ -984,10 +1009,15 @@ class QuorumCore:
             if rec is not None and is_renewal(rec, epoch, src):
                 rec.expires = max(rec.expires, expires)
             else:
-                if src == self.me and rec is not None and rec.holder != self.me:
-                    self.shadow[key] = rec  # back if this candidate's round fails
+                if rec is not None and rec.holder != src and not rec.void:
+                    # a live holder's record that ran out here (it could not reach this
+                    # member): back if this candidate's grant is released, so that
+                    # holder's renewals are granted again
+                    self.shadow[key] = rec
                 else:
                     self.shadow.pop(key, None)
+                if src == self.me:
+                    self.never_held[key] = epoch
                 self.grants[key] = Grant(epoch, src, expires)
                 self.tops[key] = max(self.tops.get(key, 0), epoch)
         if version != self.version:
@@ -1025,13 +1055,15 @@ class QuorumCore:
             self._fail_acquire_round(want, now)
             rec.void = True
         if rec.void and epoch == rec.epoch:
+            fresh = self.never_held.pop(key, None) == epoch
             self._withdraw(key)
-            return self.grants.get(key), min(top, epoch - 1)
+            # the competitor may have this epoch only if it never made a lease here
+            return self.grants.get(key), min(top, epoch - 1) if fresh else top
         return rec, top
 
     def _withdraw(self, key: str) -> None:
-        """Drop this node's grant to itself (only ever its own); the grant it replaced
-        comes back, so that holder's renewals are granted again."""
+        """Drop a released grant; the grant it replaced comes back, so that holder's
+        renewals are granted again."""
         del self.grants[key]
         old = self.shadow.pop(key, None)
         if old is not None:
@@ -1041,7 +1073,7 @@ class QuorumCore:
         key, epoch = str(body[0]), int(body[1])
         rec = self.grants.get(key)
         if rec is not None and rec.epoch == epoch and rec.holder == src:
-            if src == self.me and key in self.shadow and key not in self.held:
+            if key in self.shadow and not (src == self.me and key in self.held):
                 self._withdraw(key)
             else:
                 rec.void = True
@@ -1137,8 +1169,8 @@ class QuorumCore:
         if self.proposal is not None or now < self.next_proposal_at or self.left:
             return
         value = self._wanted_change(now)
-        if value is None:
-            return
+        if value is None or (self.version > 0 and not is_viable(value)):
+            return  # (a change no majority could ever follow is never proposed)
         self.max_round += 1
         ballot: Ballot = (self.max_round, self.me[0], self.me[1])
         slot = self.version + 1
@@ -1272,6 +1304,7 @@ class QuorumCore:
             if result and rnd.version == self.version and expires > now:
                 del self.wants[key]
                 self.shadow.pop(key, None)
+                self.never_held.pop(key, None)
                 self.held[key] = _Held(
                     key, rnd.epoch, want.holder, expires, rnd.started + self.config.term / 3
                 )
