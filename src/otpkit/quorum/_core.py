@@ -77,10 +77,14 @@ live holder its lease. (1) A refusal for a live grant names its holder and how l
 runs: the candidate backs off that long instead of asking again with higher epochs.
 (2) A member whose own grant to itself (a candidate's, not a lease it holds) blocks a
 request yields if the request's ``(epoch, id)`` ranks higher: it drops its pending
-round, withdraws the grant and judges the request without it. (3) When a candidate
-withdraws its grant to itself, the grant it had replaced comes back, so the live
-holder's renewals are granted again (a cut-off standby that asked with rising epochs
-does not refuse the holder after the heal). (4) A candidate that holds an unexpired
+round, withdraws the grant and judges the request without it (the competitor may have
+that same epoch only if the withdrawn grant never made a holder). (3) A grant that
+replaced a live holder's record which ran out at this member (the holder could not
+reach it) keeps that record aside, stored; when the grant is released (its round
+failed), or its candidate restarts mid-round, the record comes back, so the live
+holder's renewals are granted again (cut-off standbys that asked with rising epochs do
+not refuse the holder after the heal). A configuration no majority could follow (fewer
+members than its expected size's majority) is never decided. (4) A candidate that holds an unexpired
 grant to another holder does not ask. (5) A round refused for an epoch at least its own
 ends at once and is retried after a random pause. (6) A grant that reaches a candidate
 after it dropped the round is released at once.
