@@ -1002,6 +1002,17 @@ class QuorumCore:
     def _on_grant_req(self, src: Inc, body: tuple[Any, ...], now: float) -> None:
         key, epoch, rid, version, term = str(body[0]), int(body[1]), body[2], int(body[3]), body[4]
         rec, top = self._yield_to(key, epoch, src, version, now)
+        aside = self.shadow.get(key)
+        if (
+            is_renewal(aside, epoch, src)
+            and rec is not None
+            and (rec.void or now >= rec.expires)
+            and not (rec.holder == self.me and key in self.held)
+        ):
+            # the live holder's record this member set aside for a grant that ran out
+            # unreleased (its release was lost): that holder renews, so it comes back
+            self._withdraw(key)
+            rec = self.grants.get(key)
         if is_renewal(rec, epoch, src):
             ok = self.is_member  # at any version: a renewal makes no new holder
         else:
@@ -1016,10 +1027,11 @@ class QuorumCore:
                 if rec is not None and rec.holder != src and not rec.void:
                     # a live holder's record that ran out here (it could not reach this
                     # member): back if this candidate's grant is released, so that
-                    # holder's renewals are granted again
-                    self.shadow[key] = rec
-                else:
-                    self.shadow.pop(key, None)
+                    # holder's renewals are granted again. The first one set aside is
+                    # kept through the candidates' churn after it (a record that comes
+                    # back for a holder whose lease is gone is harmless: it ran out,
+                    # and that holder renews nothing)
+                    self.shadow.setdefault(key, rec)
                 if src == self.me:
                     self.never_held[key] = epoch
                 self.grants[key] = Grant(epoch, src, expires)
