@@ -600,14 +600,17 @@ class QuorumCore:
             self.grants[key] = Grant(epoch, holder, expires, void)
             self.tops[key] = max(self.tops.get(key, 0), epoch)
         for key, (epoch, holder, void) in state["shadow"].items():
+            # a record set aside had run out here (that is why it could be replaced):
+            # it comes back run out, renewable by its holder, blocking nobody
+            aside = Grant(epoch, holder, now, void)
             rec = self.grants.get(key)
             if rec is not None and rec.holder == self.me:
                 # its own grant to itself never made it a holder (a lease drops the
                 # shadow) and its round died with the process: the grant it replaced
                 # comes back, so that holder's renewals are granted again
-                self.grants[key] = Grant(epoch, holder, expires, void)
+                self.grants[key] = aside
             else:
-                self.shadow[key] = Grant(epoch, holder, expires, void)
+                self.shadow[key] = aside
         if self.version == 0:
             self.expected = self.basis = self.config.expected_size
 
