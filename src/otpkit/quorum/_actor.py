@@ -92,6 +92,7 @@ class QuorumStore:
     def __init__(self, data_dir: str, node: str) -> None:
         self.dir = os.path.join(data_dir, "otpkit")
         self.path = os.path.join(self.dir, f"quorum@{node}.json")
+        self._ready = False  # the directory made and private (0700)
 
     def load(self) -> dict[str, Any] | None:
         """The stored state (checked, current format), None if there is none."""
@@ -109,8 +110,10 @@ class QuorumStore:
 
     def save(self, state: dict[str, Any]) -> None:
         """Write ``state`` durably (temporary file, fsync, rename, fsync of the dir)."""
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        os.chmod(self.dir, 0o700)
+        if not self._ready:  # the first write, and the one after a failed write
+            os.makedirs(self.dir, mode=0o700, exist_ok=True)
+            os.chmod(self.dir, 0o700)
+        self._ready = False  # until this write is done
         tmp = self.path + ".tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -124,6 +127,7 @@ class QuorumStore:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+        self._ready = True
 
 
 def data_dir_of(data_dir: str | None) -> str | None:
@@ -324,7 +328,14 @@ class Quorum(Actor):
         if op == "status":
             return self._status(now)
         if op == "set_expected":
-            self._perform(self.core.set_expected(int(request[1]), from_, request[2], now))
+            size, timeout = request[1:3] if len(request) == 3 else (None, None)
+            if (
+                isinstance(size, bool)
+                or not isinstance(size, int)
+                or not isinstance(timeout, int | float)
+            ):
+                return False  # a malformed request changes nothing
+            self._perform(self.core.set_expected(size, from_, float(timeout), now))
             return NOREPLY
         if op == "recover":
             log.warning("%s: quorum: an operator forces a new configuration", self.node)

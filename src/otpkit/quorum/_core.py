@@ -1016,7 +1016,8 @@ class QuorumCore:
             # unreleased (its release was lost): that holder renews, so it comes back
             self._withdraw(key)
             rec = self.grants.get(key)
-        if is_renewal(rec, epoch, src):
+        renewal = is_renewal(rec, epoch, src)
+        if renewal:
             ok = self.is_member  # at any version: a renewal makes no new holder
         else:
             ok = self._serving(version) and grant_allowed(
@@ -1024,7 +1025,7 @@ class QuorumCore:
             )
         if ok:
             expires = now + float(term) + self.config.margin
-            if rec is not None and is_renewal(rec, epoch, src):
+            if rec is not None and renewal:
                 rec.expires = max(rec.expires, expires)
             else:
                 if rec is not None and rec.holder != src and not rec.void:
