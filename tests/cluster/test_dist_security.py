@@ -35,8 +35,8 @@ import msgpack  # type: ignore[import-untyped]
 import pytest
 
 from otpkit import Pid, Ref
-from otpkit.distribution import _codec, _handshake
-from tests.harness.node_process import NodeProc, free_port
+from otpkit.distribution import _codec, _handshake, _witness
+from tests.harness.node_process import NodeProc, free_port, hexaddr, proc_tcp
 from tests.harness.polling import wait_until
 
 pytestmark = pytest.mark.cluster
@@ -424,7 +424,7 @@ BOMBS = [
 
 def _peak_rss_mib(node: NodeProc) -> float:
     """The peak resident memory of ``node``'s dist process so far (VmHWM), in MiB."""
-    with open(f"/proc/{_dist_ospid(node)}/status") as f:
+    with open(f"/proc/{node.dist_ospid()}/status") as f:
         line = next(ln for ln in f if ln.startswith("VmHWM:"))
     return int(line.split()[1]) / 1024
 
@@ -769,27 +769,6 @@ def _loopback_only(stream: bytes) -> bool:
     return True
 
 
-def _proc_tcp() -> list[list[str]]:
-    with open("/proc/net/tcp") as f:
-        return [line.split() for line in f.read().splitlines()[1:]]
-
-
-def _hexaddr(ip: str, port: int) -> str:
-    return "{:08X}:{:04X}".format(int.from_bytes(socket.inet_aton(ip), "little"), port)
-
-
-def _dist_ospid(node: NodeProc) -> int:
-    """The os process of ``node`` that holds its dist listening socket."""
-    where = _hexaddr(node.host, node.port)
-    inode = next(r[9] for r in _proc_tcp() if r[1] == where and r[3] == "0A")
-    for pid in node.info["pids"]:
-        with contextlib.suppress(OSError):
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
-                    return int(pid)
-    raise AssertionError(f"no process of {node.name} holds its dist socket")
-
-
 def _fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -828,7 +807,7 @@ def test_fuzz_a_live_dist_port(pair, tmp_path):
     a, b = pair
     rng = random.Random(FUZZ_SEED)
     fz = Fuzzer(rng, a, b)
-    dist_pid = _dist_ospid(a)
+    dist_pid = a.dist_ospid()
     fds_before = _fds(dist_pid)
     sent = 0
     wheres: dict[str, str] = {}  # peer address: what the connection was fed
@@ -877,8 +856,8 @@ def test_fuzz_a_live_dist_port(pair, tmp_path):
         missing[:5]
     )
     wait_until(lambda: _fds(dist_pid) <= fds_before, timeout=10, what="the node's fds freed")
-    here = _hexaddr(a.host, a.port)
-    states = sorted(r[3] for r in _proc_tcp() if r[1] == here)
+    here = hexaddr(a.host, a.port)
+    states = sorted(r[3] for r in proc_tcp() if r[1] == here)
     assert [s for s in states if s != "06"] == ["01", "0A"], states  # + TIME_WAIT only
 
 
@@ -1043,4 +1022,29 @@ def test_peer_chosen_name_is_logged_bounded(pair, raw):
     conn.wait_closed()
     logged(a, conn.where, "closed")
     assert os.path.getsize(a.log_path) - size_before < 8192
+    assert_unharmed(a, b)
+
+
+def test_a_witness_needs_the_cookie_names_one_lease_and_a_bad_frame_closes_it(pair, raw):
+    """A witness dial (``distribution._witness``) is the dist handshake: a wrong cookie
+    is refused like any dial; with the cookie it is accepted and makes no link (the
+    node's peers are unchanged, nobody hears a NodeUp); a second frame on it closes
+    that one connection with a logged reason, and the node carries on."""
+    a, b = pair
+    info = {"node": "w@127.0.0.4", "creation": 1, "host": ATTACKER, "cookie": b"wrong"}
+    with pytest.raises(_witness.WitnessError, match="bad cookie or wrong node"):
+        _witness.dial(info, a.name, (a.host, a.port), "singleton/x", 3, 5.0)
+    sock = _witness.dial(
+        {**info, "cookie": COOKIE}, a.name, (a.host, a.port), "singleton/x", 3, 5.0
+    )
+    try:
+        assert a.cmd(op="nodes") == [b.name] and a.cmd(op="hidden_nodes") == []
+        where = "{}:{}".format(*sock.getsockname()[:2])
+        sock.sendall(_codec.encode_frame(("witness", "singleton/x", 4)))
+        line = logged(a, where, "malformed frame", "a witness names one lease, once")
+        assert "witness of w@127.0.0.4" in line
+        sock.settimeout(5)
+        assert sock.recv(1) == b""  # the node closed it
+    finally:
+        sock.close()
     assert_unharmed(a, b)

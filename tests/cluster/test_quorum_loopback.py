@@ -1,12 +1,15 @@
 """The majority policy on real nodes (OS processes on 127.0.0.x loopback), each running
 the Quorum system actor (tests/harness/quorum_node_driver.py): members converge; a SIGKILLed
-holder is replaced at once (its sockets closed); a SIGSTOPped holder only after its
+holder is replaced at once (the witnesses its acting process held closed), one without
+witnesses, or whose dist alone died, only after its term; a SIGSTOPped holder only after its
 term, and once resumed its old epoch is fenced off and it hears ``LeaseLost``; a lone
 node with ``expected_size=3`` never holds a lease."""
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -62,6 +65,15 @@ def formed_trio(start: Any, base: int, stores: bool = False) -> list[NodeProc]:
     return trio
 
 
+def witnessed(holder: NodeProc, members: list[NodeProc], key: str = "job") -> None:
+    """Wait until the holder's acting process (the driver) holds a witness of its lease
+    at every other member."""
+    want = sorted(m.name for m in members)
+    wait_until(
+        lambda: holder.cmd(op="witnesses", key=key) == want, timeout=10, what="witnesses open"
+    )
+
+
 def test_members_converge_and_a_killed_holder_is_replaced_fast(start):
     a, b, c = formed_trio(start, 11)
     versions = {n.cmd(op="members")[0] for n in (a, b, c)}
@@ -69,6 +81,7 @@ def test_members_converge_and_a_killed_holder_is_replaced_fast(start):
     lease = a.cmd(op="acquire", key="job", t=5)
     assert lease is not None and 0 < lease[1] <= TERM - MARGIN
     assert b.cmd(op="acquire", key="job", t=1) is None  # held elsewhere
+    witnessed(a, [b, c])
     a.kill_node()  # SIGKILL of every process of the node: its sockets close
     t0 = time.monotonic()
     got = b.cmd(op="acquire", key="job", t=5)
@@ -78,6 +91,72 @@ def test_members_converge_and_a_killed_holder_is_replaced_fast(start):
     assert elapsed < 2.0
     assert b.cmd(op="fence", key="job", epoch=got[0], effect=["tick", 1]) is True
     assert c.cmd(op="effects", key="job")[-1] == [got[0], ["tick", 1]]
+
+
+def first_acquire(node: NodeProc, limit: float, key: str = "job") -> tuple[float, Any]:
+    """Ask for ``key`` at ``node`` until granted (or ``limit`` seconds); when, and what."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        got = node.cmd(op="acquire", key=key, t=0.5, witness=False)
+        if got is not None:
+            return time.monotonic(), got
+    raise AssertionError(f"{node.name} never got {key} within {limit} s")
+
+
+def test_a_holder_without_witnesses_is_replaced_only_after_its_term(start):
+    """A node's dist link closing proves nothing about its acting process: a holder
+    that holds no witness (the driver asked without) is replaced only once its grants
+    ran out, although every process of its node was killed."""
+    a, b, _c = formed_trio(start, 16)
+    lease = a.cmd(op="acquire", key="job", t=5, witness=False)
+    assert lease is not None
+    a.kill_node()
+    t0 = time.monotonic()
+    t_got, got = first_acquire(b, 15)
+    print(f"\nholder without witnesses killed: successor after {t_got - t0:.2f} s")
+    assert got[0] > lease[0]
+    assert t_got - t0 >= TERM + MARGIN - TERM / 3 - 0.2
+
+
+def test_a_dead_dist_beside_a_live_holder_hands_the_lease_on_only_after_its_term(start):
+    """The holder node's dist process alone dies (SIGKILL), its kernel frozen so that
+    the node does not halt: the members see its links close but not the witnesses its
+    acting process holds, so no member grants a successor before the old grant ran
+    out - and the old holder hears ``LeaseLost`` (its own, earlier expiry) before the
+    successor holds the lease: never two holders."""
+    a, b, c = formed_trio(start, 36)
+    lease = a.cmd(op="acquire", key="job", t=5)
+    assert lease is not None
+    witnessed(a, [b, c])
+    dist_pid = a.dist_ospid()
+    with open(f"/proc/{dist_pid}/stat") as f:
+        kernel = int(f.read().rsplit(")", 1)[1].split()[1])  # the dist's parent
+    assert kernel in a.info["pids"], (kernel, a.info["pids"])
+    os.kill(kernel, signal.SIGSTOP)
+    try:
+        os.kill(dist_pid, signal.SIGKILL)
+        t0 = time.monotonic()
+        lost: list[float] = []
+
+        def hear_lost() -> None:
+            kind, text = a.cmd(op="recv", t=15)
+            if kind == "LeaseLost" and f"epoch={lease[0]}" in text:
+                lost.append(time.monotonic())
+
+        listener = threading.Thread(target=hear_lost)
+        listener.start()
+        t_got, got = first_acquire(b, 15)
+        listener.join(20)
+    finally:
+        os.kill(kernel, signal.SIGCONT)
+    print(
+        f"\ndist killed beside a live holder: LeaseLost after "
+        f"{(lost[0] - t0) if lost else float('nan'):.2f} s, successor after {t_got - t0:.2f} s"
+    )
+    assert got[0] > lease[0]
+    assert lost and lost[0] < t_got, "the old holder still held when the successor got it"
+    assert t_got - t0 >= TERM + MARGIN - TERM / 3 - 0.2
+    assert t_got - t0 <= TERM + MARGIN + 2.0
 
 
 def test_a_paused_holder_is_replaced_after_its_term_and_fenced_off(start):

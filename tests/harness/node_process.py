@@ -27,6 +27,17 @@ def free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
+def proc_tcp() -> list[list[str]]:
+    """The rows of /proc/net/tcp, split (local address, remote, state, ... inode)."""
+    with open("/proc/net/tcp") as f:
+        return [line.split() for line in f.read().splitlines()[1:]]
+
+
+def hexaddr(ip: str, port: int) -> str:
+    """An IPv4 address and port as /proc/net/tcp writes them."""
+    return "{:08X}:{:04X}".format(int.from_bytes(socket.inet_aton(ip), "little"), port)
+
+
 class NodeProc:
     """``python -m tests.harness.node_driver NAME PORT LOG_DIR COOKIE *extra`` (or another
     driver ``module`` taking the same arguments and answering the same ops) started and
@@ -114,6 +125,17 @@ class NodeProc:
         for pid in self.all_pids():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
+
+    def dist_ospid(self) -> int:
+        """The os process of the node that holds its dist listening socket."""
+        where = hexaddr(self.host, self.port)
+        inode = next(r[9] for r in proc_tcp() if r[1] == where and r[3] == "0A")
+        for pid in self.info["pids"]:
+            with contextlib.suppress(OSError):
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
+                        return int(pid)
+        raise AssertionError(f"no process of {self.name} holds its dist socket")
 
     def kill_node(self) -> None:
         """SIGKILL the driver and every os process of the node at once (a crashed host)."""

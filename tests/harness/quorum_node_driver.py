@@ -4,7 +4,9 @@ tests (the style of ``tests.harness.node_driver``).
 Usage: python -m tests.harness.quorum_node_driver NAME PORT LOG_DIR [COOKIE]
 [--expected N] [--settle S] [--term T] [--margin M]. Prints {"ready": ...} once started,
 then answers one JSON line per command line (see ``handle``). The driver's own process
-is the lease holder of its ``acquire``.
+is the lease holder of its ``acquire``, and holds the lease's witnesses (as a
+``SingletonWorker`` does: their close lets the members void the grant at once) unless
+the command says ``"witness": false``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ def out(obj: Any) -> None:
     print(json.dumps(obj, default=repr), flush=True)
 
 
+WITNESSES: dict[str, dist.Witness] = {}
+
+
 def handle(node: otpkit.Node, cmd: dict[str, Any]) -> Any:
     op = cmd["op"]
     if op == "nodes":
@@ -43,8 +48,21 @@ def handle(node: otpkit.Node, cmd: dict[str, Any]) -> Any:
         lease = quorum.acquire(cmd["key"], cmd.get("t", 5.0))
         if lease is None:
             return None
-        return [lease.epoch, lease.expires_monotonic - time.monotonic()]
+        left = lease.expires_monotonic - time.monotonic()
+        if cmd.get("witness", True):
+            old = WITNESSES.pop(cmd["key"], None)
+            if old is not None:
+                old.close()
+            WITNESSES[cmd["key"]] = witness = dist.Witness(cmd["key"], lease.epoch)
+            witness.update(dist.witness_info())
+        return [lease.epoch, left]
+    if op == "witnesses":
+        witness = WITNESSES.get(cmd["key"])
+        return [] if witness is None else witness.peers()
     if op == "release":
+        witness = WITNESSES.pop(cmd["key"], None)
+        if witness is not None:
+            witness.close()
         quorum.release(cmd["key"], cmd["epoch"])
         return "ok"
     if op == "fence":

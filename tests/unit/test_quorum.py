@@ -229,9 +229,16 @@ class Sim:
         self.dead.add(name)
         for other in self.cores:
             if other not in self.dead and frozenset((name, other)) not in self.cut:
-                self.perform(
-                    other, self.cores[other].node_down(name, "connection closed", self.now)
-                )
+                self.close(other, name)
+
+    def close(self, at: str, dead: str) -> None:
+        """``at`` sees ``dead``'s sockets close: its dist link, and the witness of each
+        lease it held (its acting process died with it)."""
+        core = self.cores[at]
+        self.perform(at, core.node_down(dead, "connection closed", self.now))
+        for key, held in self.cores[dead].held.items():
+            closed = core.witness_down(dead, key, held.epoch, "connection closed", self.now)
+            self.perform(at, closed)
 
     def settle(self, seconds: float) -> None:
         """Fair run: deliver everything, tick every 50 ms."""

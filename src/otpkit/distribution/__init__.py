@@ -13,9 +13,10 @@ from typing import Any
 from otpkit import actors
 from otpkit.distribution._actor import NET_NAME, Dist
 from otpkit.distribution._codec import encode as encode_term
-from otpkit.distribution._core import PEER_GONE, DistConfig, NodeDown, NodeUp
+from otpkit.distribution._core import PEER_GONE, DistConfig, NodeDown, NodeUp, WitnessDown
 from otpkit.distribution._hooks import DistHooks
 from otpkit.distribution._probe import ProbeError, probe_peer
+from otpkit.distribution._witness import Witness
 from otpkit.errors import NodeError
 
 __all__ = [
@@ -32,7 +33,18 @@ __all__ = [
 ]
 
 # the internal surface (see the module's docstring)
-__all__ += ["NET_NAME", "PEER_GONE", "DistHooks", "ProbeError", "encode_term", "probe_peer"]
+__all__ += [
+    "NET_NAME",
+    "PEER_GONE",
+    "DistHooks",
+    "ProbeError",
+    "Witness",
+    "WitnessDown",
+    "encode_term",
+    "monitor_witnesses",
+    "probe_peer",
+    "witness_info",
+]
 
 
 def _net() -> Any:
@@ -67,6 +79,18 @@ def disconnect_node(name: str, timeout: float = 5.0) -> None:
 def monitor_nodes(on: bool = True, timeout: float = 5.0) -> None:
     """Deliver ``NodeUp(name)`` / ``NodeDown(name, reason)`` messages to the caller."""
     actors.call(_net(), ("monitor_nodes", actors.self(), on), timeout)
+
+
+def monitor_witnesses(on: bool = True, timeout: float = 5.0) -> None:
+    """Deliver ``WitnessDown`` messages to the caller (the quorum: see ``_witness``)."""
+    actors.call(_net(), ("monitor_witnesses", actors.self(), on), timeout)
+
+
+def witness_info(timeout: float = 5.0) -> dict[str, Any]:
+    """What a local process needs to dial witnesses (``Witness.update``): the node's
+    identity and cookie, and its visible peers' dist addresses."""
+    info: dict[str, Any] = actors.call(_net(), ("witness_info",), timeout)
+    return info
 
 
 def register_service(name: str, pid: Any = None, timeout: float = 5.0) -> None:

@@ -46,6 +46,11 @@ class Dist(Actor):
         if op == "monitor_nodes":
             _, pid, on = request
             return core.command(core.subscribe, pid, on)
+        if op == "monitor_witnesses":
+            _, pid, on = request
+            return core.command(core.watch_witnesses, pid, on)
+        if op == "witness_info":
+            return core.command(core.witness_info)
         return super().handle_call(request, from_)
 
     def terminate(self, reason: Any) -> None:

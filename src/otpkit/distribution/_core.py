@@ -47,6 +47,7 @@ from otpkit.actors import (
     name_address,
 )
 from otpkit.distribution import _codec, _handshake, _partition
+from otpkit.distribution._witness import WITNESS
 from otpkit.errors import FrameError
 
 log = logging.getLogger("otpkit.dist")
@@ -64,6 +65,8 @@ _TLS_AGAIN = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWa
 _HANDSHAKE_TIMEOUT = 5.0
 _MAX_PENDING = 10000
 _HANDSHAKE_MAX_FRAME = 4096
+#: Witness connections a node accepts at once (each holds one socket and no buffer).
+_MAX_WITNESSES = 1024
 #: What a node name may look like: app@host, printable, bounded (it reaches the logs).
 _NODE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}@[A-Za-z0-9_.:\[\]-]{1,190}")
 
@@ -80,6 +83,17 @@ class NodeDown:
     """``monitor_nodes`` message: the connection to ``node`` is lost, and why."""
 
     node: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class WitnessDown:
+    """``monitor_witnesses`` message: the witness ``node``'s acting process held for the
+    lease ``(key, epoch)`` closed, and why (see :mod:`._witness`)."""
+
+    node: str
+    key: str
+    epoch: int
     reason: str
 
 
@@ -120,6 +134,8 @@ class _PeerConn:
     tls_pending: bool = False
     closed: bool = False
     peer_closing: str = ""  # why the peer said it closes the link (it lives on)
+    witness: bool = False  # a witness dial (state "witness" once proven)
+    witness_of: tuple[str, int] | None = None  # the lease (key, epoch) it witnesses
 
 
 #: Reasons that mean the peer's process (or host) is gone: its sockets closed without a
@@ -181,6 +197,8 @@ class DistCore:
         self._next_dial: dict[str, float] = {}
         self._waiting: dict[str, deque[tuple[Any, ...]]] = {}
         self._subscribers: set[Pid] = set()
+        self._witness_watchers: set[Pid] = set()
+        self._witnesses = 0  # connections in state "witness"
         # system processes other nodes may send to by name (OTP's {Name, Node} ! Msg,
         # kept to a fixed set: the registry and singleton managers find their peers so)
         self._services: dict[str, Pid] = {}
@@ -299,6 +317,29 @@ class DistCore:
         else:
             self._subscribers.discard(pid)
 
+    def watch_witnesses(self, pid: Pid, on: bool) -> None:
+        if on:
+            self._witness_watchers.add(pid)
+        else:
+            self._witness_watchers.discard(pid)
+
+    def witness_info(self) -> dict[str, Any]:
+        """What a local acting process needs to dial witnesses (see :mod:`._witness`):
+        this node's identity and cookie, and the dist address of every visible peer.
+        None of it leaves the node."""
+        return {
+            "node": self.node.name,
+            "creation": self.node.creation,
+            "host": self.config.host,
+            "cookie": self.config.cookie,
+            "tls": self.config.client_ssl is not None,
+            "peers": {
+                n: (p.listen[0], p.listen[1])
+                for n, p in self._peers.items()
+                if not p.hidden and p.listen is not None
+            },
+        }
+
     # ------------------------------------------------------------------ loop
 
     def _run(self) -> None:
@@ -363,6 +404,8 @@ class DistCore:
                 if now - conn.started > cfg.connect_timeout:
                     self._drop(conn, "connect timed out", level=logging.DEBUG)
                 continue
+            if conn.state == "witness" and conn.witness_of is not None:
+                continue  # silent by design: only its close says anything
             if conn.state != "up":
                 if now - conn.started > _HANDSHAKE_TIMEOUT:
                     self._drop(conn, "handshake timed out")
@@ -521,6 +564,19 @@ class DistCore:
         if not isinstance(frame, tuple) or not frame or not isinstance(frame[0], str):
             raise ValueError("not a tagged tuple")
         kind = frame[0]
+        if conn.state == "witness":
+            _, key, epoch = frame
+            if (
+                kind != "witness"
+                or conn.witness_of is not None
+                or not isinstance(key, str)
+                or len(key) > 512
+                or type(epoch) is not int
+            ):
+                raise ValueError("a witness names one lease, once")
+            conn.witness_of = (key, epoch)
+            log.debug("%s: witness of %s for %s epoch %d", self.node.name, conn.name, key, epoch)
+            return
         if conn.state != "up":
             self._handshake_frame(conn, kind, frame)
             return
@@ -599,6 +655,7 @@ class DistCore:
             conn.name, conn.creation, conn.nonce_peer = name, creation, nonce
             conn.listen = (str(listen[0]), int(listen[1]))
             conn.hidden = bool(hidden)
+            conn.witness = hidden == WITNESS
             conn.nonce_own = _handshake.new_nonce()
             proof = _handshake.proof(
                 cookie, "acceptor", nonce, conn.nonce_own, name, creation, me, my_creation
@@ -636,6 +693,9 @@ class DistCore:
             if not _handshake.check(expected, frame[1]):
                 self._drop(conn, "bad cookie", level=logging.WARNING)
                 return
+            if conn.witness:
+                self._accept_witness(conn)
+                return
             refusal = self._admit(conn)
             if refusal:
                 self._send_peer(conn, ("refuse", refusal))
@@ -655,6 +715,18 @@ class DistCore:
             self._drop(conn, f"refused by the peer: {str(frame[1])[:200]!r}")
         else:
             raise ValueError(f"{kind!r} out of order in handshake state {conn.state}")
+
+    def _accept_witness(self, conn: _PeerConn) -> None:
+        """A proven witness dial: it never becomes a link (no ticks, no traffic); it
+        names its lease next, and its close is reported to the witness watchers."""
+        if self._witnesses >= _MAX_WITNESSES:
+            self._send_peer(conn, ("refuse", "too many witnesses"))
+            self._flush_peer(conn)
+            self._drop(conn, "too many witnesses", level=logging.WARNING)
+            return
+        self._witnesses += 1
+        conn.state = "witness"
+        self._send_peer(conn, ("ok",))
 
     def _on_lost(self, reporter: str, lost: str) -> None:
         """``reporter`` lost its link to ``lost``: see :mod:`._partition`."""
@@ -757,13 +829,20 @@ class DistCore:
         was_up = conn.state == "up" and name is not None and self._peers.get(name) is conn
         log.log(
             level,
-            "%s: connection %s %s:%s closed: %s",
+            "%s: %s %s %s:%s closed: %s",
             self.node.name,
+            "witness of" if conn.state == "witness" else "connection",
             name or "?",
             conn.addr[0],
             conn.addr[1],
             reason,
         )
+        if conn.state == "witness":
+            self._witnesses -= 1
+            self._close_peer(conn)
+            if conn.witness_of is not None and name is not None:
+                self._notify_witness(WitnessDown(name, *conn.witness_of, reason))
+            return
         if (
             was_up
             and reason != PEER_GONE
@@ -1075,10 +1154,16 @@ class DistCore:
         ):
             del self._pairs[(conn.remote, conn.peer)]
 
+    def _notify_witness(self, event: WitnessDown) -> None:
+        self._tell(self._witness_watchers, event)
+
     def _notify(self, event: NodeUp | NodeDown) -> None:
-        for pid in list(self._subscribers):
+        self._tell(self._subscribers, event)
+
+    def _tell(self, pids: set[Pid], event: Any) -> None:
+        for pid in list(pids):
             pair = self._pair(self.io_pid, pid)
             if pair is None:
-                self._subscribers.discard(pid)
+                pids.discard(pid)
                 continue
             self._write_local(pair, actors.encode_local_frame((MSG, event)))

@@ -54,7 +54,7 @@ from typing import Any
 from otpkit import actors
 from otpkit import distribution as dist
 from otpkit.actors import NOREPLY, Actor, Down, From, Pid
-from otpkit.distribution import NodeDown, NodeUp
+from otpkit.distribution import NodeDown, NodeUp, WitnessDown
 from otpkit.errors import CallTimeout
 from otpkit.quorum._core import (
     Changed,
@@ -176,6 +176,7 @@ class Quorum(Actor):
         actors.register(QUORUM_NAME)
         dist.register_service(QUORUM_NAME)
         dist.monitor_nodes(True)
+        dist.monitor_witnesses(True)
         for name in dist.nodes():
             self._perform(self.core.node_up(name, time.monotonic()))
         actors.send_after(TICK, ("$tick",))
@@ -292,6 +293,8 @@ class Quorum(Actor):
             self._perform(self.core.node_up(msg.node, now))
         elif isinstance(msg, NodeDown):
             self._perform(self.core.node_down(msg.node, msg.reason, now))
+        elif isinstance(msg, WitnessDown):
+            self._perform(self.core.witness_down(msg.node, msg.key, msg.epoch, msg.reason, now))
         elif isinstance(msg, Down):
             self.monitored.pop(msg.pid, None)
             for subs in self.subscribers.values():

@@ -62,7 +62,9 @@ version from any peer - a decision of the quorum, never a peer's own view.
 at the candidate's version with no change of configuration pending: the epoch must be
 above every epoch it granted for the key, and it must hold no unexpired grant to another
 holder (expiry on its own clock: receipt + term + margin) unless that grant was voided
-(released, or its holder's node died with its sockets closed); a member quiet after it
+(released, or a *witness* of it closed: a connection the holder's acting process holds
+to the member, ``distribution._witness``; the holder node's dist link closing voids
+nothing, since its dist alone may have died); a member quiet after it
 was added grants nothing new. A **renewal** (the same epoch to the same holder, not
 voided) is granted by any member at any version: it makes no new holder, and the
 holder counts it only if its configuration moved by at most one change meanwhile. The
@@ -283,7 +285,7 @@ class Grant:
     epoch: int
     holder: Inc
     expires: float  # this member's clock
-    void: bool = False  # released, or the holder's node died with its sockets closed
+    void: bool = False  # released, or its witness (the acting process's socket) closed
 
 
 def grant_allowed(
@@ -404,6 +406,7 @@ def encode_state(core: QuorumCore) -> dict[str, Any]:
         "shadow": {
             key: [rec.epoch, list(rec.holder), rec.void] for key, rec in sorted(core.shadow.items())
         },
+        "holds": dict(sorted(core.holds.items())),
     }
 
 
@@ -441,6 +444,7 @@ def decode_state(raw: Any) -> dict[str, Any]:
                 str(k): (int(v[0]), (str(v[1][0]), int(v[1][1])), bool(v[2]))
                 for k, v in raw.get("shadow", {}).items()
             },
+            "holds": {str(k): int(v) for k, v in raw.get("holds", {}).items()},
         }
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise StateError(f"malformed state: {exc!r}") from None
@@ -564,6 +568,9 @@ class QuorumCore:
         self.shadow: dict[str, Grant] = {}
         # epochs of this node's grants to itself that have not made it a holder (yet)
         self.never_held: dict[str, int] = {}
+        # the last epoch of each key this node held (stored: after a restart it cannot
+        # say that a grant of that epoch made no lease)
+        self.holds: dict[str, int] = {}
         # requests refused for a live grant to another holder: judged again at once if
         # that holder's node dies (its close voids the grant) within a round's time
         self.refused: dict[str, list[tuple[Inc, tuple[Any, ...], float]]] = {}
@@ -594,6 +601,7 @@ class QuorumCore:
         elif state["promised"] is not None and state["accepted_slot"] == 0:
             self.promised = state["promised"]
         self.tops = dict(state["tops"])
+        self.holds = dict(state["holds"])
         # expiries are not stored: an unexpired grant runs a whole term from now
         expires = now + self.config.term + self.config.margin
         for key, (epoch, holder, void) in state["grants"].items():
@@ -754,24 +762,35 @@ class QuorumCore:
         self.peer_version.pop(name, None)
         if any(m[0] == name for m in self.members):
             self.down_since.setdefault(name, now)
-        if is_closed_reason(reason):
-            voided = []
-            for key, rec in self.grants.items():
-                if rec.holder[0] == name and not rec.void:
-                    rec.void = True
-                    voided.append(key)
-            for key in voided:
-                for src, body, until in self.refused.pop(key, []):
-                    if until > now and src[0] != name:
-                        self._on_grant_req(src, body, now)
-            # candidates waiting on a lease it held try again now, with a fresh round
-            for key, (_until, holder) in list(self.backoff.items()):
-                if holder == name:
-                    del self.backoff[key]
-            for want in self.wants.values():
-                if want.round is not None:
-                    self._fail_acquire_round(want, now)
-                self._start_acquire(want, now)
+        return self._take()
+
+    def witness_down(self, name: str, key: str, epoch: int, reason: str, now: float) -> list[Out]:
+        """The witness of ``(key, epoch)`` that ``name``'s acting process held closed
+        (``distribution._witness``). A close (EOF or reset) proves that process ended
+        or stopped acting: the grant is void at once, so the next holder need not wait
+        for its expiry. A node's dist link closing proves nothing (its dist alone may
+        have died): that grant runs out."""
+        rec = self.grants.get(key)
+        if (
+            not is_closed_reason(reason)
+            or rec is None
+            or rec.void
+            or rec.holder[0] != name
+            or rec.epoch != epoch
+        ):
+            return self._take()
+        rec.void = True
+        for src, body, until in self.refused.pop(key, []):
+            if until > now and src[0] != name:
+                self._on_grant_req(src, body, now)
+        # candidates waiting on that lease try again now, with a fresh round
+        if key in self.backoff and self.backoff[key][1] == name:
+            del self.backoff[key]
+        want = self.wants.get(key)
+        if want is not None:
+            if want.round is not None:
+                self._fail_acquire_round(want, now)
+            self._start_acquire(want, now)
         return self._take()
 
     def _connected_incs(self) -> dict[str, Inc]:
@@ -847,7 +866,12 @@ class QuorumCore:
         for m in self.members:
             if m != self.me:
                 self._send(m[0], ("records", self.me, records))
-        if not self.is_member or self.members == (self.me,):
+        founding = self.version == 0 and self.accepted is not None
+        if founding and self.me in self.accepted[1][0]:  # type: ignore[index]
+            # a cold boot's accepted value names this node: it votes on until that
+            # value is decided (its voters need it), then leaves as a member does
+            self._leaving.append((token, now + timeout))
+        elif not self.is_member or self.members == (self.me,):
             self.left = True
             self._out.append(Reply(token, True))
         else:
@@ -891,6 +915,25 @@ class QuorumCore:
         self.peer_setting[src] = setting
         if version > self.version:
             self._learn(version, value, now)
+        # a candidate's round that died with its process leaves grants that block the
+        # holder's renewals here for a whole term: ask the (restarted) candidate
+        for key, rec in self.grants.items():
+            if rec.holder == src and src != self.me and not rec.void and now < rec.expires:
+                self._send(src[0], ("check?", self.me, key, rec.epoch))
+
+    def _on_check(self, src: Inc, body: tuple[Any, ...], now: float) -> None:
+        """A member asks whether this node's grant ``(key, epoch)`` still matters: it is
+        released unless this node holds that epoch, has a round open for it, or held it
+        last (then it cannot tell that its acting process stopped: the grant runs out)."""
+        key, epoch = str(body[0]), int(body[1])
+        held, want = self.held.get(key), self.wants.get(key)
+        if held is not None and held.epoch == epoch:
+            return
+        if want is not None and want.round is not None and want.round.epoch == epoch:
+            return
+        if self.holds.get(key) == epoch:
+            return
+        self._send(src[0], ("release", self.me, key, epoch))
 
     def _on_decided(self, src: Inc, body: tuple[Any, ...], now: float) -> None:
         slot, value = int(body[0]), _config(body[1])
@@ -952,6 +995,8 @@ class QuorumCore:
         p.promises[src] = (acc_b, acc_v)
         if not is_majority(p.promises, p.voters, self._count_size(slot)):
             return
+        # phase 1 of slot 1 counts over this node's own setting; the value chosen (an
+        # accepted one, of another founder's setting) is counted over its own size
         p.value = choose_value(p.promises.values(), p.value)
         if slot == 1:
             p.voters = p.value[0]
@@ -971,7 +1016,8 @@ class QuorumCore:
         if src not in p.voters:
             return
         p.accepts.add(src)
-        if is_majority(p.accepts, p.voters, self._count_size(slot)):
+        size = p.value[1] if slot == 1 else self.expected
+        if is_majority(p.accepts, p.voters, size):
             self.proposal = None
             targets = {m[0] for m in (*p.voters, *p.value[0])} | self.connected
             value = _encode_config(p.value)
@@ -1202,7 +1248,7 @@ class QuorumCore:
     def _wanted_change(self, now: float) -> Config | None:
         connected = self._connected_incs()
         if self.version == 0:
-            if now - self.booted < self.config.settle:
+            if now - self.booted < self.config.settle or self._leaving:
                 return None
             if any(self.peer_version.get(n, 0) > 0 for n in connected):
                 return None  # a cluster exists: wait to be added
@@ -1325,6 +1371,7 @@ class QuorumCore:
                 del self.wants[key]
                 self.shadow.pop(key, None)
                 self.never_held.pop(key, None)
+                self.holds[key] = rnd.epoch  # stored before the lease is reported
                 self.held[key] = _Held(
                     key, rnd.epoch, want.holder, expires, rnd.started + self.config.term / 3
                 )
@@ -1441,6 +1488,7 @@ _HANDLERS: dict[str, Any] = {
     "grant?": QuorumCore._on_grant_req,
     "grant": QuorumCore._on_grant,
     "release": QuorumCore._on_release,
+    "check?": QuorumCore._on_check,
     "fence?": QuorumCore._on_fence_req,
     "fenced": QuorumCore._on_fenced,
 }

@@ -28,7 +28,10 @@ small supervisor) runs on every node and supervises the child there:
 epochs (see ``otpkit.quorum._core``): a holder is active only while it holds the
 lease; its effects carry the epoch (``fence``), so a paused or cut-off old holder cannot
 act even before it notices that it lost. The epoch reaches the child in
-:class:`Activate`.
+:class:`Activate`. An active warm child holds a *witness* of its lease at every member
+(``distribution._witness``): only its close - the child ended, or stopped acting - lets
+a member hand the lease on before it expires, so a node whose dist alone died cannot
+make a second active child; a cold child's lease always runs out first.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from typing import Any
 from otpkit import actors
 from otpkit import quorum as _quorum
 from otpkit.actors import Actor, Down, From, Pid
+from otpkit.distribution import Witness
 from otpkit.errors import CallTimeout, Exit, NodeError
 from otpkit.quorum import LeaseGranted, LeaseLost
 from otpkit.registry import _global
@@ -63,6 +67,8 @@ class Activate:
     name: Any
     epoch: int
     fenced: bool = False
+    #: majority: the node's ``dist.witness_info()``, for the child's witnesses
+    witness: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,8 @@ class Deactivate:
 
 #: Call to a warm child, also from another node: True once it is active.
 IS_ACTIVE = ("$singleton", "is_active")
+#: Call to the active child: ``(WITNESS_PEERS, info)``, the node's peers changed.
+WITNESS_PEERS = "$singleton_witness"
 
 
 class SingletonWorker(Actor):
@@ -95,20 +103,38 @@ class SingletonWorker(Actor):
     def deactivate(self, reason: str) -> None:
         """Stop acting; return when in-flight work is finished or abandoned."""
 
+    _witness: Witness | None = None
+
     def handle_call(self, request: Any, from_: From) -> Any:
         if isinstance(request, Activate):
+            self._close_witness()
             self.singleton_name, self.epoch, self.active = request.name, request.epoch, True
             self.fenced = request.fenced
+            if request.fenced and request.witness is not None:
+                # this process holds the lease's witnesses: their close (this process
+                # ended, or stopped acting) lets the members void the grant at once
+                self._witness = Witness(f"singleton/{request.name}", request.epoch)
+                self._witness.update(request.witness)
             self.activate(request.epoch)
             return True
         if isinstance(request, Deactivate):
             if self.active:
                 self.active = False
                 self.deactivate(request.reason)
+            self._close_witness()  # only once it stopped acting
             return True
         if request == IS_ACTIVE:
             return self.active
+        if isinstance(request, tuple) and len(request) == 2 and request[0] == WITNESS_PEERS:
+            if self._witness is not None and isinstance(request[1], dict):
+                self._witness.update(request[1])
+            return True
         return self.handle_request(request, from_)
+
+    def _close_witness(self) -> None:
+        if self._witness is not None:
+            self._witness.close()
+            self._witness = None
 
     def handle_request(self, request: Any, from_: From) -> Any:
         return super().handle_call(request, from_)
@@ -205,6 +231,7 @@ class SingletonManager(Supervisor):
         self.lease: Any = None  # majority: the Lease this manager holds
         self.elect_gen = 0  # only the latest scheduled election runs: one retry chain
         self.key = f"singleton/{config.name}"
+        self.witness_peers: dict[str, Any] = {}  # the peers the active child was given
         children = [config.child] if config.warm else []
         return SupFlags("one_for_one", intensity, period), children
 
@@ -246,6 +273,8 @@ class SingletonManager(Supervisor):
         elif isinstance(msg, tuple) and msg and msg[0] == "$singleton":
             if msg[1] == "elect" and msg[2] == self.elect_gen:
                 self._elect()
+            elif msg[1] == "witness":
+                self._refresh_witness(msg[2])
             elif msg[1] == "rewatch" and self._watch_services():
                 mine = self._child_pid()
                 if self.active and self.holder is None and mine is not None:
@@ -415,11 +444,41 @@ class SingletonManager(Supervisor):
         child = self._child_pid()
         log.info("%r: singleton %r active in %r", self.pid, self.config.name, child)
         if self.config.warm and child is not None:
+            fenced = self.config.policy == "majority"
+            witness = self._witness_info() if fenced else None
+            self.witness_peers = witness["peers"] if witness else {}
             try:
-                fenced = self.config.policy == "majority"
-                actors.call(child, Activate(self.config.name, self.epoch, fenced), timeout=30.0)
+                actors.call(
+                    child, Activate(self.config.name, self.epoch, fenced, witness), timeout=30.0
+                )
             except (Exit, CallTimeout) as exc:
                 log.error("%r: activating %r failed: %s", self.pid, child, exc)
+            if witness is not None:
+                actors.send_after(1.0, ("$singleton", "witness", self.epoch))
+
+    def _witness_info(self) -> dict[str, Any] | None:
+        try:
+            from otpkit import distribution as dist  # noqa: PLC0415
+
+            return dist.witness_info()
+        except (NodeError, CallTimeout, Exit):
+            return None
+
+    def _refresh_witness(self, epoch: int) -> None:
+        """Every second while active: the active child's witnesses follow the node's
+        peers (a member restarted, or added, gets one too)."""
+        child = self._child_pid()
+        if not self.active or epoch != self.epoch or child is None:
+            return
+        actors.send_after(1.0, ("$singleton", "witness", epoch))
+        info = self._witness_info()
+        if info is None or info["peers"] == self.witness_peers:
+            return
+        try:
+            actors.call(child, (WITNESS_PEERS, info), timeout=1.0)
+            self.witness_peers = info["peers"]
+        except (Exit, CallTimeout) as exc:
+            log.debug("%r: witness peers not updated: %s", self.pid, exc)
 
     def _deactivate(self, reason: str) -> None:
         self.active = False

@@ -1,0 +1,168 @@
+"""Witnesses: sockets whose close proves that a lease holder's acting process is gone.
+
+A member of the majority quorum that sees a holder's node close its dist link cannot
+tell a dead node from a dead dist process beside a live singleton: voiding the grant
+then could make two active instances. So a member voids a grant early only when a
+*witness* of it closes: a TCP connection to the member's dist port, dialled and held
+by the very process that acts under the lease (a ``SingletonWorker``), naming the lease
+``(key, epoch)``. The kernel closes it when that process ends, however it ends; the
+process closes it itself only after it stopped acting. While it is open - the process
+lives, frozen or not - the member waits for the grant's expiry.
+
+The dial is the dist handshake (``hello`` with ``hidden="witness"``, the same cookie
+proofs) followed by one ``("witness", key, epoch)`` frame; the acceptor answers
+``ok`` and never sends again, nor expects ticks. A witness that cannot be dialled (a
+peer not yet connected, TLS dist links) only means that member waits for the expiry:
+safety never depends on a witness, fast fail-over does.
+
+:class:`Witness` runs one thread in the acting process; every loop is bounded by its
+interval and its stop event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+import socket
+import threading
+from typing import Any
+
+from otpkit.distribution import _codec, _handshake
+
+log = logging.getLogger("otpkit.dist")
+
+#: The hello's ``hidden`` field of a witness dial.
+WITNESS = "witness"
+
+
+class WitnessError(Exception):
+    """A witness dial failed (the peer is unreachable, refused it, or proved nothing)."""
+
+
+def _read_frame(sock: socket.socket, decoder: _codec.FrameDecoder) -> Any:
+    while True:
+        data = sock.recv(4096)
+        if not data:
+            raise WitnessError("the peer closed the connection")
+        frames = decoder.feed(data)
+        if frames:
+            return frames[0]
+
+
+def dial(
+    info: dict[str, Any], peer: str, addr: tuple[str, int], key: str, epoch: int, timeout: float
+) -> socket.socket:
+    """Dial ``peer``'s dist port at ``addr`` as a witness of ``(key, epoch)``; return the
+    open socket (blocking, no timeout) once the peer accepted it."""
+    me, creation, cookie = str(info["node"]), int(info["creation"]), bytes(info["cookie"])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        # from the node's own address: a cut of that address cuts its witnesses too
+        sock.bind((str(info["host"]), 0))
+        sock.connect(addr)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        nonce = _handshake.new_nonce()
+        hello = ("hello", me, creation, nonce, WITNESS, [str(info["host"]), 0])
+        sock.sendall(_codec.encode_frame(hello))
+        decoder = _codec.FrameDecoder(4096)
+        frame = _read_frame(sock, decoder)
+        if not (isinstance(frame, tuple) and len(frame) == 5 and frame[0] == "challenge"):
+            raise WitnessError(f"unexpected answer {str(frame)[:80]}")
+        _, name, peer_creation, peer_nonce, proof = frame
+        if not isinstance(peer_creation, int) or not isinstance(peer_nonce, bytes):
+            raise WitnessError("a malformed challenge")
+        expected = _handshake.proof(
+            cookie, "acceptor", nonce, peer_nonce, me, creation, str(name), peer_creation
+        )
+        if name != peer or not _handshake.check(expected, proof):
+            raise WitnessError(f"bad cookie or wrong node (answered as {str(name)[:80]!r})")
+        mine = _handshake.proof(
+            cookie, "dialer", nonce, peer_nonce, me, creation, peer, peer_creation
+        )
+        sock.sendall(_codec.encode_frame(("ack", mine)))
+        answer = _read_frame(sock, decoder)
+        if answer != ("ok",):
+            raise WitnessError(f"refused: {str(answer)[:80]}")
+        sock.sendall(_codec.encode_frame(("witness", key, epoch)))
+        sock.settimeout(None)
+        return sock
+    except (OSError, ValueError) as exc:
+        sock.close()
+        raise WitnessError(str(exc)) from None
+    except BaseException:
+        sock.close()
+        raise
+
+
+class Witness:
+    """The witnesses of one lease, held by the process acting under it.
+
+    ``update(info)`` gives the dist's :meth:`~._core.DistCore.witness_info` (again
+    whenever the peers may have changed); the thread dials every peer it names that has
+    no open witness, every ``interval``, and notices a witness the peer closed (its
+    node restarted) so that it is dialled again. ``close()`` closes them all: call it
+    only once the process stopped acting.
+    """
+
+    def __init__(self, key: str, epoch: int, interval: float = 0.25, timeout: float = 1.0):
+        self.key, self.epoch = key, epoch
+        self.interval, self.timeout = interval, timeout
+        self._info: dict[str, Any] | None = None
+        self._open: dict[str, socket.socket] = {}
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="otpkit-witness", daemon=True)
+        self._thread.start()
+
+    def update(self, info: dict[str, Any]) -> None:
+        self._info = info
+
+    def peers(self) -> list[str]:
+        """The peers that hold an open witness (a snapshot)."""
+        with self._lock:
+            return sorted(self._open)
+
+    def close(self) -> None:
+        """Close every witness now (a dial still under way closes when it ends)."""
+        with self._lock:
+            self._stop.set()
+            for sock in self._open.values():
+                with contextlib.suppress(OSError):
+                    sock.close()
+            self._open.clear()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            info = self._info
+            if info is not None and not info.get("tls"):
+                self._reap()
+                for peer, addr in dict(info["peers"]).items():
+                    if peer in self._open or self._stop.is_set():
+                        continue
+                    try:
+                        sock = dial(info, peer, addr, self.key, self.epoch, self.timeout)
+                    except WitnessError as exc:
+                        log.debug("witness of %s at %s: %s", self.key, peer, exc)
+                        continue
+                    with self._lock:
+                        if self._stop.is_set():
+                            sock.close()
+                            break
+                        self._open[peer] = sock
+            self._stop.wait(self.interval)
+
+    def _reap(self) -> None:
+        """Forget the witnesses their peer closed (readable: EOF or an error)."""
+        with self._lock:
+            socks = list(self._open.items())
+            if not socks or self._stop.is_set():
+                return
+            with contextlib.suppress(OSError, ValueError):
+                readable, _, _ = select.select([s for _, s in socks], [], [], 0)
+                for peer, sock in socks:
+                    if sock in readable:
+                        with contextlib.suppress(OSError):
+                            sock.close()
+                        del self._open[peer]
