@@ -232,3 +232,19 @@ def test_a_member_whose_store_fails_holds_nobody_back_and_says_so(start, tmp_pat
     a.cmd(op="release", key="job", epoch=again[0])
     third = c.cmd(op="acquire", key="job", t=5)
     assert third is not None and third[0] > again[0]
+
+
+def test_a_ready_gate_holds_readiness_back_and_not_elections(start):
+    """A local process's gate (``quorum.ready_gate``: a scheduler replica not yet in
+    sync) is the readiness probe's answer until lifted; the question a Singleton asks
+    before its first election (``rejoin_problem``) never includes it."""
+    (lone,) = start(["q41@127.0.0.41"], "--settle", "0.3")
+    wait_until(lambda: lone.cmd(op="members")[0] == 1, timeout=10, what="a one-node quorum")
+    assert lone.cmd(op="ready_problem") is None
+    lone.cmd(op="gate", problem="scheduler s: its replica is not in sync with a holder yet")
+    assert (
+        lone.cmd(op="ready_problem") == "scheduler s: its replica is not in sync with a holder yet"
+    )
+    assert lone.cmd(op="rejoin_problem") is None
+    lone.cmd(op="gate", problem=None)
+    assert lone.cmd(op="ready_problem") is None

@@ -44,6 +44,11 @@ def handle(node: otpkit.Node, cmd: dict[str, Any]) -> Any:
         return list(quorum.members())
     if op == "status":
         return quorum.status()
+    if op == "gate":
+        quorum.ready_gate(cmd.get("problem"))
+        return "ok"
+    if op in ("ready_problem", "rejoin_problem"):
+        return otpkit.call(quorum.QUORUM_NAME, (op,), 5.0)
     if op == "acquire":
         lease = quorum.acquire(cmd["key"], cmd.get("t", 5.0))
         if lease is None:

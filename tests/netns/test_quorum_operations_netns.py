@@ -56,6 +56,9 @@ from tests.harness.processes import REPO_ROOT
 
 pytestmark = pytest.mark.netns
 
+#: What a node's scheduler logs once a holder synced its replica (or it holds).
+IN_SYNC = ": its replica is in sync"
+
 T = TypeVar("T")
 
 READY_BOUND = 90.0  # a node answers /healthz/ready 200 (settle timeout 30 s, a loaded box)
@@ -195,19 +198,25 @@ def test_overlapping_restarts_of_all_three_nodes(run_cluster: RunCluster) -> Non
 def test_rolling_restart_at_a_statefulsets_pace(run_cluster: RunCluster) -> None:
     """A StatefulSet's rolling restart: node 3, 2, 1 in turn, each SIGTERMed, started
     again once it exited, and the next one SIGTERMed as soon as it answers ready (no
-    pause). After the roll the ticks go on within 30 s, none twice; the largest gap
-    between two ticks during the roll is printed."""
+    pause). Ready means rejoined: each restarted node logged that its scheduler replica
+    is in sync (a holder synced it) before it first answered ready. After the roll the
+    ticks go on within 30 s, none twice; the largest gap between two ticks during the
+    roll is printed."""
     rc = run_cluster
     boot(rc)
     t_roll = time.time()
     report = [f"roll starts at {clock(t_roll)}"]
+    problems: list[str] = []
     for i in (3, 2, 1):
         t = time.time()
         rc.term(i)
         how = rc.wait_exit(i)
         t_exit = time.time()
+        synced_before = rc.log(i).count(IN_SYNC)
         rc.start(i)
         ready = rc.wait_ready([i], READY_BOUND)[i]
+        if rc.log(i).count(IN_SYNC) <= synced_before:
+            problems.append(f"n{i} answered ready before its scheduler replica was in sync")
         report.append(
             f"  n{i}: SIGTERM at +{t - t_roll:.1f} s, {how} after {t_exit - t:.1f} s, "
             f"ready {ready - t_exit:.1f} s after its start"
@@ -224,7 +233,7 @@ def test_rolling_restart_at_a_statefulsets_pace(run_cluster: RunCluster) -> None
     )
     if first:
         report.append(f"largest gap, roll to that tick: {largest_gap(runs, t_roll, first.start)}")
-    problems = twice(runs)
+    problems += twice(runs)
     if first is None:
         problems.append(f"ticks did not go on within {RESUME_BOUND:.0f} s after the roll")
     verdict(rc, report, problems)

@@ -197,7 +197,7 @@ class ProbeServer:
                 ):
                     try:
                         view: ClusterView | str = cluster_view(
-                            READY_TIMEOUT, discovery=self.discovery
+                            READY_TIMEOUT, discovery=self.discovery, gates=True
                         )
                     except ClusterViewError as exc:  # "dist did not answer (...)"
                         view = str(exc)

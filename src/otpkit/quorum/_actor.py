@@ -168,6 +168,9 @@ class Quorum(Actor):
             )
         self.subscribers: dict[str, set[Pid]] = {}
         self.monitored: dict[Pid, Any] = {}
+        # why a local process keeps the node unready (a scheduler replica not yet in
+        # sync with its holder): part of the readiness probe's answer, not of elections
+        self.gates: dict[Pid, str] = {}
         # a state that stops work is an ERROR once it outlasts an election's bound
         cfg = self.core.config
         self.report_after = 2 * (cfg.term + cfg.margin) + cfg.settle
@@ -297,6 +300,7 @@ class Quorum(Actor):
             self._perform(self.core.witness_down(msg.node, msg.key, msg.epoch, msg.reason, now))
         elif isinstance(msg, Down):
             self.monitored.pop(msg.pid, None)
+            self.gates.pop(msg.pid, None)
             for subs in self.subscribers.values():
                 subs.discard(msg.pid)
             self._perform(self.core.release_holder(msg.pid, now))
@@ -304,6 +308,11 @@ class Quorum(Actor):
             self._perform(self._receive(msg))
         else:
             super().handle_info(msg)
+
+    def _rejoin_problem(self) -> str | None:
+        if self.store_failed:
+            return "quorum: its store cannot be written"
+        return self.core.rejoin_problem()
 
     def handle_call(self, request: Any, from_: From) -> Any:
         now = time.monotonic()
@@ -325,9 +334,18 @@ class Quorum(Actor):
         if op == "members":
             return (self.core.version, list(self.core.member_names()))
         if op == "rejoin_problem":
-            if self.store_failed:
-                return "quorum: its store cannot be written"
-            return self.core.rejoin_problem()
+            return self._rejoin_problem()
+        if op == "ready_problem":
+            return self._rejoin_problem() or min(self.gates.values(), default=None)
+        if op == "ready_gate":
+            problem = request[1] if len(request) == 2 else None
+            if problem is None:
+                self.gates.pop(from_.pid, None)
+            elif isinstance(problem, str):
+                self.gates[from_.pid] = problem[:200]
+                if from_.pid not in self.monitored:
+                    self.monitored[from_.pid] = actors.monitor(from_.pid)
+            return True
         if op == "status":
             return self._status(now)
         if op == "set_expected":
@@ -401,6 +419,15 @@ def members(timeout: float = 5.0) -> tuple[int, list[str]]:
     version 0 means no member set formed yet."""
     version, names = actors.call(QUORUM_NAME, ("members",), timeout)
     return int(version), list(names)
+
+
+def ready_gate(problem: str | None, timeout: float = 2.0) -> None:
+    """Keep this node's readiness probe answering 503 with ``problem`` (one line) until
+    the caller says None or ends - e.g. a scheduler replica not yet in sync with its
+    holder after a restart, so that a StatefulSet does not roll on early. Elections do
+    not wait for it. Nothing happens on a node without the quorum."""
+    if actors.whereis(QUORUM_NAME) is not None:
+        actors.call(QUORUM_NAME, ("ready_gate", problem), timeout)
 
 
 def leave(timeout: float = 5.0) -> bool:

@@ -77,6 +77,7 @@ def cluster_view(
     dist: bool | None = True,
     dist_timeout: float | None = None,
     sync: bool = False,
+    gates: bool = False,
 ) -> ClusterView:
     """This node's view of its cluster, asked of its services (discovery, dist, the
     registry, in that order), each question within ``timeout``.
@@ -93,6 +94,9 @@ def cluster_view(
             with now; asked only of a view that is otherwise joined (settled, every
             discovered peer connected), else ``merged`` is ``connected``: waiting for
             merges would not change :func:`join_problem`'s answer.
+        gates: ``quorum`` also says why a local process keeps the node unready
+            (``quorum.ready_gate``: a scheduler replica not in sync yet) - the
+            readiness probe's question; a Singleton's election does not wait for it.
 
     Raises:
         ClusterViewError: a service did not answer (discovery or dist not running,
@@ -130,7 +134,8 @@ def cluster_view(
             merged = frozenset(info["synced"])
         step = "the quorum"
         try:
-            problem = actors.call(QUORUM_NAME, ("rejoin_problem",), timeout)
+            ask = "ready_problem" if gates else "rejoin_problem"
+            problem = actors.call(QUORUM_NAME, (ask,), timeout)
         except Exit:
             problem = None  # a node without the quorum (hidden, or no dist)
     except (CallTimeout, Exit, NodeError) as exc:

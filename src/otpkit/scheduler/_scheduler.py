@@ -354,6 +354,22 @@ class SchedulerWorker(SingletonWorker):
             self._hello(node)
         self.started = time.monotonic()
         self._reset_holder()
+        # Ready means in sync: under majority this node's readiness waits until a
+        # holder wrote to this replica since it started (a returning node is synced
+        # by the holder at its hello), or it is the holder itself
+        self.in_sync = self.cfg.policy != "majority" or not self.has_dist
+        if not self.in_sync:
+            self._gate(f"scheduler {self.cfg.name}: its replica is not in sync with a holder yet")
+
+    def _gate(self, problem: str | None) -> None:
+        with contextlib.suppress(OtpkitError):
+            _quorum.ready_gate(problem, timeout=1.0)
+
+    def _caught_up(self) -> None:
+        if not self.in_sync:
+            self.in_sync = True
+            log.info("%s: scheduler %s: its replica is in sync", self.node, self.cfg.name)
+            self._gate(None)
 
     def _load(self, store: Store) -> Replica:
         try:
@@ -431,6 +447,8 @@ class SchedulerWorker(SingletonWorker):
                 if boot:
                     self.boot = str(boot)
                 saved = self._adopt(rep, changed, lane_keys_of(updates), head=True)
+                if saved and self.synced:
+                    self._caught_up()
                 return {"ok": saved, "synced": self.synced}
             if op == "observe":
                 epoch, holder = args
@@ -440,6 +458,8 @@ class SchedulerWorker(SingletonWorker):
                 self.observer = str(holder)
                 if not self._adopt(rep, head=True):
                     return {"refused": self.rep.epoch}
+                if self.synced:
+                    self._caught_up()
                 return {
                     "replica": encode_replica(self.rep),
                     "boot": self.boot,
@@ -456,6 +476,8 @@ class SchedulerWorker(SingletonWorker):
                 ok = self._adopt(rep, rep.jobs, rep.ledger.lanes, head=True)
                 if not ok:
                     self.synced = False
+                else:
+                    self._caught_up()
                 return {"ok": ok, "synced": self.synced}
             if op == "subscribe":
                 pid, on = args
@@ -525,6 +547,10 @@ class SchedulerWorker(SingletonWorker):
             if msg[1] not in self.with_replica:  # new to us: say hello back, once
                 self.with_replica.add(msg[1])
                 self._hello(msg[1])
+                if self.active and self.recovered and self.cfg.policy == "majority":
+                    # a returning (or new) replica gets everything now: its node is
+                    # ready once in sync, and a StatefulSet rolls on only then
+                    self._sync([msg[1]])
             return
         if kind == "$event" and len(msg) == 2 and isinstance(msg[1], Mapping):
             try:
@@ -718,6 +744,7 @@ class SchedulerWorker(SingletonWorker):
             actors.send_after(0.2, ("$sched", "recover", self.gen))
             return
         self.recovered = True
+        self._caught_up()
         self.activated_at = time.monotonic()
         for lane_job, lane_node in self.rep.ledger.lanes:
             self.job_lanes.setdefault(lane_job, set()).add(lane_node)
