@@ -70,7 +70,9 @@ def witnessed(holder: NodeProc, members: list[NodeProc], key: str = "job") -> No
     at every other member."""
     want = sorted(m.name for m in members)
     wait_until(
-        lambda: holder.cmd(op="witnesses", key=key) == want, timeout=10, what="witnesses open"
+        lambda: sorted(holder.cmd(op="witnesses", key=key)) == want,
+        timeout=10,
+        what="witnesses open",
     )
 
 
@@ -248,3 +250,32 @@ def test_a_ready_gate_holds_readiness_back_and_not_elections(start):
     assert lone.cmd(op="rejoin_problem") is None
     lone.cmd(op="gate", problem=None)
     assert lone.cmd(op="ready_problem") is None
+
+
+def test_a_restarted_member_gets_a_new_witness_and_a_killed_holder_is_replaced_fast(start):
+    """c restarts (with its store: the same member) while a holds the lease: a's acting
+    process dials a witness to c's new incarnation, so when a's node is then killed,
+    b and c both void its grant at once and b holds within 2 s (c, with no witness,
+    would refuse b for the rest of a's term)."""
+    a, b, c = formed_trio(start, 46, stores=True)
+    lease = a.cmd(op="acquire", key="job", t=5)
+    assert lease is not None
+    witnessed(a, [b, c])
+    old_creation = a.cmd(op="witnesses", key="job")[c.name]
+    c.kill_node()
+    (c,) = start([c.name], "--settle", "3", stores=True)
+    c.cmd(op="connect", name=a.name, host=a.host, port=a.port)  # (a new port)
+    want = sorted(n.name for n in (a, b, c))
+    wait_until(lambda: c.cmd(op="members")[1] == want, timeout=15, what="c is a member again")
+    wait_until(
+        lambda: a.cmd(op="witnesses", key="job").get(c.name, old_creation) != old_creation,
+        timeout=10,
+        what="a witness to c's new incarnation",
+    )
+    a.kill_node()
+    t0 = time.monotonic()
+    got = b.cmd(op="acquire", key="job", t=5)
+    elapsed = time.monotonic() - t0
+    print(f"\nholder killed after a member's restart: successor in {elapsed * 1000:.0f} ms")
+    assert got is not None and got[0] > lease[0]
+    assert elapsed < 2.0

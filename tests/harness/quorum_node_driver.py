@@ -62,8 +62,12 @@ def handle(node: otpkit.Node, cmd: dict[str, Any]) -> Any:
             witness.update(dist.witness_info())
         return [lease.epoch, left]
     if op == "witnesses":
+        # what a Singleton's manager does every second: the node's peers, again
         witness = WITNESSES.get(cmd["key"])
-        return [] if witness is None else witness.peers()
+        if witness is None:
+            return {}
+        witness.update(dist.witness_info())
+        return witness.peers()
     if op == "release":
         witness = WITNESSES.pop(cmd["key"], None)
         if witness is not None:

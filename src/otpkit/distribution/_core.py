@@ -325,8 +325,8 @@ class DistCore:
 
     def witness_info(self) -> dict[str, Any]:
         """What a local acting process needs to dial witnesses (see :mod:`._witness`):
-        this node's identity and cookie, and the dist address of every visible peer.
-        None of it leaves the node."""
+        this node's identity and cookie, and the dist address and creation of every
+        visible peer. None of it leaves the node."""
         return {
             "node": self.node.name,
             "creation": self.node.creation,
@@ -334,7 +334,7 @@ class DistCore:
             "cookie": self.config.cookie,
             "tls": self.config.client_ssl is not None,
             "peers": {
-                n: (p.listen[0], p.listen[1])
+                n: (p.listen[0], p.listen[1], p.creation)
                 for n, p in self._peers.items()
                 if not p.hidden and p.listen is not None
             },

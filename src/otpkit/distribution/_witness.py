@@ -101,16 +101,16 @@ class Witness:
 
     ``update(info)`` gives the dist's :meth:`~._core.DistCore.witness_info` (again
     whenever the peers may have changed); the thread dials every peer it names that has
-    no open witness, every ``interval``, and notices a witness the peer closed (its
-    node restarted) so that it is dialled again. ``close()`` closes them all: call it
-    only once the process stopped acting.
+    no open witness to that incarnation, every ``interval``, and notices a witness the
+    peer closed, so that it is dialled again (a restarted peer never saw the old one).
+    ``close()`` closes them all: call it only once the process stopped acting.
     """
 
     def __init__(self, key: str, epoch: int, interval: float = 0.25, timeout: float = 1.0):
         self.key, self.epoch = key, epoch
         self.interval, self.timeout = interval, timeout
         self._info: dict[str, Any] | None = None
-        self._open: dict[str, socket.socket] = {}
+        self._open: dict[str, tuple[int, socket.socket]] = {}  # peer: its creation, socket
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="otpkit-witness", daemon=True)
@@ -119,16 +119,16 @@ class Witness:
     def update(self, info: dict[str, Any]) -> None:
         self._info = info
 
-    def peers(self) -> list[str]:
-        """The peers that hold an open witness (a snapshot)."""
+    def peers(self) -> dict[str, int]:
+        """The peers that hold an open witness, and the creation of each (a snapshot)."""
         with self._lock:
-            return sorted(self._open)
+            return {peer: creation for peer, (creation, _sock) in sorted(self._open.items())}
 
     def close(self) -> None:
         """Close every witness now (a dial still under way closes when it ends)."""
         with self._lock:
             self._stop.set()
-            for sock in self._open.values():
+            for _creation, sock in self._open.values():
                 with contextlib.suppress(OSError):
                     sock.close()
             self._open.clear()
@@ -138,11 +138,12 @@ class Witness:
             info = self._info
             if info is not None and not info.get("tls"):
                 self._reap()
-                for peer, addr in dict(info["peers"]).items():
-                    if peer in self._open or self._stop.is_set():
+                for peer, (host, port, creation) in dict(info["peers"]).items():
+                    held = self._open.get(peer)
+                    if (held is not None and held[0] == creation) or self._stop.is_set():
                         continue
                     try:
-                        sock = dial(info, peer, addr, self.key, self.epoch, self.timeout)
+                        sock = dial(info, peer, (host, port), self.key, self.epoch, self.timeout)
                     except WitnessError as exc:
                         log.debug("witness of %s at %s: %s", self.key, peer, exc)
                         continue
@@ -150,7 +151,10 @@ class Witness:
                         if self._stop.is_set():
                             sock.close()
                             break
-                        self._open[peer] = sock
+                        if held is not None:  # to an earlier incarnation of the peer
+                            with contextlib.suppress(OSError):
+                                held[1].close()
+                        self._open[peer] = (creation, sock)
             self._stop.wait(self.interval)
 
     def _reap(self) -> None:
@@ -160,8 +164,8 @@ class Witness:
             if not socks or self._stop.is_set():
                 return
             with contextlib.suppress(OSError, ValueError):
-                readable, _, _ = select.select([s for _, s in socks], [], [], 0)
-                for peer, sock in socks:
+                readable, _, _ = select.select([s for _, (_c, s) in socks], [], [], 0)
+                for peer, (_creation, sock) in socks:
                     if sock in readable:
                         with contextlib.suppress(OSError):
                             sock.close()
