@@ -439,11 +439,19 @@ class RunCluster:
 
     def links(self, i: int) -> set[int]:
         """The nodes node ``i`` has an established dist TCP link with (``ss`` in its
-        namespace)."""
-        out = sh("ip", "netns", "exec", self.ns(i), "ss", "-Htn", "state", "established")
+        namespace): connections of its dist process only (an active singleton's
+        witnesses also reach the peers' dist ports, from another process)."""
+        try:
+            dist = self.dist_pid(i)
+        except AssertionError:
+            return set()  # no dist listens (it died, or the node is not up yet)
+        out = sh("ip", "netns", "exec", self.ns(i), "ss", "-Htnp", "state", "established")
         peers = set()
         for line in out.stdout.splitlines():
-            ends = [f.rpartition(":") for f in line.split()[-2:]]  # local, peer address
+            if f"pid={dist}," not in line:
+                continue
+            fields = [f for f in line.split() if not f.startswith("users:")]
+            ends = [f.rpartition(":") for f in fields[-2:]]  # local, peer address
             if len(ends) != 2 or str(DIST_PORT) not in (ends[0][2], ends[1][2]):
                 continue
             peer_ip = ends[1][0]
