@@ -1158,3 +1158,18 @@ def test_a_holder_keeps_its_lease_when_a_standby_restarts_over_a_candidates_gran
         0,
         skip_known=False,
     )
+
+
+def test_candidates_whose_rounds_fail_do_not_ask_again_at_each_others_release() -> None:
+    """Found by the machine (3,000 examples): two candidates whose rounds a third member
+    refused (beaten) released their grants at each other, and each release made the
+    other ask again at once - rounds without end at one instant. A release makes a
+    candidate ask at once only when that very grant kept it from asking."""
+    machine = QuorumModel()
+    machine.boot(n=4, expected=5, remove_after=1.5, seed=47, fair_boot=False)
+    machine.crash(a=0)
+    machine.tick(dt=0.3, mask=0)
+    machine.run_fair(seconds=2.0)
+    machine.leave(a=3)
+    machine.restart_with_setting(a=1, expected=3)
+    machine.teardown()

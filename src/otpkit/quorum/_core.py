@@ -496,6 +496,8 @@ class _Want:
     deadline: float
     retry_at: float
     round: _Round | None = None
+    # the grant record here that kept it from asking (this node would refuse itself)
+    blocked_by: tuple[int, Inc] | None = None
 
 
 @dataclass
@@ -572,7 +574,7 @@ class QuorumCore:
         # say that a grant of that epoch made no lease)
         self.holds: dict[str, int] = {}
         # requests refused for a live grant to another holder: judged again at once if
-        # that holder's node dies (its close voids the grant) within a round's time
+        # that grant is voided (its witness closed) within a round's time
         self.refused: dict[str, list[tuple[Inc, tuple[Any, ...], float]]] = {}
         self.effects: dict[str, deque[tuple[int, Any]]] = {}
         # candidate side; backoff: key -> (until, holder) of a live grant a member named
@@ -783,15 +785,19 @@ class QuorumCore:
         for src, body, until in self.refused.pop(key, []):
             if until > now and src[0] != name:
                 self._on_grant_req(src, body, now)
-        # candidates waiting on that lease try again now, with a fresh round
+        # a candidate waiting on that lease asks now; a round it has open goes on: the
+        # members that refused it for that holder judge it again as they see the close
         if key in self.backoff and self.backoff[key][1] == name:
             del self.backoff[key]
-        want = self.wants.get(key)
-        if want is not None:
-            if want.round is not None:
-                self._fail_acquire_round(want, now)
-            self._start_acquire(want, now)
+        self._ask_now(key, now)
         return self._take()
+
+    def _ask_now(self, key: str, now: float) -> None:
+        """A record that blocked this node's candidate for ``key`` is gone: it asks at
+        once instead of at its next retry."""
+        want = self.wants.get(key)
+        if want is not None and want.round is None:
+            self._start_acquire(want, now)
 
     def _connected_incs(self) -> dict[str, Inc]:
         return {n: self.peer_inc[n] for n in self.connected if n in self.peer_inc}
@@ -1143,6 +1149,9 @@ class QuorumCore:
                 self._withdraw(key)
             else:
                 rec.void = True
+            want = self.wants.get(key)
+            if want is not None and want.blocked_by == (epoch, src):
+                self._ask_now(key, now)  # the grant that kept it from asking is gone
 
     def _on_fence_req(self, src: Inc, body: tuple[Any, ...], now: float) -> None:
         key, epoch, effect, rid, version = str(body[0]), int(body[1]), body[2], body[3], body[4]
@@ -1328,7 +1337,9 @@ class QuorumCore:
             # grants away from that holder's round (two candidates that granted each
             # other would refuse themselves, round after round)
             want.retry_at = now + self.rng.uniform(0.05, 0.25)
+            want.blocked_by = (rec.epoch, rec.holder)
             return
+        want.blocked_by = None
         top = max(self.seen_epoch.get(want.key, 0), self.tops.get(want.key, 0))
         want.round = self._new_round(want.key, top + 1, now)
         self.seen_epoch[want.key] = top + 1
