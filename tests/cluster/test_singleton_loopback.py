@@ -146,3 +146,28 @@ def test_majority_one_holder_and_a_sigkill_takeover(trio):
     survivors = [n for n in nodes if n is not victim]
     second = one_holder(survivors, "a survivor takes the lease over after the SIGKILL", victim.name)
     assert second[0] in {n.name for n in survivors} and second != first
+
+
+def test_majority_a_killed_active_child_gives_its_lease_up(trio, tmp_path):
+    """SIGKILL of the active child alone (its node lives on): the child's witnesses close,
+    so the members void its grant, and its node's manager gives the lease up too. The
+    next active child - on any node, the restarted one included - acts under a new
+    epoch: no child is activated under the killed one's epoch again (that node kept it
+    and activated its restarted child under it, while the members let a standby in:
+    two active children)."""
+    import os  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    nodes = trio("majority", 77)
+    first = one_holder(nodes, "one active child, named by every node (majority)")
+    path = tmp_path / "marks"
+    active = [m for m in marks(path) if m[0] == "activate" and m[2] == first[0]][-1]
+    child_os_pid, epoch = int(active[3]), active[4]
+    t_kill = time.time()
+    os.kill(child_os_pid, signal.SIGKILL)
+    second = one_holder(nodes, "an active child again after its SIGKILL")
+    assert second != first
+    after = [m for m in marks(path) if m[0] == "activate" and float(m[1]) > t_kill]
+    assert after, "no child was activated after the kill"
+    assert all(int(m[4]) > int(epoch) for m in after), (epoch, after)

@@ -62,6 +62,7 @@ from otpkit.actors._runtime import (
     close_in_children,
     name_address,
     node_pgid,
+    own_socket,
     set_node_pgid,
     set_remote_hooks,
 )
@@ -144,6 +145,7 @@ __all__ += [
     "load_object",
     "name_address",
     "node_pgid",
+    "own_socket",
     "pids_in_group",
     "proc_stat",
     "process_alive",

@@ -132,6 +132,15 @@ def close_in_children(fd: int) -> None:
     _close_in_children.add(fd)
 
 
+def own_socket(sock: socket.socket, on: bool = True) -> None:
+    """``sock`` belongs to this process alone: a process forked from it closes its copy
+    at once (``on=False`` before closing it here)."""
+    if on:
+        _live_sockets.add(sock)
+    else:
+        _live_sockets.discard(sock)
+
+
 class SysStop:
     """In a mailbox: end this process with ``terminate(reason)`` (``otpkit.stop``)."""
 

@@ -5,9 +5,10 @@ tell a dead node from a dead dist process beside a live singleton: voiding the g
 then could make two active instances. So a member voids a grant early only when a
 *witness* of it closes: a TCP connection to the member's dist port, dialled and held
 by the very process that acts under the lease (a ``SingletonWorker``), naming the lease
-``(key, epoch)``. The kernel closes it when that process ends, however it ends; the
-process closes it itself only after it stopped acting. While it is open - the process
-lives, frozen or not - the member waits for the grant's expiry.
+``(key, epoch)``. The kernel closes it when that process ends, however it ends (a
+process forked from it closes its copy at once: ``actors.own_socket``); the process
+closes it itself only after it stopped acting. While it is open - the process lives,
+frozen or not - the member waits for the grant's expiry.
 
 The dial is the dist handshake (``hello`` with ``hidden="witness"``, the same cookie
 proofs) followed by one ``("witness", key, epoch)`` frame; the acceptor answers
@@ -16,7 +17,8 @@ peer not yet connected, TLS dist links) only means that member waits for the exp
 safety never depends on a witness, fast fail-over does.
 
 :class:`Witness` runs one thread in the acting process; every loop is bounded by its
-interval and its stop event.
+interval and its stop event; a peer that refused or could not be reached is dialled
+again after a pause that doubles up to ``MAX_PAUSE``.
 """
 
 from __future__ import annotations
@@ -26,14 +28,18 @@ import logging
 import select
 import socket
 import threading
+import time
 from typing import Any
 
+from otpkit import actors
 from otpkit.distribution import _codec, _handshake
 
 log = logging.getLogger("otpkit.dist")
 
 #: The hello's ``hidden`` field of a witness dial.
 WITNESS = "witness"
+#: The longest pause before a peer that failed a dial is dialled again (seconds).
+MAX_PAUSE = 5.0
 
 
 class WitnessError(Exception):
@@ -111,6 +117,7 @@ class Witness:
         self.interval, self.timeout = interval, timeout
         self._info: dict[str, Any] | None = None
         self._open: dict[str, tuple[int, socket.socket]] = {}  # peer: its creation, socket
+        self._pause: dict[str, tuple[float, float]] = {}  # peer: (next dial, last pause)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="otpkit-witness", daemon=True)
@@ -129,8 +136,7 @@ class Witness:
         with self._lock:
             self._stop.set()
             for _creation, sock in self._open.values():
-                with contextlib.suppress(OSError):
-                    sock.close()
+                _close(sock)
             self._open.clear()
 
     def _run(self) -> None:
@@ -142,18 +148,24 @@ class Witness:
                     held = self._open.get(peer)
                     if (held is not None and held[0] == creation) or self._stop.is_set():
                         continue
+                    due, pause = self._pause.get(peer, (0.0, 0.0))
+                    if time.monotonic() < due:
+                        continue
                     try:
                         sock = dial(info, peer, (host, port), self.key, self.epoch, self.timeout)
                     except WitnessError as exc:
                         log.debug("witness of %s at %s: %s", self.key, peer, exc)
+                        pause = min(MAX_PAUSE, max(2 * pause, self.interval))
+                        self._pause[peer] = (time.monotonic() + pause, pause)
                         continue
+                    self._pause.pop(peer, None)
                     with self._lock:
                         if self._stop.is_set():
                             sock.close()
                             break
+                        actors.own_socket(sock)
                         if held is not None:  # to an earlier incarnation of the peer
-                            with contextlib.suppress(OSError):
-                                held[1].close()
+                            _close(held[1])
                         self._open[peer] = (creation, sock)
             self._stop.wait(self.interval)
 
@@ -167,6 +179,11 @@ class Witness:
                 readable, _, _ = select.select([s for _, (_c, s) in socks], [], [], 0)
                 for peer, (_creation, sock) in socks:
                     if sock in readable:
-                        with contextlib.suppress(OSError):
-                            sock.close()
+                        _close(sock)
                         del self._open[peer]
+
+
+def _close(sock: socket.socket) -> None:
+    actors.own_socket(sock, False)
+    with contextlib.suppress(OSError):
+        sock.close()

@@ -265,7 +265,7 @@ class Quorum(Actor):
     def _receive(self, msg: Any) -> list[Out]:
         try:
             return self.core.receive(msg, time.monotonic())
-        except (ValueError, TypeError, KeyError, IndexError) as exc:
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
             log.warning("%s: dropped a malformed quorum message %.120r: %s", self.node, msg, exc)
             return []
 

@@ -772,14 +772,13 @@ class QuorumCore:
         or stopped acting: the grant is void at once, so the next holder need not wait
         for its expiry. A node's dist link closing proves nothing (its dist alone may
         have died): that grant runs out."""
+        if not is_closed_reason(reason):
+            return self._take()
+        aside = self.shadow.get(key)
+        if aside is not None and aside.holder[0] == name and aside.epoch == epoch:
+            aside.void = True  # a record set aside comes back as it is: void
         rec = self.grants.get(key)
-        if (
-            not is_closed_reason(reason)
-            or rec is None
-            or rec.void
-            or rec.holder[0] != name
-            or rec.epoch != epoch
-        ):
+        if rec is None or rec.void or rec.holder[0] != name or rec.epoch != epoch:
             return self._take()
         rec.void = True
         for src, body, until in self.refused.pop(key, []):

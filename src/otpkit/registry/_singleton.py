@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from otpkit import actors
@@ -67,8 +67,9 @@ class Activate:
     name: Any
     epoch: int
     fenced: bool = False
-    #: majority: the node's ``dist.witness_info()``, for the child's witnesses
-    witness: dict[str, Any] | None = None
+    #: majority: the node's ``dist.witness_info()``, for the child's witnesses (it holds
+    #: the cookie: never in a repr)
+    witness: dict[str, Any] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -293,8 +294,14 @@ class SingletonManager(Supervisor):
             super().handle_info(msg)
             if was is not None and self._child_pid() != was and self.active:
                 # the active child ended (the supervisor restarted it, or gave up): the
-                # registry drops its name, and the election starts again everywhere
+                # registry drops its name, and the election starts again everywhere.
+                # Its witnesses closed with it, so the members voided its grant: the
+                # lease is given up too, and a new child acts only under a new one
                 self.active = False
+                if self.lease is not None:
+                    epoch, self.lease = self.lease.epoch, None
+                    _quorum.release(self.key, epoch)
+                    self._later(0.1)
 
     def _name_changed(self, pid: Pid | None) -> None:
         previous, self.holder = self.holder, pid

@@ -361,15 +361,22 @@ class SchedulerWorker(SingletonWorker):
         if not self.in_sync:
             self._gate(f"scheduler {self.cfg.name}: its replica is not in sync with a holder yet")
 
-    def _gate(self, problem: str | None) -> None:
-        with contextlib.suppress(OtpkitError):
+    def _gate(self, problem: str | None) -> bool:
+        try:
             _quorum.ready_gate(problem, timeout=1.0)
+        except OtpkitError as exc:
+            log.warning(
+                "%s: scheduler %s: readiness not updated: %s", self.node, self.cfg.name, exc
+            )
+            return False
+        return True
 
     def _caught_up(self) -> None:
         if not self.in_sync:
             self.in_sync = True
             log.info("%s: scheduler %s: its replica is in sync", self.node, self.cfg.name)
-            self._gate(None)
+            if not self._gate(None):
+                self.in_sync = False  # the next write from a holder tries again
 
     def _load(self, store: Store) -> Replica:
         try:
@@ -550,7 +557,7 @@ class SchedulerWorker(SingletonWorker):
                 if self.active and self.recovered and self.cfg.policy == "majority":
                     # a returning (or new) replica gets everything now: its node is
                     # ready once in sync, and a StatefulSet rolls on only then
-                    self._sync([msg[1]])
+                    self._sync([msg[1]], timeout=1.0)
             return
         if kind == "$event" and len(msg) == 2 and isinstance(msg[1], Mapping):
             try:
@@ -767,8 +774,9 @@ class SchedulerWorker(SingletonWorker):
         self._schedule_check(0.0)
         self._wake()
 
-    def _sync(self, nodes: list[str]) -> set[str]:
-        """Send this holder's whole copy to ``nodes``; the ones that took it."""
+    def _sync(self, nodes: list[str], timeout: float | None = None) -> set[str]:
+        """Send this holder's whole copy to ``nodes``; the ones that took it (within
+        ``timeout``; by default the round's, at least 5 s)."""
         if not nodes:
             return set()
         request = (
@@ -779,7 +787,8 @@ class SchedulerWorker(SingletonWorker):
             encode_replica(self.rep),
             self.boot,
         )
-        answers = self._ask(nodes, request, None, lambda v: False, max(self.cfg.round_timeout, 5.0))
+        wait = max(self.cfg.round_timeout, 5.0) if timeout is None else timeout
+        answers = self._ask(nodes, request, None, lambda v: False, wait)
         done = {node for node, a in answers if a.get("ok") is True and a.get("synced") is True}
         if done:
             log.info(
