@@ -10,6 +10,7 @@ deadline, wide enough for a loaded 2-core machine.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -277,6 +278,29 @@ def test_a_node_that_leaves_and_comes_back(trio, extra, tmp_path, resolver_log):
     assert everywhere([*trio, d], "leave.d") == [pd] * 4
     assert calls_for(resolver_log, "leave.a") == calls_for(resolver_log, "leave.d") == []
     a.cmd(op="kill_many", pids=[pa, pd])
+
+
+def test_a_frozen_node_is_left_out_of_a_registration(trio, extra, tmp_path):
+    """A node frozen (SIGSTOP) while a name is registered: the lock round does not wait
+    out a fixed timeout on it; it is left out - its link dropped, logged by the caller -
+    so the name is on every connected node. Thawed, it comes back and gets the name."""
+    a = trio[0]
+    d = join(extra, trio, 8, str(tmp_path))
+    p = a.cmd(op="hold")[0]
+    d.signal(signal.SIGSTOP)
+    try:
+        assert a.cmd(op="register", name="frozen.x", pid=p) is True
+        assert everywhere(trio, "frozen.x") == [p] * 3
+        # left out: no longer connected to the caller's node, and the caller said why
+        assert d.name not in a.cmd(op="nodes")
+        said = [ln for ln in a.log().splitlines() if "in a global lock round" in ln]
+        assert said and f"connection {d.name} " in said[-1], a.log()[-3000:]
+    finally:
+        d.signal(signal.SIGCONT)
+    wait_until(lambda: d.name in a.cmd(op="nodes"), BOUND, what="the thawed node is back")
+    d.cmd(op="gsync")
+    wait_everywhere([*trio, d], "frozen.x", p, "the thawed node has the name")
+    a.cmd(op="kill_many", pids=[p])
 
 
 # --------------------------------------------------------------------------- locks

@@ -40,6 +40,7 @@ __all__ += [
     "ProbeError",
     "Witness",
     "WitnessDown",
+    "drop_link",
     "encode_term",
     "monitor_witnesses",
     "probe_peer",
@@ -74,6 +75,14 @@ def connect_node(name: str, host: str, port: int, timeout: float = 5.0) -> None:
 def disconnect_node(name: str, timeout: float = 5.0) -> None:
     """Drop the connection to ``name`` and stop redialling it."""
     actors.call(_net(), ("disconnect", name), timeout)
+
+
+def drop_link(name: str, reason: str, timeout: float = 5.0) -> bool:
+    """Drop the link to ``name`` as if its ticks had stopped (it is redialled): a node
+    that did not answer a cluster round in time is left out of the cluster, as OTP's
+    ``global`` keeps a change on every connected node or none."""
+    result: bool = actors.call(_net(), ("drop_link", name, reason), timeout)
+    return result
 
 
 def monitor_nodes(on: bool = True, timeout: float = 5.0) -> None:

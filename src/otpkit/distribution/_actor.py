@@ -40,6 +40,9 @@ class Dist(Actor):
             return core.command(core.set_known, request[1])
         if op == "disconnect":
             return core.command(core.disconnect, request[1])
+        if op == "drop_link":
+            _, name, reason = request
+            return core.command(core.drop_link, name, reason)
         if op == "service":
             _, name, pid = request
             return core.command(core.set_service, name, pid)

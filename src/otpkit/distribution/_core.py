@@ -301,6 +301,17 @@ class DistCore:
         if peer is not None:
             self._drop(peer, "disconnect", policy=True)
 
+    def drop_link(self, name: str, reason: str) -> bool:
+        """Drop the link to ``name`` as a failed link (its ticks stopped): it is redialled
+        and the others are told, as after ``net_tick_timeout``. A dial in progress to it
+        is dropped too. True if there was one of either."""
+        found = False
+        for conn in (self._peers.get(name), self._dialing.get(name)):
+            if conn is not None and not conn.closed:
+                self._drop(conn, reason, level=logging.WARNING)
+                found = True
+        return found
+
     def blocked(self) -> dict[str, list[str]]:
         return {victim: sorted(keepers) for victim, keepers in self._blocked.items()}
 

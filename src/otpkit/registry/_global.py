@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from otpkit import actors
 from otpkit.actors import NOREPLY, Actor, Down, From, Pid, Ref
-from otpkit.distribution import NodeDown, NodeUp, register_service
+from otpkit.distribution import NodeDown, NodeUp, drop_link, register_service
 from otpkit.distribution import monitor_nodes as _monitor_nodes
 from otpkit.distribution import nodes as _dist_nodes
 from otpkit.errors import CallTimeout, Exit, NodeError
@@ -519,6 +519,13 @@ def local_server() -> Pid:
     return pid
 
 
+#: How long a lock round waits for a node's answer. A node silent that long (frozen, or
+#: its link half dead) is left out: its link is dropped, as if its ticks had stopped, so
+#: the change is on every connected node or none (OTP ``global``) without waiting for
+#: the link's own failure detector; a live node is redialled and merged again.
+LOCK_ANSWER_TIMEOUT = 2.0
+
+
 def locked_change(
     probe: Any, decide: Callable[[Any], tuple[list[Any], T]], timeout: float = 30.0
 ) -> T:
@@ -528,7 +535,9 @@ def locked_change(
     name)``) as it grants; then ``decide(answer) -> (ops, result)`` and write ``ops``
     (``[(name, (pid, resolver) | None)]``) while releasing the lock, in one round. If
     the set of merged nodes was not the one locked, the lock is released and taken again
-    over the new set, as OTP does. Raises ``CallTimeout`` after ``timeout``."""
+    over the new set, as OTP does. A node that does not answer a round within
+    ``LOCK_ANSWER_TIMEOUT`` is left out (see there). Raises ``CallTimeout`` after
+    ``timeout``."""
     global _targets_seen
     server = local_server()
     me = actors.self()
@@ -545,11 +554,12 @@ def locked_change(
             results = actors.multi_call(
                 [targets[n] for n in order],
                 ("lock_probe", GLOBAL_LOCK, me, me, probe),
-                timeout=5.0,
+                timeout=LOCK_ANSWER_TIMEOUT,
             )
         except BaseException:
             release_on(targets, GLOBAL_LOCK, me)  # some may have been asked already
             raise
+        silent = _silent(order, results, me.node)
         granted = {
             n: targets[n] for n, r in zip(order, results, strict=True) if r[0] == "ok" and r[1][0]
         }
@@ -567,18 +577,62 @@ def locked_change(
             if set(now) <= set(granted) and all(now[n] == granted[n] for n in now):
                 try:
                     ops, result = decide(mine[1][2])
-                    actors.multi_call(list(now.values()), ("commit", GLOBAL_LOCK, me, me, ops))
+                    order = sorted(now)
+                    results = actors.multi_call(
+                        [now[n] for n in order],
+                        ("commit", GLOBAL_LOCK, me, me, ops),
+                        timeout=LOCK_ANSWER_TIMEOUT,
+                    )
                 except BaseException:
                     release_on(granted, GLOBAL_LOCK, me)
                     raise
                 release_on({n: p for n, p in granted.items() if n not in now}, GLOBAL_LOCK, me)
+                # a node that took the lock but not the write is no longer connected
+                _leave_out(server, _silent(order, results, me.node), "write")
                 return result
-        release_on(_answered(targets, order, results), GLOBAL_LOCK, me)
+        answered = _answered(targets, order, results)
+        release_on({n: p for n, p in answered.items() if n not in silent}, GLOBAL_LOCK, me)
+        if silent:
+            _leave_out(server, silent, "lock")
+            _targets_seen = {}
         if time.monotonic() >= deadline:
             raise CallTimeout(server, ("lock", GLOBAL_LOCK), timeout)
-        if attempt:  # the first retry is at once if only the set of nodes was stale
+        if attempt and not silent:  # at once if only the set of nodes was stale
             time.sleep(_backoff(attempt))
         attempt += 1
+
+
+def _silent(order: list[str], results: list[tuple[str, Any]], own: str) -> list[str]:
+    """The other nodes whose server did not answer a round in time."""
+    return [n for n, r in zip(order, results, strict=True) if r[0] == "timeout" and n != own]
+
+
+def _leave_out(server: Pid, silent: list[str], step: str) -> None:
+    """Drop the links of the nodes that were silent in a lock round (see
+    ``LOCK_ANSWER_TIMEOUT``); return once the local server no longer lists them (at
+    most 1 s), so the next round does not ask them again."""
+    if not silent:
+        return
+    for node in silent:
+        log.warning(
+            "global: %s did not answer the %s round in %.1f s; its link is dropped "
+            "(a name change is on every connected node or none)",
+            node,
+            step,
+            LOCK_ANSWER_TIMEOUT,
+        )
+        try:
+            drop_link(node, f"silent for {LOCK_ANSWER_TIMEOUT:.1f} s in a global {step} round")
+        except (NodeError, CallTimeout, Exit) as exc:
+            log.warning("global: the link to %s could not be dropped: %s", node, exc)
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        try:
+            if not set(silent) & set(actors.call(server, ("targets",), timeout=1.0)):
+                return
+        except (CallTimeout, Exit):
+            return
+        time.sleep(0.01)
 
 
 #: per process: the local server's merged nodes as its last answer gave them

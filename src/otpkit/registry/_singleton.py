@@ -274,6 +274,9 @@ class SingletonManager(Supervisor):
         elif isinstance(msg, tuple) and msg and msg[0] == "$singleton":
             if msg[1] == "elect" and msg[2] == self.elect_gen:
                 self._elect()
+            elif msg[1] == "name":
+                if self.active and self._child_pid() == msg[2] and self.holder != msg[2]:
+                    self._reassert(msg[2])
             elif msg[1] == "witness":
                 self._refresh_witness(msg[2])
             elif msg[1] == "rewatch" and self._watch_services():
@@ -343,9 +346,23 @@ class SingletonManager(Supervisor):
             actors.send(actors.self(), msg)
 
     def _reassert(self, mine: Pid) -> None:
-        _global.locked_change(
-            None, lambda _: ([(self.config.name, (mine, self.config.resolver))], None)
-        )
+        """Bind the name to the active child ``mine`` (the cluster lock's round); if
+        the round fails, try again in 0.5 s while it is still the active child."""
+        try:
+            _global.locked_change(
+                None,
+                lambda _: ([(self.config.name, (mine, self.config.resolver))], None),
+                timeout=5.0,
+            )
+        except (CallTimeout, Exit, NodeError) as exc:
+            log.warning(
+                "%r: singleton %r: its name is not written yet (%s); trying again",
+                self.pid,
+                self.config.name,
+                exc,
+            )
+            actors.send_after(0.5, ("$singleton", "name", mine))
+            return
         self.holder = mine
 
     def _peers(self) -> list[str]:
@@ -421,11 +438,10 @@ class SingletonManager(Supervisor):
             self._later(0.5)
             return
         self.lease, self.epoch = lease, lease.epoch
-        _global.locked_change(
-            None, lambda _: ([(self.config.name, (pid, self.config.resolver))], None)
-        )
-        self.holder = pid
+        # the lease and its fence are what let the child act: it acts now, and the name
+        # follows (a lock round that waits on a frozen node delays only the name)
         self._activate()
+        self._reassert(pid)
 
     def _lease_lost(self, epoch: int) -> None:
         if self.lease is None or self.lease.epoch != epoch:
