@@ -35,7 +35,9 @@ other nodes (cut off, crashed, restarted with or without their stores, paused).
 ``KNOWN_ISSUES`` lists the core's problems this model found and steps around; each has
 a strict xfail test at the end of the file.
 
-``OTPKIT_MODEL_EXAMPLES=N`` runs N examples per property instead of the default.
+``OTPKIT_MODEL_EXAMPLES=N`` runs N examples per property instead of the default: the
+three properties are the ``soak`` marker's full fuzz (the default is CI's short form;
+the full form is N=3000, ``-m soak``).
 """
 
 from __future__ import annotations
@@ -790,7 +792,7 @@ def _settings(default: int, steps: int = 50) -> settings:
 
 
 QuorumModel.TestCase.settings = _settings(300, 60)
-TestQuorumModel = QuorumModel.TestCase
+TestQuorumModel = pytest.mark.soak(QuorumModel.TestCase)
 
 
 # ---------------------------------------------------------------------- focused liveness
@@ -844,6 +846,7 @@ _plan = st.lists(
 )
 
 
+@pytest.mark.soak
 @_settings(100)
 @given(n=st.sampled_from([3, 5]), plan=_plan, freeze=st.booleans(), seed=st.integers(0, 1000))
 def test_overlapping_restarts_with_stores_get_a_lease_within_the_bound(
@@ -947,6 +950,7 @@ def _cut_pairs(sim: ModelSim) -> set[tuple[str, str]]:
     return {(a, b) for pair in sim.cut for a in pair for b in pair if a != b}
 
 
+@pytest.mark.soak
 @_settings(150)
 @given(
     n=st.sampled_from([3, 5]),
