@@ -6,9 +6,11 @@ address and a reason, and the node carries on: a second node connected to it
 (127.0.0.3, the witness, subscribed with monitor_nodes) still calls it before and
 after, and sees no NodeDown. TLS: a TLS pair works and a plain-text peer is refused.
 
-The tests at the end are the bugs this suite found (amplification before the
+The tests near the end are the bugs this suite found (amplification before the
 handshake, partition reports spoken for others, refusals from anyone, peer-chosen names
-in the log), each a minimal repro, now fixed.
+in the log), each a minimal repro, now fixed. The last ones are the versions: a hello or
+a challenge of a release more than one protocol version older (or of the release before
+versions) is refused with one line, and nodes one release apart link both ways.
 
 The fuzz run is sized for CI (~25 s here); OTPKIT_FUZZ_CONNECTIONS (50 frames each),
 OTPKIT_FUZZ_SEED and OTPKIT_FUZZ_SECONDS (its time bound) change it.
@@ -38,6 +40,8 @@ from otpkit import Pid, Ref
 from otpkit.distribution import _codec, _handshake, _witness
 from tests.harness.node_process import NodeProc, free_port, hexaddr, proc_tcp
 from tests.harness.polling import wait_until
+from tests.harness.processes import REPO_ROOT
+from tests.harness.versions import next_release
 
 pytestmark = pytest.mark.cluster
 
@@ -116,19 +120,34 @@ class RawConn:
             if not data:
                 return time.monotonic() - start
 
-    def send_hello(self, name: str, hidden: bool = False, creation: int = 7) -> None:
-        """Send a hello as ``name``."""
+    def send_hello(
+        self,
+        name: str,
+        hidden: bool = False,
+        creation: int = 7,
+        version: int | None = _handshake.PROTOCOL_VERSION,
+    ) -> None:
+        """Send a hello as ``name``, speaking protocol ``version`` (None: a hello of the
+        release before versions, which names none)."""
         self.name, self.creation = name, creation
+        self.version = _handshake.UNVERSIONED if version is None else version
         self.nonce = _handshake.new_nonce()
         listen = [self.ip, free_port(self.ip)]  # where nothing listens
-        self.send_value(("hello", name, creation, self.nonce, hidden, listen))
+        hello = ("hello", name, creation, self.nonce, hidden, listen)
+        self.send_value(hello if version is None else (*hello, version))
 
-    def hello(self, name: str, hidden: bool = False, creation: int = 7) -> tuple[Any, ...]:
+    def hello(
+        self,
+        name: str,
+        hidden: bool = False,
+        creation: int = 7,
+        version: int = _handshake.PROTOCOL_VERSION,
+    ) -> tuple[Any, ...]:
         """Send a hello as ``name``; return the node's challenge."""
-        self.send_hello(name, hidden, creation)
+        self.send_hello(name, hidden, creation, version)
         challenge = self.recv_value()
         assert challenge[0] == "challenge", challenge
-        _, self.peer_name, self.peer_creation, self.peer_nonce, _ = challenge
+        _, self.peer_name, self.peer_creation, self.peer_nonce, _, self.peer_version = challenge
         return tuple(challenge)
 
     def proof(self, cookie: bytes = COOKIE, role: str = "dialer") -> bytes:
@@ -141,11 +160,17 @@ class RawConn:
             self.creation,
             self.peer_name,
             self.peer_creation,
+            (self.version, self.peer_version),
         )
 
-    def handshake(self, name: str = f"evil@{ATTACKER}", hidden: bool = False) -> None:
+    def handshake(
+        self,
+        name: str = f"evil@{ATTACKER}",
+        hidden: bool = False,
+        version: int = _handshake.PROTOCOL_VERSION,
+    ) -> None:
         """The whole cookie handshake with the right cookie, checking the node's proof."""
-        challenge = self.hello(name, hidden)
+        challenge = self.hello(name, hidden, version=version)
         assert _handshake.check(self.proof(role="acceptor"), challenge[4])
         self.send_value(("ack", self.proof()))
         assert self.recv_value() == ("ok",)
@@ -365,7 +390,7 @@ def test_garbage_bytes(pair, raw, data, needles):
 
 
 def _hello_frame() -> bytes:
-    hello = ("hello", f"evil@{ATTACKER}", 7, _handshake.new_nonce(), False, [ATTACKER, 9])
+    hello = ("hello", f"evil@{ATTACKER}", 7, _handshake.new_nonce(), False, [ATTACKER, 9], 2)
     return _codec.encode_frame(hello)
 
 
@@ -648,7 +673,9 @@ class Fuzzer:
     def hello(self) -> tuple[Any, ...]:
         r = self.rng
         listen = [r.choice(FUZZ_SOURCES), r.randrange(1, 65536)]
-        return ("hello", self.name(), r.randrange(1, 2**31), r.randbytes(32), True, listen)
+        version = r.choice([_handshake.PROTOCOL_VERSION, r.randrange(1, 9)])
+        hello = ("hello", self.name(), r.randrange(1, 2**31), r.randbytes(32), True, listen)
+        return (*hello, version)
 
     def handshake_frame(self) -> tuple[Any, ...]:
         r = self.rng
@@ -657,7 +684,7 @@ class Fuzzer:
                 self.hello(),
                 self.hello(),
                 ("ack", r.randbytes(32)),
-                ("challenge", self.target.name, 1, r.randbytes(32), r.randbytes(32)),
+                ("challenge", self.target.name, 1, r.randbytes(32), r.randbytes(32), 2),
                 ("ok",),
                 ("refuse", self.text()),
                 ("tick",),
@@ -1034,9 +1061,10 @@ def test_a_witness_needs_the_cookie_names_one_lease_and_a_bad_frame_closes_it(pa
     info = {"node": "w@127.0.0.4", "creation": 1, "host": ATTACKER, "cookie": b"wrong"}
     with pytest.raises(_witness.WitnessError, match="bad cookie or wrong node"):
         _witness.dial(info, a.name, (a.host, a.port), "singleton/x", 3, 5.0)
-    sock = _witness.dial(
+    sock, proven = _witness.dial(
         {**info, "cookie": COOKIE}, a.name, (a.host, a.port), "singleton/x", 3, 5.0
     )
+    assert isinstance(proven, int)
     try:
         assert a.cmd(op="nodes") == [b.name] and a.cmd(op="hidden_nodes") == []
         where = "{}:{}".format(*sock.getsockname()[:2])
@@ -1048,3 +1076,176 @@ def test_a_witness_needs_the_cookie_names_one_lease_and_a_bad_frame_closes_it(pa
     finally:
         sock.close()
     assert_unharmed(a, b)
+
+
+# --------------------------------------------------------------------------- versions
+# The hello and the challenge name the dist protocol each side speaks
+# (``_handshake.PROTOCOL_VERSION``); a node refuses a peer more than one version older
+# - the release before versions sends none - with one line naming both versions, and
+# only that connection closes. Nodes one release apart link in both dial directions.
+
+OLD = f"old@{ATTACKER}"
+
+
+def warnings_with(node: NodeProc, needle: str) -> list[str]:
+    return [ln for ln in node.log().splitlines() if " WARNING " in ln and needle in ln]
+
+
+def one_line(node: NodeProc, needle: str) -> str:
+    """The one WARNING line of ``node``'s log containing ``needle`` (waited for)."""
+    wait_until(lambda: warnings_with(node, needle), timeout=10, what=f"{node.name}: {needle}")
+    lines = warnings_with(node, needle)
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def refusal_of(peer: str, theirs: int) -> str:
+    return _handshake.refusal(peer, _handshake.PROTOCOL_VERSION, theirs)
+
+
+@pytest.mark.parametrize(
+    "version",
+    [None, _handshake.oldest_accepted(_handshake.PROTOCOL_VERSION) - 1],
+    ids=["no-version", "older-than-n-1"],
+)
+def test_a_hello_of_an_older_release_is_refused_with_one_line(pair, raw, version):
+    """An old node redials every 0.5 s: each of its hellos gets a ``refuse`` naming this
+    node's version and that one connection closes; the node says so in one line."""
+    a, b = pair
+    theirs = _handshake.UNVERSIONED if version is None else version
+    for _ in range(3):
+        conn = raw(a)
+        conn.send_hello(OLD, version=version)
+        assert conn.recv_value() == (
+            "refuse",
+            _handshake.refusal_reason(_handshake.PROTOCOL_VERSION, theirs),
+            _handshake.PROTOCOL_VERSION,
+        )
+        conn.wait_closed()
+    line = one_line(a, refusal_of(OLD, theirs))
+    assert f"{a.name}: refused {OLD}: it speaks otpkit protocol {theirs}, this node " in line
+    assert "full" in line
+    assert OLD not in a.cmd(op="nodes")
+    assert_unharmed(a, b)
+
+
+@pytest.mark.parametrize("ahead", [0, 1, 5])
+def test_a_peer_of_this_version_or_a_newer_one_is_accepted(pair, raw, ahead):
+    """The newer side decides: this node accepts any newer peer (whose own rule accepts
+    this node's version, N-1, in the challenge) and names its version in the challenge,
+    covered by its proof."""
+    a, b = pair
+    conn = raw(a)
+    conn.handshake(version=_handshake.PROTOCOL_VERSION + ahead)
+    assert conn.peer_version == _handshake.PROTOCOL_VERSION
+    with conn.ticking():
+        wait_until(lambda: f"evil@{ATTACKER}" in a.cmd(op="nodes"), timeout=10, what="linked")
+    assert not warnings_with(a, "protocol")
+    conn.close()
+    wait_until(lambda: a.cmd(op="nodes") == [b.name], timeout=10, what="the link closed")
+    assert_unharmed(a, b)
+
+
+def serve_dials(node: NodeProc, answer: Callable[[Any], Any], dials: int) -> list[list[Any]]:
+    """Listen on the attacker's address as ``OLD``, have ``node`` dial it, and answer the
+    hello of each of its first ``dials`` dials with ``answer(hello)``; return the frames
+    the node sent on each (its hello first) until it closed the connection."""
+    seen = []
+    with socket.socket() as lsock:
+        lsock.bind((ATTACKER, 0))
+        lsock.listen(4)
+        lsock.settimeout(15)
+        node.cmd(op="connect", name=OLD, host=ATTACKER, port=lsock.getsockname()[1])
+        for _ in range(dials):
+            sock, _addr = lsock.accept()
+            frames: list[Any] = []
+            decoder = _codec.FrameDecoder()
+            with sock:
+                sock.settimeout(10)
+                while True:
+                    try:
+                        data = sock.recv(65536)
+                    except ConnectionResetError:
+                        data = b""
+                    if not data:
+                        break
+                    for got in decoder.feed(data):
+                        frames.append(got)
+                        if len(frames) == 1:
+                            sock.sendall(_codec.encode_frame(answer(got)))
+            seen.append(frames)
+    return seen
+
+
+@pytest.mark.parametrize("challenge_len", [5, 6], ids=["no-version", "version-1"])
+def test_a_dialer_refuses_an_acceptor_of_an_older_release(pair, challenge_len):
+    """This node dials an old node: its hello names its version; the old node's challenge
+    names an older one (or none): the dialer sends a ``refuse`` instead of its ack,
+    closes, and logs one line however often it redials."""
+    a, b = pair
+    challenge = ("challenge", OLD, 9, _handshake.new_nonce(), b"\0" * 32, 1)[:challenge_len]
+    seen = serve_dials(a, lambda hello: challenge, dials=3)
+    own = _handshake.PROTOCOL_VERSION
+    for frames in seen:
+        hello, *rest = frames
+        assert hello[0] == "hello" and hello[1] == a.name and hello[6] == own, hello
+        assert rest == [("refuse", _handshake.refusal_reason(own, 1), own)]
+    one_line(a, refusal_of(OLD, 1))
+    assert_unharmed(a, b)
+
+
+def test_a_node_refused_for_its_version_says_so_once(pair):
+    """A node two releases ahead refuses this node's hello (before any proof): this
+    node logs one line naming both versions, however often it redials."""
+    a, b = pair
+    own = _handshake.PROTOCOL_VERSION
+    newer = own + 2
+    refuse = ("refuse", _handshake.refusal_reason(newer, own), newer)
+    seen = serve_dials(a, lambda hello: refuse, dials=3)
+    assert all(len(frames) == 1 and frames[0][0] == "hello" for frames in seen), seen
+    line = one_line(a, _handshake.refused_by(OLD, own, newer))
+    assert f"it speaks otpkit protocol {newer} and {newer - 1}, this node {own} " in line
+    assert_unharmed(a, b)
+
+
+def test_nodes_one_release_apart_link_and_two_apart_refuse_each_other(pair, tmp_path):
+    """Real nodes on a copy of this code whose protocol version is raised: one release
+    ahead (N+1) links with this code's nodes both ways (it dials them and they dial it)
+    and calls work; two releases ahead (N+2) is refused in both directions, each side
+    logging one line, and the others carry on."""
+    a, b = pair
+    own = _handshake.PROTOCOL_VERSION
+    nodes = []
+    try:
+        for ahead, name in ((1, "next@127.0.0.7"), (2, "later@127.0.0.8")):
+            tree = next_release(tmp_path / f"plus{ahead}", {"protocol": ahead})
+            env = {"PYTHONPATH": os.pathsep.join([str(tree), str(REPO_ROOT)])}
+            nodes.append(NodeProc(name, str(tmp_path), env=env, wait=False))
+        nxt, later = (n.wait_ready() for n in nodes)
+        nxt.cmd(op="connect", name=a.name, host=a.host, port=a.port)  # N+1 dials N
+        b.cmd(op="connect", name=nxt.name, host=nxt.host, port=nxt.port)  # N dials N+1
+        everyone = sorted([a.name, b.name, nxt.name])
+        for n in (a, b, nxt):
+            wait_until(
+                lambda n=n: sorted([n.name, *n.cmd(op="nodes")]) == everyone,
+                timeout=15,
+                what=f"{n.name} linked to the other two",
+            )
+        assert nxt.cmd(op="call", pid=a.echo, req="hi") == ["ok", ["echo", "hi"]]
+        assert a.cmd(op="call", pid=nxt.echo, req="ho") == ["ok", ["echo", "ho"]]
+        later.cmd(op="connect", name=a.name, host=a.host, port=a.port)  # N+2 dials N
+        a.cmd(op="connect", name=later.name, host=later.host, port=later.port)  # and back
+        # each keeps redialling the other: one line each (per peer and version)
+        one_line(later, _handshake.refusal(a.name, own + 2, own))
+        one_line(a, _handshake.refused_by(later.name, own, own + 2))
+        deadline = time.monotonic() + 2  # a few redials each way
+        while time.monotonic() < deadline:
+            assert later.name not in a.cmd(op="nodes") and later.cmd(op="nodes") == []
+            time.sleep(0.2)
+        one_line(later, _handshake.refusal(a.name, own + 2, own))
+        one_line(a, _handshake.refused_by(later.name, own, own + 2))
+        assert sorted(a.cmd(op="nodes")) == sorted([b.name, nxt.name])
+        assert a.cmd(op="call", pid=b.echo, req="ping") == ["ok", ["echo", "ping"]]
+    finally:
+        for n in nodes:
+            n.close()

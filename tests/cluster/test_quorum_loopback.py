@@ -102,6 +102,21 @@ def test_members_converge_and_a_killed_holder_is_replaced_fast(start):
     assert c.cmd(op="effects", key="job")[-1] == [got[0], ["tick", 1]]
 
 
+def test_a_witness_replaced_by_another_of_the_same_lease_voids_nothing(start):
+    """The holder's process opens a second witness of its lease at every member and
+    closes the first (as it does when it reached a new incarnation of a member): a
+    member voids a grant early only when the last witness of it there closes, so the
+    lease stays; the process's end still hands it on at once."""
+    a, b, c = formed_trio(start, 31)
+    lease = a.cmd(op="acquire", key="job", t=5)
+    assert lease is not None
+    witnessed(a, [b, c])
+    assert sorted(a.cmd(op="rewitness", key="job")) == sorted([b.name, c.name])
+    assert b.cmd(op="acquire", key="job", t=1, witness=False) is None  # still held
+    assert c.cmd(op="acquire", key="job", t=1, witness=False) is None
+    replaced_fast(a, b, lease, "SIGKILLed holder after a witness replacement")
+
+
 def first_acquire(node: NodeProc, limit: float, key: str = "job") -> tuple[float, Any]:
     """Ask for ``key`` at ``node`` until granted (or ``limit`` seconds); when, and what."""
     end = time.monotonic() + limit

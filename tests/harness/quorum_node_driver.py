@@ -68,6 +68,18 @@ def handle(node: otpkit.Node, cmd: dict[str, Any]) -> Any:
             return {}
         witness.update(dist.witness_info())
         return witness.peers()
+    if op == "rewitness":
+        # what a witness thread does when it reached a new incarnation of a peer: a
+        # second witness of the same lease is opened, then the first one is closed
+        old = WITNESSES[cmd["key"]]
+        new = dist.Witness(cmd["key"], old.epoch)
+        new.update(dist.witness_info())
+        end = time.monotonic() + cmd.get("t", 10.0)
+        while new.peers() != old.peers() and time.monotonic() < end:
+            time.sleep(0.02)
+        old.close()
+        WITNESSES[cmd["key"]] = new
+        return new.peers()
     if op == "release":
         witness = WITNESSES.pop(cmd["key"], None)
         if witness is not None:

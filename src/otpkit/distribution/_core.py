@@ -69,6 +69,9 @@ _HANDSHAKE_MAX_FRAME = 4096
 _MAX_WITNESSES = 1024
 #: What a node name may look like: app@host, printable, bounded (it reaches the logs).
 _NODE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}@[A-Za-z0-9_.:\[\]-]{1,190}")
+#: A version refusal is logged once per peer and version in this many seconds (a refused
+#: node redials every redial_interval, and both sides dial); the others at DEBUG.
+_VERSION_LOG_EVERY = 60.0
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,7 @@ class _PeerConn:
     closed: bool = False
     peer_closing: str = ""  # why the peer said it closes the link (it lives on)
     witness: bool = False  # a witness dial (state "witness" once proven)
+    version: int = 0  # the dist protocol the peer named in its hello or challenge
     witness_of: tuple[str, int] | None = None  # the lease (key, epoch) it witnesses
 
 
@@ -192,13 +196,17 @@ class DistCore:
         # reports of failed links wait down_after + tick before they are acted on: a
         # node whose own link to the same node is about to time out must not mistake an
         # isolated node for a broken pair (nor act on a report that a heal makes stale)
-        self._pending_lost: dict[tuple[str, str], float] = {}
+        # (reporter, lost) -> (when it is acted on, the reporter's creation, the
+        # creation of this node's link to ``lost`` then, 0 if none): a report of an
+        # earlier incarnation of either is stale once a later one is linked here
+        self._pending_lost: dict[tuple[str, str], tuple[float, int, int]] = {}
         self._dialing: dict[str, _PeerConn] = {}
         self._next_dial: dict[str, float] = {}
         self._waiting: dict[str, deque[tuple[Any, ...]]] = {}
         self._subscribers: set[Pid] = set()
         self._witness_watchers: set[Pid] = set()
         self._witnesses = 0  # connections in state "witness"
+        self._version_logged: dict[tuple[str, int], float] = {}  # see _say_version
         # system processes other nodes may send to by name (OTP's {Name, Node} ! Msg,
         # kept to a fixed set: the registry and singleton managers find their peers so)
         self._services: dict[str, Pid] = {}
@@ -426,10 +434,17 @@ class DistCore:
                 continue
             if now - conn.last_tx >= cfg.tick and not conn.wbuf:
                 self._send_peer(conn, ("tick",))
-        for pair, deadline in list(self._pending_lost.items()):
+        for pair, (deadline, reporter_creation, lost_creation) in list(self._pending_lost.items()):
             if now >= deadline:
                 del self._pending_lost[pair]
-                self._on_lost(*pair)
+                reporter, lost = self._peers.get(pair[0]), self._peers.get(pair[1])
+                if (
+                    reporter is not None
+                    and reporter.creation == reporter_creation
+                    and lost is not None
+                    and lost.creation == lost_creation
+                ):
+                    self._on_lost(*pair)
         for name, addr in [*self._known.items(), *self._lost.items(), *self._dropped.items()]:
             if name in self._peers or name in self._dialing or name in self._blocked:
                 continue
@@ -519,6 +534,7 @@ class DistCore:
                     conn.nonce_own,
                     self.config.hidden,
                     [self.config.host, self.port],
+                    _handshake.PROTOCOL_VERSION,
                 ),
             )
             return
@@ -633,7 +649,12 @@ class DistCore:
                 raise ValueError(f"a report of a lost link that is not the sender's own: {frame}")
             if self.node.name not in (reporter, lost):
                 delay = self.config.down_after + self.config.tick
-                self._pending_lost[(reporter, lost)] = time.monotonic() + delay
+                linked = self._peers.get(lost)
+                self._pending_lost[(reporter, lost)] = (
+                    time.monotonic() + delay,
+                    conn.creation,
+                    linked.creation if linked is not None else 0,
+                )
         elif kind == "regained":
             if conn.hidden or str(frame[1]) != conn.name:
                 raise ValueError(f"a report of a regained link that is not the sender's: {frame}")
@@ -651,8 +672,9 @@ class DistCore:
     def _handshake_frame(self, conn: _PeerConn, kind: str, frame: Any) -> None:
         cookie = self.config.cookie
         me, my_creation = self.node.name, self.node.creation
+        own = _handshake.PROTOCOL_VERSION
         if conn.state == "hello" and not conn.outbound and kind == "hello":
-            _, name, creation, nonce, hidden, listen = frame
+            _, name, creation, nonce, hidden, listen = frame[:6]
             if not (
                 isinstance(name, str)
                 and _NODE_NAME.fullmatch(name) is not None
@@ -664,31 +686,75 @@ class DistCore:
             ):
                 raise ValueError("bad hello")
             conn.name, conn.creation, conn.nonce_peer = name, creation, nonce
+            conn.version = _handshake.version_of(frame, 6)
+            if not _handshake.accepts_version(own, conn.version):
+                self._refuse_version(conn)
+                return
             conn.listen = (str(listen[0]), int(listen[1]))
             conn.hidden = bool(hidden)
             conn.witness = hidden == WITNESS
             conn.nonce_own = _handshake.new_nonce()
             proof = _handshake.proof(
-                cookie, "acceptor", nonce, conn.nonce_own, name, creation, me, my_creation
+                cookie,
+                "acceptor",
+                nonce,
+                conn.nonce_own,
+                name,
+                creation,
+                me,
+                my_creation,
+                (conn.version, own),
             )
             conn.state = "ack"
-            self._send_peer(conn, ("challenge", me, my_creation, conn.nonce_own, proof))
+            self._send_peer(conn, ("challenge", me, my_creation, conn.nonce_own, proof, own))
         elif conn.state == "hello" and conn.outbound and kind == "challenge":
-            _, name, creation, nonce, proof = frame
+            _, name, creation, nonce, proof = frame[:5]
+            version = _handshake.version_of(frame, 5)
+            if name == conn.name and not _handshake.accepts_version(own, version):
+                conn.version = version
+                self._refuse_version(conn)
+                return
             expected = _handshake.proof(
-                cookie, "acceptor", conn.nonce_own, nonce, me, my_creation, name, creation
+                cookie,
+                "acceptor",
+                conn.nonce_own,
+                nonce,
+                me,
+                my_creation,
+                name,
+                creation,
+                (own, version),
             )
             if name != conn.name or not _handshake.check(expected, proof):
                 self._drop(
                     conn, f"bad cookie or wrong node (answered as {name!r})", level=logging.WARNING
                 )
                 return
-            conn.creation, conn.nonce_peer = creation, nonce
+            conn.creation, conn.nonce_peer, conn.version = creation, nonce, version
             mine = _handshake.proof(
-                cookie, "dialer", conn.nonce_own, nonce, me, my_creation, name, creation
+                cookie,
+                "dialer",
+                conn.nonce_own,
+                nonce,
+                me,
+                my_creation,
+                name,
+                creation,
+                (own, version),
             )
             conn.state = "ok"
             self._send_peer(conn, ("ack", mine))
+        elif (
+            kind == "refuse"
+            and len(frame) >= 3
+            and ((conn.outbound and conn.state == "hello") or conn.state == "ack")
+        ):
+            # a version refusal: by the acceptor instead of its challenge, or by the
+            # dialer instead of its ack (before any proof: it only ends this connection)
+            theirs = _handshake.version_of(frame, 2)
+            assert conn.name is not None
+            self._say_version(conn, _handshake.refused_by(conn.name, own, theirs), theirs)
+            self._drop(conn, f"refused for its protocol version ({theirs})", level=logging.DEBUG)
         elif conn.state == "ack" and kind == "ack":
             assert conn.name is not None
             expected = _handshake.proof(
@@ -700,6 +766,7 @@ class DistCore:
                 conn.creation,
                 me,
                 my_creation,
+                (conn.version, own),
             )
             if not _handshake.check(expected, frame[1]):
                 self._drop(conn, "bad cookie", level=logging.WARNING)
@@ -726,6 +793,36 @@ class DistCore:
             self._drop(conn, f"refused by the peer: {str(frame[1])[:200]!r}")
         else:
             raise ValueError(f"{kind!r} out of order in handshake state {conn.state}")
+
+    def _refuse_version(self, conn: _PeerConn) -> None:
+        """Refuse a peer whose protocol this node does not talk to (``conn.version``): one
+        line, a ``refuse`` naming this node's version, and only this connection closed."""
+        assert conn.name is not None
+        own = _handshake.PROTOCOL_VERSION
+        self._say_version(conn, _handshake.refusal(conn.name, own, conn.version), conn.version)
+        self._send_peer(conn, ("refuse", _handshake.refusal_reason(own, conn.version), own))
+        self._flush_peer(conn)
+        self._drop(conn, f"protocol version {conn.version} refused", level=logging.DEBUG)
+
+    def _say_version(self, conn: _PeerConn, line: str, version: int) -> None:
+        """Log a version refusal at WARNING once per peer and version every
+        ``_VERSION_LOG_EVERY`` seconds (a refused node keeps redialling), else at DEBUG."""
+        now = time.monotonic()
+        key = (str(conn.name), version)
+        last = self._version_logged.get(key)
+        fresh = last is None or now - last >= _VERSION_LOG_EVERY
+        if fresh:
+            if len(self._version_logged) >= 1024:  # names come from unproven peers
+                self._version_logged.clear()
+            self._version_logged[key] = now
+        log.log(
+            logging.WARNING if fresh else logging.DEBUG,
+            "%s: %s (%s:%s)",
+            self.node.name,
+            line,
+            conn.addr[0],
+            conn.addr[1],
+        )
 
     def _accept_witness(self, conn: _PeerConn) -> None:
         """A proven witness dial: it never becomes a link (no ticks, no traffic); it
@@ -858,8 +955,9 @@ class DistCore:
         if conn.state == "witness":
             self._witnesses -= 1
             self._close_peer(conn)
-            if conn.witness_of is not None and name is not None:
-                self._notify_witness(WitnessDown(name, *conn.witness_of, reason))
+            lease = conn.witness_of
+            if lease is not None and name is not None and not self._witnessed(name, lease):
+                self._notify_witness(WitnessDown(name, *lease, reason))
             return
         if (
             was_up
@@ -886,7 +984,13 @@ class DistCore:
                 self._discovered.pop(name, None)
                 self._known.pop(name, None)
                 self._lost.pop(name, None)
-            elif not conn.hidden and not policy and not self.config.hidden:
+            elif (
+                not conn.hidden
+                and not policy
+                and not self.config.hidden
+                and name not in self._blocked
+            ):
+                # (a peer that blocked this node dropped it on purpose: not a failure)
                 # a link failed: redial it, and tell the others (overlapping partitions)
                 self._lost[name] = conn.listen or conn.addr
                 self._unblock_keeper(name)
@@ -1171,6 +1275,20 @@ class DistCore:
             and self._pairs.get((conn.remote, conn.peer)) is conn
         ):
             del self._pairs[(conn.remote, conn.peer)]
+
+    def _witnessed(self, name: str, lease: tuple[str, int]) -> bool:
+        """``name``'s acting process may still hold another witness of ``lease`` here:
+        it replaced the one that closed (after reaching a new incarnation of this
+        node), or one whose lease is not read yet may be that. Then it lives, and
+        nothing is voided early."""
+        return any(
+            isinstance(c, _PeerConn)
+            and not c.closed
+            and c.state == "witness"
+            and c.name == name
+            and c.witness_of in (lease, None)
+            for c in self._conns.values()
+        )
 
     def _notify_witness(self, event: WitnessDown) -> None:
         self._tell(self._witness_watchers, event)

@@ -31,7 +31,8 @@ def probe_peer(host: str, port: int, cookie: bytes, timeout: float = 3.0) -> str
             sock.settimeout(timeout)
             me = f"probe-{os.getpid()}@{sock.getsockname()[0]}"
             nonce = _handshake.new_nonce()
-            hello = ("hello", me, 1, nonce, True, [sock.getsockname()[0], 0])
+            own = _handshake.PROTOCOL_VERSION
+            hello = ("hello", me, 1, nonce, True, [sock.getsockname()[0], 0], own)
             sock.sendall(_codec.encode_frame(hello))
             decoder = _codec.FrameDecoder(4096)
             deadline = time.monotonic() + timeout
@@ -40,14 +41,35 @@ def probe_peer(host: str, port: int, cookie: bytes, timeout: float = 3.0) -> str
                 if not data:
                     break
                 for frame in decoder.feed(data):
+                    if isinstance(frame, tuple) and len(frame) >= 3 and frame[0] == "refuse":
+                        version = _handshake.version_of(frame, 2)
+                        raise ProbeError(
+                            f"{host}:{port} refused this otpkit: it speaks otpkit protocol "
+                            f"{_handshake.spoken(version)}, this otpkit {own}: versions too "
+                            "far apart"
+                        )
                     if not (
-                        isinstance(frame, tuple) and len(frame) == 5 and frame[0] == "challenge"
+                        isinstance(frame, tuple) and len(frame) >= 5 and frame[0] == "challenge"
                     ):
                         answer = str(frame)[:60]
                         raise ProbeError(f"{host}:{port} answered {answer!r}, not a challenge")
-                    _, name, creation, theirs, proof = frame
+                    _, name, creation, theirs, proof = frame[:5]
+                    version = _handshake.version_of(frame, 5)
+                    if not _handshake.accepts_version(own, version):
+                        raise ProbeError(
+                            f"{name} at {host}:{port} speaks otpkit protocol {version}, "
+                            f"this otpkit {_handshake.spoken(own)}: versions too far apart"
+                        )
                     expected = _handshake.proof(
-                        cookie, "acceptor", nonce, theirs, me, 1, str(name), int(creation)
+                        cookie,
+                        "acceptor",
+                        nonce,
+                        theirs,
+                        me,
+                        1,
+                        str(name),
+                        int(creation),
+                        (own, version),
                     )
                     if not _handshake.check(expected, proof):
                         raise ProbeError(

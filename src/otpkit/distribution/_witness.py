@@ -58,9 +58,10 @@ def _read_frame(sock: socket.socket, decoder: _codec.FrameDecoder) -> Any:
 
 def dial(
     info: dict[str, Any], peer: str, addr: tuple[str, int], key: str, epoch: int, timeout: float
-) -> socket.socket:
+) -> tuple[socket.socket, int]:
     """Dial ``peer``'s dist port at ``addr`` as a witness of ``(key, epoch)``; return the
-    open socket (blocking, no timeout) once the peer accepted it."""
+    open socket (blocking, no timeout) once the peer accepted it, and the creation the
+    peer proved (the incarnation it reached, whatever ``info`` said)."""
     me, creation, cookie = str(info["node"]), int(info["creation"]), bytes(info["cookie"])
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
@@ -70,22 +71,30 @@ def dial(
         sock.connect(addr)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         nonce = _handshake.new_nonce()
-        hello = ("hello", me, creation, nonce, WITNESS, [str(info["host"]), 0])
+        own = _handshake.PROTOCOL_VERSION
+        hello = ("hello", me, creation, nonce, WITNESS, [str(info["host"]), 0], own)
         sock.sendall(_codec.encode_frame(hello))
         decoder = _codec.FrameDecoder(4096)
         frame = _read_frame(sock, decoder)
-        if not (isinstance(frame, tuple) and len(frame) == 5 and frame[0] == "challenge"):
+        if not (isinstance(frame, tuple) and len(frame) >= 5 and frame[0] == "challenge"):
             raise WitnessError(f"unexpected answer {str(frame)[:80]}")
-        _, name, peer_creation, peer_nonce, proof = frame
+        _, name, peer_creation, peer_nonce, proof = frame[:5]
         if not isinstance(peer_creation, int) or not isinstance(peer_nonce, bytes):
             raise WitnessError("a malformed challenge")
+        version = _handshake.version_of(frame, 5)
+        if not _handshake.accepts_version(own, version):
+            sock.sendall(
+                _codec.encode_frame(("refuse", _handshake.refusal_reason(own, version), own))
+            )
+            raise WitnessError(_handshake.refusal(str(name)[:80], own, version))
+        versions = (own, version)
         expected = _handshake.proof(
-            cookie, "acceptor", nonce, peer_nonce, me, creation, str(name), peer_creation
+            cookie, "acceptor", nonce, peer_nonce, me, creation, str(name), peer_creation, versions
         )
         if name != peer or not _handshake.check(expected, proof):
             raise WitnessError(f"bad cookie or wrong node (answered as {str(name)[:80]!r})")
         mine = _handshake.proof(
-            cookie, "dialer", nonce, peer_nonce, me, creation, peer, peer_creation
+            cookie, "dialer", nonce, peer_nonce, me, creation, peer, peer_creation, versions
         )
         sock.sendall(_codec.encode_frame(("ack", mine)))
         answer = _read_frame(sock, decoder)
@@ -93,7 +102,7 @@ def dial(
             raise WitnessError(f"refused: {str(answer)[:80]}")
         sock.sendall(_codec.encode_frame(("witness", key, epoch)))
         sock.settimeout(None)
-        return sock
+        return sock, peer_creation
     except (OSError, ValueError) as exc:
         sock.close()
         raise WitnessError(str(exc)) from None
@@ -152,21 +161,31 @@ class Witness:
                     if time.monotonic() < due:
                         continue
                     try:
-                        sock = dial(info, peer, (host, port), self.key, self.epoch, self.timeout)
+                        sock, proven = dial(
+                            info, peer, (host, port), self.key, self.epoch, self.timeout
+                        )
                     except WitnessError as exc:
                         log.debug("witness of %s at %s: %s", self.key, peer, exc)
                         pause = min(MAX_PAUSE, max(2 * pause, self.interval))
                         self._pause[peer] = (time.monotonic() + pause, pause)
                         continue
-                    self._pause.pop(peer, None)
+                    if proven == creation:
+                        self._pause.pop(peer, None)
+                    else:  # ``info`` is behind the peer: wait for it rather than redial
+                        self._pause[peer] = (time.monotonic() + 1.0, 0.0)
                     with self._lock:
                         if self._stop.is_set():
                             sock.close()
                             break
                         actors.own_socket(sock)
-                        if held is not None:  # to an earlier incarnation of the peer
+                        # recorded under the creation the peer proved: ``info`` may
+                        # name an incarnation that is stopping while its successor
+                        # answers. The one it replaces is closed after the new one is
+                        # open (the member voids a lease only when its last witness
+                        # there closes)
+                        if held is not None:
                             _close(held[1])
-                        self._open[peer] = (creation, sock)
+                        self._open[peer] = (proven, sock)
             self._stop.wait(self.interval)
 
     def _reap(self) -> None:
