@@ -281,3 +281,38 @@ def test_the_expected_size_follows_a_majority_of_settings_or_an_operator():
         sim.cores[name].config = QuorumConfig(settle=0.2, remove_after=2.0, expected_size=4)
     sim.settle(2.0)
     assert {(c.expected, c.basis) for c in sim.cores.values()} == {(4, 4)}
+
+
+def test_a_full_disk_never_replaces_the_stored_promises_with_a_truncated_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A nearly full disk takes part of a write (a short count, no error; tmpfs and ext4
+    do) and then refuses the rest (ENOSPC): the save raises, the stored file is the
+    last good one and the temporary file is gone. Short writes that all go through
+    store the whole state."""
+    store = QuorumStore(str(tmp_path), "a@h")
+    core = QuorumCore(("a@h", 7), QuorumConfig(), 0.0)
+    store.save(encode_state(core))
+    good = Path(store.path).read_bytes()
+    real_write = os.write
+    room = [40]  # bytes the disk still takes
+
+    def full_write(fd: int, data: Any) -> int:
+        if room[0] <= 0:
+            raise OSError(28, "No space left on device")
+        n = real_write(fd, bytes(data[: min(7, room[0])]))
+        room[0] -= n
+        return n
+
+    monkeypatch.setattr(os, "write", full_write)
+    bigger = QuorumCore(("a@h", 7), QuorumConfig(expected_size=5), 0.0)
+    with pytest.raises(OSError, match="No space left"):
+        store.save(encode_state(bigger))
+    assert Path(store.path).read_bytes() == good
+    assert not Path(store.path + ".tmp").exists()
+    loaded = store.load()
+    assert loaded is not None and loaded["sid"] == 7
+    room[0] = 10**9  # short writes only: all of it is written
+    store.save(encode_state(bigger))
+    monkeypatch.undo()
+    assert json.loads(Path(store.path).read_text()) == json.loads(json.dumps(encode_state(bigger)))

@@ -22,6 +22,10 @@ Client API (from any local process, each blocking the caller at most ``timeout``
 * ``status()``: the operator's view (configuration, store, why nothing can be
   granted); ``set_expected_size(n)`` and ``recover()``: the operator's commands (also in
   ``otpkit shell``: ``quorum``, ``quorum_expected N``, ``quorum_recover``).
+* ``key_status(key)``: what this node knows of a key's lease (grant record, rounds,
+  reachable members), for the Singleton's watchdog; ``outside()``: for how long this
+  node has reached no majority (the readiness probe); ``post_notice(topic, notice)``
+  and ``notices()``: a local process's lines for the shell's ``nodes``.
 * ``members() -> (version, sorted names)``; ``leave(timeout) -> bool``;
   ``subscribe(key, on=True)``: the caller gets ``LeaseGranted`` / ``LeaseLost`` for
   leases of ``key`` held by this node; ``effects(key)``: the fenced effects this member
@@ -35,14 +39,17 @@ run --data-dir``) the actor keeps the core's promises in ``<data-dir>/otpkit/``
 (directory 0700) as ``quorum@<node>.json`` (0600), written to a temporary file, fsynced
 and renamed before any message that depends on it leaves; a failed write sends nothing
 of that batch and logs ERROR, and the actor answers no lease or vote until a write
-succeeds again (it retries every tick). A start reloads the file: the node is the same
-member. A file it cannot read (corrupt, or written by a newer otpkit) stops the node's
-start with one line naming the file. Without a data dir each start is a new member
-(logged at start).
+succeeds again (it retries every tick; a local caller still hears a refusal or a
+timeout). A nearly full disk that takes part of a write never leaves a truncated file.
+A start reloads the file: the node is the same member. A file of an older format is
+migrated and written back at once; a file it cannot read (corrupt, or of a newer format:
+written by a newer otpkit) stops the node's start with one line naming the file and
+both formats. Without a data dir each start is a new member (logged at start).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -55,8 +62,9 @@ from otpkit import actors
 from otpkit import distribution as dist
 from otpkit.actors import NOREPLY, Actor, Down, From, Pid
 from otpkit.distribution import NodeDown, NodeUp, WitnessDown
-from otpkit.errors import CallTimeout
+from otpkit.errors import CallTimeout, Exit
 from otpkit.quorum._core import (
+    STATE_FORMAT,
     Changed,
     Lease,
     LeaseGranted,
@@ -70,6 +78,7 @@ from otpkit.quorum._core import (
     Send,
     StateError,
     decode_state,
+    state_format,
 )
 
 log = logging.getLogger("otpkit.quorum")
@@ -93,9 +102,11 @@ class QuorumStore:
         self.dir = os.path.join(data_dir, "otpkit")
         self.path = os.path.join(self.dir, f"quorum@{node}.json")
         self._ready = False  # the directory made and private (0700)
+        self.loaded_format: int | None = None  # the format of the file load() read
 
     def load(self) -> dict[str, Any] | None:
-        """The stored state (checked, current format), None if there is none."""
+        """The stored state (checked, migrated to the current format), None if there is
+        none; ``loaded_format`` is then the format the file had."""
         try:
             with open(self.path, encoding="utf-8") as f:
                 raw = json.load(f)
@@ -104,7 +115,9 @@ class QuorumStore:
         except (OSError, ValueError) as exc:
             raise StoreError(f"quorum store {self.path}: cannot read it: {exc}") from None
         try:
-            return decode_state(raw)
+            state = decode_state(raw)
+            self.loaded_format = state_format(raw)
+            return state
         except StateError as exc:
             raise StoreError(f"quorum store {self.path}: {exc}") from None
 
@@ -115,10 +128,19 @@ class QuorumStore:
             os.chmod(self.dir, 0o700)
         self._ready = False  # until this write is done
         tmp = self.path + ".tmp"
+        data = memoryview(json.dumps(state, separators=(",", ":")).encode())
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, json.dumps(state, separators=(",", ":")).encode())
+            # a nearly full disk takes part of a write (a short count, no error): the
+            # rest is written until all is, or the error (ENOSPC) comes - never rename a
+            # truncated file over the good one
+            while data:
+                data = data[os.write(fd, data) :]
             os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)  # give the space back; the stored state is unchanged
+            raise
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
@@ -166,6 +188,16 @@ class Quorum(Actor):
                 self.core.version,
                 ", ".join(self.core.member_names()),
             )
+            old = self.store.loaded_format
+            if old is not None and old < STATE_FORMAT:  # migrated forward: written so now
+                log.info(
+                    "%s: quorum store %s: format %d migrated to %d",
+                    me.node,
+                    self.store.path,
+                    old,
+                    STATE_FORMAT,
+                )
+                self._persist(self.core.persist_now())
         self.subscribers: dict[str, set[Pid]] = {}
         self.monitored: dict[Pid, Any] = {}
         # why a local process keeps the node unready (a scheduler replica not yet in
@@ -176,6 +208,11 @@ class Quorum(Actor):
         self.report_after = 2 * (cfg.term + cfg.margin) + cfg.settle
         self.problem_since: float | None = None
         self.reported_at: float | None = None
+        # since when this node reaches no majority of its configuration (the readiness
+        # probe's question: ``outside``), and what local processes post for the
+        # operator (a Singleton's holder or why it has none: the shell's ``nodes``)
+        self.outside_since: float | None = None
+        self.notices: dict[str, tuple[Pid, dict[str, Any]]] = {}
         actors.register(QUORUM_NAME)
         dist.register_service(QUORUM_NAME)
         dist.monitor_nodes(True)
@@ -224,7 +261,9 @@ class Quorum(Actor):
                 else:
                     actors.send((QUORUM_NAME, out.node), out.msg)
             elif isinstance(out, Reply):
-                if not mute:
+                # a refusal (None, False: a timeout, no lease) promises nothing: a local
+                # caller hears it even while the store fails, not after its call's margin
+                if not mute or out.value is None or out.value is False:
                     actors.reply(out.token, out.value)
             elif isinstance(out, Notify):
                 self._notify(out.holder, out.event)
@@ -292,6 +331,10 @@ class Quorum(Actor):
                 self._persist(self.core.persist_now())
             self._perform(self.core.tick(now))
             self._report(now)
+            if self.core.quorum_problem(now) is None:
+                self.outside_since = None
+            elif self.outside_since is None:
+                self.outside_since = now
         elif isinstance(msg, NodeUp):
             self._perform(self.core.node_up(msg.node, now))
         elif isinstance(msg, NodeDown):
@@ -301,6 +344,8 @@ class Quorum(Actor):
         elif isinstance(msg, Down):
             self.monitored.pop(msg.pid, None)
             self.gates.pop(msg.pid, None)
+            for topic in [t for t, (pid, _) in self.notices.items() if pid == msg.pid]:
+                del self.notices[topic]
             for subs in self.subscribers.values():
                 subs.discard(msg.pid)
             self._perform(self.core.release_holder(msg.pid, now))
@@ -348,6 +393,29 @@ class Quorum(Actor):
             return True
         if op == "status":
             return self._status(now)
+        if op == "key_status" and len(request) == 2:
+            status = self.core.key_status(str(request[1]), now)
+            status["store"] = self.store.path if self.store_failed and self.store else None
+            cfg = self.core.config
+            status["term"] = cfg.term + cfg.margin
+            return status
+        if op == "outside":
+            problem = self.core.quorum_problem(now)
+            if problem is None or self.outside_since is None:
+                return None
+            cfg = self.core.config
+            return [problem, now - self.outside_since, 2 * (cfg.term + cfg.margin)]
+        if op == "notice" and len(request) == 3:
+            topic, notice = str(request[1]), request[2]
+            if notice is None:
+                self.notices.pop(topic, None)
+            elif isinstance(notice, dict):
+                self.notices[topic] = (from_.pid, notice)
+                if from_.pid not in self.monitored:
+                    self.monitored[from_.pid] = actors.monitor(from_.pid)
+            return True
+        if op == "notices":
+            return {topic: dict(notice) for topic, (_, notice) in sorted(self.notices.items())}
         if op == "set_expected":
             size, timeout = request[1:3] if len(request) == 3 else (None, None)
             if (
@@ -430,6 +498,36 @@ def ready_gate(problem: str | None, timeout: float = 2.0) -> None:
         actors.call(QUORUM_NAME, ("ready_gate", problem), timeout)
 
 
+def key_status(key: str, timeout: float = 2.0) -> dict[str, Any]:
+    """What this node's quorum knows of ``key``'s lease, as plain values
+    (``QuorumCore.key_status``, with ``store``: this node's store path while it cannot be
+    written, else None, and ``term``: the lease term with its margin, in seconds)."""
+    result: dict[str, Any] = actors.call(QUORUM_NAME, ("key_status", key), timeout)
+    return result
+
+
+def outside(timeout: float = 2.0) -> tuple[str, float, float] | None:
+    """``(problem, seconds, limit)`` while this node reaches no majority of its
+    configuration (``QuorumCore.quorum_problem``): for how long, and after how long the
+    readiness probe says so (two lease terms); None while it does."""
+    result = actors.call(QUORUM_NAME, ("outside",), timeout)
+    return None if result is None else (str(result[0]), float(result[1]), float(result[2]))
+
+
+def post_notice(topic: str, notice: dict[str, Any] | None, timeout: float = 2.0) -> None:
+    """Post (None: withdraw) the caller's notice ``topic`` for the operator: shown by the
+    shell's ``nodes`` (a Singleton posts its holder, or why it has none); withdrawn when
+    the caller ends. Nothing happens on a node without the quorum."""
+    if actors.whereis(QUORUM_NAME) is not None:
+        actors.call(QUORUM_NAME, ("notice", topic, notice), timeout)
+
+
+def notices(timeout: float = 2.0) -> dict[str, dict[str, Any]]:
+    """This node's notices (see :func:`post_notice`), by topic."""
+    result: dict[str, dict[str, Any]] = actors.call(QUORUM_NAME, ("notices",), timeout)
+    return result
+
+
 def leave(timeout: float = 5.0) -> bool:
     """Leave the member set for good (graceful hand-over): releases this node's leases
     and returns True once a majority agreed this node is out; False on timeout."""
@@ -477,9 +575,11 @@ def effects(key: str, timeout: float = 5.0) -> list[tuple[int, Any]]:
 
 def _call(request: tuple[Any, ...], timeout: float) -> Any:
     # the actor answers by the request's own deadline; the margin covers the hops
+    # a quorum that does not answer (frozen, or between two incarnations: its name is
+    # gone, Exit("noproc")) grants and confirms nothing: the caller asks again later
     try:
         return actors.call(QUORUM_NAME, request, timeout + 2.0)
-    except CallTimeout:
+    except (CallTimeout, Exit):
         return None if request[0] == "acquire" else False
 
 
@@ -493,8 +593,12 @@ __all__ = [
     "acquire",
     "effects",
     "fence",
+    "key_status",
     "leave",
     "members",
+    "notices",
+    "outside",
+    "post_notice",
     "recover",
     "release",
     "set_expected_size",

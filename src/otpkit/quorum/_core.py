@@ -103,7 +103,7 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,7 +115,9 @@ Members = tuple[Inc, ...]
 #: A configuration, the value Paxos decides: (members, expected size, basis).
 Config = tuple[Members, int, int]
 
-#: The stored state's format; an older one is migrated, a newer one refused.
+#: The stored state's format; an older one is migrated (:func:`migrate_state`), a newer
+#: one refused. Raise it with any change of what :func:`encode_state` writes, and add the
+#: step from the previous format to ``_STATE_STEPS``.
 STATE_FORMAT = 1
 
 #: NodeDown reasons that mean the peer's sockets closed (its process is gone).
@@ -410,12 +412,19 @@ def encode_state(core: QuorumCore) -> dict[str, Any]:
     }
 
 
-def decode_state(raw: Any) -> dict[str, Any]:
-    """``raw`` (a stored state) checked and in the current format, or StateError."""
+#: The steps of :func:`migrate_state`: the one keyed ``n`` turns a stored state of
+#: format ``n`` into format ``n + 1``. A format raised without a change of shape needs
+#: none. (Format 1's own early files lacked ``shadow`` and ``holds``: read as empty.)
+_STATE_STEPS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def state_format(raw: Any) -> int:
+    """The format a stored state names, or StateError (not an object, no valid format,
+    or a format newer than this code reads: the message names both)."""
     if not isinstance(raw, dict):
         raise StateError(f"expected a JSON object, found {type(raw).__name__}")
     fmt = raw.get("format")
-    if not isinstance(fmt, int) or fmt < 1:
+    if type(fmt) is not int or fmt < 1:
         raise StateError(f"no valid 'format' field ({fmt!r})")
     if fmt > STATE_FORMAT:
         raise StateError(
@@ -423,6 +432,25 @@ def decode_state(raw: Any) -> dict[str, Any]:
             "a downgrade after an upgrade; start the newer otpkit, or remove the file "
             "to join as a new member"
         )
+    return fmt
+
+
+def migrate_state(raw: Any) -> dict[str, Any]:
+    """A stored state of any format this code reads, in the current format (a new dict:
+    ``raw`` is not changed). Raises StateError as :func:`state_format`."""
+    fmt = state_format(raw)
+    state = dict(raw)
+    for step in range(fmt, STATE_FORMAT):
+        if step in _STATE_STEPS:
+            state = _STATE_STEPS[step](state)
+    state["format"] = STATE_FORMAT
+    return state
+
+
+def decode_state(raw: Any) -> dict[str, Any]:
+    """``raw`` (a stored state of this format or an older one) checked and in the
+    current format, or StateError."""
+    raw = migrate_state(raw)
     try:
         acc = raw["accepted"]
         return {
@@ -576,6 +604,9 @@ class QuorumCore:
         # requests refused for a live grant to another holder: judged again at once if
         # that grant is voided (its witness closed) within a round's time
         self.refused: dict[str, list[tuple[Inc, tuple[Any, ...], float]]] = {}
+        # each key's last acquire round that made no lease (for :meth:`key_status` only:
+        # which voters had not answered, which refused; no decision reads it)
+        self.last_round: dict[str, dict[str, Any]] = {}
         self.effects: dict[str, deque[tuple[int, Any]]] = {}
         # candidate side; backoff: key -> (until, holder) of a live grant a member named
         self.seen_epoch: dict[str, int] = {}
@@ -695,6 +726,68 @@ class QuorumCore:
                 f"(down: {', '.join(down)})"
             )
         return None
+
+    def key_status(self, key: str, now: float) -> dict[str, Any]:
+        """What this node knows of ``key``'s lease, as plain values (a read: it changes
+        nothing). The Singleton's watchdog (``registry._watchdog``) says from it why no
+        holder is active.
+
+        ``member``, ``version``, ``members``; ``live``: the members this node reaches
+        (itself included); ``need``: how many members make a majority; ``outsiders``:
+        connected nodes that are not members; ``expected``; ``problem``:
+        :meth:`quorum_problem`. ``grant``: this member's record for the key,
+        ``{"holder", "epoch", "left", "void"}`` (``left`` <= 0: ran out here), or None;
+        ``held``: the epoch this node holds the key at, or None; ``asking``: this node
+        has a candidate for it; ``round``: its open grant round, ``last_round``: its
+        last round that made no lease, each ``{"epoch", "age", "silent", "refused"}``
+        (the voters that had not answered, and those that refused); ``backoff``:
+        ``{"holder", "left"}`` while a member's refusal named a live holder.
+        """
+        connected = self._connected_incs()
+        live = sorted(m[0] for m in self.members if m == self.me or connected.get(m[0]) == m)
+        names = {m[0] for m in self.members}
+        rec = self.grants.get(key)
+        held = self.held.get(key)
+        want = self.wants.get(key)
+
+        def round_of(raw: dict[str, Any] | None) -> dict[str, Any] | None:
+            if raw is None:
+                return None
+            return {**{k: v for k, v in raw.items() if k != "started"}, "age": now - raw["started"]}
+
+        rnd = want.round if want is not None else None
+        current = None
+        if rnd is not None:
+            current = {
+                "epoch": rnd.epoch,
+                "started": rnd.started,
+                "silent": sorted(v[0] for v in rnd.voters if v not in rnd.ok and v not in rnd.no),
+                "refused": sorted(v[0] for v in rnd.no),
+            }
+        until, by = self.backoff.get(key, (0.0, ""))
+        return {
+            "member": self.is_member,
+            "version": self.version,
+            "members": list(self.member_names()),
+            "live": live,
+            "need": quorum_size(self.members, self.expected),
+            "outsiders": sorted(n for n in self.connected if n not in names),
+            "expected": self.expected,
+            "problem": self.quorum_problem(now),
+            "grant": None
+            if rec is None
+            else {
+                "holder": rec.holder[0],
+                "epoch": rec.epoch,
+                "left": rec.expires - now,
+                "void": rec.void,
+            },
+            "held": None if held is None else held.epoch,
+            "asking": want is not None,
+            "round": round_of(current),
+            "last_round": round_of(self.last_round.get(key)),
+            "backoff": {"holder": by, "left": until - now} if until > now else None,
+        }
 
     def recover(self, now: float) -> list[Out]:
         """An operator's command for a configuration whose majority is gone for good
@@ -1359,6 +1452,7 @@ class QuorumCore:
     def _give_up(self, want: _Want) -> None:
         del self.wants[want.key]
         if want.round is not None:
+            self._remember_round(want.round)
             self._release_at(want.key, want.round.epoch, want.round.ok)
         self._out.append(Reply(want.token, None))
 
@@ -1366,8 +1460,17 @@ class QuorumCore:
         rnd = want.round
         want.round = None
         if rnd is not None:
+            self._remember_round(rnd)
             self._release_at(want.key, rnd.epoch, rnd.ok)
         want.retry_at = max(now + self.rng.uniform(0.05, 0.25), self._backoff_until(want.key, now))
+
+    def _remember_round(self, rnd: _Round) -> None:
+        self.last_round[rnd.key] = {
+            "epoch": rnd.epoch,
+            "started": rnd.started,
+            "silent": sorted(v[0] for v in rnd.voters if v not in rnd.ok and v not in rnd.no),
+            "refused": sorted(v[0] for v in rnd.no),
+        }
 
     def _settle_key(self, key: str, now: float) -> None:
         """Act on the rounds of ``key`` that have an outcome."""
@@ -1379,6 +1482,7 @@ class QuorumCore:
             expires = rnd.started + self.config.term - self.config.margin
             if result and rnd.version == self.version and expires > now:
                 del self.wants[key]
+                self.last_round.pop(key, None)
                 self.shadow.pop(key, None)
                 self.never_held.pop(key, None)
                 self.holds[key] = rnd.epoch  # stored before the lease is reported

@@ -11,8 +11,11 @@ The contract:
   schema (an empty, 0-byte file is an empty SQLite database and is treated the same), or
   opens an existing one after checking it: a SQLite database
   (``PRAGMA quick_check`` passes) whose ``otpkit_schema`` table holds a version this
-  code knows (:data:`SCHEMA_VERSION`). The database is put in WAL mode, with
-  ``synchronous=FULL``.
+  code reads: :data:`SCHEMA_VERSION` or an older one, which is migrated forward there
+  and then (one transaction: a step per version, logged once), so the file is of the
+  current version from its first write on. A newer version is refused (a downgrade
+  after an upgrade), naming the file and both versions. The database is put in WAL
+  mode, with ``synchronous=FULL``.
 * Every write (:meth:`~Store.save_job`, :meth:`~Store.delete_job`,
   :meth:`~Store.save_ledger`) is one transaction, committed (and on disk) when the call
   returns.
@@ -29,10 +32,11 @@ The contract:
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -44,7 +48,11 @@ from otpkit.errors import OtpkitError
 
 __all__ = ["SCHEMA_VERSION", "Store", "StoreError"]
 
-#: The schema version this code writes and reads.
+log = logging.getLogger("otpkit.scheduler")
+
+#: The schema version this code writes; it reads this one and older ones (migrated
+#: forward when opened), never a newer one. Raise it with any change of the tables or of
+#: what a row holds, and add the step from the previous version to ``_STEPS``.
 SCHEMA_VERSION = 2
 
 _TABLES = ("otpkit_schema", "jobs", "ledger", "lanes")
@@ -352,7 +360,8 @@ def _tables(conn: sqlite3.Connection) -> set[str]:
     return {row[0] for row in rows}
 
 
-def _check_schema(path: Path, conn: sqlite3.Connection, tables: set[str]) -> None:
+def _stored_version(path: Path, conn: sqlite3.Connection, tables: set[str]) -> int:
+    """The schema version the file names: this code's or an older one; else StoreError."""
     if "otpkit_schema" not in tables:
         raise StoreError(
             path,
@@ -362,12 +371,19 @@ def _check_schema(path: Path, conn: sqlite3.Connection, tables: set[str]) -> Non
     versions = [row[0] for row in conn.execute("SELECT version FROM otpkit_schema").fetchall()]
     if len(versions) != 1:
         raise StoreError(path, f"otpkit_schema holds {versions!r}, expected one version")
-    if versions[0] != SCHEMA_VERSION:
+    version = versions[0]
+    if type(version) is not int or version < 1:
+        raise StoreError(path, f"schema version {version!r} is no version of otpkit's")
+    if version > SCHEMA_VERSION:
         raise StoreError(
             path,
-            f"schema version {versions[0]!r}, this otpkit knows only version "
-            f"{SCHEMA_VERSION} (written by another version of otpkit?)",
+            f"schema version {version} is newer than this otpkit reads ({SCHEMA_VERSION}): "
+            "a downgrade after an upgrade; start the newer otpkit (the file is left as it is)",
         )
+    return version
+
+
+def _check_tables(path: Path, tables: set[str]) -> None:
     missing = [name for name in _TABLES if name not in tables]
     if missing:
         raise StoreError(
@@ -375,29 +391,80 @@ def _check_schema(path: Path, conn: sqlite3.Connection, tables: set[str]) -> Non
         )
 
 
+def _v1_to_v2(path: Path, conn: sqlite3.Connection) -> None:
+    """Version 1 kept the whole replica in the ledger row: ``{"format", "epoch", "lanes":
+    [lane, ...], "jobs": {}, "where": [[job, at, node, where, epoch?], ...]}``, each lane
+    ``[job, node, ...]``. Version 2 keeps one row per lane, ``{"lane": lane, "where":
+    [[at, where, epoch], ...]}``, and the ledger row only ``{"format", "epoch", "lanes":
+    []}`` (a replica migrated so counts as not synced until a holder writes to it)."""
+    conn.execute(
+        "CREATE TABLE lanes (job TEXT NOT NULL, node TEXT NOT NULL, body BLOB NOT NULL,"
+        " PRIMARY KEY (job, node))"
+    )
+    row = conn.execute("SELECT body FROM ledger WHERE id = 1").fetchone()
+    if row is None:
+        return
+    try:
+        head = msgpack.unpackb(row[0], raw=False, strict_map_key=False)
+        wheres: dict[tuple[str, str | None], list[list[Any]]] = {}
+        for item in head.get("where", ()):
+            epoch = item[4] if len(item) == 5 else 0
+            wheres.setdefault((item[0], item[2]), []).append([item[1], item[3], epoch])
+        rows = []
+        for lane in head["lanes"]:
+            job, node = lane[0], lane[1]
+            body = {"lane": lane, "where": wheres.get((job, node), [])}
+            rows.append((job, node or "", _pack(body, f"lane {job!r}/{node!r}")))
+        new_head = {"format": head["format"], "epoch": head["epoch"], "lanes": []}
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise StoreError(path, f"a version 1 ledger that cannot be migrated ({exc!r})") from exc
+    conn.executemany("INSERT INTO lanes (job, node, body) VALUES (?, ?, ?)", rows)
+    conn.execute("UPDATE ledger SET body = ? WHERE id = 1", (_pack(new_head, "ledger"),))
+
+
+#: The migration steps: the one keyed ``n`` turns a store of version ``n`` into version
+#: ``n + 1`` inside the opening transaction (a version raised without a change of the
+#: tables or rows needs none). A step knows the shapes its two versions stored.
+_STEPS: dict[int, Callable[[Path, sqlite3.Connection], None]] = {1: _v1_to_v2}
+
+
 def _prepare(path: Path, conn: sqlite3.Connection, timeout: float) -> None:
-    """Check the schema, or create it in an empty database; then WAL mode."""
+    """Check the schema, create it in an empty database or migrate an older one; then
+    WAL mode."""
+    migrated: int | None = None
     try:
         tables = _tables(conn)
-        if tables:
-            _check_schema(path, conn, tables)
-        else:
+        if not tables or _stored_version(path, conn, tables) < SCHEMA_VERSION:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                # Another Store may have created the schema since we looked.
+                # Another Store may have created or migrated the schema since we looked.
                 tables = _tables(conn)
-                if tables:
-                    _check_schema(path, conn, tables)
-                else:
+                if not tables:
                     for statement in _SCHEMA:
                         conn.execute(statement)
                     conn.execute(
                         "INSERT INTO otpkit_schema (version) VALUES (?)", (SCHEMA_VERSION,)
                     )
+                elif (old := _stored_version(path, conn, tables)) < SCHEMA_VERSION:
+                    for version in range(old, SCHEMA_VERSION):
+                        step = _STEPS.get(version)
+                        if step is not None:
+                            step(path, conn)
+                    conn.execute("UPDATE otpkit_schema SET version = ?", (SCHEMA_VERSION,))
+                    migrated = old
                 conn.execute("COMMIT")
             except BaseException:
                 _rollback(conn)
                 raise
+            tables = _tables(conn)
+        _check_tables(path, tables)
+        if migrated is not None:
+            log.info(
+                "scheduler store %s: schema version %d migrated to %d",
+                path,
+                migrated,
+                SCHEMA_VERSION,
+            )
         _use_wal(path, conn, timeout)
         conn.execute("PRAGMA synchronous = FULL")
     except sqlite3.Error as exc:
