@@ -426,3 +426,36 @@ def test_every_monitor_sees_the_reason_even_when_the_parent_exits_at_once(mailbo
         down = receive_matching(mailbox, lambda m, ref=ref: isinstance(m, Down) and m.ref == ref)
         reasons.append(down.reason)
     assert reasons == ["shutdown"] * 30
+
+
+class Answer(Actor):
+    """Answers every call with ``value`` after ``delay`` seconds."""
+
+    def init(self, value: object, delay: float = 0.0) -> None:
+        self.value, self.delay = value, delay
+
+    def handle_call(self, request, from_):
+        time.sleep(self.delay)
+        return self.value
+
+
+def test_multi_call_ends_early_only_on_answers_that_count(mailbox):
+    """``enough`` answers that ``counts`` end the round: a quick answer that is truthy
+    but does not count (a replica whose store failed) must not end it before the slower
+    one that does (the scheduler's stall of issue 12, finding 2)."""
+    failed = mailbox.spawn(Answer, {"ok": False, "failed": "disk is full"})
+    slow = mailbox.spawn(Answer, {"ok": True}, 0.3)
+    never = mailbox.spawn(Answer, {"ok": True}, 30.0)
+    got = otpkit.multi_call(
+        [failed, slow, never], "write", 10.0, enough=1, counts=lambda v: v.get("ok") is True
+    )
+    assert got == [
+        ("ok", {"ok": False, "failed": "disk is full"}),
+        ("ok", {"ok": True}),
+        ("timeout", None),
+    ]
+    # without counts, any truthy answer counts
+    got = otpkit.multi_call([failed, never], "write", 10.0, enough=1)
+    assert got == [("ok", {"ok": False, "failed": "disk is full"}), ("timeout", None)]
+    for pid in (failed, slow, never):
+        otpkit.exit(pid, "kill")

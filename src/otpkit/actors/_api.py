@@ -81,9 +81,9 @@ def multi_call(
     A destination may be a pid or ``(name, node)``: the process registered as ``name``
     on ``node`` (another node's dist service; it is not monitored, so a lost one
     answers ``("timeout", None)``). With ``enough``, return as soon as that many
-    destinations answered ``("ok", reply)`` with a truthy reply (a majority round);
-    the ones still out are ``("timeout", None)``."""
-    return runtime().multi_call(list(dests), request, timeout, enough)
+    destinations answered ``("ok", reply)`` with a reply that ``counts`` (default: a
+    truthy one) - a majority round; the ones still out are ``("timeout", None)``."""
+    return runtime().multi_call(list(dests), request, timeout, enough, counts)
 
 
 def stop(pid: Pid | str, reason: Any = "normal", timeout: float | None = None) -> None:

@@ -67,8 +67,12 @@ from otpkit.scheduler._plan import plan_misfires
 from otpkit.scheduler._pool import pool_child_spec, pool_name
 from otpkit.scheduler._queue import FireQueue
 from otpkit.scheduler._replica import (
+    Alarm,
     JobEntry,
     Replica,
+    acks_needed,
+    alarm_clear,
+    alarm_raise,
     apply,
     decode_entry,
     decode_key,
@@ -79,12 +83,15 @@ from otpkit.scheduler._replica import (
     encode_key,
     encode_lane_rows,
     encode_replica,
+    is_ack,
     is_empty,
     lane_keys_of,
     may_write,
     merge,
     observe_replica,
     read_quorum,
+    shortfall,
+    tally,
 )
 from otpkit.scheduler._store import Store, StoreError
 from otpkit.supervision import ChildSpec, Supervisor
@@ -94,7 +101,11 @@ log = logging.getLogger("otpkit.scheduler")
 #: The default global name of the scheduler.
 DEFAULT_NAME = "otpkit_scheduler"
 POLICIES = ("availability", "majority")
-#: Event kinds (see :class:`JobEvent`).
+#: Event kinds (see :class:`JobEvent`). ``no_holder`` and ``holder_back`` are about the
+#: scheduler itself (``job`` is empty), from each node's Singleton watchdog and to that
+#: node's subscribers only: no holder for ``duration`` seconds (more than two lease
+#: terms, a majority connected), ``error`` saying why, once per term; then a holder is
+#: back (``extra["holder"]``) after ``duration`` seconds.
 EVENT_KINDS = (
     "job_added",
     "job_updated",
@@ -106,6 +117,8 @@ EVENT_KINDS = (
     "run_interrupted",
     "run_missed",
     "run_skipped",
+    "no_holder",
+    "holder_back",
 )
 _OUTCOME_EVENT = {
     "finished": "run_finished",
@@ -117,6 +130,14 @@ _OUTCOME_EVENT = {
 }
 _MANUAL = "@manual"
 _US = timedelta(microseconds=1)
+#: seconds between two ERROR lines while this replica's store cannot be written
+STORE_REPORT_EVERY = 60.0
+#: seconds between two WARNING lines while the holder's writes reach no majority
+SHORT_REPORT_EVERY = 10.0
+#: seconds without a failure that end an episode of either (a line says it ended)
+ALARM_QUIET = 5.0
+#: seconds before the holder syncs again a copy whose last sync did not take
+SYNC_RETRY = 2.0
 
 
 def replica_name(scheduler: str) -> str:
@@ -332,6 +353,11 @@ class SchedulerWorker(SingletonWorker):
         # new or was lost does not count toward a majority until a holder syncs it)
         self.observer: str | None = None
         self.synced = False
+        # a store that cannot be written (disk full, read-only, damaged): its cause
+        # while it lasts, logged once per episode (and every STORE_REPORT_EVERY s)
+        self.store_problem: str | None = None
+        self.store_alarm = Alarm()
+        self.short_alarm = Alarm()  # the holder's writes that reach no majority
         if path is not None:
             self.store = Store.open(path)
             self.rep = self._load(self.store)
@@ -409,6 +435,10 @@ class SchedulerWorker(SingletonWorker):
         self.wepoch: int | None = None
         self.seen_high = 0  # the highest epoch a member answered with when it refused
         self.seq = 0  # the last write stamp's sequence number: only grows
+        # copies that took a write but are not synced: synced after the write, not in it
+        self.sync_wanted: set[str] = set()
+        self.sync_pending = False
+        self.sync_next: dict[str, float] = {}
 
     def _we(self) -> int:
         return self.wepoch or 0
@@ -428,6 +458,24 @@ class SchedulerWorker(SingletonWorker):
     def terminate(self, reason: Any) -> None:
         if self.store is not None:
             self.store.close()
+
+    def problem(self) -> str | None:
+        """This replica's store failing (the watchdog's reason when there is no holder)."""
+        if self.store_problem is None:
+            return None
+        path = self.store.path if self.store is not None else "-"
+        return f"scheduler {self.cfg.name}'s store {path} cannot be written ({self.store_problem})"
+
+    def no_holder(self, seconds: float, reason: str) -> None:
+        # this node's watchdog speaks for this node: its subscribers only, no broadcast
+        event = self._event("no_holder", "", node=self.node, duration=seconds, error=reason)
+        self._deliver_event(event)
+
+    def holder_back(self, seconds: float, holder: str | None) -> None:
+        event = self._event(
+            "holder_back", "", node=self.node, duration=seconds, extra={"holder": holder}
+        )
+        self._deliver_event(event)
 
     # ------------------------------------------------------------------ replica role
 
@@ -456,7 +504,7 @@ class SchedulerWorker(SingletonWorker):
                 saved = self._adopt(rep, changed, lane_keys_of(updates), head=True)
                 if saved and self.synced:
                     self._caught_up()
-                return {"ok": saved, "synced": self.synced}
+                return self._answer(saved)
             if op == "observe":
                 epoch, holder = args
                 if not may_write(self.rep.epoch, self.observer, int(epoch), str(holder)):
@@ -464,7 +512,9 @@ class SchedulerWorker(SingletonWorker):
                 rep, _ = observe_replica(self.rep, int(epoch))
                 self.observer = str(holder)
                 if not self._adopt(rep, head=True):
-                    return {"refused": self.rep.epoch}
+                    # not a refusal (no newer holder): a copy that cannot promise on
+                    # disk is no copy of the read; it is synced once its store works
+                    return self._answer(False)
                 if self.synced:
                     self._caught_up()
                 return {
@@ -485,7 +535,7 @@ class SchedulerWorker(SingletonWorker):
                     self.synced = False
                 else:
                     self._caught_up()
-                return {"ok": ok, "synced": self.synced}
+                return self._answer(ok)
             if op == "subscribe":
                 pid, on = args
                 if on and pid not in self.subscribers:
@@ -509,6 +559,19 @@ class SchedulerWorker(SingletonWorker):
         ledger ``lanes`` named, and (``head``) the ledger's epoch and this replica's
         flags. False if the store failed (the copy then stops counting: unsynced)."""
         self.rep = rep
+        return self._save(rep, jobs, lanes, head)
+
+    def _save(
+        self,
+        rep: Replica,
+        jobs: Iterable[str] = (),
+        lanes: Iterable[tuple[str, str | None]] = (),
+        head: bool = False,
+        synced: bool | None = None,
+    ) -> bool:
+        """Store the named parts of ``rep`` (see :meth:`_adopt`; ``synced`` is the flag
+        the head records, by default this replica's). False if the store failed: the
+        copy is then unsynced, and the failure is logged once per episode."""
         if self.store is None:
             return True
         try:
@@ -517,13 +580,78 @@ class SchedulerWorker(SingletonWorker):
             if rows or head:
                 record = None
                 if head:
-                    record = {**encode_head(rep), "observer": self.observer, "synced": self.synced}
+                    flag = self.synced if synced is None else synced
+                    record = {**encode_head(rep), "observer": self.observer, "synced": flag}
                 self.store.save_lanes(rows, record)
-        except (StoreError, TypeError, ValueError) as exc:
-            log.error("%s: scheduler store %s: %s", self.node, self.store.path, exc)
-            self.synced = False
+        except StoreError as exc:
+            # one episode per root cause (SQLite's words), whatever the write was
+            self._store_failed(exc.problem, str(exc.__cause__ or exc.problem))
             return False
+        except (TypeError, ValueError) as exc:
+            self._store_failed(str(exc))
+            return False
+        self._store_worked()
         return True
+
+    def _store_failed(self, cause: str, root: str | None = None) -> None:
+        """The store could not take a write: this copy no longer holds every write
+        (unsynced: it counts toward no majority until a holder synced it, which logs
+        "its replica is in sync" again), its readiness gate names the store, and the
+        ERROR names the file and the cause - once per episode and every
+        STORE_REPORT_EVERY seconds while it lasts, not once per write."""
+        self.synced = False
+        self.store_problem = cause
+        self.store_alarm, due = alarm_raise(
+            self.store_alarm, time.monotonic(), root or cause, STORE_REPORT_EVERY
+        )
+        path = self.store.path if self.store is not None else "-"
+        if due and self.store_alarm.count == 1:
+            log.error(
+                "%s: scheduler %s: its store %s cannot be written (%s): this replica counts "
+                "toward no majority until the store works and a holder synced it",
+                self.node,
+                self.cfg.name,
+                path,
+                cause,
+            )
+        elif due:
+            log.error(
+                "%s: scheduler %s: its store %s still cannot be written (%s): %s failed "
+                "writes in %.0f s",
+                self.node,
+                self.cfg.name,
+                path,
+                cause,
+                self.store_alarm.count,
+                time.monotonic() - (self.store_alarm.since or 0.0),
+            )
+        if self.in_sync and self.cfg.policy == "majority" and self.has_dist:
+            self.in_sync = False
+            self._gate(f"scheduler {self.cfg.name}: its store {path} cannot be written ({cause})")
+
+    def _store_worked(self) -> None:
+        """A write was stored: the trouble is over once no write failed for ALARM_QUIET
+        seconds (then one line says so)."""
+        self.store_problem = None
+        if self.store_alarm.since is None:
+            return
+        self.store_alarm, ended = alarm_clear(self.store_alarm, time.monotonic(), ALARM_QUIET)
+        if ended is not None:
+            log.warning(
+                "%s: scheduler %s: its store %s works again (%s writes failed in %.0f s)",
+                self.node,
+                self.cfg.name,
+                self.store.path if self.store is not None else "-",
+                ended.count,
+                (ended.last or 0.0) - (ended.since or 0.0),
+            )
+
+    def _answer(self, saved: bool) -> dict[str, Any]:
+        """A replica's answer to a write, an observe or a sync it could not refuse:
+        whether its store took it, whether its copy is synced, and why the store failed."""
+        if saved:
+            return {"ok": True, "synced": self.synced}
+        return {"ok": False, "synced": False, "failed": self.store_problem or "store failed"}
 
     # ------------------------------------------------------------------ messages
 
@@ -580,6 +708,9 @@ class SchedulerWorker(SingletonWorker):
             elif msg[1] == "check":
                 self.checking = False
                 self._check_open()
+            elif msg[1] == "sync":
+                self.sync_pending = False
+                self._sync_wanted()
             return
         try:
             if kind == "run_done" and len(msg) == 7:
@@ -613,16 +744,15 @@ class SchedulerWorker(SingletonWorker):
     def _holder_id(self) -> str:
         return f"{self.me!r}/{self.gen}"
 
-    def _need(self) -> tuple[list[str], int]:
-        """The other members, and how many of their acks a majority needs (this node
-        counting for itself when it is a member). Under ``availability``: none."""
-        members = self._members()
-        others = [n for n in members if n != self.node]
+    def _need(self, saved_here: bool = True) -> tuple[list[str], int]:
+        """The other members, and how many of their acks a majority needs: this node
+        counts for itself when it is a member and (``saved_here``) its own store took
+        the write (``acks_needed``). Under ``availability``: none."""
         if self.cfg.policy != "majority":
             return sorted(self.peers), 0
-        if not members:
-            return [], 1  # no member set yet: nothing is a majority
-        return others, majority(members) - (1 if self.node in members else 0)
+        members = self._members()
+        others = [n for n in members if n != self.node]
+        return others, acks_needed(members, self.node, saved_here)
 
     def _ask(
         self,
@@ -681,6 +811,8 @@ class SchedulerWorker(SingletonWorker):
             (self.node, self.rep, self.boot, self.synced)
         ]
         for node, answer in answers:
+            if "replica" not in answer:
+                continue  # its store failed: no copy of this read (synced once it works)
             try:
                 copies.append(
                     (
@@ -789,7 +921,7 @@ class SchedulerWorker(SingletonWorker):
         )
         wait = max(self.cfg.round_timeout, 5.0) if timeout is None else timeout
         answers = self._ask(nodes, request, None, lambda v: False, wait)
-        done = {node for node, a in answers if a.get("ok") is True and a.get("synced") is True}
+        done = set(tally(nodes, dict(answers)).acked)
         if done:
             log.info(
                 "%s: scheduler %s synced the copies of %s", self.node, self.cfg.name, sorted(done)
@@ -854,34 +986,93 @@ class SchedulerWorker(SingletonWorker):
         if not ok:
             self._superseded(self.rep.epoch)
             return False
-        others, need = self._need()
+        # this node's own store first: it counts toward the majority only if it took
+        # the write (else one more member must: a majority of healthy stores)
+        saved = self._save_own(rep, changed, lane_keys_of(updates))
+        others, need = self._need(saved)
         answers = self._ask(
             others,
             ("$sr", "apply", self._we(), updates, self.boot, self._holder_id()),
             need or None,
-            lambda v: isinstance(v, Mapping) and v.get("ok") is True and v.get("synced") is True,
+            is_ack,
             self.cfg.round_timeout if need else 0.5,
         )
-        refused = [a["refused"] for _, a in answers if isinstance(a.get("refused"), int)]
-        if refused:
-            self._superseded(max(refused))
+        result = tally(others, dict(answers))
+        if result.refused is not None:
+            self._superseded(result.refused)
             return False
-        acks = {n for n, a in answers if a.get("ok") is True and a.get("synced") is True}
-        behind = [n for n, a in answers if a.get("ok") is True and a.get("synced") is not True]
-        if behind:
-            # copies that took the write but may lack earlier ones (new, or lost their
-            # store): send them everything (merged with what they have), then they count
-            acks |= self._sync(behind)
+        acks = set(result.acked)
+        if result.behind and len(acks) < need:
+            # copies that took the write but may lack earlier ones (new, or their store
+            # failed or was lost): send them everything (merged with what they have),
+            # then they count
+            acks |= self._sync(sorted(result.behind))
+        elif result.behind:
+            self._sync_later(result.behind)  # the write stands without them: after it
         if len(acks) < need:
-            log.warning(
-                "%s: scheduler write reached %s of the %s other members it needs",
-                self.node,
-                len(acks),
-                need,
+            self.short_alarm, due = alarm_raise(
+                self.short_alarm, time.monotonic(), "short", SHORT_REPORT_EVERY
             )
+            if due:
+                alarm = self.short_alarm
+                log.warning(
+                    "%s: scheduler %s: a write %s%s",
+                    self.node,
+                    self.cfg.name,
+                    shortfall(result, need),
+                    f"; {alarm.count} writes fell short in "
+                    f"{time.monotonic() - (alarm.since or 0.0):.0f} s"
+                    if alarm.count > 1
+                    else "",
+                )
             return False
-        self._adopt(rep, changed, lane_keys_of(updates), head=False)
+        self.short_alarm, ended = alarm_clear(self.short_alarm, time.monotonic(), ALARM_QUIET)
+        if ended is not None:
+            log.warning(
+                "%s: scheduler %s: writes reach a majority again (%s fell short in %.0f s)",
+                self.node,
+                self.cfg.name,
+                ended.count,
+                (ended.last or 0.0) - (ended.since or 0.0),
+            )
+        self.rep = rep
         return True
+
+    def _save_own(
+        self, rep: Replica, changed: Iterable[str], lanes: Iterable[tuple[str, str | None]]
+    ) -> bool:
+        """Store a write in this (the holder's) store before the members are asked; True
+        if it took it. A copy that missed writes (its store failed) stores all of it
+        (the holder's copy is the whole state), and counts again from then on."""
+        if self.synced:
+            return self._save(rep, changed, lanes)
+        if not self._save(rep, rep.jobs, rep.ledger.lanes, head=True, synced=True):
+            return False
+        self.synced = True
+        self._caught_up()
+        return True
+
+    def _sync_later(self, nodes: Iterable[str]) -> None:
+        """Sync ``nodes`` once the current write is done (at most every SYNC_RETRY s
+        each): a copy that is behind holds no write back."""
+        now = time.monotonic()
+        fresh = {n for n in nodes if self.sync_next.get(n, 0.0) <= now}
+        if not fresh:
+            return
+        self.sync_wanted |= fresh
+        if not self.sync_pending:
+            self.sync_pending = True
+            actors.send(self.me, ("$sched", "sync", self.gen))
+
+    def _sync_wanted(self) -> None:
+        if not self.recovered:
+            return
+        nodes = sorted(self.sync_wanted & self.peers)
+        self.sync_wanted.clear()
+        done = self._sync(nodes, timeout=1.0)
+        for node in nodes:
+            if node not in done:
+                self.sync_next[node] = time.monotonic() + SYNC_RETRY
 
     def _superseded(self, seen: int) -> None:
         """A member saw a higher epoch: this holder's writes are refused. Recover again
