@@ -5,7 +5,10 @@ node)], request)``) and answers ``("ok", value)`` or ``("error", "one line")``; 
 value is plain data (dicts, lists, strings, numbers, pids, aware times). Requests:
 
 ==================================  =================================================
-``("nodes",)``                      ``{"node", "nodes", "hidden", "members"}``
+``("nodes",)``                      ``{"node", "nodes", "hidden", "members",
+                                    "singletons"}`` (each singleton as this node's
+                                    watchdog sees it: ``{"name", "policy", "holder",
+                                    "no_holder_for", "reason"}``)
 ``("tree",)``                       the node's supervision tree (see ``_format``)
 ``("which_children", SUP)``         ``{"sup", "pid", "children": [row]}``
 ``("count_children", SUP)``         ``{"sup", "pid", "counts"}``
@@ -152,19 +155,24 @@ class Admin(Actor):
     # ------------------------------------------------------------------ reads
 
     def _op_nodes(self) -> dict[str, Any]:
+        from otpkit import quorum as _quorum  # noqa: PLC0415 - a dist node's only
+
         members: list[str] | None
         try:
-            from otpkit import quorum as _quorum  # noqa: PLC0415 - a dist node's only
-
             version, names = _quorum.members(timeout=2.0)
             members = names if version else []
         except (Exit, CallTimeout, NodeError):
             members = None
+        try:
+            singletons = _views.singleton_rows(_quorum.notices(timeout=2.0), time.monotonic())
+        except (Exit, CallTimeout, NodeError):
+            singletons = []
         return {
             "node": self.node,
             "nodes": dist.nodes(),
             "hidden": dist.hidden_nodes(),
             "members": members,
+            "singletons": singletons,
         }
 
     def _op_quorum(self) -> dict[str, Any]:
@@ -444,7 +452,7 @@ class Admin(Actor):
             actors.send_after(EVENT_POLL, ("$poll",))
 
     def _job_event(self, event: Any) -> None:
-        parts = [f"{event.kind} {event.job}"]
+        parts = [f"{event.kind} {event.job}" if event.job else event.kind]  # no_holder: none
         if event.tick is not None:
             parts.append(f"tick {_views.fmt_time(event.tick)}")
         if event.node:

@@ -34,6 +34,7 @@ __all__ = [
     "id_label",
     "parse_pid",
     "pid_text",
+    "singleton_rows",
     "snapshot",
     "tree_node_name",
     "walk",
@@ -181,6 +182,30 @@ def _os_pid_matches(pid: Any, text: str) -> bool:
     except ValueError:
         return False
     return isinstance(pid, Pid) and pid.id == number and (node is None or node == pid.node)
+
+
+def singleton_rows(notices: Mapping[str, Mapping[str, Any]], now: float) -> list[dict[str, Any]]:
+    """The node's Singletons as its watchdogs posted them (``quorum.notices``, topics
+    ``singleton/<name>``), sorted by name: ``{"name", "policy", "holder" (a node or
+    None), "no_holder_for" (seconds, once the watchdog speaks; else None), "reason"}``.
+    ``now``: the node's monotonic clock, which the notices' ``since`` is on."""
+    rows = []
+    for topic, notice in notices.items():
+        if not topic.startswith("singleton/"):
+            continue
+        since = notice.get("since")
+        rows.append(
+            {
+                "name": notice.get("name", topic.split("/", 1)[1]),
+                "policy": notice.get("policy"),
+                "holder": notice.get("holder"),
+                "no_holder_for": None
+                if not isinstance(since, int | float)
+                else max(0.0, round(now - since, 1)),
+                "reason": notice.get("reason"),
+            }
+        )
+    return sorted(rows, key=lambda r: id_label(r["name"]))
 
 
 def child_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -30,11 +30,18 @@ Joined (:func:`ready_problem`):
   still lists but that is down (a pod in a crash loop keeps its address) must not keep
   every other pod unready.
 
-Once joined, a node stays ready until it stops. A peer lost later is dist's business
-(heartbeats, the registry, the quorum's ``remove_after``), not Kubernetes': one dead pod
-must not make every other pod unready. Readiness never asks for a quorum: a lone pod of
-a StatefulSet started one by one (``podManagementPolicy: OrderedReady``) must become
-ready for the next pod to be created at all.
+Once joined, a node stays ready until it stops, unless it has been **outside a
+majority** for two lease terms (``quorum.outside``: it reaches no majority of its
+quorum's members - cut off, or the other members down - or no configuration formed):
+then 503 with the reason (``not ready: outside a majority for 8 s: no majority: 1 of the
+2 members needed are connected (down: ...)``), and 200 again as soon as it reaches one.
+A peer lost otherwise is dist's business (heartbeats, the registry, the quorum's
+``remove_after``), not Kubernetes': one dead pod must not make every other pod unready,
+and a pod that is one of a majority stays ready. Joining never asks for a quorum: a
+lone pod becomes ready once joined, and is unready only two terms later - a StatefulSet
+with ``podManagementPolicy: Parallel`` (the example's) starts every pod anyway; one
+started pod by pod (``OrderedReady``) creates the next pod only while the last is ready,
+so its second pod must come within those two terms of the first being ready.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ __all__ = [
     "ProbeServer",
     "bind_host",
     "join_problem",
+    "outside_problem",
     "ready_problem",
 ]
 
@@ -81,27 +89,42 @@ def ready_problem(
     elapsed: float,
     settle_timeout: float,
     view: ClusterView | str | None,
+    outside: tuple[str, float, float] | None = None,
 ) -> str | None:
     """Why the node is not ready, or None if it is.
 
     Args:
         phase: ``"starting"``, ``"running"`` or ``"stopping"``.
-        joined: the node has been reported ready before (readiness holds until it stops).
+        joined: the node has been reported ready before (readiness holds until it stops,
+            unless it is outside a majority).
         elapsed: seconds since the start.
         settle_timeout: seconds after which a running node is ready anyway.
         view: the node's view of its cluster; None for a node without dist; a string
             when the view could not be had (which service did not answer).
+        outside: ``(problem, seconds, limit)`` while the node reaches no majority of
+            its quorum (``quorum.outside``), None while it does (or runs no quorum).
     """
     if phase not in PHASES:
         raise ValueError(f"phase={phase!r}: expected one of {PHASES}")
     if phase != "running":
         return phase
-    if joined or view is None or elapsed >= settle_timeout:
+    if not (joined or view is None or elapsed >= settle_timeout):
+        problem = view if isinstance(view, str) else join_problem(view)
+        if problem is not None:
+            return f"{problem} ({elapsed:.0f} s of the {settle_timeout:g} s settle timeout)"
+    return outside_problem(outside)
+
+
+def outside_problem(outside: tuple[str, float, float] | None) -> str | None:
+    """``outside a majority for N s: <problem>`` once a node has reached no majority of
+    its quorum for ``limit`` seconds (two lease terms), else None: a holder's fail-over
+    or a short cut does not make pods unready."""
+    if outside is None:
         return None
-    problem = view if isinstance(view, str) else join_problem(view)
-    if problem is None:
+    problem, seconds, limit = outside
+    if seconds < limit:
         return None
-    return f"{problem} ({elapsed:.0f} s of the {settle_timeout:g} s settle timeout)"
+    return f"outside a majority for {seconds:.0f} s: {problem}"
 
 
 def bind_host(pod_ip: str | None) -> str:
@@ -137,6 +160,8 @@ class ProbeServer:
         # the last answers of the asking thread: (status, body, monotonic time)
         self._live: tuple[int, str, float] | None = None
         self._view: tuple[ClusterView | str, float] | None = None
+        # the quorum's answer to ``outside`` (None: inside, or not asked), and when
+        self._outside: tuple[tuple[str, float, float] | None, float] | None = None
         self._closing = threading.Event()
         self._asking = threading.Lock()
         family: type[_HTTPServer] = (
@@ -188,6 +213,8 @@ class ProbeServer:
                 if self.phase != "running":
                     continue
                 self._live = (*self._ask_live(), time.monotonic())
+                if self.dist:
+                    self._outside = (self._ask_outside(), time.monotonic())
                 elapsed = time.monotonic() - self.started
                 if (
                     self.phase == "running"
@@ -204,6 +231,17 @@ class ProbeServer:
                     except OtpkitError as exc:
                         view = f"the node did not answer ({type(exc).__name__}: {exc})"
                     self._view = (view, time.monotonic())
+
+    def _ask_outside(self) -> tuple[str, float, float] | None:
+        """Whether the node reaches no majority of its quorum, and for how long; None if
+        it does, or if the quorum did not answer (the liveness probe is the one that
+        judges a node that does not answer)."""
+        from otpkit.quorum import outside  # noqa: PLC0415 - a dist node's only
+
+        try:
+            return outside(READY_TIMEOUT)
+        except OtpkitError:
+            return None
 
     def _ask_live(self) -> tuple[int, str]:
         from otpkit.supervision import count_children  # noqa: PLC0415
@@ -245,7 +283,13 @@ class ProbeServer:
                 view = f"no answer from the node for {time.monotonic() - last[1]:.0f} s"
             else:
                 view = last[0]
-        problem = ready_problem(phase, self.joined, elapsed, self.settle_timeout, view)
+        outside = None
+        asked = self._outside
+        if phase == "running" and asked is not None and time.monotonic() - asked[1] <= STALE_AFTER:
+            outside = asked[0]
+            if outside is not None:  # the time outside grows while the answer ages
+                outside = (outside[0], outside[1] + time.monotonic() - asked[1], outside[2])
+        problem = ready_problem(phase, self.joined, elapsed, self.settle_timeout, view, outside)
         if problem is not None:
             return 503, f"not ready: {problem}"
         self.joined = True

@@ -32,6 +32,14 @@ act even before it notices that it lost. The epoch reaches the child in
 (``distribution._witness``): only its close - the child ended, or stopped acting - lets
 a member hand the lease on before it expires, so a node whose dist alone died cannot
 make a second active child; a cold child's lease always runs out first.
+
+**The watchdog** (``_watchdog``). Every manager checks twice a second whether the
+cluster has an active holder, as far as its node can tell. After more than two lease
+terms without one while a majority of the expected nodes is connected it logs one ERROR
+line per term saying why (a store failing, no quorum, waiting for a node), tells its warm
+child (:meth:`SingletonWorker.no_holder`; the scheduler makes it a ``no_holder`` job
+event), and posts it for the shell's ``nodes``; one INFO line (and
+:meth:`SingletonWorker.holder_back`) when a holder is back.
 """
 
 from __future__ import annotations
@@ -39,19 +47,28 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from otpkit import actors
 from otpkit import quorum as _quorum
 from otpkit.actors import Actor, Down, From, Pid
 from otpkit.distribution import Witness
-from otpkit.errors import CallTimeout, Exit, NodeError
-from otpkit.quorum import LeaseGranted, LeaseLost
+from otpkit.errors import CallTimeout, Exit, NodeError, OtpkitError
+from otpkit.quorum import LeaseGranted, LeaseLost, QuorumConfig
 from otpkit.registry import _global
 from otpkit.registry._global import GLOBAL_NAME, NameChanged
 from otpkit.registry._join import ClusterViewError, cluster_view, join_problem
 from otpkit.registry._resolvers import resolver_name
+from otpkit.registry._watchdog import (
+    WATCH_EVERY,
+    ReportBack,
+    ReportMissing,
+    Watch,
+    holder_seen,
+    no_holder_reason,
+    watch_step,
+)
 from otpkit.supervision import ChildSpec, Supervisor, SupFlags, child_spec
 
 log = logging.getLogger("otpkit.registry")
@@ -80,8 +97,31 @@ class Deactivate:
     reason: str
 
 
+@dataclass(frozen=True)
+class NoHolder:
+    """Call to every node's warm child, once per lease term while the watchdog finds no
+    active holder (more than two terms, a majority connected): ``seconds`` without one
+    as this node sees it, and ``reason`` (the ERROR line's)."""
+
+    name: Any
+    seconds: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class HolderBack:
+    """Call to every node's warm child after :class:`NoHolder`: a holder (on node
+    ``holder``, None if unknown) is active again after ``seconds`` without one."""
+
+    name: Any
+    seconds: float
+    holder: str | None
+
+
 #: Call to a warm child, also from another node: True once it is active.
 IS_ACTIVE = ("$singleton", "is_active")
+#: Call to a warm child: its :meth:`SingletonWorker.problem` (for the watchdog's reason).
+PROBLEM = ("$singleton", "problem")
 #: Call to the active child: ``(WITNESS_PEERS, info)``, the node's peers changed.
 WITNESS_PEERS = "$singleton_witness"
 
@@ -103,6 +143,20 @@ class SingletonWorker(Actor):
 
     def deactivate(self, reason: str) -> None:
         """Stop acting; return when in-flight work is finished or abandoned."""
+
+    def no_holder(self, seconds: float, reason: str) -> None:
+        """The watchdog found no active holder in the cluster for ``seconds`` (more than
+        two lease terms, a majority connected), because of ``reason``; called on every
+        node's child once per term while it lasts (the manager has logged ERROR)."""
+
+    def holder_back(self, seconds: float, holder: str | None) -> None:
+        """A holder (on node ``holder``) is active again after ``seconds`` without one;
+        called once after :meth:`no_holder`."""
+
+    def problem(self) -> str | None:
+        """What on this node keeps the child from acting if elected (e.g. its store
+        cannot be written), for the watchdog's reason; None (default) if nothing."""
+        return None
 
     _witness: Witness | None = None
 
@@ -126,6 +180,14 @@ class SingletonWorker(Actor):
             return True
         if request == IS_ACTIVE:
             return self.active
+        if isinstance(request, NoHolder):
+            self.no_holder(request.seconds, request.reason)
+            return True
+        if isinstance(request, HolderBack):
+            self.holder_back(request.seconds, request.holder)
+            return True
+        if request == PROBLEM:
+            return self.problem()
         if isinstance(request, tuple) and len(request) == 2 and request[0] == WITNESS_PEERS:
             if self._witness is not None and isinstance(request[1], dict):
                 self._witness.update(request[1])
@@ -233,6 +295,11 @@ class SingletonManager(Supervisor):
         self.elect_gen = 0  # only the latest scheduled election runs: one retry chain
         self.key = f"singleton/{config.name}"
         self.witness_peers: dict[str, Any] = {}  # the peers the active child was given
+        # the watchdog (see _watchdog): nothing is elected before the settle time
+        self.watch = Watch(self.started, not_before=self.started + config.settle_timeout)
+        self.need = 1  # the last majority this node's quorum counted (majority)
+        self.trouble: str | None = None  # what the election last ran into
+        self.notice: dict[str, Any] | None = None  # the last one posted
         children = [config.child] if config.warm else []
         return SupFlags("one_for_one", intensity, period), children
 
@@ -241,6 +308,7 @@ class SingletonManager(Supervisor):
         self.services: dict[Any, str] = {}  # monitor ref -> the system service it watches
         self._watch_services()
         self._later(0)
+        actors.send_after(WATCH_EVERY, ("$singleton", "watchdog"))
         return result
 
     def _watch_services(self) -> bool:
@@ -279,6 +347,12 @@ class SingletonManager(Supervisor):
                     self._reassert(msg[2])
             elif msg[1] == "witness":
                 self._refresh_witness(msg[2])
+            elif msg[1] == "watchdog":
+                actors.send_after(WATCH_EVERY, ("$singleton", "watchdog"))
+                try:
+                    self._watchdog()
+                except OtpkitError as exc:  # a check that failed must not end the manager
+                    log.warning("%r: singleton watchdog check failed: %r", self.pid, exc)
             elif msg[1] == "rewatch" and self._watch_services():
                 mine = self._child_pid()
                 if self.active and self.holder is None and mine is not None:
@@ -459,11 +533,13 @@ class SingletonManager(Supervisor):
             res = self._ensure_child(self.config.child)
             if res[0] != "ok":
                 log.error("%r: singleton child failed to start: %r", self.pid, res)
+                self.trouble = f"the child failed to start on {self.pid.node}: {res!r:.200}"
                 return None
         return self._child_pid()
 
     def _activate(self) -> None:
         self.active = True
+        self.trouble = None
         child = self._child_pid()
         log.info("%r: singleton %r active in %r", self.pid, self.config.name, child)
         if self.config.warm and child is not None:
@@ -524,6 +600,97 @@ class SingletonManager(Supervisor):
         if self.config.warm:
             self._ensure_child(self.config.child)
 
+    # ------------------------------------------------------------------ watchdog
+
+    def _watchdog(self) -> None:
+        """One check of the watchdog (see ``_watchdog``): is a holder active, as far as
+        this node can tell; log, tell the child and post a notice when due."""
+        now = time.monotonic()
+        status: dict[str, Any] | None = None
+        unanswered = None
+        term = QuorumConfig().term + QuorumConfig().margin  # the default lease term
+        if self.config.policy == "majority":
+            try:
+                got = _quorum.key_status(self.key, timeout=1.0)
+                self.need, term, status = int(got["need"]), float(got["term"]), got
+            except (CallTimeout, Exit, NodeError, KeyError, TypeError, ValueError) as exc:
+                unanswered = f"{type(exc).__name__}: {exc}"
+        me = self.pid.node
+        name_node = self.holder.node if self.holder is not None else None
+        # a quorum that does not answer tells nothing of grants: the name is all there is
+        seen = holder_seen(self.active, name_node, status, me)
+        live = 1 + len(self._peers())
+        self.watch, report = watch_step(self.watch, now, seen, live, self.need, term)
+        if isinstance(report, ReportMissing):
+            reason = self._no_holder_reason(status, unanswered)
+            majority = f" ({self.need} make a majority)" if self.config.policy == "majority" else ""
+            log.error(
+                "%s: singleton %r has no active holder for %.0f s, %d nodes connected%s: %s",
+                me,
+                self.config.name,
+                report.seconds,
+                live,
+                majority,
+                reason,
+            )
+            # the next line a term after this one was written (finding the reason may
+            # have taken a moment)
+            self.watch = replace(self.watch, reported=time.monotonic())
+            self._tell_child(NoHolder(self.config.name, report.seconds, reason))
+            if unanswered is None:
+                self._post({"holder": None, "since": self.watch.last_seen, "reason": reason})
+        elif isinstance(report, ReportBack):
+            holder = me if self.active else name_node
+            log.info(
+                "%s: singleton %r has a holder again after %.0f s (on %s)",
+                me,
+                self.config.name,
+                report.seconds,
+                holder or "?",
+            )
+            self._tell_child(HolderBack(self.config.name, report.seconds, holder))
+        if unanswered is not None:
+            return  # the quorum the notice is posted to does not answer either
+        if seen:
+            self._post({"holder": me if self.active else name_node, "since": None, "reason": None})
+        elif self.watch.reported is None:
+            self._post({"holder": None, "since": None, "reason": None})
+
+    def _no_holder_reason(self, status: dict[str, Any] | None, unanswered: str | None) -> str:
+        stores: list[str] = []
+        child = self._child_pid()
+        if self.config.warm and child is not None:
+            try:
+                problem = actors.call(child, PROBLEM, timeout=1.0)
+                if isinstance(problem, str) and problem:
+                    stores.append(problem)
+            except (Exit, CallTimeout) as exc:
+                log.debug("%r: the child's problem not known: %s", self.pid, exc)
+        return no_holder_reason(
+            self.pid.node, status, stores=stores, unanswered=unanswered, election=self.trouble
+        )
+
+    def _tell_child(self, event: NoHolder | HolderBack) -> None:
+        child = self._child_pid()
+        if not self.config.warm or child is None:
+            return
+        try:
+            actors.call(child, event, timeout=1.0)
+        except (Exit, CallTimeout) as exc:
+            log.debug("%r: %s not told to %r: %s", self.pid, type(event).__name__, child, exc)
+
+    def _post(self, notice: dict[str, Any]) -> None:
+        """Post this singleton's line for the shell's ``nodes`` when it changed: its
+        holder's node, or since when (monotonic) it has none and why."""
+        notice = {"name": self.config.name, "policy": self.config.policy, **notice}
+        if notice == self.notice:
+            return
+        try:
+            _quorum.post_notice(self.key, notice, timeout=1.0)
+            self.notice = notice
+        except (CallTimeout, Exit, NodeError) as exc:
+            log.debug("%r: notice not posted: %s", self.pid, exc)
+
     # ------------------------------------------------------------------ hand-over
 
     def terminate(self, reason: Any) -> None:
@@ -573,5 +740,6 @@ class SingletonManager(Supervisor):
                 "child": self._child_pid(),
                 "epoch": self.epoch,
                 "settled": self.settled,
+                "notice": self.notice,
             }
         return super().handle_call(request, from_)

@@ -71,6 +71,8 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def render_nodes(data: Mapping[str, Any]) -> str:
+    """The node table; then, if the node runs Singletons, one line each: its holder's
+    node as the node's watchdog sees it, or ``no holder for N s: <reason>``."""
     me = str(data.get("node"))
     members = data.get("members")
     rows: list[list[str]] = []
@@ -80,7 +82,19 @@ def render_nodes(data: Mapping[str, Any]) -> str:
         rows.append([name, role, member])
     for name in data.get("hidden", ()):
         rows.append([name, "hidden", "no"])
-    return render_table(["NODE", "SEEN AS", "MEMBER"], rows)
+    text = render_table(["NODE", "SEEN AS", "MEMBER"], rows)
+    singletons = data.get("singletons") or ()
+    if not singletons:
+        return text
+    lines = [[id_label(s.get("name")), str(s.get("policy") or "-"), _holder(s)] for s in singletons]
+    return f"{text}\n\n{render_table(['SINGLETON', 'POLICY', 'HOLDER'], lines)}"
+
+
+def _holder(row: Mapping[str, Any]) -> str:
+    since = row.get("no_holder_for")
+    if isinstance(since, int | float):
+        return f"no holder for {since:.0f} s: {row.get('reason') or '?'}"
+    return str(row.get("holder") or "none (electing)")
 
 
 def render_quorum(data: Mapping[str, Any]) -> str:
