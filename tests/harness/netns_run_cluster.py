@@ -15,7 +15,19 @@ which ``ip netns exec`` mounts over it), as a pod's names the cluster DNS. The
 application (:func:`root`) is one ``Scheduler`` (policy ``majority``) with one job firing
 every second; its task (:func:`tick`) appends ``<tick iso> <tick epoch> <node> <os pid>
 <start epoch>`` to a file every node shares (namespaces share the file system), which
-the tests read (:func:`read_runs`, :func:`ticks_run_twice`, :func:`gaps`, ...).
+the tests read (:func:`read_runs`, :func:`ticks_run_twice`, :func:`gaps`, ...). Beside
+the scheduler, the root runs an :class:`EventRecorder`: it subscribes to the scheduler's
+events (``otpkit.scheduler.subscribe``) and appends each one as a JSON line to
+``<workdir>/events<i>.<incarnation>.jsonl`` (and a ``$subscribed`` line each time it
+subscribes), so that :func:`account` can check the issue's invariant for any window: no
+tick ran twice, every tick missing from the run file is one the scheduler reported missed
+or interrupted, and the ticks resume.
+
+The deployment (``RunCluster.everyone``, the nodes whose A records dnsmasq serves) starts
+as nodes 1..3 and may grow, shrink or swap nodes (:meth:`RunCluster.add_pods`,
+:meth:`RunCluster.remove_pods`; a new index is a new namespace, a new IP and so a new node
+name); ``RunCluster.expected_size`` is the ``--expected-size`` of the nodes started from
+then on.
 
 The test process talks to a node only as an operator or a kubelet would: signals to the
 ``otpkit run`` process (whose PID is the one ``ip netns exec`` was started as), the HTTP
@@ -32,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import math
 import os
 import re
@@ -48,7 +61,8 @@ from pathlib import Path
 from typing import Any
 
 import otpkit
-from otpkit.scheduler import Job, Scheduler, current_run
+from otpkit import scheduler as otpkit_scheduler
+from otpkit.scheduler import Job, JobEvent, Scheduler, current_run
 from tests.harness.netns_cluster import (
     COOKIE,
     DIST_PORT,
@@ -61,6 +75,7 @@ from tests.harness.netns_cluster import (
     _kill_if_in_ns,
     _ns_inode,
     cluster_in,
+    ip_of,
     name_of,
     sh,
     socket_in,
@@ -72,6 +87,7 @@ TARGET = "tests.harness.netns_run_cluster:root"
 TASK = "tests.harness.netns_run_cluster:tick"
 TICKS_ENV = "NETNS_RUN_TICKS"  # the shared file the task appends to
 SRC_ENV = "NETNS_OTPKIT_SRC"  # the otpkit source tree the nodes run (default: this repo's)
+EVENTS_ENV = "NETNS_RUN_EVENTS"  # the file this incarnation's EventRecorder appends to
 JOB = "tick"
 PROBE_PORT = 8080
 EXPECTED_SIZE = 3
@@ -85,10 +101,73 @@ ETC_NETNS = Path("/etc/netns")
 
 
 def root() -> Any:
-    """The nodes' root: one majority Scheduler, one job every second."""
+    """The nodes' root: one majority Scheduler, one job every second, and (with
+    ``$NETNS_RUN_EVENTS``) the recorder of its events."""
     path = os.environ[TICKS_ENV]
     job = Job(JOB, "* * * * * *", TASK, kwargs={"path": path})
-    return Scheduler([job], policy="majority")
+    sched = Scheduler([job], policy="majority")
+    events = os.environ.get(EVENTS_ENV)
+    if not events:
+        return sched
+    return [sched, otpkit.ChildSpec("events", EventRecorder, (events,))]
+
+
+class EventRecorder(otpkit.Actor):
+    """Appends every scheduler event this node's scheduler process hands it to ``path``,
+    one JSON object a line (``JobEvent.to_wire``, times as ISO text, plus ``seen_by``),
+    and a ``{"kind": "$subscribed", ...}`` line each time it subscribes. It subscribes as
+    soon as the scheduler's process is registered, and again when that process is
+    replaced (it watches it), so an incarnation's file holds every event its node's
+    scheduler process delivered while the recorder lived."""
+
+    def init(self, path: str, name: str = otpkit_scheduler.DEFAULT_NAME) -> None:
+        self.path = path
+        self.name = name
+        self.watch: Any = None
+        otpkit.send_after(0.0, ("$subscribe",))
+
+    def handle_info(self, msg: Any) -> None:
+        if isinstance(msg, JobEvent):
+            row = {k: _plain(v) for k, v in msg.to_wire().items()}
+            self._write(row)
+        elif msg == ("$subscribe",):
+            self._subscribe()
+        elif isinstance(msg, otpkit.Down) and self.watch is not None and msg.ref == self.watch:
+            self.watch = None
+            self._write({"kind": "$unsubscribed", "at": time.time(), "reason": str(msg.reason)})
+            self._subscribe()
+
+    def _subscribe(self) -> None:
+        pid = otpkit.whereis(f"otpkit_sched:{self.name}")
+        if pid is not None:
+            ref = otpkit.monitor(pid)
+            try:
+                otpkit_scheduler.subscribe(self.name, timeout=5.0)
+            except otpkit.OtpkitError:
+                otpkit.demonitor(ref, flush=True)
+            else:
+                self.watch = ref
+                self._write({"kind": "$subscribed", "at": time.time(), "pid": repr(pid)})
+                return
+        otpkit.send_after(0.05, ("$subscribe",))
+
+    def _write(self, row: dict[str, Any]) -> None:
+        row["seen_by"] = otpkit.self().node
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (json.dumps(row) + "\n").encode())
+        finally:
+            os.close(fd)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 def tick(path: str) -> None:
@@ -123,8 +202,29 @@ class Run:
     def short(self) -> str:
         return short(self.node)
 
+    @property
+    def label(self) -> int | None:
+        """The tick as epoch seconds (None if the task saw no run context)."""
+        return label_of(self.tick)
+
+    @property
+    def lateness(self) -> float | None:
+        """Seconds from the scheduled tick to the task's start."""
+        label = self.label
+        return None if label is None else self.start - label
+
     def __str__(self) -> str:
         return f"{self.tick} on {self.short} (pid {self.pid}) at {clock(self.start)}"
+
+
+def label_of(iso: Any) -> int | None:
+    """An ISO time (a tick) as whole epoch seconds, or None."""
+    if not isinstance(iso, str) or iso in ("", "-"):
+        return None
+    try:
+        return round(datetime.fromisoformat(iso).timestamp())
+    except ValueError:
+        return None
 
 
 def read_runs(path: Path) -> list[Run]:
@@ -214,6 +314,215 @@ def steady_holder(runs: list[Run], since: float, count: int = 2) -> str | None:
     return nodes.pop() if len(recent) == count and len(nodes) == 1 else None
 
 
+def label_gaps(runs: Iterable[Run], since: float, until: float) -> list[tuple[int, int]]:
+    """Consecutive tick labels ``(a, b)`` (sorted, each once) over the window: from the
+    last label before ``since`` to the first one after ``until`` (those included)."""
+    labels = sorted({r.label for r in runs if r.label is not None})
+    lo = max((x for x in labels if x < since), default=None)
+    hi = min((x for x in labels if x > until), default=None)
+    inside = [x for x in labels if (lo is None or x >= lo) and (hi is None or x <= hi)]
+    return list(itertools.pairwise(inside))
+
+
+# --------------------------------------------------------------------------- the events
+
+
+def read_events(workdir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the job's events any node's recorder wrote, once each by ``id``, by time; the
+    recorders' ``$subscribed``/``$unsubscribed`` lines, each with its ``file``)."""
+    seen: dict[str, dict[str, Any]] = {}
+    marks: list[dict[str, Any]] = []
+    for path in sorted(workdir.glob("events*.jsonl")):
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            continue
+        for raw in text.splitlines():
+            try:
+                ev = json.loads(raw)
+            except ValueError:
+                continue  # a line being written
+            if not isinstance(ev, dict):
+                continue
+            if str(ev.get("kind", "")).startswith("$"):
+                marks.append({**ev, "file": path.name})
+            elif ev.get("job") == JOB and ev.get("id"):
+                seen.setdefault(ev["id"], ev)
+    return sorted(seen.values(), key=lambda e: e.get("at") or 0.0), marks
+
+
+@dataclass
+class TickFate:
+    """Everything the run file and the events say about one tick (``label``)."""
+
+    label: int
+    runs: list[Run] = field(default_factory=list)
+    missed: int = 0
+    interrupted: int = 0
+    skipped: int = 0
+    failed: list[str] = field(default_factory=list)  # run_failed, run_timed_out
+
+    def problem(self) -> str | None:
+        if len(self.runs) > 1:
+            return f"ran {len(self.runs)} times"
+        if self.runs and self.missed:
+            return "ran, and was reported missed"
+        if self.failed:
+            return "; ".join(self.failed)
+        if not self.runs and not (self.missed or self.interrupted or self.skipped):
+            return "missing from the run file, and reported neither missed nor interrupted"
+        return None
+
+    @property
+    def final(self) -> bool:
+        """A problem that waiting cannot mend (a tick run twice, ...)."""
+        return len(self.runs) > 1 or bool(self.runs and self.missed) or bool(self.failed)
+
+    def __str__(self) -> str:
+        ran = ", ".join(str(r) for r in self.runs) or "-"
+        return (
+            f"{clock(self.label)} ran: {ran}; missed {self.missed}, interrupted "
+            f"{self.interrupted}, skipped {self.skipped}"
+        )
+
+
+@dataclass
+class Tally:
+    """The fate of every tick labelled in ``[since, until]`` (see :func:`tally`)."""
+
+    since: float
+    until: float
+    fates: dict[int, TickFate]
+    twice: dict[str, list[str]]  # over the whole run file: {tick: [node, ...]}
+    resumed: Run | None  # the first run labelled after ``until``
+    marks: list[dict[str, Any]]
+
+    @property
+    def bad(self) -> list[TickFate]:
+        return [f for _, f in sorted(self.fates.items()) if f.problem()]
+
+    @property
+    def ran(self) -> int:
+        return sum(1 for f in self.fates.values() if f.runs)
+
+    @property
+    def missed(self) -> int:
+        """Ticks of the window missing from the run file (reported or not)."""
+        return sum(1 for f in self.fates.values() if not f.runs)
+
+    @property
+    def interrupted(self) -> int:
+        return sum(1 for f in self.fates.values() if f.interrupted)
+
+    @property
+    def final(self) -> bool:
+        return bool(self.twice) or any(f.final for f in self.fates.values())
+
+    @property
+    def problems(self) -> list[str]:
+        out = []
+        if self.twice:
+            out.append(
+                f"{len(self.twice)} ticks ran more than once: {dict(list(self.twice.items())[:10])}"
+            )
+        bad = self.bad
+        if bad:
+            kinds: dict[str, int] = {}
+            for f in bad:
+                kinds[str(f.problem())] = kinds.get(str(f.problem()), 0) + 1
+            out.append(
+                f"{len(bad)} of the {len(self.fates)} ticks from {clock(self.since)} to "
+                f"{clock(self.until)} are not accounted for ({kinds}):\n"
+                + "\n".join(f"  {f}: {f.problem()}" for f in bad[:15])
+                + (f"\n  ... and {len(bad) - 15} more" if len(bad) > 15 else "")
+                + f"\n  recorders: {self.subscriptions()}"
+            )
+        if self.resumed is None:
+            out.append(f"no tick labelled after {clock(self.until)} ran: the ticks did not resume")
+        return out
+
+    def subscriptions(self) -> list[str]:
+        return [f"{m['file']} {m['kind']} at {clock(float(m.get('at') or 0))}" for m in self.marks]
+
+    def summary(self) -> str:
+        gone = [f for f in self.fates.values() if not f.runs]
+        told = sum(1 for f in gone if f.missed or f.skipped)
+        cut = sum(1 for f in gone if f.interrupted and not (f.missed or f.skipped))
+        return (
+            f"{len(self.fates)} ticks from {clock(self.since)} to {clock(self.until)}: "
+            f"{self.ran} ran, {len(gone)} did not ({told} reported missed, {cut} interrupted, "
+            f"{len(gone) - told - cut} unreported); resumed with "
+            f"{self.resumed if self.resumed else 'NOTHING'}"
+        )
+
+
+def tally(runs: list[Run], workdir: Path, since: float, until: float) -> Tally:
+    """The fate of each tick labelled in ``[since, until]`` (the job fires every second)
+    from the run file (``runs``) and every recorder's events in ``workdir``."""
+    fates = {t: TickFate(t) for t in range(math.ceil(since), math.floor(until) + 1)}
+    for r in runs:
+        label = r.label
+        if label is not None and label in fates:
+            fates[label].runs.append(r)
+    events, marks = read_events(workdir)
+    for ev in events:
+        kind = ev.get("kind")
+        if kind == "run_missed":
+            extra = ev.get("extra") or {}
+            first = label_of(extra.get("first")) or label_of(ev.get("tick"))
+            last = label_of(extra.get("last")) or first
+            if first is None or last is None:
+                continue
+            for t in range(max(first, min(fates, default=first)), last + 1):
+                if t in fates:
+                    fates[t].missed += 1
+            continue
+        fate = fates.get(label_of(ev.get("tick")))  # type: ignore[arg-type]
+        if fate is None:
+            continue
+        if kind == "run_interrupted":
+            fate.interrupted += 1
+        elif kind == "run_skipped":
+            fate.skipped += 1
+        elif kind in ("run_failed", "run_timed_out"):
+            fate.failed.append(f"{kind}: {ev.get('error')}")
+    resumed = min(
+        (r for r in runs if r.label is not None and r.label > until),
+        key=lambda r: r.label or 0,
+        default=None,
+    )
+    return Tally(since, until, fates, ticks_run_twice(runs), resumed, marks)
+
+
+ACCOUNT_SETTLE = 30.0  # ticks after ``until`` run, and the reports of earlier ones arrive
+
+
+def settle_tally(
+    rc: RunCluster, since: float, until: float, settle: float = ACCOUNT_SETTLE
+) -> Tally:
+    """:func:`tally` once every tick of the window is accounted for and a tick after
+    ``until`` ran; at the latest after ``settle`` seconds (or at once when a problem
+    appeared that waiting cannot mend: a tick run twice)."""
+    deadline = time.monotonic() + settle
+    while True:
+        t = tally(rc.runs(), rc.workdir, since, until)
+        if not t.problems or t.final or time.monotonic() >= deadline:
+            return t
+        time.sleep(0.5)
+
+
+def account(
+    rc: RunCluster, since: float, until: float, settle: float = ACCOUNT_SETTLE
+) -> list[str]:
+    """The issue's invariant over the ticks labelled in ``[since, until]`` (wall clock):
+    no tick ran twice (in the whole run file); every tick missing from the run file is
+    one the scheduler reported missed or interrupted (``run_missed``'s span,
+    ``run_interrupted``); none ran and was reported missed, none failed; and the cluster
+    resumes: a tick labelled after ``until`` runs. Waits up to ``settle`` seconds for
+    late reports and the resumption. Returns the problems (empty: all accounted for)."""
+    return settle_tally(rc, since, until, settle).problems
+
+
 # --------------------------------------------------------------------------- the nodes
 
 
@@ -228,6 +537,8 @@ class Incarnation:
     started: float
     stopped: float | None = None
     how: str = ""  # how it ended: "exit 0", "exit 1", "SIGKILL (kubelet)", ...
+    expected: int = EXPECTED_SIZE  # its --expected-size
+    events: Path | None = None  # its EventRecorder's file
 
     @property
     def running(self) -> bool:
@@ -236,7 +547,8 @@ class Incarnation:
 
 @dataclass
 class RunCluster:
-    """Three (``size``) ``otpkit run`` nodes in the namespaces of ``net``."""
+    """``otpkit run`` nodes in the namespaces of ``net``: at first the ``size`` (three)
+    nodes 1..size; the deployment (``pods``) may change (scaling, a node replaced)."""
 
     net: Cluster
     source: Path
@@ -246,6 +558,13 @@ class RunCluster:
     leftovers: list[str] = field(default_factory=list)  # processes outliving an otpkit run
     resolv: list[Path] = field(default_factory=list)  # the /etc/netns/<ns> folders made
     made_etc_netns: bool = False
+    pods: list[int] = field(default_factory=list)  # the deployment (default: 1..size)
+    expected_size: int = EXPECTED_SIZE  # --expected-size of the nodes started from now on
+    frozen: dict[int, list[int]] = field(default_factory=dict)  # SIGSTOPped os pids
+
+    def __post_init__(self) -> None:
+        if not self.pods:
+            self.pods = list(range(1, self.size + 1))
 
     @property
     def workdir(self) -> Path:
@@ -261,7 +580,18 @@ class RunCluster:
 
     @property
     def everyone(self) -> list[int]:
-        return list(range(1, self.size + 1))
+        """The deployment: the nodes meant to run now (dnsmasq serves their A records)."""
+        return sorted(self.pods)
+
+    @property
+    def known(self) -> list[int]:
+        """Every node of the deployment or started at some point."""
+        return sorted(set(self.pods) | {inc.index for inc in self.history})
+
+    def fresh(self, count: int = 1) -> list[int]:
+        """``count`` node indices never used yet (new IPs, so new node names)."""
+        top = max([*self.net.namespaces, *self.known], default=0)
+        return list(range(top + 1, top + 1 + count))
 
     def ns(self, i: int) -> str:
         return self.net.namespaces[i]
@@ -277,12 +607,34 @@ class RunCluster:
     def configure_dns(self) -> None:
         """Each node namespace's resolv.conf names the hub's dnsmasq (as a pod's names
         the cluster DNS); ``ip netns exec`` mounts ``/etc/netns/<ns>/resolv.conf``."""
-        self.made_etc_netns = not ETC_NETNS.exists()
+        self.made_etc_netns = self.made_etc_netns or not ETC_NETNS.exists()
         for i in self.everyone:
-            folder = ETC_NETNS / self.ns(i)
-            folder.mkdir(parents=True, exist_ok=True)
-            self.resolv.append(folder)
-            (folder / "resolv.conf").write_text(f"nameserver {HUB_IP}\noptions timeout:1\n")
+            self._resolv_conf(i)
+
+    def _resolv_conf(self, i: int) -> None:
+        folder = ETC_NETNS / self.ns(i)
+        if folder in self.resolv:
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        self.resolv.append(folder)
+        (folder / "resolv.conf").write_text(f"nameserver {HUB_IP}\noptions timeout:1\n")
+
+    def add_pods(self, indices: Iterable[int]) -> None:
+        """Nodes ``indices`` join the deployment: a namespace each (made once, with its
+        resolv.conf), and dnsmasq serves their A records too. None is started."""
+        for i in indices:
+            self.net.add_host(i)
+            self._resolv_conf(i)
+            if i not in self.pods:
+                self.pods.append(i)
+        self.net.set_records(self.everyone)
+
+    def remove_pods(self, indices: Iterable[int]) -> None:
+        """Nodes ``indices`` leave the deployment: their A records go (stop them first,
+        as a StatefulSet does)."""
+        gone = set(indices)
+        self.pods = [i for i in self.pods if i not in gone]
+        self.net.set_records(self.everyone)
 
     def env(self, i: int) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTPKIT_") and k != "POD_IP"}
@@ -295,32 +647,43 @@ class RunCluster:
 
     # ------------------------------------------------------------ a pod's life
 
-    def start(self, i: int) -> Incarnation:
-        """Start node ``i`` (the same name and data dir as any earlier incarnation)."""
+    def events_file(self, i: int, number: int) -> Path:
+        """The file incarnation ``number`` of node ``i`` records its events in."""
+        return self.workdir / f"events{i}.{number}.jsonl"
+
+    def start(self, i: int, expected_size: int | None = None) -> Incarnation:
+        """Start node ``i`` (the same name and data dir as any earlier incarnation) with
+        ``--expected-size`` ``expected_size`` (default: ``self.expected_size``)."""
         old = self.nodes.get(i)
         assert old is None or not old.running, f"node {i} still runs (pid {old.proc.pid})"
+        self.net.add_host(i)
+        self._resolv_conf(i)
         self.log_dir.mkdir(exist_ok=True)
         self.data_dir(i).mkdir(exist_ok=True)
         number = sum(1 for inc in self.history if inc.index == i)
         out = self.workdir / f"node{i}.{number}.out"
+        expected = self.expected_size if expected_size is None else expected_size
         argv = [
             *("ip", "netns", "exec", self.ns(i), sys.executable, "-m", "otpkit", "run", TARGET),
             *("--name", name_of(i), "--discovery", f"dns-a:{HEADLESS}"),
-            *("--dist-port", str(DIST_PORT), "--expected-size", str(EXPECTED_SIZE)),
+            *("--dist-port", str(DIST_PORT), "--expected-size", str(expected)),
             *("--probe-port", str(PROBE_PORT), "--data-dir", str(self.data_dir(i))),
             *("--log-dir", str(self.log_dir)),
         ]
+        env = self.env(i)
+        events = self.events_file(i, number)
+        env[EVENTS_ENV] = str(events)
         with open(out, "wb") as f:
             proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=f,
                 stderr=subprocess.STDOUT,
-                env=self.env(i),
+                env=env,
                 cwd=self.workdir,
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - only a prctl call
             )
-        inc = Incarnation(i, number, proc, out, time.time())
+        inc = Incarnation(i, number, proc, out, time.time(), expected=expected, events=events)
         self.nodes[i] = inc
         self.history.append(inc)
         return inc
@@ -358,6 +721,50 @@ class RunCluster:
             inc.how = f"SIGKILL after {KUBELET_GRACE:.0f} s (kubelet)"
             inc.proc.kill()
             inc.proc.wait(10)
+
+    def pod_pids(self, i: int) -> list[int]:
+        """Every process in node ``i``'s namespace (``otpkit run`` and all it started:
+        the namespace holds nothing else)."""
+        ns = self.ns(i)
+        inode = _ns_inode(ns)
+        out = sh("ip", "netns", "pids", ns, check=False).stdout.split()
+        return sorted(int(p) for p in out if p.isdigit() and _in_ns(int(p), inode))
+
+    def kill_pod(self, i: int) -> None:
+        """SIGKILL every process of node ``i`` at once (a node lost with its pod), and
+        wait until its ``otpkit run`` ended."""
+        inc = self.nodes[i]
+        inc.how = inc.how or "SIGKILL of every process"
+        inode = _ns_inode(self.ns(i))
+        for _ in range(5):  # a process forked meanwhile is found by the next pass
+            pids = self.pod_pids(i)
+            if not pids:
+                break
+            _kill_if_in_ns(pids, inode)
+        inc.proc.wait(10)
+        self.exited(i)
+
+    def freeze(self, i: int) -> list[int]:
+        """SIGSTOP every process of node ``i`` (``otpkit run`` and its children: a node
+        whose VM or cgroup is frozen). Returns the pids stopped."""
+        stopped: list[int] = self.frozen.setdefault(i, [])
+        for _ in range(5):  # until a pass finds no process left running
+            fresh = [p for p in self.pod_pids(i) if p not in stopped]
+            if not fresh:
+                break
+            for pid in fresh:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+        return list(stopped)
+
+    def thaw(self, i: int) -> None:
+        """SIGCONT every process :meth:`freeze` stopped (those still in the namespace)."""
+        inode = _ns_inode(self.ns(i))
+        for pid in self.frozen.pop(i, []):
+            if _in_ns(pid, inode):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
 
     def _reap_pod(self, i: int) -> None:
         ns = self.ns(i)
@@ -399,6 +806,58 @@ class RunCluster:
         fields = head.split()
         status = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else 0
         return status, body.decode(errors="replace").strip()
+
+    def live(self, i: int) -> bool:
+        """Node ``i`` answers ``/healthz/live`` 200 (its kernel answers)."""
+        return self.probe(i, "/healthz/live")[0] == 200
+
+    def quorum(self, i: int, timeout: float = 30.0) -> dict[str, Any] | None:
+        """Node ``i``'s quorum status as the operator sees it: ``otpkit quorum --connect
+        <its dist address> --json`` run in its namespace (a hidden node of the shell);
+        None if the command failed."""
+        argv = [
+            *("ip", "netns", "exec", self.ns(i), sys.executable, "-m", "otpkit", "quorum"),
+            *("--connect", f"{ip_of(i)}:{DIST_PORT}", "--json", "--timeout", "5"),
+        ]
+        try:
+            res = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                env=self.env(i),
+                cwd=self.workdir,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return None
+        if res.returncode != 0:
+            return None
+        try:
+            value = json.loads(res.stdout)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
+
+    def configured(
+        self, indices: Iterable[int], expected: int, asked: Iterable[int] | None = None
+    ) -> str | None:
+        """None if each node of ``asked`` (default: ``indices``) says the quorum's members
+        are exactly the nodes ``indices`` and its expected size is ``expected``; else what
+        the first one that disagrees said."""
+        indices = list(indices)
+        want = sorted(name_of(i) for i in indices)
+        for i in sorted(indices if asked is None else asked):
+            status = self.quorum(i)
+            if status is None:
+                return f"n{i}: no answer to `otpkit quorum`"
+            members = sorted(status.get("members") or [])
+            if members != want or status.get("expected") != expected:
+                return (
+                    f"n{i}: v{status.get('version')} members {[short(m) for m in members]}, "
+                    f"expected {status.get('expected')} (its setting {status.get('setting')})"
+                )
+        return None
 
     def wait_ready(self, indices: Iterable[int], timeout: float) -> dict[int, float]:
         """Wait until each node answers ``/healthz/ready`` 200; fail at once if one ends.
@@ -455,7 +914,7 @@ class RunCluster:
             if len(ends) != 2 or str(DIST_PORT) not in (ends[0][2], ends[1][2]):
                 continue
             peer_ip = ends[1][0]
-            if peer_ip.startswith("10.10.0.") and int(peer_ip.rsplit(".", 1)[1]) in self.everyone:
+            if peer_ip.startswith("10.10.0.") and int(peer_ip.rsplit(".", 1)[1]) in self.known:
                 peers.add(int(peer_ip.rsplit(".", 1)[1]))
         return peers
 
@@ -504,10 +963,18 @@ class RunCluster:
 
     def diagnostics(self) -> str:
         runs = self.runs()
-        lines = [f"last runs: {[str(r) for r in runs[-5:]]}", f"leftovers: {self.leftovers}"]
-        for i in self.everyone:
+        lines = [
+            f"last runs: {[str(r) for r in runs[-5:]]}",
+            f"leftovers: {self.leftovers}",
+            f"deployment: {self.everyone}; frozen: {sorted(self.frozen)}",
+        ]
+        shown = sorted(set(self.everyone) | {i for i, inc in self.nodes.items() if inc.running})
+        for i in shown:
             inc = self.nodes.get(i)
             state = "-" if inc is None else ("running" if inc.running else inc.how)
+            if i in self.frozen:
+                lines.append(f"n{i} [{state}, frozen]")
+                continue
             links: Any = "-"
             if inc is not None and inc.running:
                 try:
@@ -515,7 +982,7 @@ class RunCluster:
                 except subprocess.SubprocessError as exc:
                     links = f"? {exc}"
             lines.append(f"n{i} [{state}] ready={self.probe(i)} links={links}")
-        lines.extend(self.tail(i) for i in self.everyone)
+        lines.extend(self.tail(i) for i in shown)
         return "\n".join(lines)
 
     # ------------------------------------------------------------ teardown
@@ -523,6 +990,8 @@ class RunCluster:
     def close(self, grace: float = 5.0) -> None:
         """Stop every ``otpkit run`` started (by its PID): SIGTERM, SIGKILL after
         ``grace``; remove the resolv.conf files made. Namespaces go with ``net.down``."""
+        for i in list(self.frozen):
+            self.thaw(i)
         running = [inc for inc in self.history if inc.running]
         for inc in running:
             with contextlib.suppress(ProcessLookupError):

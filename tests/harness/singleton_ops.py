@@ -93,7 +93,10 @@ def _child(node: otpkit.Node, cmd: dict[str, Any]) -> Any:
     if not kids:
         return None
     pid = kids[0]
-    active = otpkit.call(pid, registry.IS_ACTIVE, timeout=float(cmd.get("t", 5)))
+    try:
+        active = otpkit.call(pid, registry.IS_ACTIVE, timeout=float(cmd.get("t", 5)))
+    except otpkit.Exit:
+        return None  # a child that just died, not yet seen by its supervisor: none now
     return {"pid": [pid.node, pid.creation, pid.id, pid.serial], "active": active}
 
 
