@@ -206,6 +206,9 @@ class DistCore:
         self._subscribers: set[Pid] = set()
         self._witness_watchers: set[Pid] = set()
         self._witnesses = 0  # connections in state "witness"
+        # closes of witnesses not reported because another one may witness the same
+        # lease (see _witnessed): (node, lease) -> the close's reason
+        self._suppressed: dict[tuple[str, tuple[str, int]], str] = {}
         self._version_logged: dict[tuple[str, int], float] = {}  # see _say_version
         # system processes other nodes may send to by name (OTP's {Name, Node} ! Msg,
         # kept to a fixed set: the registry and singleton managers find their peers so)
@@ -442,7 +445,7 @@ class DistCore:
                     reporter is not None
                     and reporter.creation == reporter_creation
                     and lost is not None
-                    and lost.creation == lost_creation
+                    and lost_creation in (0, lost.creation)  # 0: not linked then
                 ):
                     self._on_lost(*pair)
         for name, addr in [*self._known.items(), *self._lost.items(), *self._dropped.items()]:
@@ -602,6 +605,8 @@ class DistCore:
             ):
                 raise ValueError("a witness names one lease, once")
             conn.witness_of = (key, epoch)
+            if conn.name is not None:
+                self._recheck_suppressed(conn.name)
             log.debug("%s: witness of %s for %s epoch %d", self.node.name, conn.name, key, epoch)
             return
         if conn.state != "up":
@@ -956,8 +961,13 @@ class DistCore:
             self._witnesses -= 1
             self._close_peer(conn)
             lease = conn.witness_of
-            if lease is not None and name is not None and not self._witnessed(name, lease):
-                self._notify_witness(WitnessDown(name, *lease, reason))
+            if lease is not None and name is not None:
+                if self._witnessed(name, lease):
+                    self._suppressed[(name, lease)] = reason
+                else:
+                    self._notify_witness(WitnessDown(name, *lease, reason))
+            if name is not None:
+                self._recheck_suppressed(name)
             return
         if (
             was_up
@@ -1289,6 +1299,14 @@ class DistCore:
             and c.witness_of in (lease, None)
             for c in self._conns.values()
         )
+
+    def _recheck_suppressed(self, name: str) -> None:
+        """A close of ``name``'s witness that another one (maybe not named yet) kept
+        from voiding: report it once no witness of that lease from ``name`` is left."""
+        for (node, lease), reason in list(self._suppressed.items()):
+            if node == name and not self._witnessed(node, lease):
+                del self._suppressed[(node, lease)]
+                self._notify_witness(WitnessDown(node, *lease, reason))
 
     def _notify_witness(self, event: WitnessDown) -> None:
         self._tell(self._witness_watchers, event)

@@ -79,7 +79,11 @@ def dial(
         if not (isinstance(frame, tuple) and len(frame) >= 5 and frame[0] == "challenge"):
             raise WitnessError(f"unexpected answer {str(frame)[:80]}")
         _, name, peer_creation, peer_nonce, proof = frame[:5]
-        if not isinstance(peer_creation, int) or not isinstance(peer_nonce, bytes):
+        if (
+            not isinstance(peer_creation, int)
+            or not 0 <= peer_creation < 2**32
+            or not isinstance(peer_nonce, bytes)
+        ):
             raise WitnessError("a malformed challenge")
         version = _handshake.version_of(frame, 5)
         if not _handshake.accepts_version(own, version):

@@ -50,6 +50,7 @@ both formats. Without a data dir each start is a new member (logged at start).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -135,7 +136,10 @@ class QuorumStore:
             # rest is written until all is, or the error (ENOSPC) comes - never rename a
             # truncated file over the good one
             while data:
-                data = data[os.write(fd, data) :]
+                wrote = os.write(fd, data)
+                if wrote <= 0:
+                    raise OSError(errno.ENOSPC, "no byte written")
+                data = data[wrote:]
             os.fsync(fd)
         except OSError:
             with contextlib.suppress(OSError):
@@ -455,6 +459,16 @@ class Quorum(Actor):
             "store": None if self.store is None else self.store.path,
             "restored": core.restored,
             "held": sorted(core.held),
+            # this member's grant per key: whose lease it backs (renewals), until when
+            "grants": {
+                key: {
+                    "holder": rec.holder[0],
+                    "epoch": rec.epoch,
+                    "void": rec.void,
+                    "left": round(rec.expires - now, 2),
+                }
+                for key, rec in sorted(core.grants.items())
+            },
             "problem": self.problem(now),
             "rejoin": core.rejoin_problem(),
         }

@@ -588,12 +588,12 @@ def locked_change(
                     raise
                 release_on({n: p for n, p in granted.items() if n not in now}, GLOBAL_LOCK, me)
                 # a node that took the lock but not the write is no longer connected
-                _leave_out(server, _silent(order, results, me.node), "write")
+                _leave_out(server, {n: now[n] for n in _silent(order, results, me.node)}, "write")
                 return result
         answered = _answered(targets, order, results)
         release_on({n: p for n, p in answered.items() if n not in silent}, GLOBAL_LOCK, me)
         if silent:
-            _leave_out(server, silent, "lock")
+            _leave_out(server, {n: targets[n] for n in silent}, "lock")
             _targets_seen = {}
         if time.monotonic() >= deadline:
             raise CallTimeout(server, ("lock", GLOBAL_LOCK), timeout)
@@ -607,12 +607,16 @@ def _silent(order: list[str], results: list[tuple[str, Any]], own: str) -> list[
     return [n for n, r in zip(order, results, strict=True) if r[0] == "timeout" and n != own]
 
 
-def _leave_out(server: Pid, silent: list[str], step: str) -> None:
+def _leave_out(server: Pid, silent: dict[str, Pid], step: str) -> None:
     """Drop the links of the nodes that were silent in a lock round (see
     ``LOCK_ANSWER_TIMEOUT``); return once the local server no longer lists them (at
     most 1 s), so the next round does not ask them again."""
     if not silent:
         return
+    # first the unlock, on the connection the request took (so it is read after it,
+    # when that node answers again): a grant it makes late is given back at once
+    me = actors.self()
+    actors.multi_call(list(silent.values()), ("unlock", GLOBAL_LOCK, me, me), timeout=0.2)
     for node in silent:
         log.warning(
             "global: %s did not answer the %s round in %.1f s; its link is dropped "

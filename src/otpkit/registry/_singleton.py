@@ -426,7 +426,9 @@ class SingletonManager(Supervisor):
             _global.locked_change(
                 None,
                 lambda _: ([(self.config.name, (mine, self.config.resolver))], None),
-                timeout=5.0,
+                # under majority the child acts already: a short try, again in 0.5 s,
+                # so the manager hears its lease's loss between the tries
+                timeout=1.0 if self.config.policy == "majority" else 5.0,
             )
         except (CallTimeout, Exit, NodeError) as exc:
             log.warning(

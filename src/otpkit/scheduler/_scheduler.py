@@ -974,8 +974,10 @@ class SchedulerWorker(SingletonWorker):
         """Have a majority of members take ``updates``, then take them here; True once
         they did (``availability``: the nodes in reach are asked, this one decides).
 
-        Nothing changes here when the write fails: a retry computes the same change
-        again, under a new stamp (``self.seq`` only grows)."""
+        When the write falls short, memory is unchanged (a retry computes the same
+        change again, under a new stamp: ``self.seq`` only grows) but this node's store
+        may keep it (the holder saves first): after a fail-over such a claim merges in
+        as an open claim and is reported ``run_interrupted``, never run again."""
         if not updates and not force:
             return True
         try:

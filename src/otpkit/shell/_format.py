@@ -110,10 +110,27 @@ def render_quorum(data: Mapping[str, Any]) -> str:
         f"expected     {expected}",
         f"store        {store}",
         f"holds        {', '.join(data.get('held') or []) or '-'}",
+        f"grants       {_grants_text(data.get('grants') or {})}",
         f"problem      {data.get('problem') or '-'}",
         f"rejoin       {data.get('rejoin') or '-'}",
     ]
     return "\n".join(lines)
+
+
+def _grants_text(grants: Mapping[str, Any]) -> str:
+    """This member's grant per key: ``key -> holder @epoch (N s left | ran out | void)``."""
+    parts = []
+    for key, g in sorted(grants.items()):
+        if not isinstance(g, Mapping):
+            continue
+        left = g.get("left")
+        state = (
+            "void"
+            if g.get("void")
+            else (f"{left:.1f} s left" if isinstance(left, int | float) and left > 0 else "ran out")
+        )
+        parts.append(f"{key} -> {g.get('holder')} @{g.get('epoch')} ({state})")
+    return "; ".join(parts) or "-"
 
 
 def render_names(rows: Sequence[Mapping[str, Any]]) -> str:
