@@ -82,6 +82,7 @@ from tests.harness.netns_cluster import (
 )
 from tests.harness.polling import wait_for
 from tests.harness.processes import REPO_ROOT
+from tests.harness.scheduler_ops import append_row, plain
 
 TARGET = "tests.harness.netns_run_cluster:root"
 TASK = "tests.harness.netns_run_cluster:tick"
@@ -128,7 +129,7 @@ class EventRecorder(otpkit.Actor):
 
     def handle_info(self, msg: Any) -> None:
         if isinstance(msg, JobEvent):
-            row = {k: _plain(v) for k, v in msg.to_wire().items()}
+            row = {k: plain(v) for k, v in msg.to_wire().items()}
             self._write(row)
         elif msg == ("$subscribe",):
             self._subscribe()
@@ -152,22 +153,7 @@ class EventRecorder(otpkit.Actor):
         otpkit.send_after(0.05, ("$subscribe",))
 
     def _write(self, row: dict[str, Any]) -> None:
-        row["seen_by"] = otpkit.self().node
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, (json.dumps(row) + "\n").encode())
-        finally:
-            os.close(fd)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
+        append_row(self.path, row)
 
 
 def tick(path: str) -> None:

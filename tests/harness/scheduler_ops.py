@@ -40,22 +40,28 @@ class EventLog(otpkit.Actor):
 
     def handle_info(self, msg: Any) -> None:
         if isinstance(msg, JobEvent):
-            row = {k: _plain(v) for k, v in msg.to_wire().items()}
-            row["seen_by"] = otpkit.self().node
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, (json.dumps(row) + "\n").encode())
-            finally:
-                os.close(fd)
+            append_row(self.path, {k: plain(v) for k, v in msg.to_wire().items()})
 
 
-def _plain(value: Any) -> Any:
+def append_row(path: str, row: dict[str, Any]) -> None:
+    """Append ``row`` (and the node that saw it) to ``path`` as one JSON line, in one
+    write (the nodes of a cluster append to files the tests read)."""
+    row["seen_by"] = otpkit.self().node
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (json.dumps(row) + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def plain(value: Any) -> Any:
+    """``value`` as JSON can hold it: datetimes as ISO text, keys as text."""
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
@@ -88,8 +94,8 @@ OPS = {
             None if (j := scheduler.find_job(c["name"], _name(c), _t(c))) is None else j.to_spec()
         )
     ),
-    "sched_jobs": _err(lambda n, c: _plain(scheduler.jobs(_name(c), _t(c)))),
-    "sched_run": _err(lambda n, c: _plain(scheduler.run_job(c["name"], _name(c), _t(c)))),
+    "sched_jobs": _err(lambda n, c: plain(scheduler.jobs(_name(c), _t(c)))),
+    "sched_run": _err(lambda n, c: plain(scheduler.run_job(c["name"], _name(c), _t(c)))),
     "sched_holder": lambda n, c: None if (p := registry.whereis_name(_name(c))) is None else p.node,
     "sched_events": lambda n, c: repr(n.spawn(EventLog, c["path"], _name(c))),
 }
