@@ -135,7 +135,7 @@ def main() -> None:
     parser.add_argument("name", help="this node, app@ip")
     parser.add_argument("--peers", default="", help="other nodes, app@ip,...")
     parser.add_argument("--port", type=int, default=PORT)
-    parser.add_argument("--cookie", default="seed-recipe")
+    parser.add_argument("--cookie", default="seed-recipe-demo-cookie")
     parser.add_argument("--seconds", type=float, default=0, help="stop after (0: never)")
     args = parser.parse_args()
     peers = [p for p in args.peers.split(",") if p]

@@ -36,6 +36,10 @@ flag                     environment                meaning (default)
 
 A missing or bad setting raises :class:`SettingError` naming it (``otpkit run`` prints it
 as one line and exits with status 2).
+
+The cookie is at least :data:`MIN_COOKIE` bytes (``otpkit cookie new`` prints a fresh
+one), and a cookie file must not be readable by others (as ssh refuses a private key):
+0600, or 0440 for the group of a Kubernetes Secret mounted with ``fsGroup``.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +57,9 @@ from otpkit.discovery import DnsA, DnsSrv, Static
 __all__ = ["DEFAULT_DIST_PORT", "SettingError", "Settings", "cookie_from", "settings_from"]
 
 DEFAULT_DIST_PORT = 4370
+#: The shortest cookie (the rule of ``distribution``'s DistConfig, which this layer does
+#: not import: a unit test keeps the two equal).
+MIN_COOKIE = 16
 
 
 class SettingError(Exception):
@@ -146,21 +154,42 @@ def cookie_from(cookie_file_flag: str | None, env: Mapping[str, str]) -> bytes:
     ``OTPKIT_COOKIE_FILE`` (a flag wins over the environment).
 
     Raises:
-        SettingError: naming the setting that is missing or bad.
+        SettingError: naming the setting that is missing or bad: no cookie, one shorter
+            than :data:`MIN_COOKIE` bytes, a file that cannot be read, is empty, or is
+            readable by others.
     """
     if cookie_file_flag is None and env.get("OTPKIT_COOKIE"):
-        return env["OTPKIT_COOKIE"].encode()
+        cookie = env["OTPKIT_COOKIE"].encode()
+        if len(cookie) < MIN_COOKIE:
+            raise SettingError("OTPKIT_COOKIE", _too_short(len(cookie)))
+        return cookie
     cookie_file = _pick(cookie_file_flag, env, "OTPKIT_COOKIE_FILE")
     if cookie_file is None:
         raise SettingError("OTPKIT_COOKIE", "missing (or set OTPKIT_COOKIE_FILE / --cookie-file)")
     try:
         with open(cookie_file, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if mode & stat.S_IROTH:
+                raise SettingError(
+                    "OTPKIT_COOKIE_FILE",
+                    f"{cookie_file!r} is readable by others (mode {stat.S_IMODE(mode):04o}): "
+                    "chmod o-r it (0600, or 0440 for a group)",
+                )
             cookie = f.read().strip()
     except OSError as exc:
         raise SettingError("OTPKIT_COOKIE_FILE", f"{cookie_file!r}: {exc.strerror}") from None
     if not cookie:
         raise SettingError("OTPKIT_COOKIE_FILE", f"{cookie_file!r} is empty")
+    if len(cookie) < MIN_COOKIE:
+        raise SettingError("OTPKIT_COOKIE_FILE", f"{cookie_file!r}: {_too_short(len(cookie))}")
     return cookie
+
+
+def _too_short(size: int) -> str:
+    return (
+        f"the cookie is {size} bytes: at least {MIN_COOKIE} are needed "
+        "(make one with `otpkit cookie new`)"
+    )
 
 
 def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:

@@ -51,7 +51,11 @@ def run(
     )
 
 
-DIST = {"OTPKIT_NODE_NAME": "a@127.0.0.1", "OTPKIT_DIST_PORT": "4370", "OTPKIT_COOKIE": "c"}
+DIST = {
+    "OTPKIT_NODE_NAME": "a@127.0.0.1",
+    "OTPKIT_DIST_PORT": "4370",
+    "OTPKIT_COOKIE": "cli-cookie-0123456",
+}
 
 
 @pytest.mark.parametrize(
@@ -348,7 +352,7 @@ def test_ready_waits_for_the_discovered_peer_and_live_follows_the_kernel(nodes, 
     dist = {"a": free_port(), "b": free_port()}
     probes = {"a": free_port(), "b": free_port()}
     common = {
-        "OTPKIT_COOKIE": "probe-test",
+        "OTPKIT_COOKIE": "probe-test-cookie-0123456789",
         "OTPKIT_DISCOVERY": f"static:a@127.0.0.1:{dist['a']},b@127.0.0.1:{dist['b']}",
         "OTPKIT_SETTLE_TIMEOUT": "120",  # b's absence, not a timeout, decides below
         "OTPKIT_LOG_DIR": str(tmp_path),
@@ -485,7 +489,8 @@ def test_the_kubernetes_example_runs_as_its_manifest_sets_it(nodes, tmp_path):
     hosts = [f"127.0.81.{i + 1}" for i in range(3)]
     dist = [free_port() for _ in hosts]
     probes = [free_port() for _ in hosts]
-    (tmp_path / "cookie").write_text("example-cookie\n")
+    (tmp_path / "cookie").write_text("example-cookie-0123456789\n")
+    (tmp_path / "cookie").chmod(0o440)  # as the Secret is mounted (defaultMode 0440)
     peers = ",".join(f"myapp@{h}:{p}" for h, p in zip(hosts, dist, strict=True))
     for i, host in enumerate(hosts):
         pod = {"metadata.name": f"myapp-{i}", "metadata.namespace": "default", "status.podIP": host}
@@ -535,17 +540,18 @@ def test_the_kubernetes_example_runs_as_its_manifest_sets_it(nodes, tmp_path):
     ticks = [tick for tick, _ in runs()]
     assert len(ticks) == len(set(ticks)), runs()
     for i in range(3):
-        assert list((tmp_path / f"data-{i}").glob("*.sqlite")), f"myapp-{i} keeps no store"
+        # beside the quorum's state, private (see test_file_modes)
+        assert list((tmp_path / f"data-{i}" / "otpkit").glob("*.sqlite")), f"myapp-{i}: no store"
 
 
 def test_the_cookie_flag_wins_over_the_environment(tmp_path: Path) -> None:
     f = tmp_path / "cookie"
-    f.write_text("from-file\n")
-    assert cookie_from(str(f), {"OTPKIT_COOKIE": "from-env"}) == b"from-file"
-    assert cookie_from(None, {"OTPKIT_COOKIE": "from-env", "OTPKIT_COOKIE_FILE": str(f)}) == (
-        b"from-env"
-    )
-    assert cookie_from(None, {"OTPKIT_COOKIE_FILE": str(f)}) == b"from-file"
+    f.write_text("from-file-0123456789\n")
+    f.chmod(0o600)
+    env = "from-env-0123456789"
+    assert cookie_from(str(f), {"OTPKIT_COOKIE": env}) == b"from-file-0123456789"
+    assert cookie_from(None, {"OTPKIT_COOKIE": env, "OTPKIT_COOKIE_FILE": str(f)}) == (env.encode())
+    assert cookie_from(None, {"OTPKIT_COOKIE_FILE": str(f)}) == b"from-file-0123456789"
     with pytest.raises(SettingError) as missing:
         cookie_from(None, {})
     assert missing.value.setting == "OTPKIT_COOKIE"
@@ -618,10 +624,62 @@ def test_a_quorum_store_it_cannot_use_stops_the_start_in_one_line(tmp_path, cont
     proc, _marks = run_cli_app(
         tmp_path,
         "a@127.0.0.1",
-        {"OTPKIT_DIST_PORT": str(free_port()), "OTPKIT_COOKIE": "c"},
+        {"OTPKIT_DIST_PORT": str(free_port()), "OTPKIT_COOKIE": "cli-cookie-0123456"},
     )
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"otpkit: quorum store {store}: "), lines
     assert says in lines[0]
+
+
+# ---------------------------------------------------------------------- bad numbers
+
+
+def test_a_pid_or_number_out_of_range_is_one_line_and_the_shell_stays(nodes, tmp_path):
+    """``otpkit kill 99999999999999999999 --connect ...`` printed a traceback (the number
+    cannot travel to the node); now it is one line and status 2, as any bad argument,
+    and in the shell one line, after which the shell goes on."""
+    dist, probes = free_port(), free_port()
+    cookie = "bad-numbers-cookie-0123456789"
+    nodes.start(
+        "a",
+        f"{APP}:root",
+        {
+            "OTPKIT_NODE_NAME": "a@127.0.0.1",
+            "OTPKIT_DIST_PORT": str(dist),
+            "OTPKIT_PROBE_PORT": str(probes),
+            "OTPKIT_COOKIE": cookie,
+            "OTPKIT_LOG_DIR": str(tmp_path),
+            "CLI_APP_OUT": str(tmp_path / "marks"),
+        },
+    )
+    wait_until(lambda: probe(probes, "/healthz/ready") == (200, "ready"), 60, what="a is ready")
+    env = {"OTPKIT_COOKIE": cookie, "HOME": str(tmp_path)}
+    target = f"127.0.0.1:{dist}"
+    for args, says in [
+        (["kill", "99999999999999999999"], "pid '99999999999999999999': out of range"),
+        (["kill", "<a@127.0.0.1.4194305>"], "out of range (an os pid is 1 to 4194304)"),
+        (["quorum_expected", "99999999999999999999"], "expected a number of nodes, 1 to 1000"),
+        (["events", "--for", "1e300"], "otpkit: --for: 1e+300: expected seconds"),
+    ]:
+        out = run([*args, "--connect", target], env)
+        assert out.returncode == 2, (args, out.stdout, out.stderr)
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and says in lines[0], (args, out.stderr)
+    session = subprocess.run(
+        [sys.executable, "-m", "otpkit", "shell", "--connect", target],
+        input="kill 99999999999999999999\nquorum_expected 0\nevents 1 inf\nnodes\nquit\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**child_env(), **env},
+        check=False,
+    )
+    assert session.returncode == 0, (session.stdout, session.stderr)
+    assert "Traceback" not in session.stdout + session.stderr
+    said = session.stdout
+    assert "pid '99999999999999999999': out of range" in said, said
+    assert "'0': expected a number of nodes, 1 to 1000" in said, said
+    assert "usage: events [COUNT] [SECONDS]" in said, said
+    assert "a@127.0.0.1" in said.split("usage: events", 1)[1], "nodes answered after them"

@@ -22,7 +22,7 @@ HIDDEN = textwrap.dedent(
     from otpkit.distribution import DistConfig
 
     log_dir, a_name, a_port, echo = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    config = DistConfig("127.0.0.9", 0, b"test-cookie", hidden=True)
+    config = DistConfig("127.0.0.9", 0, b"test-cookie-0123456789", hidden=True)
     node = otpkit.Node("shell@127.0.0.9", dist=config, log_dir=log_dir).start()
     dist.connect_node(a_name, "127.0.0.2", a_port)
     deadline = time.monotonic() + 10

@@ -32,7 +32,7 @@ TASK = f"{DRIVER}:sleeper"
 
 def pool_node(name: str, log_dir: str) -> NodeProc:
     """``python -m tests.harness.pool_node_driver NAME PORT LOG_DIR COOKIE``, started."""
-    return NodeProc(name, log_dir, cookie="pool-cookie", wait=False, module=DRIVER)
+    return NodeProc(name, log_dir, cookie="pool-cookie-0123456789", wait=False, module=DRIVER)
 
 
 @pytest.fixture(scope="module")

@@ -287,7 +287,7 @@ def test_a_corrupt_store_stops_the_start_with_its_path_and_is_left_as_it_was(tmp
             "c1@127.0.0.9",
             "0",
             str(tmp_path),
-            "test-cookie",
+            "test-cookie-0123456789",
             "--scheduler",
             str(config),
         ),

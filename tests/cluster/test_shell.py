@@ -78,7 +78,7 @@ class Cluster:
         for i in (2, 3, 4):
             self.nodes.append(shell_node(f"n{i}@127.0.0.{i}", str(self.workdir), COOKIE, str(path)))
         # a node of a cluster of its own (another cookie): the one whose death a shell sees
-        self.lone = shell_node("n5@127.0.0.5", str(self.workdir), "lone-cookie", "-")
+        self.lone = shell_node("n5@127.0.0.5", str(self.workdir), "lone-cookie-0123", "-")
         for node in [*self.nodes, self.lone]:
             node.wait_ready()
         for a in self.nodes:
@@ -459,7 +459,7 @@ def test_bad_settings_and_a_wrong_cookie(cluster: Cluster) -> None:
         assert res.returncode == 2, (words, res.stderr)
         assert res.stderr.startswith(said), (words, res.stderr)
         assert len(res.stderr.strip().splitlines()) == 1, res.stderr
-    res = oneshot(cluster, "nodes", cookie="not-the-cookie")
+    res = oneshot(cluster, "nodes", cookie="not-the-cookie-0123456789")
     assert res.returncode == 3
     assert res.stderr.strip().splitlines() == [
         f"otpkit: {cluster.n2.name} at {cluster.target()} refused the handshake: wrong cookie"
@@ -482,8 +482,8 @@ def test_interrupts_and_a_lost_connection(cluster: Cluster) -> None:
     for which in ("idle", "busy"):
         tmp[which] = cluster.workdir / f"tmp-{which}"
         tmp[which].mkdir()
-    idle = PtyShell(cluster, cluster.target(lone), "lone-cookie", lone.name, tmp["idle"])
-    busy = PtyShell(cluster, cluster.target(lone), "lone-cookie", lone.name, tmp["busy"])
+    idle = PtyShell(cluster, cluster.target(lone), "lone-cookie-0123", lone.name, tmp["idle"])
+    busy = PtyShell(cluster, cluster.target(lone), "lone-cookie-0123", lone.name, tmp["busy"])
     try:
         assert lone.name in idle.cmd("nodes")
         assert any(tmp["idle"].glob("otpkit-shell-*"))  # the scratch dir looked for below

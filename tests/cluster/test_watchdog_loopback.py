@@ -40,7 +40,7 @@ from tests.harness.processes import REPO_ROOT
 pytestmark = pytest.mark.cluster
 
 EXAMPLE = REPO_ROOT / "examples" / "kubernetes"
-COOKIE = "watchdog-cookie"
+COOKIE = "watchdog-cookie-0123456789"
 HOSTS = [f"127.0.83.{i}" for i in (1, 2, 3)]
 TERM = 3.5  # the lease term with its margin (QuorumConfig's defaults)
 BOUND = 60.0  # a wide bound, for a loaded 2-core machine

@@ -2,7 +2,7 @@
 
 Usage: python -m tests.harness.node_driver NAME PORT LOG_DIR [COOKIE] [--dns-a SERVICE
 --ns IP [--ns-port PORT] [--poll SECONDS] [--prune-after N] [--dns-timeout SECONDS]]
-[--tls CERT KEY] [--singleton POLICY FILE | --scheduler CONFIG | --seed FILE]. Prints
+[--tls CERT KEY] [--debug] [--singleton POLICY FILE | --scheduler CONFIG | --seed FILE]. Prints
 {"ready": ...} once started, then answers one JSON line per command line (see
 ``handle``). Pids travel as [node, creation, id, serial].
 
@@ -20,6 +20,7 @@ import argparse
 import importlib
 import importlib.util
 import json
+import logging
 import os
 import signal
 import ssl
@@ -165,7 +166,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("name")
     p.add_argument("port", type=int)
     p.add_argument("log_dir")
-    p.add_argument("cookie", nargs="?", default="test-cookie")
+    p.add_argument("cookie", nargs="?", default="test-cookie-0123456789")
     p.add_argument("--dns-a", metavar="SERVICE", help="discover peers by DnsA(SERVICE)")
     p.add_argument("--ns", metavar="IP", help="the nameserver DnsA asks")
     p.add_argument("--ns-port", type=int, default=53)
@@ -185,6 +186,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--scheduler", metavar="CONFIG", help="boot with a Scheduler described by a JSON file"
     )
     p.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="TLS for every dist link")
+    p.add_argument("--debug", action="store_true", help="the node logs at DEBUG")
     return p.parse_args(argv)
 
 
@@ -245,6 +247,8 @@ def main() -> None:
         options["children"] = [scheduler_spec(args.scheduler)]
     if args.seed:
         options["children"] = load_seed_recipe().app_children(args.seed)
+    if args.debug:
+        options["log_level"] = logging.DEBUG
     node = otpkit.Node(
         name, cookie=args.cookie, dist_port=port, log_dir=args.log_dir, **options
     ).start()

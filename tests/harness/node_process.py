@@ -55,7 +55,7 @@ class NodeProc:
         self,
         name: str,
         log_dir: str,
-        cookie: str = "test-cookie",
+        cookie: str = "test-cookie-0123456789",
         extra_args: tuple[str, ...] = (),
         wait: bool = True,
         module: str = DRIVER,

@@ -52,7 +52,8 @@ def store_versions(rc: RunCluster, i: int) -> tuple[int | None, list[int]]:
     except (OSError, ValueError):
         fmt = None
     schemas = []
-    for path in sorted(rc.data_dir(i).glob("*.sqlite")):
+    data = rc.data_dir(i)
+    for path in sorted([*data.glob("*.sqlite"), *data.glob("otpkit/*.sqlite")]):
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
         try:
             schemas.append(int(conn.execute("SELECT version FROM otpkit_schema").fetchone()[0]))
@@ -112,8 +113,12 @@ def rolling_update(rc: RunCluster, new: Path) -> Outcome:
                 f"{want_state}), scheduler schema {schemas} (want {want_schema})"
             )
         migrated = [
-            f"format {versions['state'][0]} migrated to {want_state}",
-            f"schema version {versions['schema'][0]} migrated to {want_schema}",
+            f"{label} {was} migrated to {now}"
+            for label, (was, now) in (
+                ("format", versions["state"]),
+                ("schema version", versions["schema"]),
+            )
+            if was != now  # a release that keeps a format migrates nothing
         ]
         log = rc.log(i)
         missing = [line for line in migrated if line not in log]

@@ -106,7 +106,7 @@ def main() -> None:
     p.add_argument("name")
     p.add_argument("port", type=int)
     p.add_argument("log_dir")
-    p.add_argument("cookie", nargs="?", default="test-cookie")
+    p.add_argument("cookie", nargs="?", default="test-cookie-0123456789")
     p.add_argument("--expected", type=int, default=0)
     p.add_argument("--settle", type=float, default=1.0)
     p.add_argument("--term", type=float, default=3.0)

@@ -1,7 +1,8 @@
 """The next release, as a test makes it: a copy of this repository's ``src/otpkit`` whose
 version constants are raised (the dist protocol, the quorum's state format, the
 scheduler's schema), for nodes started with the copy first on their ``PYTHONPATH``
-(``NodeProc(env=...)``, ``RunCluster.source``).
+(``NodeProc(env=...)``, ``RunCluster.source``); and the previous release, as git has it
+(:func:`previous_release`): the last commit whose dist protocol is one below this code's.
 
 Each constant is defined on one line of one module; :func:`next_release` fails if a
 line is not found exactly once, so a renamed constant breaks the tests that rely on it
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import tarfile
 from pathlib import Path
 
 from tests.harness.processes import REPO_ROOT
@@ -53,4 +56,62 @@ def next_release(
         assert count == 1, f"{name} = {value} not found once in {path}"
         path.write_text(text)
         assert current(what, dest) == value + step
+    return dest
+
+
+def _git(*args: str) -> str:
+    out = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, check=True, timeout=60
+    )
+    return out.stdout
+
+
+def _protocol_at(commit: str) -> int | None:
+    module, name = CONSTANTS["protocol"]
+    try:
+        text = _git("show", f"{commit}:src/otpkit/{module}")
+    except subprocess.CalledProcessError:
+        return None
+    found = re.findall(rf"^{name} = (\d+)$", text, flags=re.MULTILINE)
+    return int(found[0]) if len(found) == 1 else None
+
+
+def previous_commit() -> str:
+    """The commit of the previous release: the last one whose dist protocol is one below
+    the working tree's - ``HEAD`` while the change that raised it is not committed, else
+    the parent of the commit that raised it. Raises LookupError (no git, no such commit)."""
+    want = current("protocol") - 1
+    try:
+        if _protocol_at("HEAD") == want:
+            return _git("rev-parse", "HEAD").strip()
+        module = CONSTANTS["protocol"][0]
+        changes = _git(
+            "log", "--format=%H", f"-G^{CONSTANTS['protocol'][1]} = ", "--", f"src/otpkit/{module}"
+        ).split()
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise LookupError(f"no git history to find protocol {want} in: {exc}") from None
+    for commit in changes:  # newest first: the change to this protocol, then older ones
+        if _protocol_at(f"{commit}^") == want:
+            return _git("rev-parse", f"{commit}^").strip()
+    raise LookupError(f"no commit speaks dist protocol {want}")
+
+
+def previous_release(dest: Path, commit: str | None = None) -> Path:
+    """``src/otpkit`` of ``commit`` (default :func:`previous_commit`) extracted into
+    ``dest/otpkit``; return ``dest`` (the tree to put on ``PYTHONPATH``)."""
+    commit = commit or previous_commit()
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = dest / "src.tar"
+    with open(archive, "wb") as f:
+        subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "archive", commit, "src/otpkit"],
+            stdout=f,
+            check=True,
+            timeout=60,
+        )
+    with tarfile.open(archive) as tar:
+        tar.extractall(dest / "git", filter="data")
+    archive.unlink()
+    shutil.move(dest / "git" / "src" / "otpkit", dest / "otpkit")
+    shutil.rmtree(dest / "git")
     return dest

@@ -1,7 +1,10 @@
 """Scenario (i) of the operations suite: a rolling update of a 3-node ``otpkit run``
 cluster from this code to the next release, a build of it whose dist protocol, quorum
 state format and scheduler schema versions are one higher (the test makes it: a copy of
-the nodes' source tree with the three constants raised, ``tests/harness/versions.py``).
+the nodes' source tree with the three constants raised, ``tests/harness/versions.py``);
+and from the previous release - the last commit whose dist protocol is one below this
+code's, as git has it (``versions.previous_release``) - to this code: the real N-1,
+whose handshake order differs (protocol 2's acceptor proves first, protocol 3's dialer).
 
 One node at a time, from the highest index down, as a StatefulSet's rolling update
 does: SIGTERM, wait for the exit, start it on the new build (same name, same data dir),
@@ -32,7 +35,8 @@ import pytest
 from tests.harness.netns_run_cluster import RunCluster, run_cluster_in
 from tests.harness.operations import boot
 from tests.harness.operations_upgrade import rolling_update
-from tests.harness.versions import next_release
+from tests.harness.processes import REPO_ROOT
+from tests.harness.versions import next_release, previous_commit, previous_release
 
 pytestmark = pytest.mark.netns
 
@@ -55,4 +59,26 @@ def test_rolling_update_to_the_next_release(run_cluster: RunCluster, tmp_path: P
     print(f"\n{text}\n  wall time of the test: {time.time() - t0:.1f} s")
     if out.problems:
         pytest.fail("\n".join([*out.problems, "", text, rc.diagnostics()]), pytrace=False)
+    assert out.figures["rolling_update_missed_ticks"] is not None
+
+
+def test_rolling_update_from_the_previous_release(tmp_path: Path) -> None:
+    """The cluster starts on the previous release's code (a git commit) and is rolled to
+    this code, with the same checks: every node linked to every other while both run (the
+    new nodes dial the old ones: an old node's dial is closed and dialled back), no
+    version refusal, no tick twice, every missing tick reported."""
+    try:
+        commit = previous_commit()
+    except LookupError as exc:
+        pytest.skip(f"needs the repository's git history: {exc}")
+    old = previous_release(tmp_path / "previous", commit)
+    t0 = time.time()
+    (tmp_path / "cluster").mkdir()
+    with run_cluster_in(tmp_path / "cluster", source=old) as rc:
+        boot(rc)
+        out = rolling_update(rc, REPO_ROOT / "src")
+        text = out.text()
+        print(f"\n  from {commit[:10]}\n{text}\n  wall time of the test: {time.time() - t0:.1f} s")
+        if out.problems:
+            pytest.fail("\n".join([*out.problems, "", text, rc.diagnostics()]), pytrace=False)
     assert out.figures["rolling_update_missed_ticks"] is not None

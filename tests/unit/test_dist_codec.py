@@ -26,6 +26,7 @@ import msgpack
 import pytest
 
 from otpkit import Pid, Ref
+from otpkit.distribution import _codec
 from otpkit.distribution._codec import (
     EXT_DATETIME,
     EXT_PID,
@@ -635,6 +636,100 @@ def test_bad_frames_are_protocol_errors(name: str, frame: bytes, match: str) -> 
     if frame[:4] != b"\x00\x00\x00\x00":
         with pytest.raises(ProtocolError, match=match):
             decode(frame[4:])
+
+
+# --------------------------------------------------------------------------- before authentication
+
+
+HELLO = ("hello", "a@10.0.0.1", 5, b"\x01" * 32, False, ["10.0.0.1", 4370], 3)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(PID, id="pid"),
+        pytest.param(REF, id="ref"),
+        pytest.param(UTC_DT, id="datetime-utc"),
+        pytest.param(datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=2), "X")), id="named"),
+        pytest.param(msgpack.ExtType(99, b"x"), id="unknown-ext"),
+        pytest.param(msgpack.Timestamp(1, 0), id="msgpack-timestamp"),
+        pytest.param(msgpack.ExtType(EXT_DATETIME, b""), id="empty-datetime-ext"),
+    ],
+)
+def test_a_plain_decoder_refuses_every_ext_but_the_tuple_marker(value: Any) -> None:
+    frame = encode_frame((*HELLO, value))
+    with pytest.raises(ProtocolError, match="ext"):
+        FrameDecoder(4096, plain=True).feed(frame)
+    if not isinstance(value, msgpack.ExtType):  # the same frame, once authenticated
+        assert FrameDecoder(4096).feed(frame)
+
+
+def test_a_plain_decoder_refuses_aware_datetimes_without_a_zone_lookup(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pre-auth attack of issue 13: frames full of aware datetimes, each naming a zone
+    no tz database has (each a ZoneInfo lookup). Before authentication none is looked
+    up, and the frame fails at its first ext."""
+    looked_up: list[str] = []
+
+    def zone_info(key: str) -> Any:
+        looked_up.append(key)
+        raise ZoneInfoNotFoundError(key)
+
+    monkeypatch.setattr(_codec, "ZoneInfo", zone_info)
+    payload = struct.pack(">HBBBBBIBq", 2026, 1, 1, 0, 0, 0, 0, 4, 0)
+    dts = [msgpack.ExtType(EXT_DATETIME, payload + f"Nowhere/Z{i}".encode()) for i in range(40)]
+    frame = encode_frame(("hello", *dts))
+    with pytest.raises(ProtocolError, match="ext"):
+        FrameDecoder(4096, plain=True).feed(frame)
+    assert looked_up == []
+    FrameDecoder(4096).feed(frame)  # authenticated: each is looked up (and kept as offsets)
+    assert len(looked_up) == 40
+
+
+def test_a_plain_decoder_takes_the_handshakes_values() -> None:
+    frames = [HELLO, ("challenge", "b@h", 1, b"\2" * 32, None, 3), ("ok", b"\3" * 32)]
+    frames += [("refuse", "reason", 3), ("x", [1, [2.5, None]], {"k": (1, (2,))})]
+    decoder = FrameDecoder(4096, plain=True)
+    assert_same(decoder.feed(b"".join(map(encode_frame, frames))), frames)
+
+
+def test_frames_are_judged_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``feed(data, 1)`` decodes one frame and leaves the next ones undecoded in its
+    buffer: a caller that closes the connection on the first bad frame never pays for
+    the others (the old decoder decoded every frame of a 64 KiB read first)."""
+    decoded: list[bytes] = []
+    unpack = _codec._unpack
+
+    def counting(data: bytes, plain: bool = False) -> Any:
+        decoded.append(data)
+        return unpack(data, plain)
+
+    monkeypatch.setattr(_codec, "_unpack", counting)
+    bad = encode_frame((*HELLO, PID))
+    stream = encode_frame(("junk", 1)) + bad * 20
+    decoder = FrameDecoder(4096, plain=True)
+    assert decoder.feed(stream, 1) == [("junk", 1)]
+    assert len(decoded) == 1 and decoder.buffered == len(bad) * 20
+    with pytest.raises(ProtocolError, match="ext"):
+        decoder.feed(b"", 1)
+    assert len(decoded) == 2
+    # good frames: one per call, in order, whatever the chunks
+    decoder = FrameDecoder(4096, plain=True)
+    stream = b"".join(encode_frame(("n", i)) for i in range(5))
+    got = decoder.feed(stream[:7], 1) + decoder.feed(stream[7:], 1)
+    while frame := decoder.feed(b"", 1):
+        got += frame
+    assert got == [("n", i) for i in range(5)]
+    assert decoder.buffered == 0
+
+
+def test_a_decoder_leaves_plain_mode_once_the_peer_proved_itself() -> None:
+    decoder = FrameDecoder(4096, plain=True)
+    stream = encode_frame(("ok", b"\3" * 32)) + encode_frame(("send", PID, REF, UTC_DT))
+    assert decoder.feed(stream, 1) == [("ok", b"\3" * 32)]
+    decoder.plain, decoder.max_frame = False, 1 << 20
+    assert_same(decoder.feed(b""), [("send", PID, REF, UTC_DT)])
 
 
 def test_decode_refuses_empty_input_and_non_bytes() -> None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -166,6 +168,7 @@ def make_v1_store(db: Path, with_ledger: bool = True) -> None:
         conn.execute("INSERT INTO ledger (id, body) VALUES (1, ?)", (msgpack.packb(head),))
     conn.commit()
     conn.close()
+    os.chmod(db, 0o644)  # as SQLite made it under the usual umask
 
 
 def test_a_version_1_store_is_migrated_when_opened(
@@ -177,8 +180,12 @@ def test_a_version_1_store_is_migrated_when_opened(
         store = Store.open(db)
     try:
         assert version_of(db) == SCHEMA_VERSION
-        lines = [r.getMessage() for r in caplog.records]
+        lines = [r.getMessage() for r in caplog.records if r.name == "otpkit.scheduler"]
         assert lines == [f"scheduler store {db}: schema version 1 migrated to {SCHEMA_VERSION}"]
+        # made by an earlier version with SQLite's 0644: narrowed, and said so
+        assert stat.S_IMODE(db.stat().st_mode) == 0o600
+        narrowed = [r.getMessage() for r in caplog.records if r.name == "otpkit.node"]
+        assert narrowed == [f"scheduler store {db} was mode 0644, open to others: now 0600"]
         head = store.load_ledger()
         assert head is not None and head["lanes"] == []
         rows = store.lanes()

@@ -1,6 +1,6 @@
 """The supervisor's pure decisions (no processes, no node): restart intensity, restart
-types, strategies, auto_shutdown; plus the exit-reason rule and the local frame reader
-they rely on.
+types, strategies, auto_shutdown; plus the exit-reason rule they rely on (the local frame
+reader's tests are in ``test_local_wire.py``).
 
 Expected values come from OTP's supervisor.erl and supervisor_SUITE (flags and
 strategies, the restart intensity, child specs, auto_shutdown), not from the
@@ -9,17 +9,12 @@ implementation.
 
 from __future__ import annotations
 
-import hmac
 import itertools
-import pickle
-import struct
 from typing import Any
 
 import pytest
 
 from otpkit.actors._pid import is_normal_exit
-from otpkit.actors._wire import MAX_FRAME, FrameReader, encode, sign, verify
-from otpkit.errors import FrameError
 from otpkit.supervision._decisions import (
     add_restart,
     auto_shutdown_due,
@@ -374,211 +369,3 @@ def test_auto_shutdown_with_restart_types(restart: str, reason: Any, expected: b
     assert auto_shutdown_due("any_significant", True, restarted, True) is expected
     assert auto_shutdown_due("all_significant", True, restarted, False) is expected
     assert auto_shutdown_due("all_significant", True, restarted, True) is False
-
-
-# --------------------------------------------------------------------------------------
-# FrameReader: the authenticated local frames between a node's processes
-# --------------------------------------------------------------------------------------
-
-OBJECTS: list[Any] = [
-    "hello",
-    ("ok", 1, [2.5, None]),
-    {"nested": {"k": (1, 2)}, "b": b"\x00\xff" * 10},
-    list(range(40)),
-    "",
-]
-STREAM = b"".join(encode(o) for o in OBJECTS)
-
-_RECORDED: list[Any] = []
-
-
-def _record(x: Any) -> Any:
-    _RECORDED.append(x)
-    return x
-
-
-class _SideEffect:
-    """Unpickling this calls _record: shows whether a frame was ever unpickled."""
-
-    def __reduce__(self) -> Any:
-        return (_record, ("unpickled",))
-
-
-def frame_with_tag(body: bytes, tag: bytes) -> bytes:
-    return struct.pack(">I", len(tag) + len(body)) + tag + body
-
-
-def test_frame_layout() -> None:
-    """4-byte big-endian length of tag + body, then the tag, then the pickle (the MAC
-    itself is _wire's choice: sign/verify make and check it)."""
-    frame = encode(("x", 1))
-    body = pickle.dumps(("x", 1), protocol=pickle.HIGHEST_PROTOCOL)
-    assert frame == struct.pack(">I", 32 + len(body)) + sign(body)
-    assert verify(frame[4:]) == body
-
-
-def test_one_frame_one_chunk() -> None:
-    assert FrameReader().feed(encode(("ok", 42))) == [("ok", 42)]
-
-
-def test_several_frames_in_one_chunk() -> None:
-    assert FrameReader().feed(STREAM) == OBJECTS
-
-
-def test_empty_feed() -> None:
-    reader = FrameReader()
-    assert reader.feed(b"") == []
-    assert reader.feed(encode(1)) == [1]
-    assert reader.feed(b"") == []
-
-
-def test_byte_by_byte_yields_each_frame_on_its_last_byte() -> None:
-    reader = FrameReader()
-    ends = set(itertools.accumulate(len(encode(o)) for o in OBJECTS))
-    got: list[Any] = []
-    for i in range(len(STREAM)):
-        out = reader.feed(STREAM[i : i + 1])
-        if i + 1 in ends:
-            assert len(out) == 1
-        else:
-            assert out == []
-        got += out
-    assert got == OBJECTS
-
-
-@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 7, 13, 31, 32, 33, 36, 37, 64, 100, 1000])
-def test_fixed_size_chunks(size: int) -> None:
-    reader = FrameReader()
-    got: list[Any] = []
-    for i in range(0, len(STREAM), size):
-        got += reader.feed(STREAM[i : i + size])
-    assert got == OBJECTS
-
-
-def test_every_two_way_split() -> None:
-    for cut in range(len(STREAM) + 1):
-        reader = FrameReader()
-        got = reader.feed(STREAM[:cut]) + reader.feed(STREAM[cut:])
-        assert got == OBJECTS, cut
-
-
-def test_every_three_way_split_of_two_frames() -> None:
-    stream = encode(("a", 1)) + encode(["b", 2.0])
-    for i in range(len(stream) + 1):
-        for j in range(i, len(stream) + 1):
-            reader = FrameReader()
-            got = reader.feed(stream[:i]) + reader.feed(stream[i:j]) + reader.feed(stream[j:])
-            assert got == [("a", 1), ["b", 2.0]], (i, j)
-
-
-def test_partial_frame_is_kept_for_the_next_feed() -> None:
-    first, second = encode("one"), encode("two")
-    reader = FrameReader()
-    assert reader.feed(first + second[:10]) == ["one"]
-    assert reader.feed(second[10:]) == ["two"]
-
-
-if HAVE_HYPOTHESIS:
-
-    @settings(max_examples=200, deadline=None)
-    @given(
-        objs=st.lists(
-            st.recursive(
-                st.none() | st.booleans() | st.integers() | st.text() | st.binary(),
-                lambda inner: st.lists(inner) | st.tuples(inner, inner),
-                max_leaves=10,
-            ),
-            max_size=6,
-        ),
-        cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=10),
-    )
-    def test_random_chunking(objs: list[Any], cuts: list[int]) -> None:
-        stream = b"".join(encode(o) for o in objs)
-        points = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
-        reader = FrameReader()
-        got: list[Any] = []
-        for a, b in itertools.pairwise(points):
-            got += reader.feed(stream[a:b])
-        assert got == objs
-
-
-@pytest.mark.parametrize("index", [0, 1, 15, 31])
-def test_tampered_tag_raises(index: int) -> None:
-    frame = bytearray(encode("secret"))
-    frame[4 + index] ^= 0x01
-    with pytest.raises(FrameError, match="does not verify"):
-        FrameReader().feed(bytes(frame))
-
-
-def test_tampered_body_raises() -> None:
-    frame = bytearray(encode("secret"))
-    frame[-1] ^= 0x80
-    with pytest.raises(FrameError, match="does not verify"):
-        FrameReader().feed(bytes(frame))
-
-
-def test_tampered_frame_after_a_good_one_raises() -> None:
-    bad = bytearray(encode("two"))
-    bad[4] ^= 0xFF
-    with pytest.raises(FrameError):
-        FrameReader().feed(encode("one") + bytes(bad))
-
-
-def test_tampered_frame_split_across_chunks_raises_on_completion() -> None:
-    bad = bytearray(encode("payload"))
-    bad[10] ^= 0x10
-    reader = FrameReader()
-    assert reader.feed(bytes(bad[:20])) == []
-    with pytest.raises(FrameError):
-        reader.feed(bytes(bad[20:]))
-
-
-@pytest.mark.parametrize(
-    "tag",
-    [
-        bytes(32),
-        b"\xff" * 32,
-        hmac.digest(b"another node's key", pickle.dumps(_SideEffect()), "sha256"),
-    ],
-)
-def test_frame_with_a_foreign_tag_is_never_unpickled(tag: bytes) -> None:
-    body = pickle.dumps(_SideEffect())
-    _RECORDED.clear()
-    with pytest.raises(FrameError):
-        FrameReader().feed(frame_with_tag(body, tag))
-    assert _RECORDED == []
-    # the same body with this node's tag is unpickled (so the check above can fail)
-    genuine = struct.pack(">I", 32 + len(body)) + sign(body)
-    assert FrameReader().feed(genuine) == ["unpickled"]
-    assert _RECORDED == ["unpickled"]
-    _RECORDED.clear()
-
-
-@pytest.mark.parametrize("size", [MAX_FRAME + 1, MAX_FRAME * 2, 0xFFFFFFFF])
-def test_oversize_length_raises_on_the_header(size: int) -> None:
-    reader = FrameReader()
-    with pytest.raises(FrameError, match=str(size)):
-        reader.feed(struct.pack(">I", size))  # only the header: nothing else is awaited
-
-
-def test_oversize_length_split_header() -> None:
-    header = struct.pack(">I", MAX_FRAME + 1)
-    reader = FrameReader()
-    assert reader.feed(header[:3]) == []
-    with pytest.raises(FrameError):
-        reader.feed(header[3:] + b"\x00" * 100)
-
-
-def test_oversize_length_after_a_good_frame() -> None:
-    with pytest.raises(FrameError):
-        FrameReader().feed(encode("ok") + struct.pack(">I", MAX_FRAME + 1))
-
-
-def test_max_size_length_is_awaited_not_refused() -> None:
-    assert FrameReader().feed(struct.pack(">I", MAX_FRAME) + b"\x00" * 64) == []
-
-
-@pytest.mark.parametrize("size", [0, 1, 31])
-def test_length_shorter_than_a_tag_raises(size: int) -> None:
-    with pytest.raises(FrameError, match=f"frame length {size} "):
-        FrameReader().feed(struct.pack(">I", size) + b"\x00" * size)

@@ -6,6 +6,7 @@ processes exchange, the local actor system, ``/proc`` reading - never the privat
 modules themselves (``tests/unit/test_layers.py`` checks it).
 """
 
+from otpkit.actors import _shapes as shapes
 from otpkit.actors._actor import IGNORE, NOREPLY, Actor, Stop
 from otpkit.actors._api import (
     call,
@@ -33,6 +34,7 @@ from otpkit.actors._api import (
     whereis,
 )
 from otpkit.actors._client import ClientRuntime
+from otpkit.actors._files import make_private_dir, narrow, private_file
 from otpkit.actors._frames import (
     BYE,
     CALL,
@@ -75,7 +77,9 @@ from otpkit.actors._system import (
     pids_in_group,
     start_local_system,
 )
-from otpkit.actors._wire import FrameReader as LocalFrameReader
+from otpkit.actors._wire import Channel as LocalChannel
+from otpkit.actors._wire import RateLog, is_stranger
+from otpkit.actors._wire import Unproven as UnprovenConnections
 from otpkit.actors._wire import encode as encode_local_frame
 
 __all__ = [
@@ -130,23 +134,29 @@ __all__ += [
     "SYS",
     "UNLINK",
     "ClientRuntime",
-    "LocalFrameReader",
+    "LocalChannel",
     "LocalSystem",
     "NodeIdentity",
+    "RateLog",
     "RemoteHooks",
     "Runtime",
     "StreamEnd",
     "SysStop",
+    "UnprovenConnections",
     "address_of",
     "close_in_children",
     "current_runtime",
     "encode_local_frame",
     "halt_local_system",
+    "is_stranger",
     "load_object",
+    "make_private_dir",
     "name_address",
+    "narrow",
     "node_pgid",
     "own_socket",
     "pids_in_group",
+    "private_file",
     "proc_stat",
     "process_alive",
     "process_start_ticks",
@@ -156,5 +166,6 @@ __all__ += [
     "set_current_runtime",
     "set_node_pgid",
     "set_remote_hooks",
+    "shapes",
     "start_local_system",
 ]

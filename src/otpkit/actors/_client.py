@@ -35,6 +35,8 @@ def _locked(method: F) -> F:
 class ClientRuntime(Runtime):
     """The starting program's own process."""
 
+    handshake_wait = 2.0  # see Runtime.handshake_wait
+
     def __init__(self, node: NodeIdentity) -> None:
         super().__init__(node, trap_exit=True)
         self.lock = threading.RLock()

@@ -363,6 +363,7 @@ class Host(ThespianActor):  # type: ignore[misc]
     def _run_mailbox(self) -> None:
         rt = self._rt
         while rt.mailbox:
+            rt.tend_challenges()  # a new connection's challenge waits for no backlog
             self._dispatch(rt.mailbox.popleft())
 
     def _dispatch(self, item: tuple[Any, ...]) -> None:

@@ -3,10 +3,12 @@
 Each otpkit process is one OS process (a Thespian actor under ``multiprocTCPBase``; the
 program that started a node has one too, a *client*). Processes of one node talk over
 Unix stream sockets in the abstract namespace (``\\0otpkit/<node>/<creation>/<pid>``):
-no file to clean up, gone the instant the process dies, and every frame is authenticated
-with the node's key (:mod:`._wire`). Thespian creates and reaps the processes; it carries
-none of their messages, because its transport costs ~0.7 ms and an ACK per message, and
-because a handler that blocks (a ``call``) stops Thespian's loop in that process.
+no file to clean up, gone the instant the process dies. Every connection starts with a
+challenge that proves both ends hold the node's key, and its frames are authenticated
+with keys of that connection alone (:mod:`._wire`). Thespian creates and reaps the
+processes; it carries none of their messages, because its transport costs ~0.7 ms and an
+ACK per message, and because a handler that blocks (a ``call``) stops Thespian's loop in
+that process.
 
 Why sockets give OTP's semantics almost for free:
 
@@ -190,15 +192,53 @@ def set_remote_hooks(hooks: RemoteHooks) -> None:
 
 
 class _Conn:
-    __slots__ = ("closed", "fd", "outbound", "peer", "reader", "sock")
+    __slots__ = (
+        "chan",
+        "closed",
+        "fd",
+        "outbound",
+        "peer",
+        "reading",
+        "sock",
+        "stranger",
+        "wait_until",
+    )
 
-    def __init__(self, sock: socket.socket, outbound: bool, peer: Pid | None) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        outbound: bool,
+        peer: Pid | None,
+        chan: _wire.Channel,
+        stranger: bool = False,
+    ) -> None:
         self.sock = sock
         self.fd = sock.fileno()
-        self.reader = _wire.FrameReader()
+        self.chan = chan
         self.peer = peer
         self.outbound = outbound
+        self.stranger = stranger  # accepted from another user or PID namespace
         self.closed = False
+        self.reading = False  # its frames are being read and handled (see Runtime._read)
+        self.wait_until = 0.0  # see Runtime.tend_challenges
+
+
+#: Connections one readiness event of a listener accepts; the rest wait for the next
+#: turn of the loop, so that a stranger connecting in a loop cannot keep a process in
+#: its accept loop.
+_ACCEPTS_PER_EVENT = 64
+_LISTEN_BACKLOG = 128
+#: ... when a process takes every connection queued (before it concludes that a peer
+#: ended, or before it stops listening): the listener's queue and some more.
+_ACCEPTS_AT_ONCE = 2 * _LISTEN_BACKLOG
+
+
+#: How long a process that ends waits for its peers' answers to the challenge of the
+#: connections still unproven, so that they get its BYE (a stranger's are not waited for).
+_GOODBYE_CHALLENGE_WAIT = 0.5
+#: ... and when a message it sent waits on one of them: a message sent is delivered
+#: (as on OTP) unless its receiver stays busy in one handler this long.
+_GOODBYE_MESSAGE_WAIT = 5.0
 
 
 class Runtime:
@@ -207,6 +247,20 @@ class Runtime:
     Not thread-safe: an actor's runtime runs on the actor's one thread; a client runtime
     (the program that started a node) is guarded by the client's lock.
     """
+
+    #: How long a write on a new connection waits (keeping its own sockets read) for the
+    #: peer's challenge before it leaves the frame queued in the connection: a process
+    #: that sends and then stays busy, or a program that does not read its sockets again
+    #: for a while, must not hold its message back. A peer that does not answer in time
+    #: is busy in a handler; the process then waits for none for ``handshake_rest``
+    #: seconds (a supervisor stopping many busy children waits once).
+    handshake_wait = 0.25
+    handshake_rest = 5.0
+    #: How long a busy process waits, before its next message, for the other end's
+    #: answer to the challenge of a connection it just opened, or accepted on a name
+    #: (a ``whereis``): that end normally waits for it, and the process's answer (a
+    #: name's pid, frames queued for the peer) must not wait for the whole backlog.
+    challenge_grace = 0.01
 
     def __init__(self, node: NodeIdentity, *, trap_exit: bool = False) -> None:
         self.node = node
@@ -225,8 +279,18 @@ class Runtime:
         self._out: dict[Pid, _Conn] = {}
         self._by_peer: dict[Pid, list[_Conn]] = {}
         self._down: OrderedDict[Pid, Any] = OrderedDict()
-        self._listeners: dict[int, tuple[socket.socket, str | None]] = {}
+        # fd -> (socket, the name it binds or None, its address)
+        self._listeners: dict[int, tuple[socket.socket, str | None, str]] = {}
+        self._unproven = _wire.Unproven()
+        self._refusals = _wire.RateLog(log)
+        self._no_wait_until = 0.0  # see handshake_rest
         self._poll = select.poll()
+        # the connections whose challenge this end waits on to send something (a new
+        # outbound one until its keys are known, a name's until the peer is proven),
+        # watched by their own poll: see tend_challenges
+        self._pending: dict[int, _Conn] = {}
+        self._pending_poll = select.poll()
+        self._reading: list[_Conn] = []  # connections being read (see _read), innermost last
         self._ref_base = secrets.randbits(62) << 32
         self._ref_n = 0
         # the calls this process waits for: ref -> [callee, ("ok"|"exit", value) or None]
@@ -245,27 +309,47 @@ class Runtime:
         except OSError:
             sock.close()
             raise
-        sock.listen(128)
+        sock.listen(_LISTEN_BACKLOG)
         sock.setblocking(False)
         _live_sockets.add(sock)
-        self._listeners[sock.fileno()] = (sock, name)
+        self._listeners[sock.fileno()] = (sock, name, address)
         self._poll.register(sock.fileno(), _POLLIN)
 
-    def _add_conn(self, sock: socket.socket, outbound: bool, peer: Pid | None) -> _Conn:
+    def _add_conn(
+        self,
+        sock: socket.socket,
+        outbound: bool,
+        peer: Pid | None,
+        chan: _wire.Channel,
+        stranger: bool = False,
+    ) -> _Conn:
         sock.setblocking(False)
         _live_sockets.add(sock)
-        conn = _Conn(sock, outbound, peer)
+        conn = _Conn(sock, outbound, peer, chan, stranger)
         self._conns[conn.fd] = conn
         self._poll.register(conn.fd, _POLLIN)
         if peer is not None:
             self._by_peer.setdefault(peer, []).append(conn)
         return conn
 
+    def _pend(self, conn: _Conn) -> None:
+        """``conn`` has output that waits on the other end's challenge (tend_challenges)."""
+        conn.wait_until = time.monotonic() + self.challenge_grace
+        self._pending[conn.fd] = conn
+        self._pending_poll.register(conn.fd, _POLLIN)
+
+    def _unpend(self, conn: _Conn) -> None:
+        if self._pending.pop(conn.fd, None) is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._pending_poll.unregister(conn.fd)
+
     def _close(self, conn: _Conn) -> None:
         if conn.closed:
             return
         conn.closed = True
         self._conns.pop(conn.fd, None)
+        self._unproven.done(conn.fd)
+        self._unpend(conn)
         with contextlib.suppress(KeyError, ValueError):
             self._poll.unregister(conn.fd)
         _live_sockets.discard(conn.sock)
@@ -293,21 +377,57 @@ class Runtime:
             return conn
         if pid in self._down or not self.is_local(pid):
             return None
+        address = address_of(pid)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(5.0)
         try:
-            sock.connect(address_of(pid))
+            sock.connect(address)
         except OSError:
             sock.close()
             return None
-        conn = self._add_conn(sock, True, pid)
+        conn = self._add_conn(sock, True, pid, _wire.Channel(address, listening=False))
         self._out[pid] = conn
-        self.write(conn, _wire.encode((HELLO, self.pid)))
+        self._pend(conn)
+        self.write(conn, _wire.encode((HELLO, self.pid)), wait=False)
         return conn
 
-    def write(self, conn: _Conn, data: bytes) -> bool:
-        """Write all of ``data``; while the peer's buffer is full, keep reading our own
-        sockets so that two processes flooding each other cannot deadlock."""
+    def write(self, conn: _Conn, data: bytes, wait: bool = True) -> bool:
+        """Write the frame whose pickled body is ``data`` (``_wire.encode``).
+
+        Until the connection's challenge is answered the frame waits in its channel and
+        goes out, in order, as soon as this process reads the connection again (its
+        loop, a ``pump``, or before its next message: :meth:`tend_challenges`); with
+        ``wait``, the write first waits for that, see ``handshake_wait``. While the
+        peer's buffer is full, keep reading our own sockets so that two processes
+        flooding each other cannot deadlock."""
+        if conn.closed:
+            return False
+        chan = conn.chan
+        frame = chan.send(data)
+        if frame:
+            return self._write_bytes(conn, frame)
+        if chan.ready:
+            return self._write_bytes(conn, chan.take_output())
+        if wait:
+            self._await_keys(conn)
+        return not conn.closed
+
+    def _await_keys(self, conn: _Conn) -> None:
+        """Read our own sockets until ``conn``'s challenge is answered (its queued frames
+        then go out), at most ``handshake_wait``."""
+        now = time.monotonic()
+        if now < self._no_wait_until:
+            return
+        deadline = now + self.handshake_wait
+        while not conn.closed and not conn.chan.ready:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._no_wait_until = time.monotonic() + self.handshake_rest
+                return
+            self.pump(remaining)
+
+    def _write_bytes(self, conn: _Conn, data: bytes) -> bool:
+        """Write all of ``data`` as it is (see :meth:`write`)."""
         view = memoryview(data)
         while view:
             if conn.closed:
@@ -324,9 +444,9 @@ class Runtime:
         return True
 
     def _wait_writable(self, conn: _Conn) -> None:
-        self._poll.modify(conn.fd, _POLLIN | select.POLLOUT)
+        self._poll.modify(conn.fd, select.POLLOUT if conn.reading else _POLLIN | select.POLLOUT)
         try:
-            events = self._poll.poll(100)
+            events = self._poll_events(100, conn)
         finally:
             if not conn.closed:
                 self._poll.modify(conn.fd, _POLLIN)
@@ -335,13 +455,29 @@ class Runtime:
                 continue
             self._on_ready(fd, ev)
 
+    def _poll_events(self, ms: int | None, writing: _Conn | None = None) -> list[tuple[int, int]]:
+        """Wait for our sockets. A connection being read (a write made while a frame of
+        it is handled waits here) is left out: it is read on, in order, once the frames
+        before are handled; watched, it would end each wait at once."""
+        if not self._reading:
+            return self._poll.poll(ms)
+        hidden = [c for c in self._reading if c is not writing and not c.closed]
+        for c in hidden:
+            self._poll.unregister(c.fd)
+        try:
+            return self._poll.poll(ms)
+        finally:
+            for c in hidden:
+                if not c.closed:
+                    self._poll.register(c.fd, _POLLIN)
+
     # ------------------------------------------------------------------ reading
 
     def pump(self, timeout: float | None) -> bool:
         """Wait up to ``timeout`` seconds (None: forever) and handle what arrives."""
         ms = None if timeout is None else max(0, int(timeout * 1000 + 0.999))
         try:
-            events = self._poll.poll(ms)
+            events = self._poll_events(ms)
         except InterruptedError:
             return False
         for fd, ev in events:
@@ -356,14 +492,57 @@ class Runtime:
     def _on_ready(self, fd: int, ev: int) -> None:
         listener = self._listeners.get(fd)
         if listener is not None:
-            self._accept(listener[0], listener[1])
+            self._accept(*listener)
             return
         conn = self._conns.get(fd)
         if conn is not None:
             self._read(conn)
 
-    def _accept(self, lsock: socket.socket, name: str | None) -> None:
-        while True:
+    def tend_challenges(self) -> None:
+        """Move on the challenges this process waits on, between two of its messages (the
+        Host calls it before each): a busy process otherwise reads a new connection only
+        once its whole mailbox is handled, and a name's pid (``whereis``) or the frames
+        queued for a new peer (a ``sys`` reply) would wait as long.
+
+        Waits at most until ``challenge_grace`` after the newest of them was made (the
+        other end normally answers at once); for the outbound ones, not in a rest (see
+        ``handshake_rest``), and a peer that does not answer starts one. Nothing to do,
+        or only connections past their grace: no wait. Never called by an idle process
+        (an empty mailbox): its loop reads its sockets."""
+        pending = self._pending
+        while pending:
+            now = time.monotonic()
+            resting = now < self._no_wait_until
+            until = 0.0
+            outbound = False
+            for conn in pending.values():
+                if conn.wait_until > now and not (resting and conn.outbound):
+                    until = max(until, conn.wait_until)
+                    outbound = outbound or conn.outbound
+            ms = max(0, int((until - now) * 1000 + 0.999)) if until > now else 0
+            try:
+                events = self._pending_poll.poll(ms)
+            except InterruptedError:
+                continue
+            for fd, _ in events:
+                ready = pending.get(fd)
+                if ready is not None:
+                    self._read(ready)
+            if not ms:
+                return
+            if not events:
+                if outbound:
+                    self._no_wait_until = time.monotonic() + self.handshake_rest
+                return
+
+    def _accept(
+        self,
+        lsock: socket.socket,
+        name: str | None,
+        address: str,
+        limit: int = _ACCEPTS_PER_EVENT,
+    ) -> None:
+        for _ in range(limit):  # the others at the next turn of the loop
             try:
                 sock, _ = lsock.accept()
             except (BlockingIOError, InterruptedError):
@@ -371,26 +550,71 @@ class Runtime:
             except OSError as exc:
                 log.warning("%r: accept failed: %s", self.pid, exc)
                 return
-            conn = self._add_conn(sock, False, None)
+            stranger = _wire.is_stranger(sock)
+            chan = _wire.Channel(address, listening=True)
+            conn = self._add_conn(sock, False, None, chan, stranger)
+            old = self._unproven.add(conn.fd, stranger)
+            if old is not None:
+                self._refusals.warning(
+                    "%r: more than %d local connections%s have not proven the node's key; "
+                    "closed the oldest",
+                    self.pid,
+                    self._unproven.count(stranger),
+                    " from other users or containers" if stranger else "",
+                )
+                evicted = self._conns.get(old)
+                if evicted is not None:
+                    self._close(evicted)
             if name is not None:
-                # a connection to a name learns whose name it is (whereis)
-                self.write(conn, _wire.encode((HELLO, self.pid)))
+                # a connection to a name learns whose name it is (whereis), once proven
+                chan.send(_wire.encode((HELLO, self.pid)))
+                if not stranger:
+                    self._pend(conn)
+            self._write_bytes(conn, chan.take_output())  # the challenge
 
     def _read(self, conn: _Conn) -> None:
-        end = read_frames(
-            conn.sock,
-            conn.reader.feed,
-            lambda frame: self._on_frame(conn, frame),
-            lambda: conn.closed,
-            bad_frame=(FrameError,),
-        )
+        if conn.reading:
+            # asked again while one of its frames is handled (a write that waits reads
+            # our sockets): the read under way goes on with the next frames, in order
+            return
+        chan = conn.chan
+        conn.reading = True
+        self._reading.append(conn)
+        try:
+            end = read_frames(
+                conn.sock,
+                chan.feed if chan.proven else lambda data: self._feed_unproven(conn, data),
+                lambda frame: self._on_frame(conn, frame),
+                lambda: conn.closed,
+                bad_frame=(FrameError,),
+                want=None if chan.proven else chan.need,
+            )
+        finally:
+            conn.reading = False
+            self._reading.remove(conn)
+        if not conn.closed:
+            out = chan.take_output()  # an answer to the challenge, the frames it held
+            if out:
+                self._write_bytes(conn, out)
         if end is None:
             return
         if end.kind == "frame":
-            log.warning("%r: closing connection from %r: %s", self.pid, conn.peer, end.error)
+            if chan.proven:
+                log.warning("%r: closing connection from %r: %s", self.pid, conn.peer, end.error)
+            else:
+                self._refusals.warning("%r: refused a local connection: %s", self.pid, end.error)
             self._on_eof(conn, protocol_error=True)
         else:
             self._on_eof(conn)
+
+    def _feed_unproven(self, conn: _Conn, data: bytes) -> list[Any]:
+        chan = conn.chan
+        frames = chan.feed(data)
+        if chan.proven:
+            self._unproven.done(conn.fd)
+        if conn.fd in self._pending and (chan.proven or (conn.outbound and chan.ready)):
+            self._unpend(conn)
+        return frames
 
     def _on_eof(self, conn: _Conn, protocol_error: bool = False) -> None:
         peer = conn.peer
@@ -406,8 +630,8 @@ class Runtime:
 
     def _settle(self) -> None:
         """Accept pending connections and read the ones not introduced yet."""
-        for lsock, name in list(self._listeners.values()):
-            self._accept(lsock, name)
+        for listener in list(self._listeners.values()):
+            self._accept(*listener, limit=_ACCEPTS_AT_ONCE)
         for conn in [c for c in self._conns.values() if c.peer is None]:
             self._read(conn)
 
@@ -500,28 +724,59 @@ class Runtime:
         """Tell every peer this process ends with ``reason``; close everything."""
         # Stop listening first (taking what is queued): a peer that connects while the
         # BYEs go out would otherwise be dropped unaccepted and see "killed", not noproc.
-        for lsock, _ in list(self._listeners.values()):
-            self._accept(lsock, None)
+        for lsock, _, address in list(self._listeners.values()):
+            self._accept(lsock, None, address, limit=_ACCEPTS_AT_ONCE)
             _live_sockets.discard(lsock)
             lsock.close()
         self._listeners.clear()
         try:
-            frame = _wire.encode((BYE, reason))
+            body = _wire.encode((BYE, reason))
         except Exception:  # an exit reason that does not pickle still has to go out
-            frame = _wire.encode((BYE, repr(reason)))
+            body = _wire.encode((BYE, repr(reason)))
+        pending = any(c.chan.queued() for c in self._conns.values() if not c.stranger)
+        self._answer_challenges(_GOODBYE_MESSAGE_WAIT if pending else _GOODBYE_CHALLENGE_WAIT)
         # Parents last: a parent that hears of this exit may end at once, and this
         # process dies with its parent (PR_SET_PDEATHSIG) - every other peer must have
         # its BYE by then, or it would see "killed" instead of the reason.
         parents = {self.parent, self.os_parent}
         for conn in sorted(self._conns.values(), key=lambda c: c.peer in parents):
+            chan = conn.chan
+            if not chan.ready:
+                continue  # the peer never answered the challenge: it sees the close
+            frame = chan.send(body)
             try:
                 conn.sock.setblocking(True)
                 conn.sock.settimeout(1.0)
-                conn.sock.sendall(frame)
+                conn.sock.sendall(chan.take_output() + frame)
             except OSError:
                 pass
         for conn in list(self._conns.values()):
             self._close(conn)
+
+    def _answer_challenges(self, timeout: float) -> None:
+        """Take the challenge bytes of every connection not ready yet (only those: no
+        frame is read), so that each can carry a last frame; at most ``timeout``."""
+        waiting = {c.fd: c for c in self._conns.values() if not c.chan.ready and not c.stranger}
+        if not waiting:
+            return
+        poll = select.poll()
+        for fd in waiting:
+            poll.register(fd, _POLLIN)
+        deadline = time.monotonic() + timeout
+        while waiting and (remaining := deadline - time.monotonic()) > 0:
+            for fd, _ in poll.poll(max(1, int(remaining * 1000))):
+                conn = waiting[fd]
+                try:
+                    data = conn.sock.recv(conn.chan.need())
+                    if data:
+                        conn.chan.feed(data)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except (OSError, FrameError):
+                    data = b""
+                if not data or conn.chan.ready:
+                    poll.unregister(fd)
+                    del waiting[fd]
 
     # ------------------------------------------------------------------ operations
 
@@ -529,8 +784,9 @@ class Runtime:
         self._ref_n += 1
         return Ref(self.node.name, self.node.creation, self._ref_base | self._ref_n)
 
-    def deliver(self, dst: Pid, frame: tuple[Any, ...]) -> bool:
-        """Send ``frame`` to ``dst``; False if ``dst`` is known to be unreachable."""
+    def deliver(self, dst: Pid, frame: tuple[Any, ...], wait: bool = True) -> bool:
+        """Send ``frame`` to ``dst``; False if ``dst`` is known to be unreachable.
+        ``wait``: as for :meth:`write`, on a new connection to a local ``dst``."""
         if dst == self.pid:
             self._on_frame_from_self(frame)
             return True
@@ -539,7 +795,7 @@ class Runtime:
         conn = self.connection_to(dst)
         if conn is None:
             return False
-        return self.write(conn, _wire.encode(frame))
+        return self.write(conn, _wire.encode(frame), wait)
 
     def _on_frame_from_self(self, frame: tuple[Any, ...]) -> None:
         tag = frame[0]
@@ -648,8 +904,8 @@ class Runtime:
                     conn = self.connection_to(dst)
                     if conn is None:
                         waiting[1] = ("exit", "noproc")
-                    else:
-                        self.write(conn, _wire.encode((tag, ref, request)))
+                    else:  # no wait for a new connection's challenge: the pump reads it
+                        self.write(conn, _wire.encode((tag, ref, request)), wait=False)
                 else:
                     self._down.pop(dst, None)  # a node may come back: each call watches afresh
                     if not _remote_hooks.send(self, dst, (tag, ref, request), watch=True):
@@ -761,7 +1017,7 @@ class Runtime:
         return True
 
     def unregister(self, name: str) -> bool:
-        for fd, (lsock, held) in list(self._listeners.items()):
+        for fd, (lsock, held, _) in list(self._listeners.items()):
             if held == name:
                 with contextlib.suppress(KeyError, ValueError):
                     self._poll.unregister(fd)
@@ -775,16 +1031,18 @@ class Runtime:
     def whereis(self, name: str) -> Pid | None:
         if name in self._names:
             return self.pid
+        address = name_address(self.node, name)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(2.0)
         try:
-            sock.connect(name_address(self.node, name))
-            reader = _wire.FrameReader()
+            sock.connect(address)
+            chan = _wire.Channel(address, listening=False)
             while True:
                 data = sock.recv(4096)
                 if not data:
                     return None
-                frames = reader.feed(data)
+                frames = chan.feed(data)
+                sock.sendall(chan.take_output())  # the answer to the challenge
                 if frames:
                     pid = frames[0][1]
                     return pid if isinstance(pid, Pid) else None
@@ -824,7 +1082,10 @@ class Runtime:
             }
         else:
             value = ("error", ("unknown_sys_request", request))
-        self.deliver(peer, (REPLY, ref, value))
+        # no wait for a new connection's challenge: this runs amid a read of the peer's
+        # frames, and the caller waits (it answers the challenge at once; a busy process
+        # finishes it before its next message, an idle one at its next loop turn)
+        self.deliver(peer, (REPLY, ref, value), wait=False)
 
     # ------------------------------------------------------------------ spawning
 

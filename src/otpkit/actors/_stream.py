@@ -41,6 +41,7 @@ def read_frames(
     bad_frame: tuple[type[BaseException], ...],
     again: tuple[type[BaseException], ...] = _AGAIN,
     buffered: Callable[[], bool] | None = None,
+    want: Callable[[], int] | None = None,
 ) -> StreamEnd | None:
     """Read ``sock`` until it has nothing more for now, handing each frame to ``on_frame``.
 
@@ -54,6 +55,9 @@ def read_frames(
             its want-read and want-write errors).
         buffered: for a TLS socket, whether decrypted bytes wait in its buffer (a short
             read does not then mean the kernel's buffer is empty).
+        want: how many bytes the decoder takes now, if fewer than :data:`RECV_SIZE`
+            (0: any); a local connection whose peer has not proven the key asks for the
+            bytes of its challenge only.
 
     Returns:
         None when everything readable was handled (or the connection was closed by
@@ -61,8 +65,9 @@ def read_frames(
         caller to close.
     """
     while not closed():
+        asked = (want() or RECV_SIZE) if want is not None else RECV_SIZE
         try:
-            data = sock.recv(RECV_SIZE)
+            data = sock.recv(asked)
         except again:
             return None
         except OSError as exc:
@@ -77,6 +82,6 @@ def read_frames(
             on_frame(frame)
             if closed():
                 return None
-        if len(data) < RECV_SIZE and not (buffered is not None and buffered()):
+        if len(data) < asked and not (buffered is not None and buffered()):
             return None
     return None

@@ -10,6 +10,11 @@ and every actor are forked from this process, so they inherit all of it):
   Its serializer is replaced by one that signs each pickle with this process's random key
   and refuses (without unpickling) any blob whose tag does not verify. Thespian's two
   constant ACK packets are let through by exact match.
+* **Bound what it buffers.** Thespian buffers a message of any declared size before the
+  tag can be checked, copying the whole buffer at every read. Its receive buffer is
+  replaced by one that refuses a message over :data:`THESPIAN_MAX_MESSAGE` on its header
+  (otpkit's own are under 1 KiB), holds at most :data:`THESPIAN_BUFFER_BUDGET` bytes of
+  larger messages at once in a process, and grows linearly.
 * **No orphans.** The admin daemonizes itself (new session, parent 1). It gets a
   *lifeline*: the read end of a pipe whose only write end this process holds; a thread in
   the admin blocks on it, and when this process dies by any signal the read returns and
@@ -19,6 +24,8 @@ and every actor are forked from this process, so they inherit all of it):
 
 Actor stdio goes to the node's log file, never to the starter's pipes (a test runner
 reading this process's output would otherwise wait for the node's processes to exit).
+The log files (the node's, and Thespian's own ``<node>.log.thespian``) are made 0600
+before anything writes to them, and kept so when Thespian rotates its own.
 """
 
 from __future__ import annotations
@@ -34,15 +41,15 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 os.environ.setdefault("THESPIAN_BASE_IPADDR", "127.0.0.1")
 
 from thespian.actors import ActorSystem
-from thespian.system import multiprocCommon
+from thespian.system import multiprocCommon, utilis
 from thespian.system.transport import IPBase, TCPTransport
 
-from otpkit.actors import _host, _runtime, _wire
+from otpkit.actors import _files, _host, _runtime, _wire
 from otpkit.actors._pid import Pid, Ref
 from otpkit.actors._proc import proc_stat
 from otpkit.errors import FrameError, NodeError
@@ -50,6 +57,10 @@ from otpkit.errors import FrameError, NodeError
 log = logging.getLogger("otpkit.node")
 
 _PLAIN_ACKS = {pickle.dumps("ACK"): "ACK", pickle.dumps("ACK+DATAERR"): "ACK+DATAERR"}
+
+
+#: Refusals on Thespian's ports, logged once a minute with a count (they can repeat).
+_thespian_refusals = _wire.RateLog(log)
 
 
 class SignedPickle:
@@ -67,9 +78,107 @@ class SignedPickle:
         try:
             body = _wire.verify(bytes(data))
         except FrameError:
-            log.warning("refused an unauthenticated Thespian packet (%d bytes)", len(data))
+            _thespian_refusals.warning(
+                "refused an unauthenticated Thespian packet (%d bytes)", len(data)
+            )
             raise
         return pickle.loads(body)
+
+
+#: Largest message a node's Thespian ports take (otpkit's own, the ones that create and
+#: reap processes, are under 1 KiB); a larger one is refused on its header, unbuffered.
+THESPIAN_MAX_MESSAGE = 64 * 1024
+#: A message up to this size is always taken; the larger ones a process buffers at once
+#: (their declared sizes) add up to at most THESPIAN_BUFFER_BUDGET, the rest are refused.
+THESPIAN_SMALL_MESSAGE = 4 * 1024
+THESPIAN_BUFFER_BUDGET = 8 * 1024 * 1024
+_SIZE_DIGITS = 12  # of the "<size>>" header
+_reserved = 0  # bytes of THESPIAN_BUFFER_BUDGET held by buffers of this process
+
+
+class ReceiveBuffer:
+    """Thespian's receive buffer (``thespian.system.transport.streamBuffer``), bounded:
+    the same methods and results, the size refused on the header when it is over
+    :data:`THESPIAN_MAX_MESSAGE` or over the process's budget, a ``bytearray`` that grows
+    in place. A refusal raises ``ValueError``, on which Thespian closes the socket."""
+
+    def __init__(self, serializer: Any = pickle.loads) -> None:
+        self._buf = bytearray()
+        self._size: int | None = None
+        self._extra = b""
+        self._deserialize = serializer
+        self._reserved = 0
+
+    def __del__(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        global _reserved
+        _reserved -= self._reserved
+        self._reserved = 0
+
+    def addMore(self, buf: bytes) -> None:  # noqa: N802 - Thespian's names
+        """Take received bytes (Thespian asks :meth:`remainingAmount` of them at most)."""
+        size = self._size
+        if size is not None:
+            want = size - len(self._buf)
+            self._buf += buf[:want]
+            if len(buf) > want:
+                self._extra += buf[want:]
+            return
+        self._buf += buf
+        mark = self._buf.find(b">")
+        if mark < 0:
+            if len(self._buf) > _SIZE_DIGITS:
+                raise ValueError(f"Thespian header without its size: {bytes(self._buf[:20])!r}")
+            return
+        digits = bytes(self._buf[:mark])
+        if not (digits.isdigit() and digits.isascii() and len(digits) <= _SIZE_DIGITS):
+            raise ValueError(f"Thespian header with a bad size: {digits[:20]!r}")
+        size = int(digits)
+        self._reserve(size)
+        self._size = size
+        rest = self._buf[mark + 1 :]
+        self._buf = rest[:size]
+        self._extra = bytes(rest[size:])
+
+    def _reserve(self, size: int) -> None:
+        global _reserved
+        if size > THESPIAN_MAX_MESSAGE:
+            why = f"over {THESPIAN_MAX_MESSAGE} bytes"
+        elif size > THESPIAN_SMALL_MESSAGE and _reserved + size > THESPIAN_BUFFER_BUDGET:
+            why = f"{_reserved} bytes of other large messages are buffered already"
+        else:
+            if size > THESPIAN_SMALL_MESSAGE:
+                self._reserved = size
+                _reserved += size
+            return
+        _thespian_refusals.warning(
+            "refused a Thespian message of %d bytes on its header: %s", size, why
+        )
+        raise ValueError(f"Thespian message of {size} bytes refused: {why}")
+
+    def is_empty(self) -> bool:
+        return not self._buf and self._size is None
+
+    def remainingAmount(self) -> int:  # noqa: N802
+        """Bytes still to read for the message (20 while its size is unknown)."""
+        if self._size is None:
+            return 20
+        return self._size - len(self._buf)
+
+    def isDone(self) -> bool:  # noqa: N802
+        return self._size is not None and len(self._buf) == self._size
+
+    def removeExtra(self) -> None:  # noqa: N802
+        self._extra = b""
+
+    def completed(self) -> tuple[Any, bytes] | None:
+        """The message and the bytes read past it, once all of it is here."""
+        if not self.isDone():
+            return None
+        self._release()  # (Thespian may ask twice: the buffer stays)
+        return self._deserialize(bytes(self._buf)), self._extra
 
 
 def _loopback_bind_args(self: Any) -> tuple[Any, ...]:
@@ -107,7 +216,7 @@ def _raise_fd_limit() -> None:
 
 
 def _redirect_stdio(log_path: str) -> None:
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, _files.PRIVATE_FILE)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(fd, 1)
@@ -128,6 +237,16 @@ def _watch_lifeline(fd: int) -> None:
     os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
+def _private_open(file: str, mode: str = "r") -> IO[Any]:
+    """``open`` for Thespian's own log file: one it makes again (when it rotates the file
+    past 50 KB) is 0600, as the node's other log files are."""
+    return open(file, mode, opener=_private_opener)
+
+
+def _private_opener(path: str, flags: int) -> int:
+    return os.open(path, flags, _files.PRIVATE_FILE)
+
+
 _original_logger_start = multiprocCommon.startupASLogger
 
 
@@ -140,14 +259,20 @@ _patched = False
 
 
 def patch_thespian() -> None:
-    """Apply the loopback, serializer and orphan fixes (idempotent)."""
+    """Apply the loopback, serializer, buffer and orphan fixes (idempotent)."""
     global _patched
     if _patched:
         return
+    if not isinstance(getattr(TCPTransport, "ReceiveBuffer", None), type):
+        # Thespian's transport no longer reads through this class: nothing would bound
+        # what it buffers before the tag is checked
+        raise NodeError("this Thespian has no TCPTransport.ReceiveBuffer to replace")
     TCPTransport.serializer = SignedPickle
+    TCPTransport.ReceiveBuffer = ReceiveBuffer
     IPBase.IPActorAddress.bindArgs = property(_loopback_bind_args)
     multiprocCommon.MultiProcAdmin = _OtpkitAdmin
     multiprocCommon.startupASLogger = _logger_start
+    utilis.open = _private_open  # the only open() of thesplog's module: its log file
     _patched = True
 
 
@@ -228,6 +353,11 @@ def start_local_system(
     patch_thespian()
     token: Ref = client.make_ref()
     _wire.node_key()  # made before the fork, so the admin and actors share it
+    for path in (log_path, log_path + ".thespian"):  # 0600 before anyone opens them
+        try:
+            _files.private_file(path, "log file")
+        except OSError as exc:
+            raise NodeError(f"log file {path}: cannot create it ({exc.strerror or exc})") from exc
     os.environ["THESPLOG_FILE"] = log_path + ".thespian"
     os.environ.setdefault("THESPLOG_THRESHOLD", "WARNING")
     with _start_lock:

@@ -35,10 +35,12 @@ value is plain data (dicts, lists, strings, numbers, pids, aware times). Request
 
 A bad request is answered with an error line; nothing a client sends can make the
 service crash (a crashing system actor counts against the kernel, whose give-up halts
-the node). ``events`` subscribers get ``{"at", "node", "kind", "text"}`` dicts: node
-up/down (``monitor_nodes``), global names bound/unbound and supervisor children
-started/restarted/gone (both read every ``EVENT_POLL`` seconds, only while someone
-listens), and the scheduler's job events.
+the node). Every request is checked against :data:`CALLS` first (``("error", "bad admin
+request: ...")``); a plain message that is not the service's own (:data:`INFOS`) is
+dropped with one WARNING a minute. ``events`` subscribers get ``{"at", "node", "kind",
+"text"}`` dicts: node up/down (``monitor_nodes``), global names bound/unbound and
+supervisor children started/restarted/gone (both read every ``EVENT_POLL`` seconds,
+only while someone listens), and the scheduler's job events.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from typing import Any
 
 from otpkit import actors
 from otpkit import distribution as dist
-from otpkit.actors import Actor, Down, From, Pid
+from otpkit.actors import Actor, Down, From, Pid, shapes
 from otpkit.admin import _views
 from otpkit.distribution import NodeDown, NodeUp
 from otpkit.errors import CallTimeout, Exit, NodeError, OtpkitError, SupervisorError
@@ -70,6 +72,51 @@ SCHED_TIMEOUT = 10.0
 #: Seconds a restart or terminate may take.
 ACT_TIMEOUT = 30.0
 
+
+#: A supervisor or a child as the shell names it (a path, an id, a pid's text).
+_LABEL = shapes.Str(1024)
+#: A scheduler's name, and a job's (``Job`` does not bound it).
+_SCHEDULER = shapes.Str(64, min_len=1)
+_JOB = shapes.Str(65_536, min_len=1)
+
+#: The requests the service answers (see the module), lists taken as tuples.
+CALLS = shapes.Protocol(
+    "admin request",
+    shapes.Shape("nodes"),
+    shapes.Shape("tree"),
+    shapes.Shape("which_children", (_LABEL,)),
+    shapes.Shape("count_children", (_LABEL,)),
+    shapes.Shape("names"),
+    shapes.Shape("whereis", (shapes.ANY,)),  # any global name: the registry checks it
+    shapes.Shape("jobs", (_SCHEDULER,)),
+    shapes.Shape("job", (_JOB, _SCHEDULER)),
+    shapes.Shape("run", (_JOB, _SCHEDULER)),
+    shapes.Shape("activate", (_JOB, _SCHEDULER)),
+    shapes.Shape("deactivate", (_JOB, _SCHEDULER)),
+    shapes.Shape("restart", (_LABEL, _LABEL)),
+    shapes.Shape("terminate", (_LABEL, _LABEL)),
+    shapes.Shape("kill", (shapes.Int(1, (1 << 31) - 1),)),
+    shapes.Shape("events", (Pid, bool, _SCHEDULER), optional=1),
+    # the request is checked where it is served (another node may know more of them)
+    shapes.Shape("forward", (shapes.Str(255, min_len=1), shapes.Seq(shapes.ANY, 16))),
+    shapes.Shape("pid"),
+    shapes.Shape("quorum"),
+    shapes.Shape("quorum_expected", (shapes.Int(1, 1000),)),
+    shapes.Shape("quorum_recover"),
+    lists=True,
+)
+#: The service's own plain messages (besides NodeUp, NodeDown, Down and JobEvent): the
+#: timer of the event poll.
+#: The admin service takes no plain message from anyone: its poll timer is a Python
+#: object (:data:`_POLL`), which no other node can send, so no sender multiplies it.
+INFOS = shapes.Protocol("admin message")
+
+
+class _PollTimer:
+    """The event poll's timer message (see :meth:`Admin._on_poll`)."""
+
+
+_POLL = _PollTimer()
 
 #: Why each of the kernel's system children may not be stopped from the shell.
 _SYSTEM_WHY = {
@@ -102,16 +149,18 @@ class Admin(Actor):
         self.polling = False
         self.watching_nodes = False
         self.watching_jobs: set[str] = set()
+        self.drops = shapes.DropLog(log)
         actors.register(ADMIN_NAME)
         dist.register_service(ADMIN_NAME)
 
     # ------------------------------------------------------------------ calls
 
     def handle_call(self, request: Any, from_: From) -> Any:
+        why = CALLS.problem(request)
+        if why is not None:
+            return shapes.bad_request(CALLS.owner, why)
         try:
-            if not isinstance(request, tuple | list) or not request:
-                raise AdminError(f"bad request {request!r:.80}")
-            return ("ok", self._call(str(request[0]), tuple(request[1:])))
+            return ("ok", self._call(request[0], tuple(request[1:])))
         except AdminError as exc:
             return ("error", str(exc))
         except (OtpkitError, ValueError, TypeError, KeyError, IndexError, OSError) as exc:
@@ -120,24 +169,21 @@ class Admin(Actor):
             return ("error", f"{type(exc).__name__}: {exc}")
 
     def _call(self, op: str, args: tuple[Any, ...]) -> Any:
-        handler: Callable[..., Any] | None = getattr(self, f"_op_{op}", None)
-        if handler is None:
-            raise AdminError(f"unknown admin request {op!r}")
-        try:
-            return handler(*args)
-        except TypeError as exc:
-            if "positional argument" in str(exc):
-                raise AdminError(f"bad arguments for {op!r}: {args!r:.80}") from None
-            raise
+        """Serve a request that fits :data:`CALLS` (each of its tags has an ``_op_``)."""
+        handler: Callable[..., Any] = getattr(self, f"_op_{op}")
+        return handler(*args)
 
     def _op_forward(self, node: str, request: Any) -> Any:
-        if not isinstance(request, tuple | list) or not request:
-            raise AdminError(f"forward: bad request {request!r:.80}")
+        if not request:
+            raise AdminError("forward: an empty request")
         if request[0] == "forward":
             # A -> B -> A would wait on itself: each admin serves one request at a time
             raise AdminError("forward: a forwarded request may not forward again")
         if node == self.node:
-            return self._call(str(request[0]), tuple(request[1:]))
+            why = CALLS.problem(request)
+            if why is not None:
+                raise AdminError(shapes.bad_request(CALLS.owner, why)[1])
+            return self._call(request[0], tuple(request[1:]))
         if node not in dist.nodes():
             raise AdminError(f"node {node!r} is not connected to {self.node}")
         kind, answer = ask_admin(node, tuple(request), ACT_TIMEOUT + 5, self.peers)
@@ -183,8 +229,6 @@ class Admin(Actor):
     def _op_quorum_expected(self, size: Any) -> dict[str, Any]:
         from otpkit import quorum as _quorum  # noqa: PLC0415 - a dist node's only
 
-        if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= 1000:
-            raise AdminError(f"expected size {size!r}: expected 1..1000")
         if not _quorum.set_expected_size(size, timeout=5.0):
             raise AdminError(f"the quorum did not decide expected size {size} (no majority?)")
         return _quorum.status(timeout=2.0)
@@ -348,8 +392,6 @@ class Admin(Actor):
         return {"id": row["label"]}
 
     def _op_kill(self, ospid: int) -> dict[str, Any]:
-        if isinstance(ospid, bool) or not isinstance(ospid, int) or ospid <= 0:
-            raise AdminError(f"kill: {ospid!r} is not an os pid")
         pid = self._killable(ospid)
         actors.exit(pid, "kill")
         log.warning("%s: admin: killed %r (a drill, from the shell)", self.node, pid)
@@ -392,8 +434,6 @@ class Admin(Actor):
     def _op_events(self, pid: Pid, on: bool, scheduler: str | None = None) -> str:
         """Start (``on``) or stop sending event dicts to ``pid``, with the job events of
         ``scheduler`` (default: the scheduler package's ``DEFAULT_NAME``)."""
-        if not isinstance(pid, Pid):
-            raise AdminError(f"events: {pid!r} is not a pid")
         if not on:
             ref = self.subscribers.pop(pid, None)
             if ref is not None:
@@ -417,12 +457,18 @@ class Admin(Actor):
             self.names = self._table()
             self.procs = self._procs()
             self.polling = True
-            actors.send_after(EVENT_POLL, ("$poll",))
+            actors.send_after(EVENT_POLL, _POLL)
         return "ok"
 
+    def handle_cast(self, msg: Any) -> None:
+        self.drops.dropped(f"{self.node}: admin", msg, "the admin service takes no cast")
+
     def handle_info(self, msg: Any) -> None:
-        if msg == ("$poll",):
+        if isinstance(msg, _PollTimer):
             self._on_poll()
+            return
+        if not isinstance(msg, NodeUp | NodeDown | Down) and type(msg).__name__ != "JobEvent":
+            self.drops.dropped(f"{self.node}: admin", msg, INFOS.problem(msg) or "not expected")
             return
         if not self.subscribers:
             return
@@ -449,7 +495,7 @@ class Admin(Actor):
         except (AdminError, OtpkitError, ValueError, TypeError, KeyError, OSError) as exc:
             log.warning("%s: admin event poll failed: %r", self.node, exc)
         finally:
-            actors.send_after(EVENT_POLL, ("$poll",))
+            actors.send_after(EVENT_POLL, _POLL)
 
     def _job_event(self, event: Any) -> None:
         parts = [f"{event.kind} {event.job}" if event.job else event.kind]  # no_holder: none
@@ -557,4 +603,4 @@ def _is_actor(pid: Pid) -> bool:
     return True
 
 
-__all__ = ["ADMIN_NAME", "Admin", "AdminError", "ask_admin"]
+__all__ = ["ADMIN_NAME", "CALLS", "INFOS", "Admin", "AdminError", "ask_admin"]

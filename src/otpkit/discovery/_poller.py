@@ -6,14 +6,25 @@ import logging
 from typing import Any
 
 from otpkit import actors
-from otpkit.actors import Actor
+from otpkit.actors import Actor, shapes
 
-__all__ = ["DISCOVERY_NAME", "Discoverer"]
+__all__ = ["CALLS", "DISCOVERY_NAME", "INFOS", "Discoverer"]
 
 log = logging.getLogger("otpkit.discovery")
 
 #: The local name of the poller; ``call(DISCOVERY_NAME, "settled")`` and ``"peers"``.
 DISCOVERY_NAME = "otpkit_discovery"
+
+#: The calls the poller answers; a bare tag (``"settled"``) is the same call as its
+#: one-tuple.
+CALLS = shapes.Protocol("discovery call", shapes.Shape("settled"), shapes.Shape("peers"))
+
+#: The poller takes no plain message: its timer is a Python object.
+INFOS = shapes.Protocol("discovery message")
+
+
+class _Poll:
+    """The poller's timer (no other process can send one)."""
 
 
 class Discoverer(Actor):
@@ -34,6 +45,7 @@ class Discoverer(Actor):
         self.sink = sink
         self.poll_interval = poll_interval
         self.tracker = PeerTracker(prune_after, actors.self().node)
+        self.drops = shapes.DropLog(log)
         actors.register(DISCOVERY_NAME)
         self._poll()
 
@@ -57,17 +69,24 @@ class Discoverer(Actor):
         if result.ok:
             peers = {p.name: (p.host, p.port) for p in update.desired}
             actors.call(self.sink, ("set_known", peers))
-        actors.send_after(self.poll_interval, "poll")
+        actors.send_after(self.poll_interval, _Poll())
 
     def handle_info(self, msg: Any) -> None:
-        if msg == "poll":
+        if isinstance(msg, _Poll):
             self._poll()
         else:
-            super().handle_info(msg)
+            why = INFOS.problem(msg) or "not expected"
+            self.drops.dropped(f"{actors.self().node}: discovery", msg, why)
+
+    def handle_cast(self, msg: Any) -> None:
+        why = "the discovery poller takes no cast"
+        self.drops.dropped(f"{actors.self().node}: discovery", msg, why)
 
     def handle_call(self, request: Any, from_: Any) -> Any:
-        if request == "settled":
+        why = CALLS.problem((request,) if type(request) is str else request)
+        if why is not None:
+            self.drops.dropped(f"{actors.self().node}: discovery", request, why)
+            return shapes.bad_request(CALLS.owner, why)
+        if request in ("settled", ("settled",)):
             return self.tracker.settled
-        if request == "peers":
-            return sorted(p.name for p in self.tracker.desired)
-        return super().handle_call(request, from_)
+        return sorted(p.name for p in self.tracker.desired)  # "peers"

@@ -55,50 +55,58 @@ def _net() -> Any:
     return pid
 
 
+def _ask(request: tuple[Any, ...], timeout: float) -> Any:
+    """Call the dist process; its refusal of a malformed request is a ValueError here."""
+    answer = actors.call(_net(), request, timeout)
+    if type(answer) is tuple and len(answer) == 2 and answer[0] == "error":
+        raise ValueError(str(answer[1]))
+    return answer
+
+
 def nodes(timeout: float = 5.0) -> list[str]:
     """The names of the (visible) nodes this node is connected to."""
-    result: list[str] = actors.call(_net(), ("nodes",), timeout)
+    result: list[str] = _ask(("nodes",), timeout)
     return result
 
 
 def hidden_nodes(timeout: float = 5.0) -> list[str]:
     """The hidden nodes (admin shells) connected to this node."""
-    result: list[str] = actors.call(_net(), ("hidden_nodes",), timeout)
+    result: list[str] = _ask(("hidden_nodes",), timeout)
     return result
 
 
 def connect_node(name: str, host: str, port: int, timeout: float = 5.0) -> None:
     """Dial ``name`` at ``host:port`` and keep redialling it while it is known."""
-    actors.call(_net(), ("connect", name, host, port), timeout)
+    _ask(("connect", name, host, port), timeout)
 
 
 def disconnect_node(name: str, timeout: float = 5.0) -> None:
     """Drop the connection to ``name`` and stop redialling it."""
-    actors.call(_net(), ("disconnect", name), timeout)
+    _ask(("disconnect", name), timeout)
 
 
 def drop_link(name: str, reason: str, timeout: float = 5.0) -> bool:
     """Drop the link to ``name`` as if its ticks had stopped (it is redialled): a node
     that did not answer a cluster round in time is left out of the cluster, as OTP's
     ``global`` keeps a change on every connected node or none."""
-    result: bool = actors.call(_net(), ("drop_link", name, reason), timeout)
+    result: bool = _ask(("drop_link", name, reason), timeout)
     return result
 
 
 def monitor_nodes(on: bool = True, timeout: float = 5.0) -> None:
     """Deliver ``NodeUp(name)`` / ``NodeDown(name, reason)`` messages to the caller."""
-    actors.call(_net(), ("monitor_nodes", actors.self(), on), timeout)
+    _ask(("monitor_nodes", actors.self(), on), timeout)
 
 
 def monitor_witnesses(on: bool = True, timeout: float = 5.0) -> None:
     """Deliver ``WitnessDown`` messages to the caller (the quorum: see ``_witness``)."""
-    actors.call(_net(), ("monitor_witnesses", actors.self(), on), timeout)
+    _ask(("monitor_witnesses", actors.self(), on), timeout)
 
 
 def witness_info(timeout: float = 5.0) -> dict[str, Any]:
     """What a local process needs to dial witnesses (``Witness.update``): the node's
     identity and cookie, and its visible peers' dist addresses."""
-    info: dict[str, Any] = actors.call(_net(), ("witness_info",), timeout)
+    info: dict[str, Any] = _ask(("witness_info",), timeout)
     return info
 
 
@@ -108,4 +116,4 @@ def register_service(name: str, pid: Any = None, timeout: float = 5.0) -> None:
     Only processes registered so are reachable by name from another node (OTP's
     ``{Name, Node} ! Msg``, kept to the node's system services).
     """
-    actors.call(_net(), ("service", name, pid or actors.self()), timeout)
+    _ask(("service", name, pid or actors.self()), timeout)

@@ -45,6 +45,13 @@ value. :class:`FrameDecoder` rejects an oversize or empty frame, bytes that are 
 exactly one msgpack value, declared lengths larger than the frame (msgpack "bombs":
 the unpacker's ``max_*_len`` limits are the frame's size) and nesting deeper than
 :data:`MAX_DEPTH` with :class:`ProtocolError`.
+
+Before a peer is authenticated its frames are decoded *plain* (:attr:`FrameDecoder.plain`):
+the handshake's values only - None, bool, int, float, str, bytes, lists, maps and tuples
+- and no ext type but the tuple marker, whose payload is empty: a Pid, a Ref, a datetime
+or any other ext in such a frame is a :class:`ProtocolError` raised by the unpacker
+before its payload is looked at (no zone is looked up, no object built). A peer that
+has not proved the cookie makes no work but what its bytes cost msgpack's C unpacker.
 """
 
 from __future__ import annotations
@@ -396,13 +403,14 @@ class _Hooks:
 
     A marker is only valid as the first element of an array (which then becomes a
     tuple); ``open`` counts the markers not yet consumed, so a stray one anywhere else
-    is caught without walking the value.
+    is caught without walking the value. With ``plain`` set, any other ext is refused.
     """
 
-    __slots__ = ("ext_hook", "list_hook", "open")
+    __slots__ = ("ext_hook", "list_hook", "open", "plain")
 
     def __init__(self) -> None:
         self.open = 0
+        self.plain = False
         self.ext_hook = self._ext
         self.list_hook = self._list
 
@@ -412,6 +420,8 @@ class _Hooks:
                 raise ProtocolError("tuple marker with a payload")
             self.open += 1
             return _TUPLE_MARK
+        if self.plain:
+            raise ProtocolError(f"msgpack ext type {code} before authentication")
         if code == EXT_PID:
             pid = _pid_cache.get(data)
             return _decode_pid(data) if pid is None else pid
@@ -432,12 +442,14 @@ class _Hooks:
 _hooks: list[_Hooks] = [_Hooks()]
 
 
-def _unpack(data: bytes) -> Any:
+def _unpack(data: bytes, plain: bool = False) -> Any:
+    """The value in ``data``; with ``plain``, refusing every ext but the tuple marker."""
     try:
         hooks = _hooks.pop()
     except IndexError:
         hooks = _Hooks()
     hooks.open = 0
+    hooks.plain = plain
     size = len(data)
     try:
         obj = _unpackb(
@@ -452,7 +464,9 @@ def _unpack(data: bytes) -> Any:
             max_bin_len=size,
             max_array_len=size,
             max_map_len=size >> 1,
-            max_ext_len=size,
+            # plain: only the tuple marker's empty payload; a longer ext is refused by
+            # the C unpacker before any hook sees it
+            max_ext_len=0 if plain else size,
         )
     except ProtocolError:
         raise
@@ -497,20 +511,28 @@ class FrameDecoder:
     completed. It raises :class:`ProtocolError` as soon as a length prefix declares a
     frame larger than ``max_frame`` (before buffering it) or an empty one, and for a
     frame that is not exactly one valid value; the decoder then stays failed.
+
+    ``plain`` (a peer not authenticated yet) decodes the handshake's plain values only
+    (see the module's docstring); the caller clears it, and raises ``max_frame``, once
+    the peer proved itself.
     """
 
-    __slots__ = ("_buf", "_failed", "_need", "max_frame")
+    __slots__ = ("_buf", "_failed", "_need", "max_frame", "plain")
 
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, *, plain: bool = False) -> None:
         if type(max_frame) is not int or not 0 < max_frame <= _MAX_PREFIX:
             raise ValueError(f"max_frame={max_frame!r}; expected an int in 1..{_MAX_PREFIX}")
         self.max_frame = max_frame
+        self.plain = plain
         self._buf = bytearray()
         self._need = 4  # bytes _buf must hold before it is worth parsing again
         self._failed: str | None = None
 
-    def feed(self, data: bytes) -> list[Any]:
-        """The values of the frames that ``data`` completes, in order."""
+    def feed(self, data: bytes, limit: int = 0) -> list[Any]:
+        """The values of the frames that ``data`` completes, in order; with ``limit``,
+        at most that many: the bytes of the next frames stay buffered, undecoded, for a
+        later call (``feed(b"", limit)`` takes the next one), so that a caller can judge
+        each frame before the next one costs anything."""
         if self._failed is not None:
             raise ProtocolError(f"decoder failed earlier: {self._failed}")
         buf = self._buf
@@ -526,8 +548,12 @@ class FrameDecoder:
         pos = 0
         end = len(data)
         max_frame = self.max_frame
+        plain = self.plain
+        need = 4
         try:
             while end - pos >= 4:
+                if limit and len(out) >= limit:
+                    break  # judged later; need 4: the next call parses at once
                 (size,) = _PREFIX_S.unpack_from(data, pos)
                 if size > max_frame:
                     raise ProtocolError(f"frame of {size} bytes exceeds max_frame {max_frame}")
@@ -535,15 +561,15 @@ class FrameDecoder:
                     raise ProtocolError("empty frame")
                 stop = pos + 4 + size
                 if stop > end:
+                    need = 4 + size
                     break
-                out.append(_unpack(data[pos + 4 : stop]))
+                out.append(_unpack(data[pos + 4 : stop], plain))
                 pos = stop
         except ProtocolError as exc:
             self._failed = exc.reason
             raise
         if pos < end:
-            rest = end - pos
-            self._need = 4 + size if rest >= 4 else 4
+            self._need = need
             buf += memoryview(data)[pos:]
         return out
 

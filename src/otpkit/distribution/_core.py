@@ -10,6 +10,16 @@ other peer: FIFO per pair, replies, links and monitors work unchanged, and a ``B
 that connection is the remote process's end. When a node is lost, every connection
 introduced as one of its pids gets ``BYE("noconnection")``.
 
+Before authentication (:mod:`._handshake`): a connection whose peer has not proved the
+cookie is read at most ``_PREAUTH_RECV`` bytes per pass of the loop and
+``_PREAUTH_BYTES`` in all, its frames are decoded plain (no ext type: :mod:`._codec`)
+and judged one at a time, the first bad one closing it before the next is decoded, and
+at most ``_MAX_UNPROVEN`` accepted connections are unproven at once (a new one closes
+the oldest). So a pass of the loop spends a bounded time on unproven sockets, whatever
+they send, and the links' ticks go out on time. Their failures (version refusals
+included: the name in a hello proves nothing) are logged once a minute per address
+(:class:`._handshake.FailureLog`), the others at DEBUG.
+
 Liveness: every connection sends ``tick`` when it has sent nothing for ``tick`` seconds;
 any bytes received count as life; ``down_after`` seconds of silence, or a closed socket,
 and the node is down. Known peers are redialled every ``redial_interval`` with a short
@@ -23,7 +33,6 @@ import errno
 import ipaddress
 import logging
 import os
-import re
 import selectors
 import socket
 import ssl
@@ -47,7 +56,7 @@ from otpkit.actors import (
     name_address,
 )
 from otpkit.distribution import _codec, _handshake, _partition
-from otpkit.distribution._witness import WITNESS
+from otpkit.distribution._handshake import PROBE, WITNESS
 from otpkit.errors import FrameError
 
 log = logging.getLogger("otpkit.dist")
@@ -65,12 +74,23 @@ _TLS_AGAIN = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWa
 _HANDSHAKE_TIMEOUT = 5.0
 _MAX_PENDING = 10000
 _HANDSHAKE_MAX_FRAME = 4096
+#: Before a peer proved the cookie: the bytes asked of one recv per readiness event,
+#: the bytes it may send in all (the handshake's frames take a few hundred), and how
+#: many accepted connections may be unproven at once (a new one closes the oldest).
+_PREAUTH_RECV = 1024
+_PREAUTH_BYTES = 16 * 1024
+_MAX_UNPROVEN = 64
+#: The bytes asked of one recv on a link: below the allocator's mmap threshold.
+_RECV_SIZE = 65536
+#: Connections taken from the listening socket per readiness event.
+_ACCEPTS_PER_EVENT = 64
+#: Dials back to protocol 2 nodes under way at once (see _handshake).
+_MAX_DIAL_BACKS = 16
 #: Witness connections a node accepts at once (each holds one socket and no buffer).
 _MAX_WITNESSES = 1024
-#: What a node name may look like: app@host, printable, bounded (it reaches the logs).
-_NODE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}@[A-Za-z0-9_.:\[\]-]{1,190}")
 #: A version refusal is logged once per peer and version in this many seconds (a refused
-#: node redials every redial_interval, and both sides dial); the others at DEBUG.
+#: node redials every redial_interval, and both sides dial), and one whose peer an
+#: unproven hello named also at most once a minute per address; the others at DEBUG.
 _VERSION_LOG_EVERY = 60.0
 
 
@@ -116,21 +136,27 @@ class DistConfig:
     server_ssl: ssl.SSLContext | None = None
     client_ssl: ssl.SSLContext | None = None
 
+    def __post_init__(self) -> None:
+        problem = _handshake.cookie_problem(self.cookie)
+        if problem:
+            raise ValueError(problem)
+
 
 @dataclass
 class _PeerConn:
     sock: socket.socket
     addr: tuple[str, int]
     outbound: bool
-    state: str  # connecting | hello | challenge | ack | ok | up
+    state: str  # connecting | handshake | up | witness
     decoder: _codec.FrameDecoder
     started: float
     name: str | None = None
     creation: int = 0
     hidden: bool = False
     listen: tuple[str, int] | None = None  # where the peer accepts connections
-    nonce_own: bytes = b""
-    nonce_peer: bytes = b""
+    handshake: _handshake.Dialer | _handshake.Acceptor | None = None
+    dial_back: bool = False  # a dial back to a protocol 2 node (see _handshake)
+    received: int = 0  # bytes received before the peer proved the cookie
     wbuf: bytearray = field(default_factory=bytearray)
     last_rx: float = 0.0
     last_tx: float = 0.0
@@ -152,11 +178,18 @@ PEER_GONE = "connection closed"
 class _Local:
     sock: socket.socket
     kind: str  # proc (a local process talking to us) | pair | whereis
-    reader: actors.LocalFrameReader
+    chan: actors.LocalChannel  # the challenge, then the frames (actors' _wire)
     peer: Pid | None = None  # proc: the local process; pair: the local target
     remote: Pid | None = None  # pair: the remote pid this connection is introduced as
     wbuf: bytearray = field(default_factory=bytearray)
     closed: bool = False
+    stranger: bool = False  # accepted from another user or PID namespace
+    closing: bool = False  # closed once the frames waiting for the challenge are out
+
+
+#: Local connections accepted per readable event of a listener (the others at the next
+#: pass of the loop: a flood of connections does not hold up the links).
+_LOCAL_ACCEPTS_PER_EVENT = 64
 
 
 def _is_ip(host: object) -> bool:
@@ -201,6 +234,9 @@ class DistCore:
         # earlier incarnation of either is stale once a later one is linked here
         self._pending_lost: dict[tuple[str, str], tuple[float, int, int]] = {}
         self._dialing: dict[str, _PeerConn] = {}
+        # dials back to protocol 2 nodes (see _dial_back), by the address dialled: the
+        # name comes from an unproven hello, so they are never this node's dial to it
+        self._dial_backs: dict[tuple[str, int], _PeerConn] = {}
         self._next_dial: dict[str, float] = {}
         self._waiting: dict[str, deque[tuple[Any, ...]]] = {}
         self._subscribers: set[Pid] = set()
@@ -210,6 +246,13 @@ class DistCore:
         # lease (see _witnessed): (node, lease) -> the close's reason
         self._suppressed: dict[tuple[str, tuple[str, int]], str] = {}
         self._version_logged: dict[tuple[str, int], float] = {}  # see _say_version
+        # accepted connections whose peer has not proved the cookie, oldest first
+        self._unproven: dict[int, _PeerConn] = {}
+        # failures of unproven connections, logged loud once a minute per address
+        self._failures = _handshake.FailureLog()
+        # local connections that have not proved the node's key, and their refusals
+        self._unproven_local = actors.UnprovenConnections()
+        self._local_refusals = actors.RateLog(log)
         # system processes other nodes may send to by name (OTP's {Name, Node} ! Msg,
         # kept to a fixed set: the registry and singleton managers find their peers so)
         self._services: dict[str, Pid] = {}
@@ -457,8 +500,11 @@ class DistCore:
 
     # ------------------------------------------------------------------ TCP peers
 
-    def _dial(self, name: str, addr: tuple[str, int]) -> None:
-        self._next_dial[name] = time.monotonic() + self.config.redial_interval
+    def _dial(self, name: str, addr: tuple[str, int], dial_back: bool = False) -> None:
+        """Dial ``name`` at ``addr``: this node's dial to it (in ``_dialing``), or with
+        ``dial_back`` a dial back to a protocol 2 node (in ``_dial_backs`` only)."""
+        if not dial_back:
+            self._next_dial[name] = time.monotonic() + self.config.redial_interval
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
         try:
@@ -467,31 +513,34 @@ class DistCore:
             err = sock.connect_ex(addr)
         except OSError as exc:
             log.debug("%s: dial %s at %s failed: %s", self.node.name, name, addr, exc)
-            sock.close()
-            self._fail_waiting(name)
-            return
+            err = -1
         if err not in (0, errno.EINPROGRESS):
             sock.close()
-            self._fail_waiting(name)
+            if not dial_back:
+                self._fail_waiting(name)
             return
         conn = _PeerConn(
             sock, addr, True, "connecting", self._decoder(), time.monotonic(), name=name
         )
-        self._dialing[name] = conn
+        conn.dial_back = dial_back
+        if dial_back:
+            self._dial_backs[addr] = conn
+        else:
+            self._dialing[name] = conn
         self._register_peer(conn, selectors.EVENT_WRITE)
 
     def _decoder(self) -> _codec.FrameDecoder:
-        # Handshake frames are tiny: an unauthenticated peer gets a small frame limit
-        # (a 16 MiB frame of one-byte containers would keep this thread busy for
-        # seconds); the link's own limit applies once it is up.
-        return _codec.FrameDecoder(min(_HANDSHAKE_MAX_FRAME, self.config.max_frame))
+        # Handshake frames are tiny and plain: an unauthenticated peer gets a small frame
+        # limit (a 16 MiB frame of one-byte containers would keep this thread busy for
+        # seconds) and no ext type; the link's own limit applies once it is up.
+        return _codec.FrameDecoder(min(_HANDSHAKE_MAX_FRAME, self.config.max_frame), plain=True)
 
     def _register_peer(self, conn: _PeerConn, events: int) -> None:
         self._conns[conn.sock.fileno()] = conn
         self._sel.register(conn.sock, events, "peer")
 
     def _accept_tcp(self) -> None:
-        while True:
+        for _ in range(_ACCEPTS_PER_EVENT):  # the others at the next pass of the loop
             try:
                 sock, addr = self._tcp.accept()
             except (BlockingIOError, InterruptedError):
@@ -501,13 +550,24 @@ class DistCore:
                 return
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = _PeerConn(sock, addr, False, "hello", self._decoder(), time.monotonic())
+            conn = _PeerConn(sock, addr, False, "handshake", self._decoder(), time.monotonic())
+            conn.handshake = _handshake.Acceptor(
+                self.config.cookie, self.node.name, self.node.creation
+            )
             if self.config.server_ssl is not None:
                 conn.sock = self.config.server_ssl.wrap_socket(
                     sock, server_side=True, do_handshake_on_connect=False
                 )
                 conn.tls_pending = True
             self._register_peer(conn, selectors.EVENT_READ)
+            self._unproven[id(conn)] = conn
+            if len(self._unproven) > _MAX_UNPROVEN:
+                oldest = next(iter(self._unproven.values()))
+                self._drop(
+                    oldest,
+                    f"too many unauthenticated connections ({_MAX_UNPROVEN}): the oldest closed",
+                    level=logging.WARNING,
+                )
 
     def _peer_event(self, conn: _PeerConn, events: int) -> None:
         if conn.state == "connecting":
@@ -526,20 +586,17 @@ class DistCore:
                 conn.tls_pending = True
                 self._conns[conn.sock.fileno()] = conn
                 self._sel.modify(conn.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, "peer")
-            conn.state = "hello"
-            conn.nonce_own = _handshake.new_nonce()
-            self._send_peer(
-                conn,
-                (
-                    "hello",
-                    self.node.name,
-                    self.node.creation,
-                    conn.nonce_own,
-                    self.config.hidden,
-                    [self.config.host, self.port],
-                    _handshake.PROTOCOL_VERSION,
-                ),
+            conn.state = "handshake"
+            assert conn.name is not None
+            dialer = _handshake.Dialer(
+                self.config.cookie,
+                self.node.name,
+                self.node.creation,
+                conn.name,
+                acceptor_first=conn.dial_back,
             )
+            conn.handshake = dialer
+            self._send_peer(conn, dialer.hello(self.config.hidden, (self.config.host, self.port)))
             return
         if conn.tls_pending and not self._tls_progress(conn):
             return
@@ -561,34 +618,68 @@ class DistCore:
         return True
 
     def _read_peer(self, conn: _PeerConn) -> None:
-        def received(data: bytes) -> list[Any]:
-            conn.last_rx = time.monotonic()
-            return conn.decoder.feed(data)
-
-        def on_frame(frame: Any) -> None:
+        """Read what ``conn`` has for now and handle its frames. A peer that has not
+        proved the cookie is read ``_PREAUTH_RECV`` bytes per event and ``_PREAUTH_BYTES``
+        in all, and its frames are judged one at a time (plain: see _codec), so whatever
+        it sends costs this thread a bounded amount of work per pass of the loop."""
+        tls = isinstance(conn.sock, ssl.SSLSocket)
+        while not conn.closed:
+            proven = conn.state in ("up", "witness")
+            size = _RECV_SIZE if proven else _PREAUTH_RECV
             try:
-                self._on_peer_frame(conn, frame)
-            except Exception as exc:  # whatever a peer sends, only its link pays
-                self._drop(conn, f"malformed frame {str(frame)[:80]}: {exc}", level=logging.WARNING)
+                data = conn.sock.recv(size)
+            except _TLS_AGAIN:
+                return
+            except OSError as exc:
+                self._drop(conn, f"recv: {exc}")
+                return
+            if not data:
+                why = f"peer closed: {conn.peer_closing}" if conn.peer_closing else PEER_GONE
+                self._drop(conn, why)
+                return
+            conn.last_rx = time.monotonic()
+            if not proven:
+                conn.received += len(data)
+                if conn.received > _PREAUTH_BYTES:
+                    self._drop(
+                        conn,
+                        f"sent over {_PREAUTH_BYTES} bytes before authentication",
+                        level=logging.WARNING,
+                    )
+                    return
+            self._peer_frames(conn, data)
+            if conn.closed:
+                return
+            # a TLS socket may hold decrypted bytes that no readiness event announces
+            pending = tls and conn.sock.pending() > 0  # type: ignore[attr-defined]
+            if not pending and (not proven or len(data) < size):
+                return
 
-        end = actors.read_frames(
-            conn.sock,
-            received,
-            on_frame,
-            lambda: conn.closed,
-            bad_frame=(_codec.ProtocolError,),
-            again=_TLS_AGAIN,
-            buffered=lambda: isinstance(conn.sock, ssl.SSLSocket) and conn.sock.pending() > 0,
-        )
-        if end is None:
-            return
-        if end.kind == "eof":
-            why = f"peer closed: {conn.peer_closing}" if conn.peer_closing else PEER_GONE
-            self._drop(conn, why)
-        elif end.kind == "recv":
-            self._drop(conn, f"recv: {end.error}")
-        else:
-            self._drop(conn, f"bad frame: {end.error}", level=logging.WARNING)
+    def _peer_frames(self, conn: _PeerConn, data: bytes) -> None:
+        """Decode and handle the frames ``data`` completes; while the peer is unproven
+        one at a time, each judged before the next is decoded."""
+        decoder = conn.decoder
+        while not conn.closed:
+            plain = decoder.plain
+            try:
+                frames = decoder.feed(data, 1 if plain else 0)
+            except _codec.ProtocolError as exc:
+                self._drop(conn, f"bad frame: {exc}", level=logging.WARNING)
+                return
+            data = b""
+            if not frames:
+                return
+            for frame in frames:
+                try:
+                    self._on_peer_frame(conn, frame)
+                except Exception as exc:  # whatever a peer sends, only its link pays
+                    self._drop(
+                        conn, f"malformed frame {str(frame)[:80]}: {exc}", level=logging.WARNING
+                    )
+                if conn.closed:
+                    return
+            if not plain:
+                return  # every complete frame was decoded at once
 
     def _on_peer_frame(self, conn: _PeerConn, frame: Any) -> None:
         if not isinstance(frame, tuple) or not frame or not isinstance(frame[0], str):
@@ -610,7 +701,7 @@ class DistCore:
             log.debug("%s: witness of %s for %s epoch %d", self.node.name, conn.name, key, epoch)
             return
         if conn.state != "up":
-            self._handshake_frame(conn, kind, frame)
+            self._handshake_frame(conn, frame)
             return
         if kind == "tick":
             return
@@ -674,160 +765,164 @@ class DistCore:
         else:
             raise ValueError(f"unknown frame type {kind!r}")
 
-    def _handshake_frame(self, conn: _PeerConn, kind: str, frame: Any) -> None:
-        cookie = self.config.cookie
-        me, my_creation = self.node.name, self.node.creation
-        own = _handshake.PROTOCOL_VERSION
-        if conn.state == "hello" and not conn.outbound and kind == "hello":
-            _, name, creation, nonce, hidden, listen = frame[:6]
-            if not (
-                isinstance(name, str)
-                and _NODE_NAME.fullmatch(name) is not None
-                and isinstance(creation, int)
-                and isinstance(nonce, bytes)
-                and len(nonce) == _handshake.NONCE_LEN
-                and isinstance(listen, list)
-                and len(listen) == 2
-            ):
-                raise ValueError("bad hello")
-            conn.name, conn.creation, conn.nonce_peer = name, creation, nonce
-            conn.version = _handshake.version_of(frame, 6)
-            if not _handshake.accepts_version(own, conn.version):
-                self._refuse_version(conn)
+    def _handshake_frame(self, conn: _PeerConn, frame: tuple[Any, ...]) -> None:
+        """The next frame of ``conn``'s handshake (see _handshake): its state machine
+        says what to send; this node decides whether a proven peer becomes a link."""
+        hs = conn.handshake
+        try:
+            if isinstance(hs, _handshake.Dialer):
+                send, up = hs.on_frame(frame)
+                if send is not None:
+                    conn.creation, conn.version = hs.peer_creation, hs.version
+                    self._send_peer(conn, send)
+                if up:
+                    refusal = self._admit(conn)
+                    if refusal:
+                        self._drop(conn, refusal, level=logging.DEBUG)
+                    else:
+                        self._up(conn)
                 return
-            conn.listen = (str(listen[0]), int(listen[1]))
-            conn.hidden = bool(hidden)
-            conn.witness = hidden == WITNESS
-            conn.nonce_own = _handshake.new_nonce()
-            proof = _handshake.proof(
-                cookie,
-                "acceptor",
-                nonce,
-                conn.nonce_own,
-                name,
-                creation,
-                me,
-                my_creation,
-                (conn.version, own),
-            )
-            conn.state = "ack"
-            self._send_peer(conn, ("challenge", me, my_creation, conn.nonce_own, proof, own))
-        elif conn.state == "hello" and conn.outbound and kind == "challenge":
-            _, name, creation, nonce, proof = frame[:5]
-            version = _handshake.version_of(frame, 5)
-            if name == conn.name and not _handshake.accepts_version(own, version):
-                conn.version = version
-                self._refuse_version(conn)
+            assert hs is not None
+            if hs.peer is None:
+                try:
+                    challenge = hs.on_hello(frame)
+                finally:
+                    if hs.peer is not None:
+                        self._hello(conn, hs.peer)
+                self._send_peer(conn, challenge)
                 return
-            expected = _handshake.proof(
-                cookie,
-                "acceptor",
-                conn.nonce_own,
-                nonce,
-                me,
-                my_creation,
-                name,
-                creation,
-                (own, version),
-            )
-            if name != conn.name or not _handshake.check(expected, proof):
-                self._drop(
-                    conn, f"bad cookie or wrong node (answered as {name!r})", level=logging.WARNING
-                )
-                return
-            conn.creation, conn.nonce_peer, conn.version = creation, nonce, version
-            mine = _handshake.proof(
-                cookie,
-                "dialer",
-                conn.nonce_own,
-                nonce,
-                me,
-                my_creation,
-                name,
-                creation,
-                (own, version),
-            )
-            conn.state = "ok"
-            self._send_peer(conn, ("ack", mine))
-        elif (
-            kind == "refuse"
-            and len(frame) >= 3
-            and ((conn.outbound and conn.state == "hello") or conn.state == "ack")
-        ):
-            # a version refusal: by the acceptor instead of its challenge, or by the
-            # dialer instead of its ack (before any proof: it only ends this connection)
-            theirs = _handshake.version_of(frame, 2)
-            assert conn.name is not None
-            self._say_version(conn, _handshake.refused_by(conn.name, own, theirs), theirs)
-            self._drop(conn, f"refused for its protocol version ({theirs})", level=logging.DEBUG)
-        elif conn.state == "ack" and kind == "ack":
-            assert conn.name is not None
-            expected = _handshake.proof(
-                cookie,
-                "dialer",
-                conn.nonce_peer,
-                conn.nonce_own,
-                conn.name,
-                conn.creation,
-                me,
-                my_creation,
-                (conn.version, own),
-            )
-            if not _handshake.check(expected, frame[1]):
-                self._drop(conn, "bad cookie", level=logging.WARNING)
-                return
-            if conn.witness:
-                self._accept_witness(conn)
-                return
-            refusal = self._admit(conn)
-            if refusal:
-                self._send_peer(conn, ("refuse", refusal))
-                self._flush_peer(conn)
-                self._drop(conn, refusal, level=logging.DEBUG)
-                return
-            self._send_peer(conn, ("ok",))
-            self._up(conn)
-        elif conn.state == "ok" and kind == "ok":
-            refusal = self._admit(conn)
-            if refusal:
-                self._drop(conn, refusal, level=logging.DEBUG)
-                return
-            self._up(conn)
-        elif kind == "refuse" and conn.outbound and conn.state == "ok":
-            # only the acceptor refuses, and only after both sides proved the cookie
-            self._drop(conn, f"refused by the peer: {str(frame[1])[:200]!r}")
-        else:
-            raise ValueError(f"{kind!r} out of order in handshake state {conn.state}")
+            hs.on_ack(frame)
+        except _handshake.HandshakeError as exc:
+            self._handshake_failed(conn, frame, exc)
+            return
+        # the dialer proved it holds the cookie: only now does this node prove it too
+        self._unproven.pop(id(conn), None)
+        if conn.witness:
+            self._accept_witness(conn)
+            return
+        if hs.peer.hidden == PROBE:
+            self._send_peer(conn, hs.ok())
+            self._flush_peer(conn)
+            self._drop(conn, "answered a probe", level=logging.DEBUG)
+            return
+        refusal = self._admit(conn)
+        if refusal:
+            self._send_peer(conn, ("refuse", refusal))
+            self._flush_peer(conn)
+            self._drop(conn, refusal, level=logging.DEBUG)
+            return
+        self._send_peer(conn, hs.ok())
+        self._up(conn)
 
-    def _refuse_version(self, conn: _PeerConn) -> None:
-        """Refuse a peer whose protocol this node does not talk to (``conn.version``): one
-        line, a ``refuse`` naming this node's version, and only this connection closed."""
-        assert conn.name is not None
+    def _hello(self, conn: _PeerConn, hello: _handshake.PeerHello) -> None:
+        """What an accepted connection's hello says about its dialer."""
+        conn.name, conn.creation, conn.version = hello.name, hello.creation, hello.version
+        conn.listen = hello.listen
+        conn.hidden = bool(hello.hidden)
+        conn.witness = hello.hidden == WITNESS
+
+    def _handshake_failed(
+        self, conn: _PeerConn, frame: tuple[Any, ...], exc: _handshake.HandshakeError
+    ) -> None:
+        """End ``conn``'s handshake as ``exc`` says, with one line (see _drop)."""
         own = _handshake.PROTOCOL_VERSION
-        self._say_version(conn, _handshake.refusal(conn.name, own, conn.version), conn.version)
-        self._send_peer(conn, ("refuse", _handshake.refusal_reason(own, conn.version), own))
-        self._flush_peer(conn)
-        self._drop(conn, f"protocol version {conn.version} refused", level=logging.DEBUG)
+        name = conn.name or "?"
+        if exc.kind == "version":
+            # a version this node does not talk to: one line, a refuse naming its own
+            conn.version = exc.version
+            self._say_version(conn, _handshake.refusal(name, own, exc.version), exc.version)
+            assert exc.send is not None
+            self._send_peer(conn, exc.send)
+            self._flush_peer(conn)
+            self._drop(conn, f"protocol version {exc.version} refused", level=logging.DEBUG)
+        elif exc.kind == "refused version":
+            # by the acceptor instead of its challenge, or by the dialer instead of its
+            # ack (before any proof: it only ends this connection)
+            self._say_version(conn, _handshake.refused_by(name, own, exc.version), exc.version)
+            self._drop(conn, f"refused for its protocol version ({exc.version})", logging.DEBUG)
+        elif exc.kind == "dial back":
+            # a protocol 2 node: it waits for this node's proof first, which an acceptor
+            # never gives; closed without a word, and dialled in its order instead
+            self._drop(conn, "speaks protocol 2: this node dials it", level=logging.DEBUG)
+            hs = conn.handshake
+            if isinstance(hs, _handshake.Acceptor) and hs.peer is not None:
+                self._dial_back(conn, hs.peer)
+        elif exc.kind == "cookie":
+            if not conn.outbound:
+                self._send_peer(conn, ("refuse", _handshake.BAD_COOKIE))
+                self._flush_peer(conn)
+            self._drop(conn, exc.detail, level=logging.WARNING)
+        elif exc.kind == "refused":
+            # after this node's proof: a wrong cookie is an operator's problem
+            level = logging.WARNING if exc.detail == _handshake.BAD_COOKIE else logging.INFO
+            self._drop(conn, f"refused by the peer: {exc.detail!r}", level=level)
+        else:
+            self._drop(conn, f"malformed frame {str(frame)[:80]}: {exc.detail}", logging.WARNING)
+
+    def _dial_back(self, conn: _PeerConn, hello: _handshake.PeerHello) -> None:
+        """Dial a protocol 2 node that dialled this one (see _handshake): at its listen
+        address only if that is the address it came from, never a hidden node (a shell,
+        a witness, a probe: they are not dialled), and in protocol 2's order only.
+
+        Not a node this node is linked to, dials or redials anyway (known, lost or
+        dropped: that dial meets a protocol 2 node in its order), nor a blocked one, nor
+        an address a dial back is under way to. The hello proves nothing, its name
+        least of all, so a dial back is kept apart from this node's dials
+        (``_dial_backs``): it never stops one, nor wins a simultaneous connect."""
+        name = hello.name
+        if (
+            self.config.hidden
+            or hello.hidden
+            or hello.listen[0] != conn.addr[0]
+            or not 0 < hello.listen[1] < 65536
+            or name == self.node.name
+            or name in self._peers
+            or name in self._dialing
+            or name in self._known
+            or name in self._lost
+            or name in self._dropped
+            or name in self._blocked
+            or hello.listen in self._dial_backs
+            or len(self._dial_backs) >= _MAX_DIAL_BACKS
+        ):
+            return
+        self._dial(name, hello.listen, dial_back=True)
 
     def _say_version(self, conn: _PeerConn, line: str, version: int) -> None:
         """Log a version refusal at WARNING once per peer and version every
-        ``_VERSION_LOG_EVERY`` seconds (a refused node keeps redialling), else at DEBUG."""
+        ``_VERSION_LOG_EVERY`` seconds (a refused node keeps redialling, and both sides
+        dial), else at DEBUG. For an accepted connection or a dial back, whose name an
+        unproven hello chose, also at most once a minute per address, with the other
+        failures before authentication (``_failures``)."""
         now = time.monotonic()
         key = (str(conn.name), version)
         last = self._version_logged.get(key)
-        fresh = last is None or now - last >= _VERSION_LOG_EVERY
-        if fresh:
-            if len(self._version_logged) >= 1024:  # names come from unproven peers
+        loud = last is None or now - last >= _VERSION_LOG_EVERY
+        more = ""
+        if loud and (not conn.outbound or conn.dial_back):
+            where = self._where(conn)
+            since = self._failures.note(where, now)
+            loud = since is not None
+            if since:
+                more = f" ({since} more {where} since the last warning)"
+        if loud:
+            if len(self._version_logged) >= 1024:
                 self._version_logged.clear()
             self._version_logged[key] = now
         log.log(
-            logging.WARNING if fresh else logging.DEBUG,
-            "%s: %s (%s:%s)",
+            logging.WARNING if loud else logging.DEBUG,
+            "%s: %s (%s:%s)%s",
             self.node.name,
             line,
             conn.addr[0],
             conn.addr[1],
+            more,
         )
+
+    @staticmethod
+    def _where(conn: _PeerConn) -> str:
+        """The address a failure before authentication is counted under (``_failures``)."""
+        return f"{'dials of' if conn.outbound else 'from'} {conn.addr[0]}"
 
     def _accept_witness(self, conn: _PeerConn) -> None:
         """A proven witness dial: it never becomes a link (no ticks, no traffic); it
@@ -846,7 +941,8 @@ class DistCore:
             conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 10)
             conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 5)
             conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
-        self._send_peer(conn, ("ok",))
+        assert isinstance(conn.handshake, _handshake.Acceptor)
+        self._send_peer(conn, conn.handshake.ok())
 
     def _on_lost(self, reporter: str, lost: str) -> None:
         """``reporter`` lost its link to ``lost``: see :mod:`._partition`."""
@@ -885,7 +981,9 @@ class DistCore:
                 self._send_peer(peer, frame)
 
     def _admit(self, conn: _PeerConn) -> str:
-        """Why this authenticated connection must not become the node's link, or ''."""
+        """Why this authenticated connection must not become the node's link, or ''.
+        (A dial back under way is not in ``_dialing``: it proved nothing, so it never
+        wins a simultaneous connect.)"""
         name = conn.name
         assert name is not None
         if name in self._blocked and not conn.hidden:
@@ -910,9 +1008,14 @@ class DistCore:
         assert name is not None
         conn.state = "up"
         conn.decoder.max_frame = self.config.max_frame
+        conn.decoder.plain = False
+        conn.handshake = None
+        self._unproven.pop(id(conn), None)
         conn.last_rx = conn.last_tx = time.monotonic()
         if self._dialing.get(name) is conn:
             del self._dialing[name]
+        if self._dial_backs.get(conn.addr) is conn:
+            del self._dial_backs[conn.addr]
         self._peers[name] = conn
         if conn.outbound:
             conn.listen = conn.addr
@@ -947,15 +1050,27 @@ class DistCore:
             return
         name = conn.name
         was_up = conn.state == "up" and name is not None and self._peers.get(name) is conn
+        more = ""
+        if conn.state == "handshake" and level > logging.DEBUG:
+            # a failure before the peer proved anything: whoever can reach the port
+            # repeats it at will (and this node redials a peer that fails its own), so
+            # one loud line per address a minute, with a count
+            where = self._where(conn)
+            since = self._failures.note(where, time.monotonic())
+            if since is None:
+                level = logging.DEBUG
+            elif since:
+                more = f" ({since} more {where} since the last warning)"
         log.log(
             level,
-            "%s: %s %s %s:%s closed: %s",
+            "%s: %s %s %s:%s closed: %s%s",
             self.node.name,
             "witness of" if conn.state == "witness" else "connection",
             name or "?",
             conn.addr[0],
             conn.addr[1],
             reason,
+            more,
         )
         if conn.state == "witness":
             self._witnesses -= 1
@@ -1010,6 +1125,9 @@ class DistCore:
         if conn.closed:
             return
         conn.closed = True
+        self._unproven.pop(id(conn), None)
+        if self._dial_backs.get(conn.addr) is conn:
+            del self._dial_backs[conn.addr]
         self._conns.pop(conn.sock.fileno(), None)
         with contextlib.suppress(KeyError, ValueError):
             self._sel.unregister(conn.sock)
@@ -1079,17 +1197,37 @@ class DistCore:
     # ------------------------------------------------------------------ local side
 
     def _accept_local(self, lsock: socket.socket, tag: str) -> None:
-        while True:
+        address = name_address(self.node, DIST_NAME) if tag == "name" else address_of(self.io_pid)
+        for _ in range(_LOCAL_ACCEPTS_PER_EVENT):
             try:
                 sock, _ = lsock.accept()
             except (BlockingIOError, InterruptedError):
                 return
+            except OSError as exc:
+                self._local_refusals.warning("%s: local accept failed: %s", self.node.name, exc)
+                return
             sock.setblocking(False)
-            conn = _Local(sock, "whereis" if tag == "name" else "proc", actors.LocalFrameReader())
+            stranger = actors.is_stranger(sock)
+            chan = actors.LocalChannel(address, listening=True)
+            conn = _Local(sock, "whereis" if tag == "name" else "proc", chan, stranger=stranger)
             self._conns[sock.fileno()] = conn
             self._sel.register(sock, selectors.EVENT_READ, "local")
-            if tag == "name":
-                self._write_local(conn, actors.encode_local_frame((HELLO, self.io_pid)))
+            old = self._unproven_local.add(sock.fileno(), stranger)
+            if old is not None:
+                self._local_refusals.warning(
+                    "%s: more than %d local connections%s have not proven the node's key; "
+                    "closed the oldest",
+                    self.node.name,
+                    self._unproven_local.count(stranger),
+                    " from other users or containers" if stranger else "",
+                )
+                evicted = self._conns.get(old)
+                if isinstance(evicted, _Local):
+                    self._close_local(evicted, flush=False)
+            if tag == "name":  # whereis learns the pid once it proved the key
+                chan.send(actors.encode_local_frame((HELLO, self.io_pid)))
+            conn.wbuf += chan.take_output()  # the challenge
+            self._flush_local(conn)
 
     def _local_event(self, conn: _Local, events: int) -> None:
         if events & selectors.EVENT_WRITE:
@@ -1110,22 +1248,44 @@ class DistCore:
                 )
                 self._close_local(conn)
 
+        chan = conn.chan
         end = actors.read_frames(
             conn.sock,
-            conn.reader.feed,
+            chan.feed if chan.proven else lambda data: self._feed_local(conn, data),
             on_frame,
             lambda: conn.closed,
             bad_frame=(FrameError,),
+            want=None if chan.proven else chan.need,
         )
+        if not conn.closed:
+            out = chan.take_output()  # an answer to the challenge, the frames it held
+            if out:
+                conn.wbuf += out
+                self._flush_local(conn)
+            if conn.closing and chan.ready:
+                self._close_local(conn)
         if end is None:
             return
         if end.kind == "frame":
-            log.warning("%s: local connection closed: %s", self.node.name, end.error)
-            self._close_local(conn)
+            if chan.proven:
+                log.warning("%s: local connection closed: %s", self.node.name, end.error)
+            else:
+                self._local_refusals.warning(
+                    "%s: refused a local connection: %s", self.node.name, end.error
+                )
+            self._close_local(conn, flush=False)
         else:
             self._local_eof(conn)
 
+    def _feed_local(self, conn: _Local, data: bytes) -> list[Any]:
+        frames = conn.chan.feed(data)
+        if conn.chan.proven:
+            self._unproven_local.done(conn.sock.fileno())
+        return frames
+
     def _on_local_frame(self, conn: _Local, frame: Any) -> None:
+        if conn.closing:
+            return  # closed as far as this thread is concerned
         tag = frame[0]
         if conn.kind == "pair":
             if conn.remote == self.io_pid:  # a monitor_nodes subscriber ended
@@ -1181,11 +1341,13 @@ class DistCore:
             self._close_local(pair)
 
     def _local_eof(self, conn: _Local) -> None:
-        if conn.kind == "pair" and conn.remote == self.io_pid and conn.peer is not None:
+        if conn.closing:
+            pass
+        elif conn.kind == "pair" and conn.remote == self.io_pid and conn.peer is not None:
             self._subscribers.discard(conn.peer)
         elif conn.kind == "pair" and conn.peer is not None and conn.remote is not None:
             self._to_node(conn.remote.node, ("bye", conn.peer, conn.remote, "killed"))
-        self._close_local(conn)
+        self._close_local(conn, flush=False)
 
     def _pair(self, src: Pid, dst: Pid) -> _Local | None:
         """The connection to local ``dst`` introduced as ``src``; None if dst is gone."""
@@ -1194,15 +1356,17 @@ class DistCore:
             return pair
         if dst.node != self.node.name or dst.creation != self.node.creation:
             return None
+        address = address_of(dst)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(2.0)
         try:
-            sock.connect(address_of(dst))
+            sock.connect(address)
         except OSError:
             sock.close()
             return None
         sock.setblocking(False)
-        pair = _Local(sock, "pair", actors.LocalFrameReader(), peer=dst, remote=src)
+        chan = actors.LocalChannel(address, listening=False)
+        pair = _Local(sock, "pair", chan, peer=dst, remote=src)
         self._pairs[(src, dst)] = pair
         self._conns[sock.fileno()] = pair
         self._sel.register(sock, selectors.EVENT_READ, "local")
@@ -1243,9 +1407,18 @@ class DistCore:
         self._deliver_local(src, pid, inner)
 
     def _write_local(self, conn: _Local, data: bytes) -> None:
-        if conn.closed:
+        """Write the frame whose pickled body is ``data`` (``encode_local_frame``); until
+        the local process answered the connection's challenge it waits in the channel."""
+        if conn.closed or conn.closing:
             return
-        conn.wbuf += data
+        chan = conn.chan
+        frame = chan.send(data)
+        if frame:
+            conn.wbuf += frame
+        elif chan.ready:
+            conn.wbuf += chan.take_output()
+        else:
+            return
         self._flush_local(conn)
 
     def _flush_local(self, conn: _Local) -> None:
@@ -1264,20 +1437,32 @@ class DistCore:
         with contextlib.suppress(KeyError, ValueError):
             self._sel.modify(conn.sock, events, "local")
 
-    def _close_local(self, conn: _Local) -> None:
+    def _close_local(self, conn: _Local, flush: bool = True) -> None:
+        """Close ``conn`` once what was written on it is out (a BYE must not be lost), or
+        at once without ``flush`` (its peer is gone, or refused)."""
         if conn.closed:
             return
-        if conn.wbuf:
+        if flush and conn.chan.queued() and not self._stopping:
+            # frames wait for the local process to answer the challenge (its loop runs
+            # soon, or its end closes the connection): close once they are written
+            conn.closing = True
+            self._forget_pair(conn)
+            return
+        if flush and conn.wbuf:
             # a BYE must not be lost to a full buffer: finish it, bounded
             with contextlib.suppress(OSError):
                 conn.sock.setblocking(True)
                 conn.sock.settimeout(1.0)
                 conn.sock.sendall(conn.wbuf)
         conn.closed = True
+        self._unproven_local.done(conn.sock.fileno())
         self._conns.pop(conn.sock.fileno(), None)
         with contextlib.suppress(KeyError, ValueError):
             self._sel.unregister(conn.sock)
         conn.sock.close()
+        self._forget_pair(conn)
+
+    def _forget_pair(self, conn: _Local) -> None:
         if (
             conn.kind == "pair"
             and conn.remote is not None

@@ -11,8 +11,9 @@ closes it itself only after it stopped acting. While it is open - the process li
 frozen or not - the member waits for the grant's expiry.
 
 The dial is the dist handshake (``hello`` with ``hidden="witness"``, the same cookie
-proofs) followed by one ``("witness", key, epoch)`` frame; the acceptor answers
-``ok`` and never sends again, nor expects ticks. A witness that cannot be dialled (a
+proofs in the same order: :class:`._handshake.Dialer`) followed by one ``("witness",
+key, epoch)`` frame; the acceptor answers ``ok`` and never sends again, nor expects
+ticks. A witness that cannot be dialled (a
 peer not yet connected, TLS dist links) only means that member waits for the expiry:
 safety never depends on a witness, fast fail-over does.
 
@@ -33,11 +34,10 @@ from typing import Any
 
 from otpkit import actors
 from otpkit.distribution import _codec, _handshake
+from otpkit.distribution._handshake import WITNESS
 
 log = logging.getLogger("otpkit.dist")
 
-#: The hello's ``hidden`` field of a witness dial.
-WITNESS = "witness"
 #: The longest pause before a peer that failed a dial is dialled again (seconds).
 MAX_PAUSE = 5.0
 
@@ -46,14 +46,55 @@ class WitnessError(Exception):
     """A witness dial failed (the peer is unreachable, refused it, or proved nothing)."""
 
 
-def _read_frame(sock: socket.socket, decoder: _codec.FrameDecoder) -> Any:
+class Closed(Exception):
+    """The peer closed the connection during a blocking handshake."""
+
+
+def _read_frame(sock: socket.socket, decoder: _codec.FrameDecoder) -> tuple[Any, ...]:
+    """The next frame on ``sock``, a tagged tuple; one at a time (the next ones stay in
+    ``decoder``). Raises Closed, or HandshakeError for anything but a tagged tuple."""
+    data = b""
     while True:
+        frames = decoder.feed(data, 1)
+        if frames:
+            frame = frames[0]
+            if not (isinstance(frame, tuple) and frame and isinstance(frame[0], str)):
+                raise _handshake.HandshakeError("malformed", f"answered {str(frame)[:60]!r}")
+            return frame
         data = sock.recv(4096)
         if not data:
-            raise WitnessError("the peer closed the connection")
-        frames = decoder.feed(data)
-        if frames:
-            return frames[0]
+            raise Closed("the peer closed the connection")
+
+
+def handshake(
+    sock: socket.socket,
+    dialer: _handshake.Dialer,
+    hidden: bool | str,
+    listen: tuple[str, int],
+    until_proven: bool = False,
+) -> _codec.FrameDecoder:
+    """The dist handshake of ``dialer`` on the blocking, connected ``sock``: returns once
+    the link is up (with ``until_proven``: as soon as the acceptor proved it holds the
+    cookie, which a protocol 2 acceptor does before this side's proof), with the decoder
+    holding what the peer sent after. Raises :class:`~._handshake.HandshakeError`
+    (after sending its ``refuse`` frame, if any), Closed, OSError or ProtocolError."""
+    sock.sendall(_codec.encode_frame(dialer.hello(hidden, listen)))
+    decoder = _codec.FrameDecoder(4096, plain=True)
+    while True:
+        frame = _read_frame(sock, decoder)
+        try:
+            send, up = dialer.on_frame(frame)
+        except _handshake.HandshakeError as exc:
+            if exc.send is not None:
+                with contextlib.suppress(OSError):
+                    sock.sendall(_codec.encode_frame(exc.send))
+            raise
+        if until_proven and dialer.proven:
+            return decoder
+        if send is not None:
+            sock.sendall(_codec.encode_frame(send))
+        if up:
+            return decoder
 
 
 def dial(
@@ -70,40 +111,20 @@ def dial(
         sock.bind((str(info["host"]), 0))
         sock.connect(addr)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        nonce = _handshake.new_nonce()
-        own = _handshake.PROTOCOL_VERSION
-        hello = ("hello", me, creation, nonce, WITNESS, [str(info["host"]), 0], own)
-        sock.sendall(_codec.encode_frame(hello))
-        decoder = _codec.FrameDecoder(4096)
-        frame = _read_frame(sock, decoder)
-        if not (isinstance(frame, tuple) and len(frame) >= 5 and frame[0] == "challenge"):
-            raise WitnessError(f"unexpected answer {str(frame)[:80]}")
-        _, name, peer_creation, peer_nonce, proof = frame[:5]
-        if (
-            not isinstance(peer_creation, int)
-            or not 0 <= peer_creation < 2**32
-            or not isinstance(peer_nonce, bytes)
-        ):
-            raise WitnessError("a malformed challenge")
-        version = _handshake.version_of(frame, 5)
-        if not _handshake.accepts_version(own, version):
-            sock.sendall(
-                _codec.encode_frame(("refuse", _handshake.refusal_reason(own, version), own))
-            )
-            raise WitnessError(_handshake.refusal(str(name)[:80], own, version))
-        versions = (own, version)
-        expected = _handshake.proof(
-            cookie, "acceptor", nonce, peer_nonce, me, creation, str(name), peer_creation, versions
-        )
-        if name != peer or not _handshake.check(expected, proof):
-            raise WitnessError(f"bad cookie or wrong node (answered as {str(name)[:80]!r})")
-        mine = _handshake.proof(
-            cookie, "dialer", nonce, peer_nonce, me, creation, peer, peer_creation, versions
-        )
-        sock.sendall(_codec.encode_frame(("ack", mine)))
-        answer = _read_frame(sock, decoder)
-        if answer != ("ok",):
-            raise WitnessError(f"refused: {str(answer)[:80]}")
+        dialer = _handshake.Dialer(cookie, me, creation, peer)
+        try:
+            handshake(sock, dialer, WITNESS, (str(info["host"]), 0))
+        except _handshake.HandshakeError as exc:
+            if exc.kind == "version":
+                raise WitnessError(_handshake.refusal(peer, dialer.own, exc.version)) from None
+            if exc.kind == "refused version":
+                raise WitnessError(_handshake.refused_by(peer, dialer.own, exc.version)) from None
+            if exc.kind == "refused":
+                raise WitnessError(f"refused: {exc.detail}") from None
+            raise WitnessError(exc.detail) from None
+        except Closed as exc:
+            raise WitnessError(str(exc)) from None
+        peer_creation = dialer.peer_creation
         sock.sendall(_codec.encode_frame(("witness", key, epoch)))
         sock.settimeout(None)
         return sock, peer_creation

@@ -13,13 +13,14 @@ import logging
 import os
 import secrets
 import signal
+import stat
 import tempfile
 import threading
 from collections.abc import Mapping
 from typing import Any
 
 from otpkit import actors
-from otpkit.actors import ClientRuntime, NodeIdentity, Pid
+from otpkit.actors import ClientRuntime, From, NodeIdentity, Pid, shapes
 from otpkit.admin import Admin
 from otpkit.discovery import Discoverer
 from otpkit.distribution import NET_NAME, Dist, DistConfig, DistHooks
@@ -29,6 +30,19 @@ from otpkit.registry import Global, close_shared_table, create_shared_table
 from otpkit.supervision import ChildSpec, Supervisor, SupFlags, start_child
 
 log = logging.getLogger("otpkit.node")
+
+#: The kernel's own calls, from the program that started the node (a process of this
+#: node): start a process for it, stop the tree. The kernel answers a supervisor's
+#: calls too; from another node only those that read its children.
+KERNEL_CALLS = shapes.Protocol(
+    "kernel call",
+    shapes.Shape("$spawn", (shapes.ANY, tuple, dict, shapes.Opt(str), dict)),
+    shapes.Shape("$stop"),
+)
+
+# the supervisor's calls that change the kernel's children: from this node only (the
+# admin service makes them for a shell)
+_CHANGES = ("start_child", "terminate_child", "restart_child", "delete_child")
 
 
 class Kernel(Supervisor):
@@ -45,14 +59,25 @@ class Kernel(Supervisor):
     ) -> Any:
         return SupFlags("one_for_one", intensity, period), list(children)
 
-    def handle_call(self, request: Any, from_: Any) -> Any:
-        if isinstance(request, tuple) and request and request[0] == "$spawn":
+    def handle_call(self, request: Any, from_: From) -> Any:
+        tag = request[0] if type(request) is tuple and request else None
+        local = self._rt.is_local(from_.pid)
+        if type(tag) is str and tag in KERNEL_CALLS:
+            why = KERNEL_CALLS.problem(request)
+        elif tag in _CHANGES and not local:
+            why = None  # refused below
+        else:
+            return super().handle_call(request, from_)  # checked there
+        if why is None and not local:
+            why = f"{tag!r} is asked of the kernel from this node only"
+        if why is not None:
+            self._drops.dropped(repr(self.pid), request, why)
+            return shapes.bad_request(KERNEL_CALLS.owner, why)
+        if tag == "$spawn":
             _, target, args, kwargs, name, options = request
             return self._rt.spawn(target, args, kwargs, link=False, name=name, options=options)
-        if request == ("$stop",):
-            self._stop_all_children()
-            return "ok"
-        return super().handle_call(request, from_)
+        self._stop_all_children()  # "$stop"
+        return "ok"
 
     def halt_node_on_exit(self, reason: Any) -> bool:
         return True
@@ -73,11 +98,20 @@ class Kernel(Supervisor):
 
 
 def _cookie(cookie: str | bytes | None) -> bytes:
-    """The cookie: given, else ``OTPKIT_COOKIE``, else the file ``OTPKIT_COOKIE_FILE``."""
+    """The cookie: given, else ``OTPKIT_COOKIE``, else the file ``OTPKIT_COOKIE_FILE``
+    (refused if others may read it, as ``otpkit run`` does). Its length is checked by
+    ``DistConfig`` (ValueError)."""
     if cookie is None:
         cookie = os.environ.get("OTPKIT_COOKIE")
     if cookie is None and os.environ.get("OTPKIT_COOKIE_FILE"):
-        with open(os.environ["OTPKIT_COOKIE_FILE"], "rb") as f:
+        path = os.environ["OTPKIT_COOKIE_FILE"]
+        with open(path, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if mode & stat.S_IROTH:
+                raise ValueError(
+                    f"OTPKIT_COOKIE_FILE {path!r} is readable by others (mode "
+                    f"{stat.S_IMODE(mode):04o}): chmod o-r it (0600, or 0440 for a group)"
+                )
             cookie = f.read().strip()
     if not cookie:
         raise NodeError(
@@ -184,7 +218,7 @@ class Node:
             self.creation = secrets.randbits(31) | 1
             identity = NodeIdentity(self.name, self.creation)
             log_dir = self._log_dir or tempfile.mkdtemp(prefix="otpkit-")
-            os.makedirs(log_dir, exist_ok=True)
+            actors.make_private_dir(log_dir)  # 0700 if made here; an existing one is the user's
             log_path = os.path.join(log_dir, f"{self.name}.log")
             if self.dist_config is not None:
                 actors.set_remote_hooks(DistHooks())  # inherited by every process

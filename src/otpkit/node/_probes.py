@@ -13,8 +13,26 @@ A small HTTP server (a thread of the ``otpkit run`` process) answers:
 One thread asks the node every :data:`ASK_INTERVAL` (the kernel, and the cluster view
 until joined); a probe only reads its last answers, so nothing a client of the probe port
 sends makes the node work, and an answer older than :data:`STALE_AFTER` is a failure.
-At most :data:`MAX_CONNECTIONS` probe connections are served at once, each cut off after
-:data:`REQUEST_TIMEOUT` if its request does not come.
+
+**Hostile clients.** One thread serves the port with a selector (no thread per
+connection). A connection has :data:`REQUEST_TIMEOUT` (2 s) from its accept to send its
+whole request head (at most :data:`MAX_HEAD` bytes), however it spreads the bytes; it is
+answered the moment the head is complete, and closed. At most :data:`PER_SOURCE` (8)
+connections from one source address, and :data:`MAX_CONNECTIONS` (128) in all, wait for
+their request: a new connection is always taken, and room is made by closing the oldest
+waiting one of its own address, or when all are taken the oldest of the address with
+the most (:func:`make_room`); one about to be closed is read once more first and
+answered if its request has come. So a client that sends its request as it connects is
+answered whatever other addresses send: a slowloris holds at most 8 connections per
+address, each for at most 2 s, and closes another address's connection only once all
+128 wait and that address has the most of them (a kubelet, with one, only when 128
+addresses have one each and its connection is the oldest). From the client's own
+address, an attacker must open 8 connections between the client's connect and the
+arrival of its request (under a millisecond for a kubelet on its node). The kubelet
+probes from the node's address (the host network namespace), which hostNetwork pods,
+and traffic that a Service NATs to the node's address, share; other pods come from
+their own addresses. Connections closed unanswered are logged with a count, at most
+once a minute.
 
 Each body is one line of text; a 503's says why (``not ready: not connected to
 myapp@myapp-2...``).
@@ -46,12 +64,16 @@ so its second pod must come within those two terms of the first being ready.
 
 from __future__ import annotations
 
-import http.server
+import contextlib
 import ipaddress
+import logging
+import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
+from http import HTTPStatus
 from typing import Any
 
 from otpkit.errors import CallTimeout, Exit, NoRuntime, OtpkitError
@@ -62,10 +84,17 @@ __all__ = [
     "ClusterView",
     "ProbeServer",
     "bind_host",
+    "head_length",
     "join_problem",
+    "make_room",
     "outside_problem",
     "ready_problem",
+    "response",
+    "route",
+    "source_of",
 ]
+
+log = logging.getLogger("otpkit.node")
 
 #: Seconds the kernel has to answer a liveness probe.
 LIVE_TIMEOUT = 1.0
@@ -76,9 +105,15 @@ READY_TIMEOUT = 1.0
 ASK_INTERVAL = 1.0
 #: An answer older than this is no answer (the asking thread itself is stuck).
 STALE_AFTER = 5.0
-#: Seconds a probe connection may take to send its request; connections served at once.
+#: Seconds a probe connection has to send its whole request (however slowly it sends).
 REQUEST_TIMEOUT = 2.0
-MAX_CONNECTIONS = 32
+#: Connections waiting for their request: from one source address, and in all.
+PER_SOURCE = 8
+MAX_CONNECTIONS = 128
+#: Bytes of a request's head (request line and headers) at most.
+MAX_HEAD = 8192
+#: Seconds between two lines about connections closed unanswered.
+REPORT_EVERY = 60.0
 
 PHASES = ("starting", "running", "stopping")
 
@@ -164,14 +199,11 @@ class ProbeServer:
         self._outside: tuple[tuple[str, float, float] | None, float] | None = None
         self._closing = threading.Event()
         self._asking = threading.Lock()
-        family: type[_HTTPServer] = (
-            _HTTPServer6 if ipaddress.ip_address(host).version == 6 else _HTTPServer
-        )
-        self._http = family((host, port), _handler(self))
-        self._thread = threading.Thread(
-            target=self._http.serve_forever, name="otpkit-probes", daemon=True
-        )
-        self._thread.start()
+        self._routes: dict[str, Callable[[], tuple[int, str]]] = {
+            "/healthz/live": self.live,
+            "/healthz/ready": self.ready,
+        }
+        self._listener = _Listener(host, port, self._get)
         self._asker = threading.Thread(
             target=self._ask_loop, name="otpkit-probe-asker", daemon=True
         )
@@ -179,7 +211,7 @@ class ProbeServer:
 
     @property
     def port(self) -> int:
-        port: int = self._http.server_address[1]
+        port: int = self._listener.sock.getsockname()[1]
         return port
 
     def running(self, kernel: Any) -> None:
@@ -197,9 +229,7 @@ class ProbeServer:
 
     def close(self) -> None:
         self._closing.set()
-        self._http.shutdown()
-        self._http.server_close()
-        self._thread.join(5)
+        self._listener.close()
         self._asker.join(READY_TIMEOUT * 4 + ASK_INTERVAL)
 
     # ------------------------------------------------------------------ asking
@@ -260,6 +290,10 @@ class ProbeServer:
 
     # ------------------------------------------------------------------ answers
 
+    def _get(self, path: str) -> tuple[int, str]:
+        answer = self._routes.get(path)
+        return answer() if answer is not None else (404, "not found")
+
     def live(self) -> tuple[int, str]:
         if self.phase != "running":
             return 200, f"live: {self.phase}"
@@ -296,61 +330,249 @@ class ProbeServer:
         return 200, "ready"
 
 
-class _HTTPServer(http.server.ThreadingHTTPServer):
-    """At most :data:`MAX_CONNECTIONS` probe connections at once, each with
-    :data:`REQUEST_TIMEOUT`; one more is closed at once (answers are read from memory,
-    so a probe holds its thread for milliseconds unless its client stalls)."""
+def source_of(address: str) -> str:
+    """The source address a connection is counted under: an IPv4 client of a dual-stack
+    socket (``::ffff:10.0.0.7``) as its IPv4 address, a scoped IPv6 one without its zone."""
+    text = address.split("%", 1)[0]
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return text
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
 
-    daemon_threads = True
-    request_queue_size = 64
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        super().__init__(*args, **kwargs)
+def make_room(pending: Sequence[str], source: str, per_source: int, total: int) -> int | None:
+    """Which waiting connection to close so that a new one from ``source`` is served.
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
+    A new connection is always taken; the connections still waiting for their request
+    make room for it:
+
+    * if ``source`` already has ``per_source`` of them, its oldest one;
+    * else if ``total`` wait in all, the oldest of the source that has the most;
+    * else none.
+
+    Args:
+        pending: the source of each connection waiting for its request, oldest first.
+        source: the new connection's source (see :func:`source_of`).
+        per_source: connections one source may have waiting (>= 1).
+        total: connections that may wait in all (>= ``per_source``).
+
+    Returns:
+        The index in ``pending`` of the connection to close, or None.
+    """
+    if not 1 <= per_source <= total:
+        raise ValueError(
+            f"per_source={per_source}, total={total}: expected 1 <= per_source <= total"
+        )
+    same = [i for i, s in enumerate(pending) if s == source]
+    if len(same) >= per_source:
+        return same[0]
+    if len(pending) < total:
+        return None
+    counts = Counter(pending)
+    most = max(counts.values())
+    return next(i for i, s in enumerate(pending) if counts[s] == most)
+
+
+def head_length(data: bytes) -> int | None:
+    """The length of a request's head (request line, headers and the empty line that ends
+    them; a bare LF counts as CRLF), or None while it is incomplete."""
+    ends = [at + len(end) for end in (b"\n\r\n", b"\n\n") if (at := data.find(end)) >= 0]
+    return min(ends) if ends else None
+
+
+def route(head: bytes) -> str | tuple[int, str]:
+    """What a request's head asks: the path of a well-formed ``GET`` (without its query),
+    else the ``(status, body)`` of the error answer (400 malformed, 405 another method)."""
+    line = head.lstrip(b"\r\n").split(b"\n", 1)[0].rstrip(b"\r")
+    parts = line.split(b" ")
+    if len(parts) != 3 or not parts[2].startswith(b"HTTP/1.") or not parts[1].startswith(b"/"):
+        return 400, "bad request"
+    if parts[0] != b"GET":
+        return 405, "method not allowed: GET only"
+    return parts[1].split(b"?", 1)[0].decode("latin-1")
+
+
+def response(status: int, body: str) -> bytes:
+    """The whole HTTP answer; the connection closes after it."""
+    data = (body + "\n").encode()
+    head = (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+        "Server: otpkit\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(data)}\r\n"
+        "Cache-Control: no-store\r\n"
+        + ("Allow: GET\r\n" if status == 405 else "")
+        + "Connection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + data
+
+
+class _Waiting:
+    """A connection waiting for its request."""
+
+    __slots__ = ("data", "deadline", "source")
+
+    def __init__(self, source: str, deadline: float) -> None:
+        self.source = source
+        self.deadline = deadline
+        self.data = bytearray()
+
+
+class _Listener:
+    """The probe port: one thread, one selector; no thread per connection, so a
+    connection that sends slowly holds a socket and a few KB, nothing more.
+
+    Each connection must send its whole request head (at most :data:`MAX_HEAD` bytes)
+    within :data:`REQUEST_TIMEOUT` of being accepted, however it spreads the bytes; it is
+    answered as soon as the head is complete (from memory) and closed. Room for a new
+    connection is made as :func:`make_room` decides; a connection about to be closed so
+    is read once more first, and answered if its request has come. Connections closed
+    unanswered (too slow, or making room) are logged with a count, at most once per
+    :data:`REPORT_EVERY` seconds.
+    """
+
+    def __init__(self, host: str, port: int, answer: Callable[[str], tuple[int, str]]) -> None:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            super().process_request(request, client_address)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(128)
+            sock.setblocking(False)
         except BaseException:
-            self._slots.release()
+            sock.close()
             raise
+        self.sock = sock
+        self._answer = answer
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(sock, selectors.EVENT_READ, None)
+        self._waiting: dict[socket.socket, _Waiting] = {}  # oldest first
+        self._closing = threading.Event()
+        # connections closed unanswered since the last report, by source
+        self._dropped: Counter[str] = Counter()
+        self._reported = time.monotonic() - REPORT_EVERY
+        self._thread = threading.Thread(target=self._loop, name="otpkit-probes", daemon=True)
+        self._thread.start()
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
+    def close(self) -> None:
+        self._closing.set()
+        self._thread.join(5)
+        for conn in list(self._waiting):
+            self._drop(conn)
+        self._selector.close()
+        self.sock.close()
 
+    def _loop(self) -> None:
+        while not self._closing.is_set():
+            try:
+                self._round()
+            except Exception:  # a bug here must not end the probes: the kubelet would
+                log.exception("probe port: unexpected error")  # restart a healthy pod
+                time.sleep(0.1)
 
-class _HTTPServer6(_HTTPServer):
-    address_family = socket.AF_INET6
+    def _round(self) -> None:
+        now = time.monotonic()
+        wait = 0.25
+        if self._waiting:
+            first = next(iter(self._waiting.values()))
+            wait = max(0.0, min(wait, first.deadline - now))
+        for key, _ in self._selector.select(wait):
+            if key.data is None:
+                self._accept()
+            elif key.fileobj in self._waiting:
+                self._read(key.fileobj)
+        now = time.monotonic()
+        while self._waiting:  # deadlines follow the order of arrival
+            conn, waiting = next(iter(self._waiting.items()))
+            if waiting.deadline > now:
+                break
+            self._drop(conn, waiting.source)
+        self._report(now)
 
+    def _accept(self) -> None:
+        for _ in range(MAX_CONNECTIONS):  # then the waiting ones get their turn
+            try:
+                conn, address = self.sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:  # out of descriptors: the waiting ones free some
+                log.warning("probe port: cannot accept (%s)", exc.strerror or exc)
+                if self._waiting:
+                    oldest = next(iter(self._waiting))
+                    self._evict(oldest)
+                else:
+                    time.sleep(0.05)
+                return
+            source = source_of(str(address[0]))
+            victim = make_room(
+                [w.source for w in self._waiting.values()], source, PER_SOURCE, MAX_CONNECTIONS
+            )
+            if victim is not None:
+                self._evict(list(self._waiting)[victim])
+            conn.setblocking(False)
+            self._waiting[conn] = _Waiting(source, time.monotonic() + REQUEST_TIMEOUT)
+            self._selector.register(conn, selectors.EVENT_READ, source)
 
-def _handler(probes: ProbeServer) -> type[http.server.BaseHTTPRequestHandler]:
-    routes: dict[str, Callable[[], tuple[int, str]]] = {
-        "/healthz/live": probes.live,
-        "/healthz/ready": probes.ready,
-    }
+    def _evict(self, conn: socket.socket) -> None:
+        """Close ``conn`` to make room, unless its request has come meanwhile."""
+        waiting = self._waiting[conn]
+        self._read(conn)
+        if conn in self._waiting:
+            self._drop(conn, waiting.source)
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        server_version = "otpkit"
-        timeout = REQUEST_TIMEOUT  # a client that never sends its request is cut off
+    def _read(self, conn: socket.socket) -> None:
+        waiting = self._waiting[conn]
+        while True:
+            try:
+                chunk = conn.recv(MAX_HEAD + 1 - len(waiting.data))
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:  # the client closed (or reset) before its request was whole
+                self._drop(conn)
+                return
+            waiting.data += chunk
+            end = head_length(bytes(waiting.data))
+            if end is not None:
+                asked = route(bytes(waiting.data[:end]))
+                status, body = self._answer(asked) if isinstance(asked, str) else asked
+                self._send(conn, response(status, body))
+                return
+            if len(waiting.data) > MAX_HEAD:
+                self._send(conn, response(431, f"request head over {MAX_HEAD} bytes"))
+                return
 
-        def do_GET(self) -> None:
-            answer = routes.get(self.path.split("?", 1)[0])
-            status, body = answer() if answer is not None else (404, "not found")
-            data = (body + "\n").encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "text/plain; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(data)
+    def _send(self, conn: socket.socket, data: bytes) -> None:
+        """The answer fits an empty send buffer: one non-blocking send, then close."""
+        with contextlib.suppress(OSError):
+            conn.send(data)
+        self._drop(conn)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            """Quiet: the kubelet probes every few seconds."""
+    def _drop(self, conn: socket.socket, unanswered: str | None = None) -> None:
+        del self._waiting[conn]
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(conn)
+        conn.close()
+        if unanswered is not None:
+            self._dropped[unanswered] += 1
 
-    return Handler
+    def _report(self, now: float) -> None:
+        if not self._dropped or now - self._reported < REPORT_EVERY:
+            return
+        (top, most), *_ = self._dropped.most_common(1)
+        log.warning(
+            "probe port: %d connections closed without a whole request in %g s or to make "
+            "room, from %d addresses (%d from %s) in the last %.0f s",
+            sum(self._dropped.values()),
+            REQUEST_TIMEOUT,
+            len(self._dropped),
+            most,
+            top,
+            now - self._reported,
+        )
+        self._dropped.clear()
+        self._reported = now

@@ -34,9 +34,17 @@ Client API (from any local process, each blocking the caller at most ``timeout``
 If the quorum actor itself ends, every lease of the node is lost with it: a holder that
 must not outlive that should monitor ``whereis(QUORUM_NAME)``.
 
+Every call and every member's message is checked whole before it acts (:data:`CALLS`,
+:data:`INFOS`): one that does not fit is answered as a refusal (``acquire``: None;
+``fence``, ``leave``, ``set_expected``: False; others ``("error", "bad quorum call:
+...")``) or dropped, with one WARNING a minute. ``acquire`` and ``subscribe`` are taken
+from a process of this node for a process of this node only.
+
 **The store.** With a data dir (``Node(data_dir=...)``, ``$OTPKIT_DATA_DIR``, ``otpkit
 run --data-dir``) the actor keeps the core's promises in ``<data-dir>/otpkit/``
-(directory 0700) as ``quorum@<node>.json`` (0600), written to a temporary file, fsynced
+(directory 0700, as is the data dir if the actor makes it) as ``quorum@<node>.json``
+(0600 whatever the umask; a file or directory found open to others is narrowed, with
+one WARNING), written to a temporary file, fsynced
 and renamed before any message that depends on it leaves; a failed write sends nothing
 of that batch and logs ERROR, and the actor answers no lease or vote until a write
 succeeds again (it retries every tick; a local caller still hears a refusal or a
@@ -61,10 +69,11 @@ from typing import Any
 
 from otpkit import actors
 from otpkit import distribution as dist
-from otpkit.actors import NOREPLY, Actor, Down, From, Pid
+from otpkit.actors import NOREPLY, Actor, Down, From, Pid, shapes
 from otpkit.distribution import NodeDown, NodeUp, WitnessDown
 from otpkit.errors import CallTimeout, Exit
 from otpkit.quorum._core import (
+    MESSAGES,
     STATE_FORMAT,
     Changed,
     Lease,
@@ -91,6 +100,50 @@ TICK = 0.05
 #: Seconds between two ERROR lines while the quorum stays unable to grant.
 REPORT_EVERY = 60.0
 
+_KEY = shapes.Str(4096)
+_COUNT = shapes.Int(0, 1 << 62)
+_SECONDS = shapes.Num(0, 1e9)
+
+#: The calls the quorum actor answers (its client API's requests). ``acquire`` and
+#: ``subscribe`` name a local process (it is told of its leases with Python objects)
+#: and take a local caller; the others are answered to any caller.
+CALLS = shapes.Protocol(
+    "quorum call",
+    shapes.Shape("acquire", (_KEY, _SECONDS, Pid)),
+    shapes.Shape("fence", (_KEY, _COUNT, shapes.ANY, _SECONDS)),
+    shapes.Shape("leave", (_SECONDS,)),
+    shapes.Shape("release", (_KEY, _COUNT)),
+    shapes.Shape("members"),
+    shapes.Shape("rejoin_problem"),
+    shapes.Shape("ready_problem"),
+    shapes.Shape("ready_gate", (shapes.Opt(str),), optional=1),
+    shapes.Shape("status"),
+    shapes.Shape("key_status", (_KEY,)),
+    shapes.Shape("outside"),
+    shapes.Shape("notice", (_KEY, shapes.Opt(shapes.Map(str, shapes.ANY, 64)))),
+    shapes.Shape("notices"),
+    shapes.Shape("set_expected", (shapes.Int(0, 1 << 31), _SECONDS)),
+    shapes.Shape("recover"),
+    shapes.Shape("subscribe", (_KEY, Pid, bool)),
+    shapes.Shape("effects", (_KEY,)),
+)
+
+#: The messages the quorum actor takes from the members' quorum actors (plain tuples;
+#: its own events are Python objects). The core's :data:`~otpkit.quorum._core.MESSAGES`.
+INFOS = MESSAGES
+
+# a refused call is answered as its client reads a refusal; the others get bad_request
+_REFUSAL: dict[str, Any] = {"acquire": None, "fence": False, "leave": False, "set_expected": False}
+# calls that name a local process: where
+_LOCAL = {"acquire": 3, "subscribe": 2}
+
+
+class _Tick:
+    """The actor's clock (a timer of its own: no other process can send one)."""
+
+
+_TICK = _Tick()
+
 
 class StoreError(Exception):
     """The quorum's store cannot be read or written; the message names the file."""
@@ -108,6 +161,7 @@ class QuorumStore:
     def load(self) -> dict[str, Any] | None:
         """The stored state (checked, migrated to the current format), None if there is
         none; ``loaded_format`` is then the format the file had."""
+        actors.narrow(self.path, 0o600, "quorum store")
         try:
             with open(self.path, encoding="utf-8") as f:
                 raw = json.load(f)
@@ -125,13 +179,14 @@ class QuorumStore:
     def save(self, state: dict[str, Any]) -> None:
         """Write ``state`` durably (temporary file, fsync, rename, fsync of the dir)."""
         if not self._ready:  # the first write, and the one after a failed write
-            os.makedirs(self.dir, mode=0o700, exist_ok=True)
-            os.chmod(self.dir, 0o700)
+            actors.make_private_dir(self.dir)  # the data dir too, if missing: 0700
+            actors.narrow(self.dir, 0o700, "otpkit state directory")
         self._ready = False  # until this write is done
         tmp = self.path + ".tmp"
         data = memoryview(json.dumps(state, separators=(",", ":")).encode())
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
+            os.fchmod(fd, 0o600)  # a temporary file left by a crash keeps its old mode
             # a nearly full disk takes part of a write (a short count, no error): the
             # rest is written until all is, or the error (ENOSPC) comes - never rename a
             # truncated file over the good one
@@ -217,13 +272,14 @@ class Quorum(Actor):
         # operator (a Singleton's holder or why it has none: the shell's ``nodes``)
         self.outside_since: float | None = None
         self.notices: dict[str, tuple[Pid, dict[str, Any]]] = {}
+        self.drops = shapes.DropLog(log)  # malformed messages and refused calls
         actors.register(QUORUM_NAME)
         dist.register_service(QUORUM_NAME)
         dist.monitor_nodes(True)
         dist.monitor_witnesses(True)
         for name in dist.nodes():
             self._perform(self.core.node_up(name, time.monotonic()))
-        actors.send_after(TICK, ("$tick",))
+        actors.send_after(TICK, _TICK)
 
     # ------------------------------------------------------------------ effects
 
@@ -263,18 +319,29 @@ class Quorum(Actor):
                 if out.node == self.node:
                     queue.extend(self._receive(out.msg))
                 else:
-                    actors.send((QUORUM_NAME, out.node), out.msg)
+                    self._deliver(out)
             elif isinstance(out, Reply):
                 # a refusal (None, False: a timeout, no lease) promises nothing: a local
                 # caller hears it even while the store fails, not after its call's margin
                 if not mute or out.value is None or out.value is False:
-                    actors.reply(out.token, out.value)
+                    self._deliver(out)
             elif isinstance(out, Notify):
                 self._notify(out.holder, out.event)
             elif isinstance(out, Changed):
                 log.info(
                     "%s: quorum members v%d: %s", self.node, out.version, ", ".join(out.members)
                 )
+
+    def _deliver(self, out: Send | Reply) -> None:
+        """Send ``out``; one that cannot cross nodes (a value msgpack cannot carry) is
+        dropped with a line: it never ends the actor."""
+        try:
+            if isinstance(out, Send):
+                actors.send((QUORUM_NAME, out.node), out.msg)
+            else:
+                actors.reply(out.token, out.value)
+        except (TypeError, ValueError, OverflowError) as exc:
+            self.drops.dropped(f"{self.node}: quorum", out, f"it cannot be sent: {exc}")
 
     def problem(self, now: float) -> str | None:
         """Why this node's quorum grants nothing now, or None."""
@@ -309,7 +376,8 @@ class Quorum(Actor):
         try:
             return self.core.receive(msg, time.monotonic())
         except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
-            log.warning("%s: dropped a malformed quorum message %.120r: %s", self.node, msg, exc)
+            # the core checks a message whole before it changes anything
+            self.drops.dropped(f"{self.node}: quorum", msg, str(exc))
             return []
 
     def _notify(self, holder: Any, event: LeaseGranted | LeaseLost) -> None:
@@ -329,8 +397,8 @@ class Quorum(Actor):
 
     def handle_info(self, msg: Any) -> None:
         now = time.monotonic()
-        if msg == ("$tick",):
-            actors.send_after(TICK, ("$tick",))
+        if isinstance(msg, _Tick):
+            actors.send_after(TICK, _TICK)
             if self.store_failed:
                 self._persist(self.core.persist_now())
             self._perform(self.core.tick(now))
@@ -353,29 +421,57 @@ class Quorum(Actor):
             for subs in self.subscribers.values():
                 subs.discard(msg.pid)
             self._perform(self.core.release_holder(msg.pid, now))
-        elif isinstance(msg, tuple) and len(msg) >= 2 and isinstance(msg[0], str):
-            self._perform(self._receive(msg))
         else:
-            super().handle_info(msg)
+            why = INFOS.problem(msg)
+            if why is None:
+                self._perform(self._receive(msg))
+            else:
+                self.drops.dropped(f"{self.node}: quorum", msg, why)
+
+    def handle_cast(self, msg: Any) -> None:
+        self.drops.dropped(f"{self.node}: quorum", msg, "the quorum takes no cast")
 
     def _rejoin_problem(self) -> str | None:
         if self.store_failed:
             return "quorum: its store cannot be written"
         return self.core.rejoin_problem()
 
+    def _call_problem(self, request: Any, from_: From) -> str | None:
+        """Why ``request`` is refused, or None (see :data:`CALLS`)."""
+        why = CALLS.problem(request)
+        if why is not None:
+            return why
+        op = request[0]
+        rt = actors.runtime()
+        if op in _LOCAL and not (rt.is_local(from_.pid) and rt.is_local(request[_LOCAL[op]])):
+            return f"{op!r} takes a process of this node, from this node"
+        if op in ("fence", "notice"):  # kept, and sent to other nodes: msgpack values
+            try:
+                dist.encode_term(request[3 if op == "fence" else 2])
+            except (TypeError, ValueError) as exc:
+                return f"{op!r}: {exc}"
+        return None
+
     def handle_call(self, request: Any, from_: From) -> Any:
+        why = self._call_problem(request, from_)
+        if why is not None:
+            self.drops.dropped(f"{self.node}: quorum", request, why)
+            op = request[0] if isinstance(request, tuple) and request else None
+            if isinstance(op, str) and op in _REFUSAL:
+                return _REFUSAL[op]
+            return shapes.bad_request(CALLS.owner, why)
         now = time.monotonic()
         op = request[0]
         if op == "acquire":
             _, key, timeout, holder = request
-            self._perform(self.core.acquire(key, holder, from_, timeout, now))
+            self._perform(self.core.acquire(key, holder, from_, float(timeout), now))
             return NOREPLY
         if op == "fence":
             _, key, epoch, effect, timeout = request
-            self._perform(self.core.fence(key, epoch, effect, from_, timeout, now))
+            self._perform(self.core.fence(key, epoch, effect, from_, float(timeout), now))
             return NOREPLY
         if op == "leave":
-            self._perform(self.core.leave(from_, request[1], now))
+            self._perform(self.core.leave(from_, float(request[1]), now))
             return NOREPLY
         if op == "release":
             self._perform(self.core.release(request[1], request[2], now))
@@ -390,15 +486,15 @@ class Quorum(Actor):
             problem = request[1] if len(request) == 2 else None
             if problem is None:
                 self.gates.pop(from_.pid, None)
-            elif isinstance(problem, str):
+            else:
                 self.gates[from_.pid] = problem[:200]
                 if from_.pid not in self.monitored:
                     self.monitored[from_.pid] = actors.monitor(from_.pid)
             return True
         if op == "status":
             return self._status(now)
-        if op == "key_status" and len(request) == 2:
-            status = self.core.key_status(str(request[1]), now)
+        if op == "key_status":
+            status = self.core.key_status(request[1], now)
             status["store"] = self.store.path if self.store_failed and self.store else None
             cfg = self.core.config
             status["term"] = cfg.term + cfg.margin
@@ -409,11 +505,11 @@ class Quorum(Actor):
                 return None
             cfg = self.core.config
             return [problem, now - self.outside_since, 2 * (cfg.term + cfg.margin)]
-        if op == "notice" and len(request) == 3:
-            topic, notice = str(request[1]), request[2]
+        if op == "notice":
+            topic, notice = request[1], request[2]
             if notice is None:
                 self.notices.pop(topic, None)
-            elif isinstance(notice, dict):
+            else:
                 self.notices[topic] = (from_.pid, notice)
                 if from_.pid not in self.monitored:
                     self.monitored[from_.pid] = actors.monitor(from_.pid)
@@ -421,13 +517,7 @@ class Quorum(Actor):
         if op == "notices":
             return {topic: dict(notice) for topic, (_, notice) in sorted(self.notices.items())}
         if op == "set_expected":
-            size, timeout = request[1:3] if len(request) == 3 else (None, None)
-            if (
-                isinstance(size, bool)
-                or not isinstance(size, int)
-                or not isinstance(timeout, int | float)
-            ):
-                return False  # a malformed request changes nothing
+            _, size, timeout = request
             self._perform(self.core.set_expected(size, from_, float(timeout), now))
             return NOREPLY
         if op == "recover":
@@ -443,9 +533,8 @@ class Quorum(Actor):
             else:
                 self.subscribers.get(key, set()).discard(pid)
             return "ok"
-        if op == "effects":
-            return list(self.core.effects.get(request[1], ()))
-        return super().handle_call(request, from_)
+        # "effects" (every tag of CALLS is answered above)
+        return list(self.core.effects.get(request[1], ()))
 
     def _status(self, now: float) -> dict[str, Any]:
         core = self.core

@@ -107,6 +107,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from otpkit.actors import shapes
+
 #: A member id: (node name, store id).
 Inc = tuple[str, int]
 #: A Paxos ballot: (round, proposer name, proposer store id).
@@ -122,6 +124,9 @@ STATE_FORMAT = 1
 
 #: NodeDown reasons that mean the peer's sockets closed (its process is gone).
 _CLOSED = "connection closed"
+
+#: The most members a configuration in a message may name.
+MAX_MEMBERS = 1000
 
 
 @dataclass(frozen=True)
@@ -232,6 +237,70 @@ class Changed:
 
 
 Out = Persist | Send | Reply | Notify | Changed
+
+
+# ---------------------------------------------------------------------- messages in
+
+# The fields of the members' messages. Counts (versions, epochs, rounds, request ids)
+# stay below 2**62, so that the next one is still a 64-bit int on the wire.
+_NODE = shapes.Str(255, 1)
+_COUNT = shapes.Int(0, 1 << 62)
+_SID = shapes.Int(0, shapes.INT64 - 1)
+_INC = shapes.Tup((_NODE, _SID))
+_SIZE = shapes.Int(0, 1 << 31)
+_CONFIG = shapes.Tup((shapes.Seq(_INC, MAX_MEMBERS), _SIZE, _SIZE))
+_BALLOT = shapes.Tup((_COUNT, _NODE, _SID))
+_KEY = shapes.Str(4096)
+_SECONDS = shapes.Num(0, 1e9)
+
+#: The messages a member takes from the members' quorum actors (its own included):
+#: ``(tag, sender's id, ...)``. A later release may append fields (``more``); ``grant``
+#: from an early release has no blocker.
+MESSAGES = shapes.Protocol(
+    "quorum message",
+    shapes.Shape("hello", (_INC, _COUNT, _CONFIG, bool, _SIZE), more=True),
+    shapes.Shape("decided", (_INC, _COUNT, _CONFIG), more=True),
+    shapes.Shape("prepare", (_INC, _COUNT, _BALLOT), more=True),
+    shapes.Shape(
+        "promise", (_INC, _COUNT, _BALLOT, shapes.Opt(_BALLOT), shapes.Opt(_CONFIG)), more=True
+    ),
+    shapes.Shape("accept", (_INC, _COUNT, _BALLOT, _CONFIG), more=True),
+    shapes.Shape("accepted", (_INC, _COUNT, _BALLOT), more=True),
+    shapes.Shape("nack", (_INC, _COUNT, _BALLOT, _BALLOT), more=True),
+    shapes.Shape(
+        "records",
+        (_INC, shapes.Seq(shapes.Tup((_KEY, _COUNT, _INC, _SECONDS)), 1 << 20)),
+        more=True,
+    ),
+    shapes.Shape("grant?", (_INC, _KEY, _COUNT, _COUNT, _COUNT, _SECONDS), more=True),
+    shapes.Shape(
+        "grant",
+        (_INC, _KEY, _COUNT, bool, _COUNT, shapes.Opt(shapes.Tup((_INC, shapes.Num())))),
+        optional=1,
+        more=True,
+    ),
+    shapes.Shape("release", (_INC, _KEY, _COUNT), more=True),
+    shapes.Shape("check?", (_INC, _KEY, _COUNT), more=True),
+    shapes.Shape("fence?", (_INC, _KEY, _COUNT, shapes.ANY, _COUNT, _COUNT), more=True),
+    shapes.Shape("fenced", (_INC, _KEY, _COUNT, bool, _COUNT), more=True),
+)
+
+# where each message carries a configuration (its index in the message)
+_CONFIG_AT = {"hello": 3, "decided": 3, "promise": 5, "accept": 4}
+
+
+def message_problem(msg: Any) -> str | None:
+    """Why ``msg`` is not a message :meth:`QuorumCore.receive` takes, or None: its shape
+    (:data:`MESSAGES`), and no member set in it naming a node twice."""
+    why = MESSAGES.problem(msg)
+    if why is not None:
+        return why
+    at = _CONFIG_AT.get(msg[0])
+    if at is not None and msg[at] is not None:
+        names = [m[0] for m in msg[at][0]]
+        if len(set(names)) != len(names):
+            return f"{msg[0]!r} field {at}: a member set names a node twice"
+    return None
 
 
 # ---------------------------------------------------------------------- pure decisions
@@ -995,14 +1064,14 @@ class QuorumCore:
     # ------------------------------------------------------------------ messages
 
     def receive(self, msg: tuple[Any, ...], now: float) -> list[Out]:
-        """A message from a peer's quorum actor (or this node's own)."""
-        kind = msg[0]
+        """A message from a peer's quorum actor (or this node's own). One that does not
+        fit (:func:`message_problem`) raises ValueError and changes nothing."""
+        why = message_problem(msg)
+        if why is not None:
+            raise ValueError(why)
         src: Inc = (str(msg[1][0]), int(msg[1][1]))
-        handler = _HANDLERS.get(kind)
-        if handler is None:
-            raise ValueError(f"unknown quorum message {kind!r}")
         self.peer_inc[src[0]] = src
-        handler(self, src, msg[2:], now)
+        _HANDLERS[msg[0]](self, src, tuple(msg[2:]), now)
         return self._take()
 
     def _on_hello(self, src: Inc, body: tuple[Any, ...], now: float) -> None:

@@ -17,7 +17,11 @@ How it keeps the replicas equal (OTP ``global``'s design, in messages):
   per clash.
 
 The server never waits on another node inside a handler: user operations run in the
-caller, merges in the node's merger process, resolvers in its resolver process.
+caller, merges in the node's merger process, resolvers in its resolver process. Each of
+the three checks every request and message before it acts (:data:`CALLS`,
+:data:`INFOS`, :data:`MERGER_INFOS`, :data:`RESOLVER_INFOS`; a merger also checks the
+other node's answers): one that does not fit is answered ``("error", "bad global call:
+...")`` or dropped, with one WARNING a minute.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from otpkit import actors
-from otpkit.actors import NOREPLY, Actor, Down, From, Pid, Ref
+from otpkit.actors import NOREPLY, Actor, Down, From, Pid, Ref, shapes
 from otpkit.distribution import NodeDown, NodeUp, drop_link, register_service
 from otpkit.distribution import monitor_nodes as _monitor_nodes
 from otpkit.distribution import nodes as _dist_nodes
@@ -55,6 +59,110 @@ T = TypeVar("T")
 GLOBAL_NAME = "otpkit_global"
 #: The lock every change of the name table is made under (OTP's ``global`` resource).
 GLOBAL_LOCK = "global"
+
+# ---------------------------------------------------------------------- messages
+
+#: The most rows a table, a merge's changes or a batch of resolvers may have.
+TABLE_MAX = 1 << 20
+
+_NODE = shapes.Str(255, 1)
+# a global name (a tuple's parts are checked by valid_name: see call_problem)
+_NAME = shapes.Either((str, bytes, int, tuple))
+# an importable name, "package.module:attr"
+_RESOLVER = shapes.Str(4096)
+_OPS = shapes.Seq(shapes.Tup((_NAME, shapes.Opt(shapes.Tup((Pid, _RESOLVER))))), TABLE_MAX)
+_PROBE = shapes.Opt(
+    shapes.Either(
+        (
+            shapes.Tup((shapes.Const(("check",)), _NAME, Pid)),
+            shapes.Tup((shapes.Const(("whereis",)), _NAME)),
+        )
+    )
+)
+_BATCH = shapes.Seq(shapes.Tup((_NAME, Pid, Pid, _RESOLVER)), TABLE_MAX)
+_SERIAL = shapes.Int(0, shapes.INT64 - 1)
+
+#: The calls the server answers: from the node's processes and from the other nodes'
+#: servers, mergers and lock holders (it is the dist service ``otpkit_global``). A lock's
+#: resource and requester are any hashable values; ``watch`` takes a process of this
+#: node (it is told with :class:`NameChanged` objects).
+CALLS = shapes.Protocol(
+    "global call",
+    shapes.Shape("targets"),
+    shapes.Shape("up"),
+    shapes.Shape("peer", (_NODE,)),
+    shapes.Shape("lock", (shapes.ANY, shapes.ANY, Pid)),
+    shapes.Shape("lock_probe", (shapes.ANY, shapes.ANY, Pid, _PROBE)),
+    shapes.Shape("commit", (shapes.ANY, shapes.ANY, Pid, _OPS)),
+    shapes.Shape("unlock", (shapes.ANY, shapes.ANY, Pid)),
+    shapes.Shape("apply", (_OPS,)),
+    shapes.Shape("table"),
+    shapes.Shape("whereis", (_NAME,)),
+    shapes.Shape("names"),
+    shapes.Shape("resolve", (_BATCH,)),
+    shapes.Shape("synced", (shapes.Seq(_NODE, TABLE_MAX),)),
+    shapes.Shape("sync"),
+    shapes.Shape("watch", (_NAME, Pid)),
+    shapes.Shape("unwatch", (_NAME, Pid)),
+    shapes.Shape("info"),
+)
+
+#: The plain messages the server takes: other nodes' servers greet it (``hello``); its
+#: timers, its merger and its resolver send the others.
+INFOS = shapes.Protocol(
+    "global message",
+    shapes.Shape("hello", (_NODE, Pid)),
+    shapes.Shape("resync", (_NODE,)),
+    shapes.Shape("resolved", (_SERIAL, Pid)),
+    shapes.Shape("resolve_check"),
+    shapes.Shape("merge_failed", (_NODE,)),
+)
+
+#: What the server's merger takes (from the server).
+MERGER_INFOS = shapes.Protocol("global merger message", shapes.Shape("merge", (_NODE, Pid)))
+
+#: What the server's resolver takes (from the server: the caller is a ``From``).
+RESOLVER_INFOS = shapes.Protocol(
+    "global resolver message", shapes.Shape("resolve", (From, _BATCH, _SERIAL))
+)
+
+# the names in each call, by where they are: (index in the request, index in its items)
+_NAMES_AT: dict[str, tuple[int, int | None]] = {
+    "whereis": (1, None),
+    "watch": (1, None),
+    "unwatch": (1, None),
+    "apply": (1, 0),
+    "commit": (4, 0),
+    "resolve": (1, 0),
+}
+
+
+def call_problem(request: Any) -> str | None:
+    """Why ``request`` is not a call the server answers, or None: its shape
+    (:data:`CALLS`), every name in it a global name (:func:`valid_name`), a lock's
+    resource and requester hashable."""
+    why = CALLS.problem(request)
+    if why is not None:
+        return why
+    op = request[0]
+    if op in ("lock", "lock_probe", "commit", "unlock"):
+        try:
+            hash((request[1], request[2]))
+        except TypeError:
+            return f"{op!r}: the lock's resource and requester must be hashable"
+    names: list[Any] = []
+    if op == "lock_probe" and request[4] is not None:
+        names.append(request[4][1])
+    if op in _NAMES_AT:
+        at, item = _NAMES_AT[op]
+        if item is None:
+            names.append(request[at])
+        else:
+            names.extend(row[item] for row in request[at])
+    for name in names:
+        if not valid_name(name):
+            return f"{op!r}: name {name!r:.60}: expected a str, int, bytes or a tuple of these"
+    return None
 
 
 class NameChanged:
@@ -98,6 +206,7 @@ class Global(Actor):
         self.watchers: dict[Any, set[Pid]] = {}
         self.dirty = False
         self.notes: list[tuple[Pid, NameChanged]] = []
+        self.drops = shapes.DropLog(log)
         _shared.take_over()
         _shared.publish({})
         actors.register(GLOBAL_NAME)
@@ -122,23 +231,37 @@ class Global(Actor):
 
     # ------------------------------------------------------------------ calls
 
-    # Requests come from other nodes too: a malformed one is logged and refused, never
-    # allowed to crash the server (four crashes in 5 s would halt the node).
+    # Requests come from other nodes too: a malformed one is refused (CALLS, INFOS) with
+    # one rate-limited log line, never allowed to crash the server (four crashes in 5 s
+    # would halt the node).
 
     def handle_call(self, request: Any, from_: From) -> Any:
+        why = call_problem(request)
+        if why is None and request[0] == "watch" and not actors.runtime().is_local(request[2]):
+            why = "'watch' takes a process of this node"
+        if why is not None:
+            self.drops.dropped(f"{self.node}: global", request, why)
+            return shapes.bad_request(CALLS.owner, why)
         try:
             return self._call(request, from_)
-        except _BAD_INPUT as exc:
-            log.warning("%s: refused a malformed request %.120r: %r", self.node, request, exc)
-            return ("error", "badarg")
+        except _BAD_INPUT as exc:  # not expected of a request that fits: refused all the same
+            self.drops.dropped(f"{self.node}: global", request, repr(exc))
+            return shapes.bad_request(CALLS.owner, repr(exc))
         finally:
             self._publish()  # once per message: a merge of many names is one write
 
+    def handle_cast(self, msg: Any) -> None:
+        self.drops.dropped(f"{self.node}: global", msg, "the global server takes no cast")
+
     def handle_info(self, msg: Any) -> None:
+        why = None if isinstance(msg, Down | NodeUp | NodeDown) else INFOS.problem(msg)
+        if why is not None:
+            self.drops.dropped(f"{self.node}: global", msg, why)
+            return
         try:
             self._info(msg)
         except _BAD_INPUT as exc:
-            log.warning("%s: dropped a malformed message %.120r: %r", self.node, msg, exc)
+            self.drops.dropped(f"{self.node}: global", msg, repr(exc))
         finally:
             self._publish()
 
@@ -152,9 +275,6 @@ class Global(Actor):
             return self.peers.get(request[1]) if request[1] in self.up else None
         if op == "lock":
             _, resource, requester, holder = request
-            if not isinstance(holder, Pid):
-                raise TypeError(f"lock holder {holder!r}: expected a Pid")
-            hash((resource, requester))
             granted = self.locks.acquire(resource, requester, holder)
             if granted:
                 self._monitor(holder)
@@ -163,9 +283,7 @@ class Global(Actor):
             # the lock, plus what the caller must decide under it: this server's merged
             # nodes and its answer to ``probe``, read in the same step as the grant
             _, resource, requester, holder, probe = request
-            answer = self._probe(probe)  # a bad probe fails before anything is locked
-            if not isinstance(holder, Pid):
-                raise TypeError(f"lock holder {holder!r}: expected a Pid")
+            answer = self._probe(probe)
             granted = self.locks.acquire(resource, requester, holder)
             if granted:
                 self._monitor(holder)
@@ -208,7 +326,7 @@ class Global(Actor):
         if op == "synced":
             for node in request[1]:
                 if node != self.node:
-                    self._synced(str(node))
+                    self._synced(node)
             return True
         if op == "sync":
             if self.up <= self.synced:
@@ -226,15 +344,14 @@ class Global(Actor):
             self.watchers.get(name, set()).discard(pid)
             self._forget_if_unused(pid)
             return True
-        if op == "info":
-            return {
-                "names": len(self.names),
-                "peers": sorted(self.peers),
-                "up": sorted(self.up),
-                "synced": sorted(self.synced),
-                "locks": self.locks.held(),
-            }
-        return super().handle_call(request, from_)
+        # "info" (every tag of CALLS is answered above)
+        return {
+            "names": len(self.names),
+            "peers": sorted(self.peers),
+            "up": sorted(self.up),
+            "synced": sorted(self.synced),
+            "locks": self.locks.held(),
+        }
 
     def _targets(self) -> dict[str, Pid]:
         # only nodes whose table was merged with this one: a change made over a node not
@@ -247,10 +364,8 @@ class Global(Actor):
             return None
         if probe[0] == "check":
             return check_register(self.names, probe[1], probe[2])
-        if probe[0] == "whereis":
-            entry = self.names.get(probe[1])
-            return entry.pid if entry else None
-        raise ValueError(f"unknown probe {probe!r}")
+        entry = self.names.get(probe[1])  # "whereis"
+        return entry.pid if entry else None
 
     def _apply(self, ops: list[Any]) -> None:
         checked = [_checked_op(op) for op in ops]  # all or nothing
@@ -269,21 +384,18 @@ class Global(Actor):
             self._node_up(msg.node)
         elif isinstance(msg, NodeDown):
             self._node_down(msg.node)
-        elif isinstance(msg, tuple) and len(msg) == 3 and msg[0] == "hello":
-            self._hello(str(msg[1]), msg[2])
-        elif isinstance(msg, tuple) and len(msg) == 2 and msg[0] == "resync":
-            self._maybe_sync(str(msg[1]))
-        elif isinstance(msg, tuple) and len(msg) == 3 and msg[0] == "resolved":
+        elif msg[0] == "hello":  # a tag of INFOS, checked
+            self._hello(msg[1], msg[2])
+        elif msg[0] == "resync":
+            self._maybe_sync(msg[1])
+        elif msg[0] == "resolved":
             if msg[2] == self.resolver:
-                self.pending.pop(int(msg[1]), None)
-        elif isinstance(msg, tuple) and len(msg) == 1 and msg[0] == "resolve_check":
+                self.pending.pop(msg[1], None)
+        elif msg[0] == "resolve_check":
             self._replace_hung_resolver()
-        elif isinstance(msg, tuple) and len(msg) == 2 and msg[0] == "merge_failed":
-            # the peer went away, or the merge failed: again while the pair is up
-            self.merging.discard(str(msg[1]))
-            actors.send_after(0.2, ("resync", str(msg[1])))
-        else:
-            super().handle_info(msg)
+        else:  # "merge_failed": the peer went away, or the merge failed: again while up
+            self.merging.discard(msg[1])
+            actors.send_after(0.2, ("resync", msg[1]))
 
     def _node_up(self, node: str) -> None:
         self.up.add(node)
@@ -560,13 +672,9 @@ def locked_change(
             release_on(targets, GLOBAL_LOCK, me)  # some may have been asked already
             raise
         silent = _silent(order, results, me.node)
-        granted = {
-            n: targets[n] for n, r in zip(order, results, strict=True) if r[0] == "ok" and r[1][0]
-        }
+        granted = {n: targets[n] for n, r in zip(order, results, strict=True) if _granted(r)}
         refused = [
-            n
-            for n, r in zip(order, results, strict=True)
-            if r[0] != "exit" and not (r[0] == "ok" and r[1][0])
+            n for n, r in zip(order, results, strict=True) if r[0] != "exit" and not _granted(r)
         ]
         mine: tuple[str, Any] = (
             results[order.index(me.node)] if me.node in targets else ("exit", None)
@@ -600,6 +708,13 @@ def locked_change(
         if attempt and not silent:  # at once if only the set of nodes was stale
             time.sleep(_backoff(attempt))
         attempt += 1
+
+
+def _granted(result: tuple[str, Any]) -> bool:
+    """A server's answer to ``lock_probe`` grants the lock: ``[True, targets, answer]``
+    (an error answer, e.g. from a server that cannot read the request, refuses it)."""
+    kind, value = result
+    return kind == "ok" and isinstance(value, list | tuple) and len(value) == 3 and value[0] is True
 
 
 def _silent(order: list[str], results: list[tuple[str, Any]], own: str) -> list[str]:
@@ -652,16 +767,28 @@ class _Merger(Actor):
 
     def init(self, server: Pid) -> None:
         self.server = server
+        self.drops = shapes.DropLog(log)
+
+    def handle_call(self, request: Any, from_: From) -> Any:
+        self.drops.dropped("global merger", request, "the merger answers no call")
+        return shapes.bad_request(MERGER_INFOS.owner, "the merger answers no call")
+
+    def handle_cast(self, msg: Any) -> None:
+        self.drops.dropped("global merger", msg, "the merger takes no cast")
 
     def handle_info(self, msg: Any) -> None:
-        if not (isinstance(msg, tuple) and msg and msg[0] == "merge"):
-            super().handle_info(msg)
+        why = MERGER_INFOS.problem(msg)
+        if why is not None:
+            self.drops.dropped("global merger", msg, why)
             return
         _, self.node, self.peer = msg
         try:
             merged = self._run()
         except (Exit, CallTimeout) as exc:
             log.info("global: merge with %s failed: %s", self.node, exc)
+            merged = False
+        except BadReply as exc:
+            log.warning("global: merge with %s failed: %s", self.node, exc)
             merged = False
         if not merged:
             actors.send(self.server, ("merge_failed", self.node))
@@ -673,7 +800,9 @@ class _Merger(Actor):
             if actors.call(self.server, ("peer", self.node)) != self.peer:
                 return False  # the peer went away (or came back as another)
             mine: dict[str, Pid] = actors.call(self.server, ("targets",))
-            theirs: dict[str, Pid] = actors.call(self.peer, ("targets",))
+            theirs: dict[str, Pid] = checked_reply(
+                actors.call(self.peer, ("targets",)), _TARGETS, self.node, "targets"
+            )
             targets = {**theirs, **mine, self.node: self.peer}
             held = set_lock_on(targets, GLOBAL_LOCK, me, 0)
             if held is not None:
@@ -696,13 +825,19 @@ class _Merger(Actor):
         order = sorted(held)
         results = actors.multi_call([held[n] for n in order], ("up",), timeout=5.0)
         for node, (kind, up) in zip(order, results, strict=True):
-            if kind != "ok" or not set(order) - {node} <= set(up):
+            if kind != "ok" or shapes.problem(up, _UP) is not None:
+                return False
+            if not set(order) - {node} <= set(up):
                 return False
         return True
 
     def _merge(self, held: dict[str, Pid]) -> None:
         own = _table(actors.call(self.server, ("table",)))
-        other = _table(actors.call(self.peer, ("table",), timeout=10.0))
+        other = _table(
+            checked_reply(
+                actors.call(self.peer, ("table",), timeout=10.0), _TABLE, self.node, "table"
+            )
+        )
         plan = exchange_plan(own, other)
         ops: list[tuple[Any, Any]] = [(n, (e.pid, e.resolver)) for n, e in plan.copy.items()]
         for clash, kept in _resolve_clashes(plan.clashes, held):
@@ -717,6 +852,30 @@ class _Merger(Actor):
 
 def _table(rows: list[Any]) -> dict[Any, Entry]:
     return {name: Entry(pid, resolver) for name, pid, resolver in rows}
+
+
+class BadReply(ValueError):
+    """Another node's server answered a merge's request with a value that does not fit;
+    the merge fails (and is tried again) instead of the merger crashing."""
+
+
+# the answers a merger reads from another node's server
+_TARGETS = shapes.Map(_NODE, Pid, TABLE_MAX)
+_UP = shapes.Seq(_NODE, TABLE_MAX)
+_TABLE = shapes.Seq(shapes.Tup((_NAME, Pid, _RESOLVER)), TABLE_MAX)
+_ANSWERS = shapes.Seq(shapes.Tup((shapes.Str(64), shapes.ANY)), TABLE_MAX)
+
+
+def checked_reply(value: Any, kind: shapes.Kind, node: str, what: str) -> Any:
+    """``value`` if it is of ``kind`` (and every name in a table a global name), else
+    :class:`BadReply` naming the node and the request."""
+    why = shapes.problem(value, kind)
+    if why is None and kind is _TABLE:
+        bad = next((row[0] for row in value if not valid_name(row[0])), None)
+        why = None if bad is None else f"name {bad!r:.60} is not a global name"
+    if why is not None:
+        raise BadReply(f"{node}'s answer to {what!r} does not fit: {why}")
+    return value
 
 
 def _resolve_clashes(
@@ -738,8 +897,8 @@ def _resolve_clashes(
         except (Exit, CallTimeout) as exc:  # its node halted mid-resolution
             log.info("global: resolvers on %s unreachable (%s)", node, exc)
             continue
-        if isinstance(value, list) and len(value) == len(group):
-            answers[node] = value
+        if shapes.problem(value, _ANSWERS) is None and len(value) == len(group):
+            answers[node] = list(value)
     out: list[tuple[Clash, Entry | None]] = []
     for node, group in by_node.items():
         got = answers.get(node)
@@ -763,10 +922,19 @@ class _Resolver(Actor):
 
     def init(self, server: Pid) -> None:
         self.server = server
+        self.drops = shapes.DropLog(log)
+
+    def handle_call(self, request: Any, from_: From) -> Any:
+        self.drops.dropped("global resolver", request, "the resolver answers no call")
+        return shapes.bad_request(RESOLVER_INFOS.owner, "the resolver answers no call")
+
+    def handle_cast(self, msg: Any) -> None:
+        self.drops.dropped("global resolver", msg, "the resolver takes no cast")
 
     def handle_info(self, msg: Any) -> None:
-        if not (isinstance(msg, tuple) and msg and msg[0] == "resolve"):
-            super().handle_info(msg)
+        why = RESOLVER_INFOS.problem(msg)
+        if why is not None:
+            self.drops.dropped("global resolver", msg, why)
             return
         _, caller, batch, serial = msg
         answers: list[tuple[str, Any]] = []
@@ -789,12 +957,20 @@ def _resolve_deadline(batch: list[Any]) -> float:
 _BAD_INPUT = (TypeError, ValueError, IndexError, KeyError, AttributeError)
 
 
-def valid_name(name: Any) -> bool:
+#: The deepest a tuple name may nest (dist's codec carries no deeper value).
+_NAME_DEPTH = 64
+
+
+def valid_name(name: Any, _depth: int = 0) -> bool:
     """A global name: a str, int or bytes, or a tuple of names (hashable, and carried by
     dist's codec unchanged)."""
     if isinstance(name, (str, bytes)) or (isinstance(name, int) and not isinstance(name, bool)):
         return True
-    return isinstance(name, tuple) and all(valid_name(part) for part in name)
+    return (
+        isinstance(name, tuple)
+        and _depth < _NAME_DEPTH
+        and all(valid_name(part, _depth + 1) for part in name)
+    )
 
 
 def _checked_op(op: Any) -> tuple[Any, Any]:

@@ -52,7 +52,7 @@ from typing import Any
 
 from otpkit import actors
 from otpkit import quorum as _quorum
-from otpkit.actors import Actor, Down, From, Pid
+from otpkit.actors import Actor, Down, From, Pid, shapes
 from otpkit.distribution import Witness
 from otpkit.errors import CallTimeout, Exit, NodeError, OtpkitError
 from otpkit.quorum import LeaseGranted, LeaseLost, QuorumConfig
@@ -74,6 +74,9 @@ from otpkit.supervision import ChildSpec, Supervisor, SupFlags, child_spec
 log = logging.getLogger("otpkit.registry")
 
 POLICIES = ("availability", "majority")
+
+# refused calls, one line a minute (per process)
+_drops = shapes.DropLog(log)
 
 
 @dataclass(frozen=True)
@@ -125,12 +128,45 @@ PROBLEM = ("$singleton", "problem")
 #: Call to the active child: ``(WITNESS_PEERS, info)``, the node's peers changed.
 WITNESS_PEERS = "$singleton_witness"
 
+#: The plain calls a warm child answers itself (its subclass's requests go to
+#: :meth:`SingletonWorker.handle_request`): ``IS_ACTIVE`` (also from another node's
+#: manager, at a hand-over) and ``PROBLEM``; ``WITNESS_PEERS`` from its manager only
+#: (the info holds the cookie). ``Activate``, ``Deactivate``, ``NoHolder`` and
+#: ``HolderBack`` are Python objects: from this node only.
+WORKER_CALLS = shapes.Protocol(
+    "singleton worker call",
+    shapes.Shape("$singleton", (shapes.Const(("is_active", "problem")),)),
+    shapes.Shape(WITNESS_PEERS, (shapes.Map(str, shapes.ANY, 64),)),
+)
+
+#: The manager's own call (``("$singleton", "state")``, for tests and the shell); it
+#: answers the supervisor's calls too.
+MANAGER_CALLS = shapes.Protocol(
+    "singleton manager call", shapes.Shape("$singleton", (shapes.Const(("state",)),))
+)
+
+#: The manager takes no plain message: its timers, the registry's ``NameChanged`` and
+#: the quorum's lease notices are Python objects, its children's exits the supervisor's.
+MANAGER_INFOS = shapes.Protocol("singleton manager message")
+
+
+@dataclass(frozen=True)
+class _Timer:
+    """One of the manager's timers (no other process can send one): ``what`` is
+    ``"elect"`` (``arg``: the election's number), ``"name"`` (the child to bind the name
+    to), ``"witness"`` (the epoch), ``"watchdog"`` or ``"rewatch"``."""
+
+    what: str
+    arg: Any = None
+
 
 class SingletonWorker(Actor):
     """Base of a child that can wait warm: started on every node, active on one.
 
     Override :meth:`activate` and :meth:`deactivate`; ``self.active`` and ``self.epoch``
-    tell the current state. Other calls reach :meth:`handle_request`.
+    tell the current state. Other calls reach :meth:`handle_request` (by default
+    refused with an error answer); casts and plain messages not overridden are dropped
+    with a rate-limited line, so that no stray message ends a warm child.
     """
 
     active: bool = False
@@ -161,6 +197,14 @@ class SingletonWorker(Actor):
     _witness: Witness | None = None
 
     def handle_call(self, request: Any, from_: From) -> Any:
+        tag = request[0] if type(request) is tuple and request else None
+        if type(tag) is str and tag in WORKER_CALLS:
+            why = WORKER_CALLS.problem(request)
+            if why is None and tag == WITNESS_PEERS and not actors.runtime().is_local(from_.pid):
+                why = f"{WITNESS_PEERS!r} is asked by this node's manager only"
+            if why is not None:
+                _drops.dropped(repr(self.pid), request, why)
+                return shapes.bad_request(WORKER_CALLS.owner, why)
         if isinstance(request, Activate):
             self._close_witness()
             self.singleton_name, self.epoch, self.active = request.name, request.epoch, True
@@ -188,8 +232,8 @@ class SingletonWorker(Actor):
             return True
         if request == PROBLEM:
             return self.problem()
-        if isinstance(request, tuple) and len(request) == 2 and request[0] == WITNESS_PEERS:
-            if self._witness is not None and isinstance(request[1], dict):
+        if tag == WITNESS_PEERS:
+            if self._witness is not None:
                 self._witness.update(request[1])
             return True
         return self.handle_request(request, from_)
@@ -200,7 +244,19 @@ class SingletonWorker(Actor):
             self._witness = None
 
     def handle_request(self, request: Any, from_: From) -> Any:
-        return super().handle_call(request, from_)
+        """A call that is not the Singleton's own. By default refused: a warm child
+        runs on every node, and no stray call may end it."""
+        why = f"unknown singleton worker call {request!r:.60}"
+        _drops.dropped(repr(self.pid), request, why)
+        return shapes.bad_request(WORKER_CALLS.owner, why)
+
+    def handle_cast(self, msg: Any) -> None:
+        """By default a cast is dropped (one rate-limited line)."""
+        _drops.dropped(repr(self.pid), msg, "a singleton worker takes no cast")
+
+    def handle_info(self, msg: Any) -> None:
+        """By default a plain message is dropped (one rate-limited line)."""
+        _drops.dropped(repr(self.pid), msg, "a singleton worker takes no message")
 
     def fence(self, effect: Any, timeout: float = 5.0) -> bool:
         """Under ``policy="majority"``: True iff a majority of members accepted
@@ -308,7 +364,7 @@ class SingletonManager(Supervisor):
         self.services: dict[Any, str] = {}  # monitor ref -> the system service it watches
         self._watch_services()
         self._later(0)
-        actors.send_after(WATCH_EVERY, ("$singleton", "watchdog"))
+        actors.send_after(WATCH_EVERY, _Timer("watchdog"))
         return result
 
     def _watch_services(self) -> bool:
@@ -318,7 +374,7 @@ class SingletonManager(Supervisor):
         wanted = [GLOBAL_NAME] + ([_quorum.QUORUM_NAME] if self.config.policy == "majority" else [])
         pids = {name: actors.whereis(name) for name in wanted}
         if any(pid is None for pid in pids.values()):
-            actors.send_after(0.1, ("$singleton", "rewatch"))
+            actors.send_after(0.1, _Timer("rewatch"))
             return False
         for ref in list(self.services):
             actors.demonitor(ref, flush=True)
@@ -332,28 +388,28 @@ class SingletonManager(Supervisor):
         log.warning("%r: the node's %s restarted; watching again", self.pid, name)
         if name == _quorum.QUORUM_NAME and self.lease is not None:
             self._lease_lost(self.lease.epoch)  # its leases died with it
-        actors.send_after(0.1, ("$singleton", "rewatch"))
+        actors.send_after(0.1, _Timer("rewatch"))
 
     # ------------------------------------------------------------------ events
 
     def handle_info(self, msg: Any) -> None:
         if isinstance(msg, NameChanged) and msg.name == self.config.name:
             self._name_changed(msg.pid)
-        elif isinstance(msg, tuple) and msg and msg[0] == "$singleton":
-            if msg[1] == "elect" and msg[2] == self.elect_gen:
+        elif isinstance(msg, _Timer):
+            if msg.what == "elect" and msg.arg == self.elect_gen:
                 self._elect()
-            elif msg[1] == "name":
-                if self.active and self._child_pid() == msg[2] and self.holder != msg[2]:
-                    self._reassert(msg[2])
-            elif msg[1] == "witness":
-                self._refresh_witness(msg[2])
-            elif msg[1] == "watchdog":
-                actors.send_after(WATCH_EVERY, ("$singleton", "watchdog"))
+            elif msg.what == "name":
+                if self.active and self._child_pid() == msg.arg and self.holder != msg.arg:
+                    self._reassert(msg.arg)
+            elif msg.what == "witness":
+                self._refresh_witness(msg.arg)
+            elif msg.what == "watchdog":
+                actors.send_after(WATCH_EVERY, _Timer("watchdog"))
                 try:
                     self._watchdog()
                 except OtpkitError as exc:  # a check that failed must not end the manager
                     log.warning("%r: singleton watchdog check failed: %r", self.pid, exc)
-            elif msg[1] == "rewatch" and self._watch_services():
+            elif msg.what == "rewatch" and self._watch_services():
                 mine = self._child_pid()
                 if self.active and self.holder is None and mine is not None:
                     # a restarted registry starts empty: the active child keeps its name
@@ -413,7 +469,7 @@ class SingletonManager(Supervisor):
     def _later(self, delay: float) -> None:
         """Schedule the next election attempt, replacing any scheduled before."""
         self.elect_gen += 1
-        msg = ("$singleton", "elect", self.elect_gen)
+        msg = _Timer("elect", self.elect_gen)
         if delay:
             actors.send_after(delay, msg)
         else:
@@ -437,7 +493,7 @@ class SingletonManager(Supervisor):
                 self.config.name,
                 exc,
             )
-            actors.send_after(0.5, ("$singleton", "name", mine))
+            actors.send_after(0.5, _Timer("name", mine))
             return
         self.holder = mine
 
@@ -555,7 +611,7 @@ class SingletonManager(Supervisor):
             except (Exit, CallTimeout) as exc:
                 log.error("%r: activating %r failed: %s", self.pid, child, exc)
             if witness is not None:
-                actors.send_after(1.0, ("$singleton", "witness", self.epoch))
+                actors.send_after(1.0, _Timer("witness", self.epoch))
 
     def _witness_info(self) -> dict[str, Any] | None:
         try:
@@ -571,7 +627,7 @@ class SingletonManager(Supervisor):
         child = self._child_pid()
         if not self.active or epoch != self.epoch or child is None:
             return
-        actors.send_after(1.0, ("$singleton", "witness", epoch))
+        actors.send_after(1.0, _Timer("witness", epoch))
         info = self._witness_info()
         if info is None or info["peers"] == self.witness_peers:
             return
@@ -735,6 +791,12 @@ class SingletonManager(Supervisor):
         return child.pid if child is not None and isinstance(child.pid, Pid) else None
 
     def handle_call(self, request: Any, from_: From) -> Any:
+        tag = request[0] if type(request) is tuple and request else None
+        if type(tag) is str and tag in MANAGER_CALLS:
+            why = MANAGER_CALLS.problem(request)
+            if why is not None:
+                _drops.dropped(repr(self.pid), request, why)
+                return shapes.bad_request(MANAGER_CALLS.owner, why)
         if request == ("$singleton", "state"):
             return {
                 "active": self.active,

@@ -123,11 +123,20 @@ def run_job(name: str, scheduler: str = DEFAULT_NAME, timeout: float = 30.0) -> 
 
 def subscribe(scheduler: str = DEFAULT_NAME, pid: Any = None, timeout: float = 5.0) -> None:
     """Send the scheduler's :class:`JobEvent` s to ``pid`` (default: the caller), from
-    this node's scheduler process (every node's sees every event)."""
-    target = pid or actors.self()
-    actors.call(replica_name(scheduler), ("$sr", "subscribe", target, True), timeout)
+    this node's scheduler process (every node's sees every event).
+
+    Raises:
+        ValueError: ``pid`` is not a pid of this node.
+    """
+    _subscribe(scheduler, pid, True, timeout)
 
 
 def unsubscribe(scheduler: str = DEFAULT_NAME, pid: Any = None, timeout: float = 5.0) -> None:
+    _subscribe(scheduler, pid, False, timeout)
+
+
+def _subscribe(scheduler: str, pid: Any, on: bool, timeout: float) -> None:
     target = pid or actors.self()
-    actors.call(replica_name(scheduler), ("$sr", "subscribe", target, False), timeout)
+    answer = actors.call(replica_name(scheduler), ("$sr", "subscribe", target, on), timeout)
+    if isinstance(answer, tuple) and len(answer) == 3 and answer[0] == "error":
+        raise ValueError(f"scheduler {scheduler!r}: {answer[2]}")

@@ -69,6 +69,7 @@ from otpkit.errors import OtpkitError
 
 __all__ = [
     "LEDGER_FORMAT",
+    "MAX_STAMP",
     "OUTCOMES",
     "ClaimKey",
     "Lane",
@@ -91,6 +92,7 @@ __all__ = [
     "merge",
     "observe",
     "open_claims",
+    "to_utc",
 ]
 
 #: How a claimed run ended, as :func:`finish` accepts it (``missed``: a tick settled by
@@ -99,6 +101,10 @@ __all__ = [
 OUTCOMES = ("finished", "failed", "timed_out", "interrupted", "missed", "skipped")
 #: The version of the encoded form (:func:`encode_ledger`, :func:`encode_update`).
 LEDGER_FORMAT = 1
+#: The highest epoch or stamp sequence number a ledger takes (from a holder or a
+#: member): 2**62 - 1, so a holder's next era and sequence number still fit the 64-bit
+#: integers of msgpack and SQLite.
+MAX_STAMP = (1 << 62) - 1
 
 #: A lane: a job, and the node for run strategy ``"all"`` (else None).
 LaneKey = tuple[str, str | None]
@@ -168,8 +174,8 @@ class LaneUpdate:
 
 
 def _epoch(value: Any, what: str = "epoch") -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{what} {value!r}: expected an int >= 0")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_STAMP:
+        raise ValueError(f"{what} {value!r}: expected an int in 0..{MAX_STAMP}")
     return value
 
 
@@ -185,7 +191,20 @@ def _key(key: Any) -> ClaimKey:
         raise ValueError(f"claim key {key!r}: at {at!r}, expected an aware datetime")
     if node is not None and (not isinstance(node, str) or not node):
         raise ValueError(f"claim key {key!r}: node {node!r}, expected None or a non-empty string")
-    return ClaimKey(job, at.astimezone(UTC), node)
+    return ClaimKey(job, to_utc(at, f"claim key {key!r}: at"), node)
+
+
+def to_utc(at: datetime, where: str) -> datetime:
+    """The aware ``at`` in UTC.
+
+    Raises:
+        LedgerError: ``at`` is outside the years 1-9999 in UTC (``0001-01-01`` east of
+            UTC, ``9999-12-31`` west of it), naming ``where``.
+    """
+    try:
+        return at.astimezone(UTC)
+    except OverflowError:
+        raise LedgerError(f"{where}: {at!r} is outside the years 1-9999 in UTC") from None
 
 
 def _with_lane(state: Ledger, lane_key: LaneKey, lane: Lane, epoch: int) -> Ledger:
@@ -500,12 +519,12 @@ def _decode_time(value: Any, where: str) -> datetime:
         raise LedgerError(f"{where}: {value!r}, expected an ISO 8601 time ({exc})") from exc
     if at.tzinfo is None or at.utcoffset() is None:
         raise LedgerError(f"{where}: {value!r}, expected a time with its UTC offset")
-    return at.astimezone(UTC)
+    return to_utc(at, where)
 
 
 def _decode_int(value: Any, where: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise LedgerError(f"{where}: {value!r}, expected an int >= {low}")
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_STAMP:
+        raise LedgerError(f"{where}: {value!r}, expected an int in {low}..{MAX_STAMP}")
     return value
 
 

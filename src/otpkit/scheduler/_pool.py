@@ -43,17 +43,23 @@ pid of the global name ``scheduler``, if bound) as::
     ("run_started", node, key, start)                      # once, best effort
     ("run_done", node, key, outcome, start, end, error)    # until acknowledged
 
-where ``node`` is this pool's node name. ``run_done`` goes when the run ends and again
-every :data:`RESEND_EVERY` seconds (up to half as much more: a tick checks every
-``RESEND_EVERY / 2``) while unacknowledged, to whoever holds the name then;
-the holder answers ``("ack", [key, ...])`` (a plain message or a cast, keys as lists or
-tuples) and the pool drops those entries. A holder must treat a repeated ``run_done``
-as one.
+where ``node`` is this pool's node name and ``error`` at most :data:`ERROR_LIMIT`
+characters. ``run_done`` goes when the run ends and again every :data:`RESEND_EVERY`
+seconds (up to half as much more: a tick checks every ``RESEND_EVERY / 2``) while
+unacknowledged, to whoever holds the name then; the holder answers ``("ack", [key,
+...])`` (a plain message or a cast, keys as lists or tuples) and the pool drops those
+entries. A holder must treat a repeated ``run_done`` as one.
 
 **Introspection.** ``call(pool, ("state",))`` returns ``{"running": [key...],
 "queued": [key...], "outbox": [[key, outcome, start, end, error]...], "incarnation":
 str, "workers": [pid...]}``; ``incarnation`` is unique per start of the pool, so a new
 holder can tell a pool that lost its runs (restarted) from one that still has them.
+
+**Malformed messages.** Every message, cast and call is checked against the pool's
+protocol (:data:`INFOS`, :data:`CASTS`, :data:`CALLS`; a worker's: :data:`WORKER_INFOS`)
+before it is acted on: a call that does not fit is answered
+``("error", "bad task pool call: ...")``, a message or cast is dropped with one WARNING a
+minute (counting the rest). A run's dict is judged by its fields as above.
 
 **Stop.** ``terminate`` kills every worker and waits until none is left; running tasks
 die with them (the holder will find their claims open and report them interrupted).
@@ -73,17 +79,27 @@ from typing import Any
 
 from otpkit import actors
 from otpkit import distribution as dist
-from otpkit.actors import Actor, ExitSignal, From, Pid, proc_stat
+from otpkit.actors import Actor, ExitSignal, From, Pid, proc_stat, shapes
 from otpkit.distribution import NET_NAME
 from otpkit.errors import OtpkitError
 from otpkit.registry import whereis_name
 from otpkit.scheduler import _context
 from otpkit.scheduler._job import load_task
+from otpkit.scheduler._ledger import MAX_STAMP
 from otpkit.supervision import ChildSpec
 
 __all__ = [
+    "CALLS",
+    "CASTS",
+    "EPOCH",
     "ERROR_LIMIT",
+    "INFOS",
+    "JOB_NAME",
+    "NODE_NAME",
     "RESEND_EVERY",
+    "RUN_KEY",
+    "WALL_TIME",
+    "WORKER_INFOS",
     "RunKey",
     "TaskPool",
     "parse_key",
@@ -105,11 +121,64 @@ _PREFIX = "otpkit_pool:"
 # local names are at most 48 characters (otpkit.register)
 _MAX_SCHEDULER = 48 - len(_PREFIX)
 
-#: The tags of the messages workers (and the pool's timers about them) send the pool.
-_FROM_WORKERS = frozenset({"started", "done", "$timeout"})
+#: The longest timer the pool arms at once: a longer run timeout is armed in steps.
+_TIMER_STEP = 86_400.0
+#: The longest sleep of a worker waiting for its tick (it sleeps again until the tick).
+_SLEEP_STEP = 60.0
 
 #: A run's identity: ``(job, at in UTC, node or None)``.
 RunKey = tuple[str, datetime, str | None]
+
+# ---------------------------------------------------------------------- protocols
+
+#: A job's name (``Job`` does not bound it; this keeps out only absurd ones).
+JOB_NAME = shapes.Str(65_536, min_len=1)
+#: A node's name (``app@host``: at most 255 characters, see the handshake).
+NODE_NAME = shapes.Str(255, min_len=1)
+#: A scheduler's write epoch (``era * 2**32 + lease``), as the ledger takes it.
+EPOCH = shapes.Int(0, MAX_STAMP)
+#: A wall-clock time in seconds since 1970 (``time.time()``), up to the year 5138.
+WALL_TIME = shapes.Num(0, 1e11)
+#: A run's key as the pool sends it and the holder acks it: ``[job, at, node]`` (its
+#: node: None, a node's name, or a manual run's lane, ``@manual:<node>``).
+RUN_KEY = shapes.Tup((JOB_NAME, datetime, shapes.Opt(shapes.Str(1024, min_len=1))))
+
+#: The casts a pool takes (also as plain messages): a run from the holder (a dict, its
+#: fields judged by :func:`parse_key` and :func:`parse_run`), the holder's ack.
+CASTS = shapes.Protocol(
+    "task pool cast",
+    shapes.Shape("run", (shapes.Map(shapes.Str(64), shapes.ANY, 64),)),
+    shapes.Shape("ack", (shapes.Seq(RUN_KEY),)),
+)
+#: The plain messages a pool takes: its casts, its workers' reports and its own timers.
+INFOS = shapes.Protocol(
+    "task pool message",
+    *CASTS.shapes.values(),
+    shapes.Shape("started", (Pid, RUN_KEY, WALL_TIME)),
+    shapes.Shape(
+        "done",
+        (
+            Pid,
+            RUN_KEY,
+            shapes.Const(("finished", "failed")),
+            shapes.Opt(WALL_TIME),
+            WALL_TIME,
+            shapes.Opt(shapes.Str(ERROR_LIMIT)),
+        ),
+    ),
+    shapes.Shape("$timeout", (Pid, RUN_KEY)),
+    shapes.Shape("$resend"),
+    shapes.Shape("$respawn"),
+)
+#: The calls a pool answers: its state, with the epoch of the holder asking (refuse
+#: runs of older holders from then on).
+CALLS = shapes.Protocol("task pool call", shapes.Shape("state", (EPOCH,), optional=1))
+#: What a pool's worker process takes: a run (key, task, args, kwargs), as checked by
+#: the pool (so no run the pool hands over is refused).
+WORKER_INFOS = shapes.Protocol(
+    "task pool worker message",
+    shapes.Shape("run", (RUN_KEY, str, shapes.Either((tuple, list)), dict)),
+)
 
 
 def pool_name(scheduler: str) -> str:
@@ -195,7 +264,11 @@ def parse_key(value: Any) -> RunKey:
         raise ValueError(f"key {value!r}: at {at!r}, expected an aware datetime")
     if node is not None and (not isinstance(node, str) or not node):
         raise ValueError(f"key {value!r}: node {node!r}, expected None or a non-empty str")
-    return (job, at.astimezone(UTC), node)
+    try:
+        utc = at.astimezone(UTC)
+    except OverflowError:  # 0001-01-01 east of UTC, 9999-12-31 west of it
+        raise ValueError(f"key {value!r}: at {at!r}, outside the years 1-9999 in UTC") from None
+    return (job, utc, node)
 
 
 def parse_run(key: RunKey, value: dict[Any, Any]) -> Run:
@@ -232,6 +305,13 @@ def timeout_delay(at: datetime, timeout: float, now: float) -> float:
     return max(0.0, at.timestamp() - now) + timeout
 
 
+def timer_step(delay: float) -> tuple[float, float]:
+    """A timer of ``delay`` seconds as its first step (at most :data:`_TIMER_STEP`, which
+    any timer can hold) and the seconds left after it."""
+    step = min(delay, _TIMER_STEP)
+    return step, delay - step
+
+
 def _error_text(value: Any) -> str:
     """``repr(value)`` cut to :data:`ERROR_LIMIT` (a ``repr`` that raises is named by its
     type: a task's odd exception must not end its worker)."""
@@ -260,13 +340,24 @@ class _Worker(Actor):
 
     def init(self, pool: Pid) -> None:
         self.pool = pool
+        self.drops = shapes.DropLog(log)
+
+    def handle_call(self, request: Any, from_: From) -> Any:
+        why = "a task pool worker answers no call"
+        self.drops.dropped(f"{self.pid.node}: task pool worker {self.pid!r}", request, why)
+        return shapes.bad_request(WORKER_INFOS.owner, why)
+
+    def handle_cast(self, msg: Any) -> None:
+        why = "a task pool worker takes no cast"
+        self.drops.dropped(f"{self.pid.node}: task pool worker {self.pid!r}", msg, why)
 
     def handle_info(self, msg: Any) -> None:
-        if isinstance(msg, tuple) and len(msg) == 5 and msg[0] == "run":
-            _, key, task, args, kwargs = msg
-            self._run(key, task, args, kwargs)
-        else:
-            super().handle_info(msg)
+        why = WORKER_INFOS.problem(msg)
+        if why is not None:
+            self.drops.dropped(f"{self.pid.node}: task pool worker {self.pid!r}", msg, why)
+            return
+        _, key, task, args, kwargs = msg
+        self._run(key, task, args, kwargs)
 
     def _run(self, key: RunKey, task: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         try:
@@ -279,9 +370,10 @@ class _Worker(Actor):
             )
             return
         due = key[1].timestamp()
-        # the holder may dispatch ahead of the tick: wait here, not in the task
+        # the holder may dispatch ahead of the tick: wait here, not in the task (in
+        # steps: a sleep of years overflows)
         while (ahead := due - time.time()) > 0:
-            time.sleep(ahead)
+            time.sleep(min(ahead, _SLEEP_STEP))
         _context._enter(_context.RunInfo(key[0], key[1], key[2]))
         start = time.time()
         actors.send(self.pool, ("started", self.pid, key, start))
@@ -306,6 +398,8 @@ class _Busy:
     run: Run
     timer: int | None
     start: float | None = None
+    #: seconds of the run's timeout left after its current timer (see timer_step)
+    rest: float = 0.0
 
 
 class TaskPool(Actor):
@@ -337,6 +431,7 @@ class TaskPool(Actor):
         self.last_sent: dict[RunKey, float] = {}
         self.resend_armed = False
         self.respawn_armed = False
+        self.drops = shapes.DropLog(log)
         actors.trap_exit(True)
         actors.register(pool_name(scheduler))
         if actors.whereis(NET_NAME) is not None:
@@ -357,60 +452,57 @@ class TaskPool(Actor):
     def handle_info(self, msg: Any) -> None:
         if isinstance(msg, ExitSignal):
             self._on_exit(msg.pid, msg.reason)
-        elif not isinstance(msg, tuple) or not msg or not isinstance(msg[0], str):
-            self._drop(msg, "not a tuple tagged with a str")
-        elif msg[0] in _FROM_WORKERS and len(msg) > 1 and isinstance(msg[1], Pid):
-            self._from_worker(msg)
-        elif msg == ("$resend",):
+            return
+        why = INFOS.problem(msg)
+        if why is not None:
+            self._drop(msg, why)
+            return
+        tag = msg[0]
+        if tag == "started":
+            self._on_started(msg[1], msg[2], msg[3])
+        elif tag == "done":
+            self._on_done(msg[1], Report(msg[2], msg[3], msg[4], msg[5], msg[6]))
+        elif tag == "$timeout":
+            self._on_timeout(msg[1], msg[2])
+        elif tag == "$resend":
             self.resend_armed = False
             self._resend()
-        elif msg == ("$respawn",):
+        elif tag == "$respawn":
             self.respawn_armed = False
             self._fill_workers()
             self._dispatch()
         else:
-            self.handle_cast(msg)
-
-    def _from_worker(self, msg: tuple[Any, ...]) -> None:
-        """A worker's report, or a timeout on a worker (all name the worker's pid)."""
-        if msg[0] == "started" and len(msg) == 4:
-            self._on_started(msg[1], msg[2], msg[3])
-        elif msg[0] == "done" and len(msg) == 7:
-            self._on_done(msg[1], Report(msg[2], msg[3], msg[4], msg[5], msg[6]))
-        elif msg[0] == "$timeout" and len(msg) == 3:
-            self._on_timeout(msg[1], msg[2])
-        else:
-            self._drop(msg, "unknown message")
+            self._on_cast(msg)
 
     def handle_cast(self, msg: Any) -> None:
-        if isinstance(msg, tuple) and len(msg) == 2 and msg[0] == "run":
+        why = CASTS.problem(msg)
+        if why is not None:
+            self._drop(msg, why)
+            return
+        self._on_cast(msg)
+
+    def _on_cast(self, msg: tuple[Any, ...]) -> None:
+        """A run or an ack (a cast or a plain message), its shape checked."""
+        if msg[0] == "run":
             self._on_run(msg[1])
-        elif isinstance(msg, tuple) and len(msg) == 2 and msg[0] == "ack":
-            self._on_ack(msg[1])
         else:
-            self._drop(msg, "unknown message")
+            self._on_ack(msg[1])
 
     def handle_call(self, request: Any, from_: From) -> Any:
-        if (
-            isinstance(request, tuple)
-            and len(request) == 2
-            and request[0] == "state"
-            and isinstance(request[1], int)
-            and not isinstance(request[1], bool)
-        ):
+        why = CALLS.problem(request)
+        if why is not None:
+            return shapes.bad_request(CALLS.owner, why)
+        if len(request) == 2:
             # a new holder is about to judge the runs it cannot see: from now on a run
             # sent under an older epoch (a paused old holder's) is refused
             self.max_epoch = max(self.max_epoch, request[1])
-            request = ("state",)
-        if request == ("state",):
-            return {
-                "running": list(self.running),
-                "queued": [run.key for run in self.queue],
-                "outbox": [report.entry() for report in self.outbox.values()],
-                "incarnation": self.incarnation,
-                "workers": [*self.idle, *self.busy],
-            }
-        return super().handle_call(request, from_)
+        return {
+            "running": list(self.running),
+            "queued": [run.key for run in self.queue],
+            "outbox": [report.entry() for report in self.outbox.values()],
+            "incarnation": self.incarnation,
+            "workers": [*self.idle, *self.busy],
+        }
 
     def terminate(self, reason: Any) -> None:
         workers = [*self.idle, *self.busy]
@@ -432,13 +524,8 @@ class TaskPool(Actor):
     # ------------------------------------------------------------------ runs
 
     def _drop(self, msg: Any, why: str) -> None:
-        log.warning(
-            "%s: task pool of %r dropped a malformed message (%s): %.200r",
-            self.node,
-            self.scheduler,
-            why,
-            msg,
-        )
+        """Log a malformed message (rate-limited: one WARNING a minute, with a count)."""
+        self.drops.dropped(f"{self.node}: task pool of {self.scheduler!r}", msg, why)
 
     def _on_run(self, value: Any) -> None:
         if not isinstance(value, dict):
@@ -456,7 +543,8 @@ class TaskPool(Actor):
             run = parse_run(key, value)
         except ValueError as exc:
             log.warning("%s: %s: malformed run: %s", self.node, _describe(key), exc)
-            self._finish(Report(key, "failed", None, time.time(), f"malformed run: {exc}"))
+            error = f"malformed run: {exc}"[:ERROR_LIMIT]
+            self._finish(Report(key, "failed", None, time.time(), error))
             return
         if run.epoch < self.max_epoch:
             log.warning(
@@ -487,11 +575,11 @@ class TaskPool(Actor):
             run = self.queue.popleft()
             self.queued.discard(run.key)
             worker = self.idle.popleft()
-            timer = None
+            timer, rest = None, 0.0
             if run.timeout is not None:
-                delay = timeout_delay(run.key[1], run.timeout, time.time())
-                timer = actors.send_after(delay, ("$timeout", worker, run.key))
-            self.busy[worker] = _Busy(run, timer)
+                step, rest = timer_step(timeout_delay(run.key[1], run.timeout, time.time()))
+                timer = actors.send_after(step, ("$timeout", worker, run.key))
+            self.busy[worker] = _Busy(run, timer, rest=rest)
             self.running[run.key] = worker
             actors.send(worker, ("run", run.key, run.task, run.args, run.kwargs))
 
@@ -525,6 +613,10 @@ class TaskPool(Actor):
         busy = self.busy.get(worker)
         if busy is None or busy.run.key != key:
             return  # the run ended in time
+        if busy.rest > 0:
+            step, busy.rest = timer_step(busy.rest)
+            busy.timer = actors.send_after(step, ("$timeout", worker, key))
+            return
         busy.timer = None
         self._release(worker, busy)
         actors.unlink(worker)

@@ -22,6 +22,7 @@ from typing import Any
 
 from otpkit.scheduler._ledger import (
     LEDGER_FORMAT,
+    MAX_STAMP,
     ClaimKey,
     LaneUpdate,
     Ledger,
@@ -32,6 +33,7 @@ from otpkit.scheduler._ledger import (
     encode_ledger,
     encode_update,
     observe,
+    to_utc,
 )
 from otpkit.scheduler._ledger import (
     merge as merge_ledgers,
@@ -104,9 +106,9 @@ def _parse_time(value: Any, where: str) -> datetime:
         at = datetime.fromisoformat(value)
     except ValueError as exc:
         raise LedgerError(f"{where}: {value!r} ({exc})") from exc
-    if at.tzinfo is None:
+    if at.tzinfo is None or at.utcoffset() is None:
         raise LedgerError(f"{where}: {value!r}, expected a time with its offset")
-    return at.astimezone(UTC)
+    return to_utc(at, where)
 
 
 def encode_key(key: ClaimKey) -> list[Any]:
@@ -123,9 +125,9 @@ def decode_key(value: Any) -> ClaimKey:
     if not isinstance(job, str) or not job:
         raise LedgerError(f"claim key {value!r}: job, expected a non-empty string")
     if isinstance(at, datetime):
-        if at.tzinfo is None:
+        if at.tzinfo is None or at.utcoffset() is None:
             raise LedgerError(f"claim key {value!r}: at, expected an aware time")
-        at = at.astimezone(UTC)
+        at = to_utc(at, f"claim key {value!r}: at")
     else:
         at = _parse_time(at, f"claim key {value!r}")
     if node is not None and (not isinstance(node, str) or not node):
@@ -152,9 +154,11 @@ def decode_entry(value: Any, name: str = "?") -> JobEntry:
     if (
         not isinstance(stamp, list | tuple)
         or len(stamp) != 2
-        or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in stamp)
+        or not all(
+            isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= MAX_STAMP for x in stamp
+        )
     ):
-        raise LedgerError(f"{where}: stamp {stamp!r}, expected [epoch, seq]")
+        raise LedgerError(f"{where}: stamp {stamp!r}, expected [epoch, seq] in 0..{MAX_STAMP}")
     if origin not in ORIGINS:
         raise LedgerError(f"{where}: origin {origin!r}, expected one of {ORIGINS}")
     since = _parse_time(value.get("since"), f"{where} since")
@@ -188,7 +192,14 @@ def decode_replica(value: Any) -> Replica:
             not isinstance(item, list | tuple)
             or len(item) not in (4, 5)
             or not isinstance(item[3], str)
-            or (len(item) == 5 and (not isinstance(item[4], int) or isinstance(item[4], bool)))
+            or (
+                len(item) == 5
+                and (
+                    not isinstance(item[4], int)
+                    or isinstance(item[4], bool)
+                    or not 0 <= item[4] <= MAX_STAMP
+                )
+            )
         ):
             raise LedgerError(f"replica where: {item!r}, expected [job, at, node, where, epoch]")
         key = decode_key(item[:3])
@@ -279,6 +290,8 @@ def apply(rep: Replica, epoch: int, updates: Sequence[Any]) -> tuple[Replica, bo
     as a whole (False) when ``epoch`` is below the replica's epoch: an old holder's
     write. Malformed updates raise ``LedgerError`` (the caller refuses the write).
     """
+    if not isinstance(updates, list | tuple):
+        raise LedgerError(f"replica write {str(updates)[:80]}: expected a list of updates")
     if epoch < rep.ledger.epoch:
         return rep, False, set()
     lanes = []

@@ -47,12 +47,13 @@ from typing import Any
 from otpkit import actors
 from otpkit import distribution as dist
 from otpkit import quorum as _quorum
-from otpkit.actors import Down, From, Pid, Ref
+from otpkit.actors import Down, From, Pid, Ref, shapes
 from otpkit.distribution import PEER_GONE, NodeDown, NodeUp, encode_term
 from otpkit.errors import NodeError, OtpkitError
 from otpkit.registry import Singleton, SingletonWorker
 from otpkit.scheduler._job import InvalidJob, Job
 from otpkit.scheduler._ledger import (
+    MAX_STAMP,
     ClaimKey,
     Lane,
     LaneUpdate,
@@ -62,9 +63,19 @@ from otpkit.scheduler._ledger import (
     encode_update,
     finish_all,
     lane_update,
+    to_utc,
 )
 from otpkit.scheduler._plan import plan_misfires
-from otpkit.scheduler._pool import pool_child_spec, pool_name
+from otpkit.scheduler._pool import (
+    EPOCH,
+    ERROR_LIMIT,
+    JOB_NAME,
+    NODE_NAME,
+    RUN_KEY,
+    WALL_TIME,
+    pool_child_spec,
+    pool_name,
+)
 from otpkit.scheduler._queue import FireQueue
 from otpkit.scheduler._replica import (
     Alarm,
@@ -93,7 +104,7 @@ from otpkit.scheduler._replica import (
     shortfall,
     tally,
 )
-from otpkit.scheduler._store import Store, StoreError
+from otpkit.scheduler._store import Store, StoreError, auto_path
 from otpkit.supervision import ChildSpec, Supervisor
 
 log = logging.getLogger("otpkit.scheduler")
@@ -138,6 +149,89 @@ SHORT_REPORT_EVERY = 10.0
 ALARM_QUIET = 5.0
 #: seconds before the holder syncs again a copy whose last sync did not take
 SYNC_RETRY = 2.0
+#: seconds a manual run may be asked for ahead of the holder's clock (``run_job`` sends
+#: its caller's now: clocks differ a little; a run far ahead would take its job's manual
+#: lane until then)
+RUN_AHEAD = 86_400.0
+
+# ---------------------------------------------------------------------- protocols
+
+#: A holder's identity in its writes (``<pid>/<generation>``), and a boot token.
+_HOLDER = shapes.Str(1024, min_len=1)
+_BOOT = shapes.Opt(shapes.Str(256))
+
+#: The ops of ``("$sr", op, ...)``: the holder's rounds to the replicas (``apply`` a
+#: write, ``observe`` an epoch and answer the copy, ``sync`` the whole copy) and
+#: ``subscribe`` (a local pid to send job events to, or not). Checked on the request
+#: without its ``"$sr"``.
+REPLICA_CALLS = shapes.Protocol(
+    "scheduler replica call",
+    shapes.Shape("apply", (EPOCH, shapes.Seq(shapes.Seq(shapes.ANY, 3), 1 << 20), _BOOT, _HOLDER)),
+    shapes.Shape("observe", (EPOCH, _HOLDER)),
+    shapes.Shape("sync", (EPOCH, _HOLDER, shapes.Map(shapes.Str(64), shapes.ANY, 64), _BOOT)),
+    shapes.Shape("subscribe", (Pid, bool)),
+)
+#: The ops of ``("$sc", op, ...)``: the runtime API (``_client``), asked of the holder.
+#: Checked on the request without its ``"$sc"``.
+CLIENT_CALLS = shapes.Protocol(
+    "scheduler client call",
+    shapes.Shape("add", (shapes.Map(shapes.Str(64), shapes.ANY, 64),)),
+    shapes.Shape("delete", (JOB_NAME,)),
+    shapes.Shape("delete_all"),
+    shapes.Shape("activate", (JOB_NAME,)),
+    shapes.Shape("deactivate", (JOB_NAME,)),
+    shapes.Shape("find", (JOB_NAME,)),
+    shapes.Shape("jobs"),
+    shapes.Shape("run", (JOB_NAME, datetime)),
+)
+#: The calls a scheduler process serves besides the Singleton's (``SingletonWorker``):
+#: ``("$sr", op, ...)`` (:data:`REPLICA_CALLS`) and ``("$sc", op, ...)``
+#: (:data:`CLIENT_CALLS`). A request that does not fit is answered
+#: ``("error", "BadRequest", why)``, the runtime API's form of an error.
+CALLS = shapes.Protocol(
+    "scheduler call",
+    shapes.Shape("$sr", (shapes.Str(64),), more=True),
+    shapes.Shape("$sc", (shapes.Str(64),), more=True),
+)
+#: The plain messages a scheduler process takes besides ``NodeUp``, ``NodeDown`` and
+#: ``Down``: another node's scheduler saying it runs one (``$hello``), a job event
+#: from the holder (``$event``), its own timers (``$sched``, with the holder's
+#: generation) and the task pools' reports (``run_done``, ``run_started``).
+INFOS = shapes.Protocol(
+    "scheduler message",
+    shapes.Shape("$hello", (NODE_NAME,)),
+    shapes.Shape("$event", (shapes.Map(shapes.Str(64), shapes.ANY, 64),)),
+    shapes.Shape("$sched", (shapes.Const(("recover", "wake", "flush", "check", "sync")), int)),
+    shapes.Shape(
+        "run_done",
+        (
+            NODE_NAME,
+            RUN_KEY,
+            shapes.Str(64),
+            shapes.Opt(WALL_TIME),
+            WALL_TIME,
+            shapes.Opt(shapes.Str(ERROR_LIMIT)),
+        ),
+    ),
+    shapes.Shape("run_started", (NODE_NAME, RUN_KEY, WALL_TIME)),
+)
+#: The fields of a job event on the wire (:meth:`JobEvent.to_wire`), each with its kind.
+_EVENT_FIELDS: dict[str, shapes.Kind] = {
+    "kind": shapes.Str(64),
+    "job": shapes.Str(JOB_NAME.max_len),
+    "tick": shapes.Opt(datetime),
+    "node": shapes.Opt(shapes.Str(1024)),
+    "duration": shapes.Opt(shapes.Num()),
+    "error": shapes.Opt(shapes.Str(4096)),
+    "at": shapes.Opt(shapes.Num()),
+    "id": shapes.Str(64),
+    "extra": shapes.Map(shapes.Str(64), shapes.ANY, 64),
+}
+
+
+def _bad(protocol: shapes.Protocol, why: str) -> tuple[str, str, str]:
+    """The answer to a request that does not fit ``protocol``: the runtime API's error."""
+    return ("error", "BadRequest", shapes.bad_request(protocol.owner, why)[1])
 
 
 def replica_name(scheduler: str) -> str:
@@ -178,18 +272,30 @@ class JobEvent:
 
     @classmethod
     def from_wire(cls, value: Mapping[str, Any]) -> JobEvent:
-        extra = value.get("extra")
+        """The event :meth:`to_wire` made (a field left out takes its default).
+
+        Raises:
+            ValueError: a field of the wrong kind (a tick not an aware datetime, ...),
+                naming it.
+        """
+        for name, kind in _EVENT_FIELDS.items():
+            why = shapes.problem(value.get(name), kind) if name in value else None
+            if why is not None:
+                raise ValueError(f"job event field {name!r}: {why}")
+        tick = value.get("tick")
+        if tick is not None and tick.utcoffset() is None:
+            raise ValueError(f"job event field 'tick': {tick!r} is not an aware time")
         duration = value.get("duration")
         return cls(
-            str(value.get("kind", "")),
-            str(value.get("job", "")),
-            value.get("tick"),
+            value.get("kind", ""),
+            value.get("job", ""),
+            tick,
             value.get("node"),
-            float(duration) if isinstance(duration, int | float) else None,
+            None if duration is None else float(duration),
             value.get("error"),
             float(value.get("at") or 0.0),
-            str(value.get("id", "")),
-            dict(extra) if isinstance(extra, Mapping) else {},
+            value.get("id", ""),
+            dict(value.get("extra", {})),
         )
 
 
@@ -244,6 +350,28 @@ def write_epoch(seen: int, lease: int) -> int:
     return (era + 1 if seen_lease >= lease else era) * _ERA + lease
 
 
+def manual_tick(at: Any, now: datetime) -> datetime:
+    """The tick of a manual run asked for at ``at`` (``run_job`` sends its caller's now),
+    in UTC, given the holder's clock ``now``.
+
+    Raises:
+        ValueError: ``at`` is not an aware time, is outside the years 1-9999 in UTC, or
+            is more than :data:`RUN_AHEAD` seconds after ``now``.
+    """
+    if not isinstance(at, datetime) or at.utcoffset() is None:
+        raise ValueError(f"run_job: at={at!r}, expected an aware time")
+    try:
+        tick = to_utc(at, "run_job: at")
+    except LedgerError as exc:
+        raise ValueError(str(exc)) from None
+    if (tick - now).total_seconds() > RUN_AHEAD:
+        raise ValueError(
+            f"run_job: at={tick.isoformat()} is more than {RUN_AHEAD:g} s ahead of the "
+            f"holder's clock ({now.isoformat()})"
+        )
+    return tick
+
+
 def majority(members: Sequence[str]) -> int:
     return len(members) // 2 + 1
 
@@ -269,8 +397,10 @@ def Scheduler(  # noqa: N802 - reads as the class it makes a spec for
         name: the scheduler's global name (several schedulers may run side by side).
         policy: ``"majority"`` (default: a tick runs at most once, also across
             partitions; the minority side fires nothing) or ``"availability"``.
-        store: the SQLite file of this node's replica; ``"auto"`` puts it in
-            ``$OTPKIT_DATA_DIR`` (default ``./otpkit-data``) as ``<name>@<node>.sqlite``;
+        store: the SQLite file of this node's replica (``0600``); ``"auto"`` puts it in
+            ``$OTPKIT_DATA_DIR/otpkit/`` (default ``./otpkit-data``; the directory
+            ``0700``, beside the quorum's state) as ``<name>@<node>.sqlite``, and moves a
+            store found where earlier versions kept it (``$OTPKIT_DATA_DIR/``) there;
             None keeps the replica in memory only (a restart of every node loses runtime
             jobs and the ledger).
         max_concurrency: this node's pool of worker processes (runs at once).
@@ -343,11 +473,10 @@ class SchedulerWorker(SingletonWorker):
         self.pool_svc = pool_name(config.name)
         self.store: Store | None = None
         self.rep = Replica()
-        path = config.store
+        path: str | os.PathLike[str] | None = config.store
         if path == "auto":
             base = os.environ.get("OTPKIT_DATA_DIR", "otpkit-data")
-            os.makedirs(base, exist_ok=True)
-            path = os.path.join(base, f"{config.name}@{self.node}.sqlite")
+            path = auto_path(base, config.name, self.node)  # moves a store of the old place
         # replica flags: who observed the current epoch (only that holder may write at
         # it), and whether this copy holds everything a holder wrote (a copy that is
         # new or was lost does not count toward a majority until a holder syncs it)
@@ -369,6 +498,7 @@ class SchedulerWorker(SingletonWorker):
         self.with_replica: set[str] = set()
         self.rng = random.Random()
         self.has_dist = True
+        self.drops = shapes.DropLog(log)
         actors.register(self.svc)
         try:
             dist.register_service(self.svc)
@@ -480,14 +610,16 @@ class SchedulerWorker(SingletonWorker):
     # ------------------------------------------------------------------ replica role
 
     def handle_request(self, request: Any, from_: From) -> Any:
-        if not isinstance(request, tuple) or len(request) < 2:
-            return ("error", "BadRequest", f"unknown request {str(request)[:80]}")
-        tag, op = request[0], request[1]
-        if tag == "$sr":
-            return self._replica_request(op, request[2:])
-        if tag == "$sc":
-            return self._client_request(op, request[2:], from_)
-        return ("error", "BadRequest", f"unknown request {str(request)[:80]}")
+        why = CALLS.problem(request)
+        if why is not None:
+            return _bad(CALLS, why)
+        ops = REPLICA_CALLS if request[0] == "$sr" else CLIENT_CALLS
+        why = ops.problem(request[1:])
+        if why is not None:
+            return _bad(ops, why)
+        if request[0] == "$sr":
+            return self._replica_request(request[1], request[2:])
+        return self._client_request(request[1], request[2:], from_)
 
     def _replica_request(self, op: str, args: tuple[Any, ...]) -> Any:
         try:
@@ -538,6 +670,10 @@ class SchedulerWorker(SingletonWorker):
                 return self._answer(ok)
             if op == "subscribe":
                 pid, on = args
+                if on and not actors.runtime().is_local(pid):
+                    # events travel as JobEvent objects: to this node's processes only
+                    why = f"{pid!r} is not a process of node {self.node} (subscribe there)"
+                    return _bad(REPLICA_CALLS, f"'subscribe' {why}")
                 if on and pid not in self.subscribers:
                     self.subscribers[pid] = actors.monitor(pid)
                 elif not on and pid in self.subscribers:
@@ -675,11 +811,16 @@ class SchedulerWorker(SingletonWorker):
         if isinstance(msg, Down):
             self.subscribers.pop(msg.pid, None)
             return
-        if not isinstance(msg, tuple) or not msg:
+        why = INFOS.problem(msg)
+        if why is not None:
+            self.drops.dropped(f"{self.node}: scheduler {self.cfg.name}", msg, why)
             return
         kind = msg[0]
-        if kind == "$hello" and len(msg) == 2 and isinstance(msg[1], str):
-            if msg[1] not in self.with_replica:  # new to us: say hello back, once
+        if kind == "$hello":
+            # only from a connected node: a hello that comes before its NodeUp is
+            # answered by the hello this node sends at that NodeUp
+            if msg[1] in self.peers and msg[1] not in self.with_replica:
+                # new to us: say hello back, once
                 self.with_replica.add(msg[1])
                 self._hello(msg[1])
                 if self.active and self.recovered and self.cfg.policy == "majority":
@@ -687,13 +828,13 @@ class SchedulerWorker(SingletonWorker):
                     # ready once in sync, and a StatefulSet rolls on only then
                     self._sync([msg[1]], timeout=1.0)
             return
-        if kind == "$event" and len(msg) == 2 and isinstance(msg[1], Mapping):
+        if kind == "$event":
             try:
                 self._deliver_event(JobEvent.from_wire(msg[1]))
             except (TypeError, ValueError) as exc:
-                log.warning("%s: malformed scheduler event ignored: %s", self.node, exc)
+                self.drops.dropped(f"{self.node}: scheduler {self.cfg.name}", msg, str(exc))
             return
-        if kind == "$sched" and len(msg) == 3:
+        if kind == "$sched":
             if msg[2] != self.gen or not self.active:
                 return
             if msg[1] == "recover":
@@ -713,12 +854,12 @@ class SchedulerWorker(SingletonWorker):
                 self._sync_wanted()
             return
         try:
-            if kind == "run_done" and len(msg) == 7:
+            if kind == "run_done":
                 self._on_run_done(msg)
-            elif kind == "run_started" and len(msg) == 4:
+            else:
                 self._on_run_started(msg)
         except (TypeError, ValueError, KeyError, LedgerError) as exc:
-            log.warning("%s: malformed %s report ignored: %s", self.node, kind, exc)
+            self.drops.dropped(f"{self.node}: scheduler {self.cfg.name}", msg, str(exc))
 
     # ------------------------------------------------------------------ holder: recovery
 
@@ -934,6 +1075,16 @@ class SchedulerWorker(SingletonWorker):
         while it was paused: so an era change first has the lease confirmed by a
         majority (``fence``), which a superseded holder cannot get."""
         target = write_epoch(seen, self.epoch)
+        if target > MAX_STAMP:
+            # only a member that took a forged epoch near 2**62 gets here: no write is
+            # possible above it (this holder waits, and says why)
+            log.error(
+                "%s: scheduler %s: a member saw epoch %s; no write epoch is left above it",
+                self.node,
+                self.cfg.name,
+                seen,
+            )
+            return False
         try:
             confirmed = seen % _ERA < self.epoch or self.fence(["era", target], timeout=2.0)
         except OtpkitError:  # the quorum actor is restarting: not confirmed
@@ -1127,14 +1278,26 @@ class SchedulerWorker(SingletonWorker):
                 continue
             now = max(real_now, at)
             last = self._last_claimed(name)
-            floor = entry.since - _US
-            plan = plan_misfires(
-                job.schedule,
-                floor if last is None or last < floor else last,
-                now,
-                job.misfire,
-                job.misfire_grace,
-            )
+            try:
+                floor = entry.since - _US
+                plan = plan_misfires(
+                    job.schedule,
+                    floor if last is None or last < floor else last,
+                    now,
+                    job.misfire,
+                    job.misfire_grace,
+                )
+            except OverflowError as exc:
+                # times beyond the years 1-9999 (a misfire_grace of millennia, a since
+                # of year 1): the job cannot be planned, the others still fire
+                log.error(
+                    "%s: scheduler %s: job %r cannot be planned (%s); it does not fire",
+                    self.node,
+                    self.cfg.name,
+                    name,
+                    exc,
+                )
+                continue
             if plan.missed:
                 settle_key = ClaimKey(name, plan.missed.last or now, None)
                 extra = {"first": plan.missed.first, "last": plan.missed.last}
@@ -1166,8 +1329,8 @@ class SchedulerWorker(SingletonWorker):
             return cached[1]
         try:
             job = Job.from_spec(entry.spec or {})
-        except (ValueError, TypeError) as exc:
-            log.error("scheduler: job %r cannot be read back (%s); it does not fire", name, exc)
+        except Exception as exc:  # its task's module runs its code on import: anything may raise
+            log.error("scheduler: job %r cannot be read back (%r); it does not fire", name, exc)
             return None
         self.jobs_cache[name] = (entry.stamp, job)
         return job
@@ -1231,9 +1394,10 @@ class SchedulerWorker(SingletonWorker):
         skipped: list[tuple[ClaimKey, str, JobEvent]] = []
         for name, tick in runs:
             entry = self.rep.jobs.get(name)
-            if entry is None or entry.spec is None:
+            job = None if entry is None or entry.spec is None else self._job_of(name, entry)
+            if job is None:
                 continue
-            spec = entry.spec
+            spec: Mapping[str, Any] = job.to_spec()  # the entry's spec, checked
             if not manual and not spec.get("overlap", True) and self._has_open(name):
                 key = ClaimKey(name, tick, None)
                 event = self._event(
@@ -1369,8 +1533,8 @@ class SchedulerWorker(SingletonWorker):
                 )
             )
         for node, keys in acks.items():
-            if node == "$holder":
-                continue
+            if node == "$holder" or (node != self.node and node not in self.peers):
+                continue  # a pool out of reach sends its report again once connected
             with contextlib.suppress(OtpkitError):
                 actors.send((self.pool_svc, node), ("ack", keys))
 
@@ -1483,7 +1647,7 @@ class SchedulerWorker(SingletonWorker):
         for pid in list(self.subscribers):
             try:
                 actors.send(pid, event)
-            except OtpkitError:
+            except (OtpkitError, TypeError, ValueError):
                 self.subscribers.pop(pid, None)
 
     # ------------------------------------------------------------------ runtime API
@@ -1502,7 +1666,13 @@ class SchedulerWorker(SingletonWorker):
         now = _now()
         if op == "add":
             (spec,) = args
-            job = Job.from_spec(spec)
+            try:
+                job = Job.from_spec(spec)
+            except (ValueError, TypeError):
+                raise
+            except Exception as exc:  # its task's module ran its code on import
+                name = spec.get("name")
+                raise ValueError(f"job {name!r}: importing its task raised {exc!r}") from exc
             current = self.rep.jobs.get(job.name)
             clean = job.to_spec()
             if current is not None and current.spec == clean:
@@ -1561,8 +1731,7 @@ class SchedulerWorker(SingletonWorker):
             current = self.rep.jobs.get(name)
             if current is None or current.spec is None:
                 return ("error", "UnknownJob", f"no job {name!r}")
-            if not isinstance(at, datetime) or at.tzinfo is None:
-                return ("error", "ValueError", f"run_job: at={at!r}, expected an aware time")
+            tick = manual_tick(at, now)
             lanes = self.rep.ledger.lanes
             manual = [
                 lane.high
@@ -1571,9 +1740,9 @@ class SchedulerWorker(SingletonWorker):
                 and node.startswith(_MANUAL)
                 and (lane := lanes.get((name, node))) is not None
             ]
-            if manual and max(manual) >= at.astimezone(UTC):
+            if manual and max(manual) >= tick:
                 return ("ok", "already")  # a retry of a run this scheduler took
-            claimed = self._claim_and_dispatch([(name, at.astimezone(UTC))], manual=True)
+            claimed = self._claim_and_dispatch([(name, tick)], manual=True)
             if not claimed:
                 return ("retry", "the run's claim did not reach a majority")
             return ("ok", [[k.job, k.at, k.node] for k in claimed])

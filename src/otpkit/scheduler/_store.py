@@ -28,10 +28,21 @@ The contract:
   open: WAL lets them read while one writes; a writer waits up to ``timeout`` seconds for
   another's transaction, then raises :class:`StoreError` ("database is locked").
   A :class:`Store` is used from the thread that opened it.
+* The file is its user's alone (it holds every job's arguments): a missing one is
+  created ``0600`` whatever the umask, and SQLite makes its ``-wal`` and ``-shm`` files
+  with the database's mode; an existing one (or its ``-wal``, ``-shm``) open to others is
+  narrowed to ``0600``, with one WARNING (see ``otpkit.actors._files``).
+
+Where (:func:`auto_path`, the scheduler's ``store="auto"``): ``<data-dir>/otpkit/
+<name>@<node>.sqlite``, beside the quorum's state, in a directory made ``0700``. A store
+found where earlier versions kept it, ``<data-dir>/<name>@<node>.sqlite``, is moved
+there first (:func:`move_store`: nothing committed is lost, also by a crash during the
+move), with one INFO line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -44,9 +55,10 @@ from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
 
+from otpkit.actors import make_private_dir, narrow, private_file
 from otpkit.errors import OtpkitError
 
-__all__ = ["SCHEMA_VERSION", "Store", "StoreError"]
+__all__ = ["SCHEMA_VERSION", "STATE_DIR", "Store", "StoreError", "auto_path", "move_store"]
 
 log = logging.getLogger("otpkit.scheduler")
 
@@ -54,6 +66,11 @@ log = logging.getLogger("otpkit.scheduler")
 #: forward when opened), never a newer one. Raise it with any change of the tables or of
 #: what a row holds, and add the step from the previous version to ``_STEPS``.
 SCHEMA_VERSION = 2
+
+#: The directory of a data dir that otpkit keeps its state in (the quorum's too).
+STATE_DIR = "otpkit"
+#: The files SQLite keeps beside a database in WAL mode (and while it switches to it).
+_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 _TABLES = ("otpkit_schema", "jobs", "ledger", "lanes")
 _SCHEMA = (
@@ -107,6 +124,7 @@ class Store:
         """
         where = Path(path)
         _check_path(where)
+        _make_private(where)
         try:
             conn = sqlite3.connect(where, timeout=timeout, isolation_level=None)
         except sqlite3.Error as exc:
@@ -339,6 +357,112 @@ def _check_path(path: Path) -> None:
     if not os.access(directory, os.W_OK | os.X_OK):
         # SQLite creates the file, and the WAL and shared-memory files, beside it.
         raise StoreError(path, f"no permission to create files in {str(directory)!r}")
+
+
+def _make_private(path: Path) -> None:
+    """Create the file ``0600`` if it is missing (SQLite then makes its side files with
+    that mode), else narrow it and its side files to ``0600``."""
+    try:
+        private_file(path, "scheduler store")
+    except OSError as exc:
+        raise StoreError(path, f"cannot create it ({exc.strerror or exc})") from exc
+    for suffix in _SIDE_FILES:
+        narrow(f"{path}{suffix}", 0o600, "scheduler store file")
+
+
+def auto_path(data_dir: str | os.PathLike[str], name: str, node: str) -> Path:
+    """Where ``store="auto"`` keeps scheduler ``name``'s store on ``node``:
+    ``<data_dir>/otpkit/<name>@<node>.sqlite``. Makes the directories (``0700``; an
+    existing ``otpkit`` directory open to others is narrowed) and first moves a store
+    found at the old place, ``<data_dir>/<name>@<node>.sqlite`` (:func:`move_store`).
+    If both exist, the new one is used and the old one left as it is (logged).
+
+    Raises:
+        StoreError: the directory cannot be made, or the old store cannot be moved.
+    """
+    base = Path(data_dir)
+    state = base / STATE_DIR
+    path = state / f"{name}@{node}.sqlite"
+    try:
+        make_private_dir(state)
+    except OSError as exc:
+        raise StoreError(path, f"cannot make its directory ({exc.strerror or exc})") from exc
+    narrow(state, 0o700, "otpkit state directory")
+    old = base / f"{name}@{node}.sqlite"
+    if not old.exists():
+        _remove_side_files(old)  # left by a crash just after a move
+    elif path.exists():
+        log.warning(
+            "scheduler store %s is used; the store %s, where earlier versions kept it, "
+            "is left as it is",
+            path,
+            old,
+        )
+    else:
+        move_store(old, path)
+    return path
+
+
+def move_store(old: Path, new: Path) -> bool:
+    """Move the store at ``old`` to ``new`` (a missing file, in an existing directory on
+    the same file system): True once moved, False if there is no store at ``old``.
+
+    The old store is first made whole: opened and checked as :meth:`Store.open` does,
+    its WAL checkpointed into the database and closed, so that the database file alone
+    holds every committed write; then that one file is renamed (atomic) and both
+    directories are synced. A crash before the rename leaves the old store as it was
+    (the next start moves it), after it the new one complete. Logs one INFO line.
+
+    Raises:
+        StoreError: the old store cannot be used (damaged, another application's, no
+            permission: left as it is), is still in use, or cannot be renamed.
+    """
+    if not old.exists():
+        return False
+    if new.exists():
+        raise StoreError(new, f"cannot move {str(old)!r} here: the file exists")
+    with Store.open(old) as store:
+        try:
+            busy, _, _ = store._live().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(old, f"cannot write its WAL into it before moving it ({exc})") from exc
+    wal = Path(f"{old}-wal")
+    if busy or (wal.exists() and wal.stat().st_size > 0):
+        raise StoreError(old, "still in use by another process: not moved")
+    try:
+        os.rename(old, new)
+    except OSError as exc:
+        raise StoreError(old, f"cannot move it to {str(new)!r} ({exc.strerror or exc})") from exc
+    for directory in {new.parent, old.parent}:
+        _sync_dir(directory)
+    _remove_side_files(old)
+    log.info("scheduler store %s moved to %s", old, new)
+    return True
+
+
+def _remove_side_files(old: Path) -> None:
+    """The side files of a store moved away: its ``-shm`` (an index of the WAL, rebuilt
+    by SQLite) and an empty ``-wal``; a WAL that still holds writes is left (logged)."""
+    for suffix in _SIDE_FILES:
+        side = Path(f"{old}{suffix}")
+        try:
+            size = side.stat().st_size
+        except OSError:
+            continue
+        if suffix == "-shm" or size == 0:
+            with contextlib.suppress(OSError):
+                side.unlink()
+        else:
+            log.warning("%s is left without its store %s: not removed", side, old)
+
+
+def _sync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _check_file(path: Path, conn: sqlite3.Connection) -> None:

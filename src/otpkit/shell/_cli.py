@@ -87,10 +87,15 @@ def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
             parse_target(args.connect)
         except ValueError as exc:
             raise SettingError("--connect", str(exc)) from None
-        if not (math.isfinite(args.timeout) and args.timeout > 0):
-            raise SettingError("--timeout", f"{args.timeout}: expected seconds > 0")
-        if not (math.isfinite(args.seconds) and args.seconds >= 0):
-            raise SettingError("--for", f"{args.seconds}: expected seconds >= 0 (0: no limit)")
+        limit = _commands.MAX_SECONDS
+        if not (math.isfinite(args.timeout) and 0 < args.timeout < limit):
+            raise SettingError(
+                "--timeout", f"{args.timeout}: expected seconds > 0, below {limit:g}"
+            )
+        if not (math.isfinite(args.seconds) and 0 <= args.seconds < limit):
+            raise SettingError(
+                "--for", f"{args.seconds}: expected seconds >= 0 (0: no limit), below {limit:g}"
+            )
         if args.count < 0:
             raise SettingError("--count", f"{args.count}: expected a count >= 0 (0: no limit)")
         # the words are checked before anything is started or dialled

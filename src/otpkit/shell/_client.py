@@ -118,7 +118,10 @@ class AdminClient:
         with self._lock:
             self.check()
             wait = timeout or REQUEST_TIMEOUT
-            kind, answer = ask_admin(self.target, tuple(request), wait, self._admin)
+            try:
+                kind, answer = ask_admin(self.target, tuple(request), wait, self._admin)
+            except TypeError as exc:  # a value that cannot travel: "cannot send ..."
+                raise RequestError(str(exc)) from None
             if (kind, answer) == ("exit", "noconnection"):
                 self._lost = True
                 raise LostConnection(self.target)

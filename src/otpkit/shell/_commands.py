@@ -16,6 +16,7 @@ from otpkit.shell._client import AdminClient
 
 __all__ = [
     "COMMANDS",
+    "MAX_SECONDS",
     "SHELL_ONLY",
     "Command",
     "Options",
@@ -23,11 +24,48 @@ __all__ = [
     "check_usage",
     "execute",
     "help_text",
+    "parse_ospid",
+    "parse_size",
 ]
 
 
 class UsageError(Exception):
     """A command was given the wrong words; the message is its one-line usage."""
+
+
+#: The largest os pid Linux gives (``PID_MAX_LIMIT``); a larger number names no process.
+MAX_OSPID = 4_194_304
+#: The expected cluster sizes the admin service takes (``quorum_expected``).
+MAX_EXPECTED = 1000
+#: Seconds a duration or timeout argument may give (waits longer overflow the clock).
+MAX_SECONDS = 86400.0
+
+
+def parse_ospid(text: str) -> tuple[str | None, int]:
+    """A pid argument as ``(node or None, os pid)``, the os pid in 1..:data:`MAX_OSPID`.
+
+    Raises:
+        UsageError: not a pid, or a number no process has (one line).
+    """
+    try:
+        node, ospid = admin.parse_pid(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if ospid > MAX_OSPID:
+        raise UsageError(f"pid {text!r}: out of range (an os pid is 1 to {MAX_OSPID})")
+    return node, ospid
+
+
+def parse_size(text: str) -> int:
+    """A cluster size argument, 1..:data:`MAX_EXPECTED`.
+
+    Raises:
+        UsageError: not a number in that range (one line).
+    """
+    word = text.strip()
+    if not (word.isascii() and word.isdigit()) or not 0 < int(word) <= MAX_EXPECTED:
+        raise UsageError(f"{text!r}: expected a number of nodes, 1 to {MAX_EXPECTED}")
+    return int(word)
 
 
 @dataclass(frozen=True)
@@ -71,11 +109,7 @@ def _quorum(c: AdminClient, a: Sequence[str], o: Options) -> tuple[Any, str]:
 
 
 def _quorum_expected(c: AdminClient, a: Sequence[str], o: Options) -> tuple[Any, str]:
-    try:
-        size = int(a[0])
-    except ValueError:
-        raise UsageError(f"{a[0]!r}: expected a number of nodes") from None
-    data = c.request("quorum_expected", size)
+    data = c.request("quorum_expected", parse_size(a[0]))
     return data, _format.render_quorum(data)
 
 
@@ -156,10 +190,7 @@ def _terminate(c: AdminClient, a: Sequence[str], o: Options) -> tuple[Any, str]:
 
 
 def _kill(c: AdminClient, a: Sequence[str], o: Options) -> tuple[Any, str]:
-    try:
-        node, ospid = admin.parse_pid(a[0])
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    node, ospid = parse_ospid(a[0])
     data = c.request("kill", ospid, node=node)
     return data, f"killed {admin.pid_text(data['pid'])}"
 
@@ -299,7 +330,8 @@ def check_usage(words: Sequence[str]) -> Command:
     asked of a node).
 
     Raises:
-        UsageError: an unknown command, a wrong number of words or a malformed pid.
+        UsageError: an unknown command, a wrong number of words, a malformed pid or a
+            number out of range.
     """
     name, args = words[0], list(words[1:])
     command = COMMANDS.get(name)
@@ -309,10 +341,9 @@ def check_usage(words: Sequence[str]) -> Command:
         raise UsageError(f"usage: {command.usage}")
     for kind, arg in zip(command.kinds, args, strict=False):
         if kind == "pid":
-            try:
-                admin.parse_pid(arg)
-            except ValueError as exc:
-                raise UsageError(str(exc)) from None
+            parse_ospid(arg)
+        elif kind == "size":
+            parse_size(arg)
     return command
 
 

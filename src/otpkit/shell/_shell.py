@@ -23,7 +23,15 @@ from typing import Any, TextIO
 from otpkit import admin
 from otpkit.shell import _format
 from otpkit.shell._client import AdminClient, LostConnection, RequestError
-from otpkit.shell._commands import COMMANDS, SHELL_ONLY, Options, UsageError, execute, help_text
+from otpkit.shell._commands import (
+    COMMANDS,
+    MAX_SECONDS,
+    SHELL_ONLY,
+    Options,
+    UsageError,
+    execute,
+    help_text,
+)
 
 __all__ = ["LOST_STATUS", "Shell", "stream_events"]
 
@@ -146,7 +154,7 @@ class Shell:
         try:
             count = int(args[0]) if args else 0
             seconds = float(args[1]) if len(args) > 1 else 0.0
-            if len(args) > 2 or count < 0 or seconds < 0:
+            if len(args) > 2 or count < 0 or not 0 <= seconds < MAX_SECONDS:
                 raise ValueError
         except ValueError:
             raise UsageError(f"usage: {SHELL_ONLY['events'][0]}") from None

@@ -35,6 +35,10 @@ Contract (predict every restart from this text):
   supervisor links to it and supervises it as that child (the seed recipe relies on
   this). A start that *raises* :class:`AlreadyStarted` is an error, passed through
   unwrapped (OTP's ``already_started_outside_supervisor``).
+* **Stray messages.** A call that is not of :data:`CALLS` is answered ``("error",
+  "bad supervisor call: ...")``; a cast or a plain message is dropped (one WARNING a
+  minute). A caller of another node gets its answer as plain data (:func:`wire_value`:
+  rows as tuples, a spec or an exception as its repr).
 """
 
 from __future__ import annotations
@@ -55,9 +59,11 @@ from otpkit.actors import (
     ExitSignal,
     From,
     Pid,
+    Ref,
     Stop,
     is_normal_exit,
     reason_of,
+    shapes,
 )
 from otpkit.errors import AlreadyStarted, InvalidChildSpec, LoadError, OtpkitError, StartError
 from otpkit.supervision._decisions import (
@@ -72,6 +78,48 @@ log = logging.getLogger("otpkit.supervision")
 
 _TIMEOUT = object()
 _keys = itertools.count(1)
+
+#: The calls every supervisor answers (its API; ``which_children`` and
+#: ``count_children`` are also asked from other nodes). A child's id, a pid or a spec
+#: may be any value: the supervisor looks it up or checks it as a spec.
+CALLS = shapes.Protocol(
+    "supervisor call",
+    shapes.Shape("which_children"),
+    shapes.Shape("which_children_ext"),
+    shapes.Shape("count_children"),
+    shapes.Shape("start_child", (shapes.ANY,)),
+    shapes.Shape("terminate_child", (shapes.ANY,)),
+    shapes.Shape("restart_child", (shapes.ANY,)),
+    shapes.Shape("delete_child", (shapes.ANY,)),
+    shapes.Shape("get_childspec", (shapes.ANY,)),
+)
+
+#: A supervisor takes no plain message: its children's exits, its monitors' ``Down``
+#: and its own retries are Python objects; anything else is dropped.
+INFOS = shapes.Protocol("supervisor message")
+
+# the deepest a reply to another node is copied; below, a value is sent as its repr
+_WIRE_DEPTH = 32
+
+
+def wire_value(value: Any, _depth: int = 0) -> Any:
+    """``value`` as plain data that can be sent to another node: tuples (a
+    :class:`ChildInfo` row too), lists and dicts of None, bool, int (64-bit), float,
+    str, bytes, :class:`Pid` and :class:`Ref`; anything else (a :class:`ChildSpec`, an
+    exception, a class) as its repr."""
+    kind = type(value)
+    if value is None or kind in (bool, float, str, bytes, Pid, Ref):
+        return value
+    if kind is int:
+        return value if -(1 << 63) <= value < 1 << 64 else repr(value)
+    if _depth < _WIRE_DEPTH:
+        if isinstance(value, tuple):
+            return tuple(wire_value(v, _depth + 1) for v in value)
+        if isinstance(value, list):
+            return [wire_value(v, _depth + 1) for v in value]
+        if isinstance(value, dict):
+            return {wire_value(k, _depth + 1): wire_value(v, _depth + 1) for k, v in value.items()}
+    return repr(value)
 
 
 class ChildInfo(NamedTuple):
@@ -194,6 +242,7 @@ class Supervisor(Actor):
     def init(self, *args: Any, **kwargs: Any) -> Any:
         actors.trap_exit(True)
         self._rt: Any = actors.runtime()
+        self._drops = shapes.DropLog(log)
         self._children: list[_Child] = []
         self._by_pid: dict[Pid, _Child] = {}
         self._restarts: tuple[float, ...] = ()
@@ -246,7 +295,10 @@ class Supervisor(Actor):
         elif isinstance(msg, Down):
             pass  # a monitor from a shutdown that already ended
         else:
-            super().handle_info(msg)
+            self._drops.dropped(repr(self.pid), msg, INFOS.problem(msg) or "not expected")
+
+    def handle_cast(self, msg: Any) -> None:
+        self._drops.dropped(repr(self.pid), msg, "a supervisor takes no cast")
 
     def _child_exited(self, child: _Child, reason: Any) -> None:
         child.pid = None
@@ -467,13 +519,13 @@ class Supervisor(Actor):
     # ------------------------------------------------------------------ API
 
     def handle_call(self, request: Any, from_: From) -> Any:
-        if not (isinstance(request, tuple) and request and isinstance(request[0], str)):
-            return super().handle_call(request, from_)
-        op = request[0]
-        handler = getattr(self, f"_api_{op}", None)
-        if handler is None:
-            return super().handle_call(request, from_)
-        return handler(*request[1:])
+        why = CALLS.problem(request)
+        if why is not None:
+            self._drops.dropped(repr(self.pid), request, why)
+            return shapes.bad_request(CALLS.owner, why)
+        result = getattr(self, f"_api_{request[0]}")(*request[1:])
+        # rows and specs are Python objects: another node gets them as plain data
+        return result if self._rt.is_local(from_.pid) else wire_value(result)
 
     def _api_which_children(self) -> list[ChildInfo]:
         return [
@@ -518,6 +570,9 @@ class Supervisor(Actor):
     def _api_start_child(self, arg: Any) -> tuple[Any, ...]:
         if self._sofo:
             assert self._template is not None
+            if not (arg is None or isinstance(arg, tuple | list)):
+                why = f"'start_child' of simple_one_for_one: {arg!r:.60} is not a tuple"
+                return shapes.bad_request(CALLS.owner, why)
             child = _Child(self._template, extra=tuple(arg) if arg is not None else ())
             res = self._start(child)
             if res[0] == "ok":
