@@ -2,14 +2,14 @@
 otpkit's rule). Helpers that wait for conditions instead of sleeping, and the node
 processes of the cluster tiers, are in ``tests.harness``.
 
-In parallel (``python -m pytest -n 3``, pytest-xdist; ``--dist loadgroup`` is in the
-project's ``addopts``) any test may run beside any other: nodes take free ports and a
-random creation (which names their abstract sockets), namespaces and the guard route
-carry the worker's pid, and what a test writes is under its own ``tmp_path``. The tests
-of a module that share a module-scoped fixture (a trio of nodes, a netns cluster that
-runs one scenario after another) form one xdist group: one worker runs them in file
-order on one fixture, as a run without ``-n`` does. Most tests wait on timers (ticks,
-heartbeats, leases), so three workers keep two cores about half busy."""
+In parallel (``python -m pytest -n 2``, README's command, pytest-xdist; ``--dist
+loadgroup`` is in the project's ``addopts``) any test may run beside any other: nodes
+take free ports and a random creation (which names their abstract sockets), namespaces
+and the guard route carry the worker's pid, and what a test writes is under its own
+``tmp_path``. The tests of a module that share a module-scoped fixture (a trio of nodes,
+a netns cluster that runs one scenario after another) form one xdist group: one worker
+runs them in file order on one fixture, as a run without ``-n`` does. Most tests wait on
+timers (ticks, heartbeats, leases), so two workers halve the suite's time on two cores."""
 
 from __future__ import annotations
 
