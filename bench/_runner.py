@@ -470,7 +470,12 @@ def otpkit_source() -> str:
     checkout it lives in (``+dirty`` if ``src/`` has uncommitted changes)."""
     import otpkit  # noqa: PLC0415 - only the otpkit role has it imported
 
-    pkg = os.path.dirname(os.path.abspath(otpkit.__file__))
+    return tree_source(os.path.dirname(os.path.abspath(otpkit.__file__)))
+
+
+def tree_source(pkg: str) -> str:
+    """``pkg`` (an otpkit package directory) and the git commit of the checkout it lives
+    in (``+dirty`` if ``src/`` has uncommitted changes); ``pkg`` alone outside git."""
     root = os.path.dirname(os.path.dirname(pkg))
     try:
         head = subprocess.run(

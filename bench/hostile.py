@@ -78,6 +78,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import _runner
 from bench._runner import MARKER_VAR, HostLoad
 from tests.harness import hostile
 from tests.harness.processes import alive, child_env
@@ -132,24 +133,9 @@ def otpkit_source(env: dict[str, str]) -> str:
             check=True,
             timeout=60,
         ).stdout.strip()
-        root = str(Path(pkg).parents[1])
-        head = subprocess.run(
-            ["git", "-C", root, "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", root, "status", "--porcelain", "--", "src"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError, IndexError):
+    except (OSError, subprocess.SubprocessError):
         return "?"
-    return f"{pkg} @ {head}{'+dirty' if dirty else ''}"
+    return _runner.tree_source(pkg)
 
 
 # --------------------------------------------------------------------------- the nodes
