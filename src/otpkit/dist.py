@@ -14,6 +14,7 @@ from otpkit.distribution import (
     monitor_nodes,
     nodes,
     register_service,
+    versions,
 )
 
 __all__ = [
@@ -27,4 +28,5 @@ __all__ = [
     "monitor_nodes",
     "nodes",
     "register_service",
+    "versions",
 ]

@@ -10,6 +10,7 @@ import textwrap
 
 import pytest
 
+from otpkit.distribution._handshake import PROTOCOL_VERSION
 from tests.harness.node_process import NodeProc
 from tests.harness.polling import wait_until
 
@@ -54,6 +55,7 @@ def test_a_hidden_node_stays_out_of_the_mesh(tmp_path):
         assert result == {"nodes": [a.name], "answer": ["echo", "from the shell"]}
         assert a.cmd(op="nodes") == [b.name]  # the shell is not a member
         assert a.cmd(op="hidden_nodes") == ["shell@127.0.0.9"]
+        assert a.cmd(op="dist_versions") == {b.name: PROTOCOL_VERSION}  # nor here
         # b never hears of it: nothing gossips a hidden node
         assert b.cmd(op="nodes") == [a.name]
         assert b.cmd(op="hidden_nodes") == []

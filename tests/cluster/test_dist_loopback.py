@@ -1,5 +1,6 @@
 """dist on loopback: three nodes as separate OS processes on 127.0.0.2-4 form a mesh;
-remote call/cast/send/monitor/link; kill -9 of a node gives NodeDown and noconnection."""
+each knows its peers' protocol (``dist.versions``, ``NodeUp``); remote
+call/cast/send/monitor/link; kill -9 of a node gives NodeDown and noconnection."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from otpkit.distribution._handshake import PROTOCOL_VERSION
 from tests.harness.node_process import NodeProc, mesh
 
 pytestmark = pytest.mark.cluster
@@ -46,6 +48,19 @@ def test_mesh_and_remote_messaging(trio):
     ]
     # ... and a dead remote pid is noproc
     assert a.cmd(op="call", pid=c.echo, req="hi") == ["exit", "noproc"]
+
+
+def test_each_node_knows_the_protocol_of_its_peers(trio):
+    for n in trio:
+        n.cmd(op="monitor_nodes")
+    mesh(trio)
+    for n in trio:
+        others = sorted(m.name for m in trio if m is not n)
+        assert n.cmd(op="dist_versions") == dict.fromkeys(others, PROTOCOL_VERSION)
+        heard = sorted(n.cmd(op="recv", t=10) for _ in others)
+        assert heard == [
+            ["NodeUp", f"NodeUp(node='{m}', version={PROTOCOL_VERSION})"] for m in others
+        ]
 
 
 def test_remote_link_and_kill(trio):

@@ -7,15 +7,14 @@ do to a node's dist port.
   no NodeDown, no tick missed, none twice, no lease lost. (On the code before protocol 3
   the decoder built every ext of a 64 KiB read before it judged the first frame, and
   8.8 MB over 150 connections stalled the dist thread for seconds: net_tick_timeout.)
-- No oracle: a caller that says hello in protocol 3, 2 or none receives nothing that
-  depends on the cookie (no proof it could test guesses against offline), and the dial
-  back a protocol 2 hello earns goes only to the caller's own address and hands out no
-  proof either.
-- A real node of the previous release (protocol 2, the commit ``tests.harness.versions``
-  finds) links with this code's nodes both ways, the link being the one this code dialled,
-  and neither side logs anything alarming.
-- A protocol 2 hello naming a real peer, from the caller's own address, earns a dial back
-  that does not hold up that peer's own link.
+- No oracle: a caller that says hello in protocol 4, 3, 2 or none receives nothing that
+  depends on the cookie (no proof it could test guesses against offline); a protocol 2
+  hello gets a version refusal and makes the node dial nobody.
+- A real node of the previous release (protocol 3, the commit ``tests.harness.versions``
+  finds) links with this code's nodes both ways, each side knows the other's protocol
+  (``dist.versions``, ``NodeUp``), and no side logs anything alarming.
+- A real node two releases behind (protocol 2) and this code's refuse each other,
+  whichever dials, with one line on each side.
 - Failures of unauthenticated connections, version refusals included, are logged once a
   minute per address.
 """
@@ -44,7 +43,7 @@ from otpkit.distribution import _codec, _handshake
 from tests.harness.node_process import NodeProc, proc_tcp
 from tests.harness.polling import wait_until
 from tests.harness.processes import REPO_ROOT
-from tests.harness.versions import previous_commit, previous_release
+from tests.harness.versions import previous_commit, previous_release, release_commit
 
 pytestmark = pytest.mark.cluster
 
@@ -373,13 +372,13 @@ def _proofs(nonces: list[bytes], peer: str, creation: int, me: str) -> set[bytes
     for role in ("acceptor", "dialer"):
         for na in nonces:
             for nb in nonces:
-                for versions in [(a, b) for a in (1, 2, 3, 4) for b in (1, 2, 3, 4)]:
+                for versions in [(a, b) for a in range(1, 6) for b in range(1, 6)]:
                     for who in ((me, 7, peer, creation), (peer, creation, me, 7)):
                         out.add(_handshake.proof(COOKIE, role, na, nb, *who, versions))
     return out
 
 
-@pytest.mark.parametrize("version", [3, 2, None], ids=["v3", "v2", "unversioned"])
+@pytest.mark.parametrize("version", [4, 3, 2, None], ids=["v4", "v3", "v2", "unversioned"])
 def test_a_caller_without_the_cookie_gets_nothing_that_depends_on_it(
     lone: NodeProc, version: int | None
 ) -> None:
@@ -393,16 +392,14 @@ def test_a_caller_without_the_cookie_gets_nothing_that_depends_on_it(
         hello = ("hello", me, 7, nonce, False, [src, lsock.getsockname()[1]])
         conn.sendall(_codec.encode_frame(hello if version is None else (*hello, version)))
         got, closed = _read_all(conn)
-        if version == 3:  # a challenge, then an ack with a guessed proof: refused
+        if version in (4, 3):  # a challenge, then an ack with a guessed proof: refused
             assert not closed and len(got) == 1 and got[0][0] == "challenge", got
             conn.sendall(_codec.encode_frame(("ack", b"\x55" * 32)))
             more, closed = _read_all(conn)
             assert more == [("refuse", "bad cookie")], more
             got += more
-        elif version == 2:
-            assert got == [], got  # closed without a word: a protocol 2 node dials again
-        else:
-            assert [f[0] for f in got] == ["refuse"], got  # a version refusal
+        else:  # a version refusal naming the node's protocol
+            assert [(f[0], f[2]) for f in got] == [("refuse", 4)], got
         assert closed
         conn.close()
         nonces = [nonce, *(f[3] for f in got if f[0] == "challenge")]
@@ -410,42 +407,27 @@ def test_a_caller_without_the_cookie_gets_nothing_that_depends_on_it(
         assert not set(_fields(got)) & guesses
         # no 32-byte field but the node's nonce: no proof of any kind
         assert [f for f in _fields(got) if len(f) == 32] == nonces[1:]
-        if version == 2:
-            _dial_back_gives_no_proof(lone, lsock, me)
 
 
-def _dial_back_gives_no_proof(node: NodeProc, lsock: socket.socket, me: str) -> None:
-    """A protocol 2 hello made ``node`` dial its caller back, in protocol 2's order
-    only: answered as protocol 3 would (no proof in the challenge, the dialer's wanted
-    first), it closes without an ack."""
-    lsock.settimeout(10)
-    dial, _ = lsock.accept()
-    with dial:
-        # the first frame only, answered at once: the node gives an unfinished
-        # handshake 5 s in all, so waiting for more would race its close
-        hello = _next_frame(dial)
-        assert hello[0] == "hello" and hello[1] == node.name, hello
-        challenge = ("challenge", me, 7, _handshake.new_nonce(), None, 3)
-        dial.sendall(_codec.encode_frame(challenge))
-        after, closed = _read_all(dial, idle=5)
-        assert closed and after == [], after  # no ("ack", proof)
-
-
-def test_a_dial_back_goes_only_to_the_callers_own_address(lone: NodeProc) -> None:
-    """A protocol 2 hello that names a listen address on another host than the one it
-    came from makes the node dial nobody."""
-    with socket.socket() as elsewhere:
-        elsewhere.bind(("127.0.0.37", 0))
-        elsewhere.listen(4)
-        elsewhere.settimeout(3)
-        src = "127.0.0.36"
+def test_a_protocol_2_hello_earns_a_refusal_and_no_dial(lone: NodeProc) -> None:
+    """Protocol 2 is two releases behind: its hello, from the caller's own address with
+    its own listen address (which protocol 3 dialled back), gets the version refusal,
+    the node logs one line naming both protocols, and nobody is dialled."""
+    src = "127.0.0.36"
+    with socket.socket() as lsock:
+        lsock.bind((src, 0))
+        lsock.listen(4)
         hello = ("hello", f"old@{src}", 7, _handshake.new_nonce(), False)
-        hello += (["127.0.0.37", elsewhere.getsockname()[1]], 2)
-        with socket.create_connection((lone.host, lone.port), 5, source_address=(src, 0)) as c:
-            c.sendall(_codec.encode_frame(hello))
-            assert _read_all(c) == ([], True)
+        hello += ([src, lsock.getsockname()[1]], 2)
+        got = _hello_and_close(lone, src, hello)
+        assert got == [("refuse", _handshake.refusal_reason(4, 2), 4)], got
+        wait_until(lambda: _loud_lines(lone, src), 10, what="the refusal's line")
+        lines = _loud_lines(lone, src)
+        assert len(lines) == 1, lines
+        assert f"refused old@{src}: it speaks otpkit protocol 2, this node 4 and 3" in lines[0]
+        lsock.settimeout(3)
         with pytest.raises(TimeoutError):
-            elsewhere.accept()
+            lsock.accept()
 
 
 def test_unauthenticated_failures_are_logged_once_per_address(lone: NodeProc) -> None:
@@ -484,107 +466,45 @@ def test_version_refusals_of_unproven_callers_are_logged_once_per_address(
 ) -> None:
     """A version refusal names the caller, whose name an unproven hello chooses: fifty
     hellos of protocol 1 (no version, or 1) under fifty names from one address are one
-    loud line; so are the dial backs of protocol 2 hellos under other names from another
-    address, each answered by a challenge of protocol 1 (the node refuses it)."""
+    loud line; so are ten hellos of protocol 2 under other names from another address."""
     src, other, sentinel = "127.0.0.40", "127.0.0.44", "127.0.0.45"
     for i in range(50):
         hello = ("hello", f"r{os.urandom(6).hex()}@{src}", 7, _handshake.new_nonce(), False)
         hello += ([src, 4370],) if i % 2 else ([src, 4370], 1)
         assert [f[0] for f in _hello_and_close(lone, src, hello)] == ["refuse"]
-    with socket.socket() as lsock:
-        lsock.bind((other, 0))
-        lsock.listen(4)
-        lsock.settimeout(10)
-        for _ in range(10):
-            me = f"r{os.urandom(6).hex()}@{other}"
-            hello = ("hello", me, 7, _handshake.new_nonce(), False)
-            hello += ([other, lsock.getsockname()[1]], 2)
-            assert _hello_and_close(lone, other, hello) == []
-            dial, _ = lsock.accept()
-            with dial:
-                assert _next_frame(dial)[0] == "hello"
-                dial.sendall(
-                    _codec.encode_frame(("challenge", me, 7, _handshake.new_nonce(), None, 1))
-                )
-                got, closed = _read_all(dial, idle=5)
-                assert closed and [f[0] for f in got] == ["refuse"], got
+    for _ in range(10):
+        hello = ("hello", f"r{os.urandom(6).hex()}@{other}", 7, _handshake.new_nonce(), False)
+        hello += ([other, 4370], 2)
+        assert [f[0] for f in _hello_and_close(lone, other, hello)] == ["refuse"]
     _hello_and_close(
         lone, sentinel, ("hello", f"s@{sentinel}", 7, _handshake.new_nonce(), False, [sentinel, 1])
     )
     wait_until(lambda: _loud_lines(lone, sentinel), 10, what="the sentinel's line")
-    for where in (src, other):
+    for where, version in ((src, 1), (other, 2)):
         lines = _loud_lines(lone, where)
-        assert len(lines) == 1 and "speaks otpkit protocol 1" in lines[0], lines
+        assert len(lines) == 1 and f"speaks otpkit protocol {version}," in lines[0], lines
 
 
-def test_a_fake_protocol_2_hello_does_not_hold_up_the_link_it_names(tmp_path: Path) -> None:
-    """A caller without the cookie says protocol 2 hellos to ``pa`` naming its peer
-    ``pb``, from the caller's own address with its own listen port, again and again, and
-    holds the dial backs they earn open without a word. ``pb``'s own dial to ``pa`` links
-    them at once all the same (``pa``'s name is the smaller one: a dial of ``pa``'s own
-    would win a simultaneous connect, and a dial back is not one), and once they are
-    linked the hellos earn no dial back."""
-    src = "127.0.0.58"
-    pa = NodeProc("pa@127.0.0.56", str(tmp_path), wait=False)
-    pb = NodeProc("pb@127.0.0.57", str(tmp_path), wait=False)
-    held: list[socket.socket] = []
-    stop = threading.Event()
+# --------------------------------------------------------------------------- other releases
+
+
+def _release(tmp_path: Path, protocol: int) -> Path:
+    """The ``src/otpkit`` of the last commit speaking dist ``protocol``, extracted."""
     try:
-        pa.wait_ready()
-        pb.wait_ready()
-        with socket.socket() as lsock:
-            lsock.bind((src, 0))
-            lsock.listen(64)
-            lsock.setblocking(False)
-            hello = ("hello", pb.name, 7, _handshake.new_nonce(), False)
-            hello += ([src, lsock.getsockname()[1]], 2)
-
-            def attack() -> None:
-                while not stop.is_set():
-                    with contextlib.suppress(OSError):
-                        _hello_and_close(pa, src, hello)
-                    with contextlib.suppress(BlockingIOError):
-                        while True:
-                            held.append(lsock.accept()[0])
-                    stop.wait(0.1)
-
-            attacker = threading.Thread(target=attack, daemon=True)
-            attacker.start()
-            wait_until(lambda: held, 10, 0.05, what="a dial back to the caller")
-            t0 = time.monotonic()
-            pb.cmd(op="connect", name=pa.name, host=pa.host, port=pa.port)
-            wait_until(lambda: pb.name in pa.cmd(op="nodes"), 10, 0.05, what="pa linked to pb")
-            took = time.monotonic() - t0
-            time.sleep(1.0)
-            dials = len(held)
-            time.sleep(1.5)
-            stop.set()
-            attacker.join(10)
-            assert took < 3.0, f"the link took {took:.1f} s"
-            assert pb.name in pa.cmd(op="nodes") and pa.name in pb.cmd(op="nodes")
-            assert len(held) == dials, "a hello naming a linked node earned a dial back"
-    finally:
-        stop.set()
-        for sock in held:
-            sock.close()
-        pa.close()
-        pb.close()
-
-
-# --------------------------------------------------------------------------- protocol 2
+        commit = previous_commit() if protocol == 3 else release_commit(protocol)
+    except LookupError as exc:
+        pytest.skip(f"needs the repository's git history: {exc}")
+    return previous_release(tmp_path / f"protocol{protocol}", commit)
 
 
 @pytest.fixture
 def previous(tmp_path: Path) -> Path:
-    try:
-        commit = previous_commit()
-    except LookupError as exc:
-        pytest.skip(f"needs the repository's git history: {exc}")
-    return previous_release(tmp_path / "previous", commit)
+    """The previous release (protocol 3)."""
+    return _release(tmp_path, 3)
 
 
 def _dialled_by(node: NodeProc, peer: NodeProc) -> bool:
-    """Whether the established connection between the two is one ``node`` dialled (its
+    """Whether an established connection between the two is one ``node`` dialled (its
     remote end is ``peer``'s listening port)."""
     want = f"{socket.inet_aton(peer.host)[::-1].hex().upper()}:{peer.port:04X}"
     mine = socket.inet_aton(node.host)[::-1].hex().upper()
@@ -595,11 +515,15 @@ def _connect(a: NodeProc, b: NodeProc) -> None:
     a.cmd(op="connect", name=b.name, host=b.host, port=b.port)
 
 
+def _dist_warnings(node: NodeProc) -> list[str]:
+    return [ln for ln in node.log().splitlines() if " WARNING otpkit.dist " in ln]
+
+
 def test_a_node_of_the_previous_release_links_both_ways(tmp_path: Path, previous: Path) -> None:
-    """A protocol 2 node (the previous release's code) and two of this code's: the old
-    node dials one of them (closed, and dialled back), the other dials it (protocol 2's
-    order), both dial each other at once (the link kept is the new node's dial); calls
-    go both ways, and no node logs a warning of dist."""
+    """A protocol 3 node (the previous release's code) and two of this code's: the old
+    node dials one of them (the link is its dial), the other dials it, both dial each
+    other at once (one link is kept); calls go both ways, the new nodes know the old
+    one's protocol (``dist.versions``, ``NodeUp``), and no node logs a warning of dist."""
     env = {"PYTHONPATH": os.pathsep.join([str(previous), str(REPO_ROOT)])}
     nodes: list[NodeProc] = []
     try:
@@ -611,9 +535,10 @@ def test_a_node_of_the_previous_release_links_both_ways(tmp_path: Path, previous
         nodes.append(old)
         for n in nodes:
             n.wait_ready()
+        new1.cmd(op="monitor_nodes")
         old.cmd(op="connect", name=new1.name, host=new1.host, port=new1.port)  # old dials
         wait_until(lambda: new1.name in old.cmd(op="nodes"), 15, what="old linked to new1")
-        assert _dialled_by(new1, old)
+        assert _dialled_by(old, new1)
         both = [threading.Thread(target=_connect, args=pair) for pair in ((old, new2), (new2, old))]
         for t in both:
             t.start()
@@ -627,12 +552,76 @@ def test_a_node_of_the_previous_release_links_both_ways(tmp_path: Path, previous
                 20,
                 what=f"{n.name} linked to the other two",
             )
-        assert _dialled_by(new2, old)
+        wait_until(
+            lambda: _dialled_by(new2, old) != _dialled_by(old, new2),
+            10,
+            what="one connection between old and new2",
+        )
         for a, b in ((old, new1), (new1, old), (old, new2), (new2, old)):
             assert a.cmd(op="call", pid=b.echo, req="hi") == ["ok", ["echo", "hi"]]
+        assert new1.cmd(op="dist_versions") == {old.name: 3, new2.name: 4}
+        assert new2.cmd(op="dist_versions") == {old.name: 3, new1.name: 4}
+        heard = sorted(new1.cmd(op="recv", t=10)[1] for _ in range(2))
+        assert heard == [
+            f"NodeUp(node='{new2.name}', version=4)",
+            f"NodeUp(node='{old.name}', version=3)",
+        ]
         for n in nodes:
-            warnings = [ln for ln in n.log().splitlines() if " WARNING otpkit.dist " in ln]
+            warnings = _dist_warnings(n)
             assert not warnings, f"{n.name}:\n" + "\n".join(warnings[:5])
+    finally:
+        for n in nodes:
+            with contextlib.suppress(Exception):
+                n.close()
+
+
+def test_a_node_two_releases_behind_is_refused_whichever_dials(tmp_path: Path) -> None:
+    """A protocol 2 node (two releases behind: a full restart is the way) and two of
+    this code's: ``new1`` dials it, it dials ``new2``. No link forms; each refusal is one
+    WARNING line on each side naming both protocols (the dials go on, the lines do not)."""
+    env = {"PYTHONPATH": os.pathsep.join([str(_release(tmp_path, 2)), str(REPO_ROOT)])}
+    nodes: list[NodeProc] = []
+    try:
+        debug = ("--debug",)  # each refused dial is a DEBUG line
+        new1 = NodeProc("new1@127.0.0.46", str(tmp_path), extra_args=debug, wait=False)
+        nodes.append(new1)
+        new2 = NodeProc("new2@127.0.0.47", str(tmp_path), wait=False)
+        nodes.append(new2)
+        old = NodeProc("old@127.0.0.48", str(tmp_path), extra_args=debug, env=env, wait=False)
+        nodes.append(old)
+        for n in nodes:
+            n.wait_ready()
+        _connect(new1, old)
+        _connect(old, new2)
+        want = {
+            new1: [f"refused {old.name}: it speaks otpkit protocol 2, this node 4 and 3 ("],
+            new2: [f"refused {old.name}: it speaks otpkit protocol 2, this node 4 and 3 ("],
+            old: [
+                f"refused by {new1.name}: it speaks otpkit protocol 4 and 3, this node 2 (",
+                f"refused by {new2.name}: it speaks otpkit protocol 4 and 3, this node 2 (",
+            ],
+        }
+        for n, lines in want.items():
+            for line in lines:
+                wait_until(
+                    lambda n=n, line=line: any(line in w for w in _dist_warnings(n)),
+                    15,
+                    what=f"{n.name} logs {line!r}",
+                )
+        # the refused dials go on (every 0.5 s) without another WARNING
+        closes = {
+            new1: "closed: protocol version 2 refused",
+            old: "closed: refused for its protocol version (4)",
+        }
+        marks = {n: n.log().count(line) for n, line in closes.items()}
+        wait_until(
+            lambda: all(n.log().count(line) >= marks[n] + 3 for n, line in closes.items()),
+            15,
+            what="more refused dials",
+        )
+        for n, lines in want.items():
+            assert len(_dist_warnings(n)) == len(lines), _dist_warnings(n)
+            assert n.cmd(op="nodes") == []
     finally:
         for n in nodes:
             with contextlib.suppress(Exception):

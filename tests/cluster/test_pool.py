@@ -1,7 +1,9 @@
 """The per-node task pool on real nodes: the pool runs on node ``pa``; a fake scheduler
 holder (``pool_node_driver.Holder``, the global name of each test's scheduler) runs on node
 ``pb`` and dispatches runs to ``pa``'s pool through its dist service, as the real holder
-does. Tasks and the holder write what they saw to files, and the tests read those.
+does. Tasks and the holder write what they saw to files, and the tests read those. One
+test starts a third node on the previous release's code (as git has it), for a holder
+of the previous release.
 
 Each test has its own scheduler name, so its own pool and holder. Every wait is a
 deadline, wide enough for a loaded 2-core machine.
@@ -9,19 +11,23 @@ deadline, wide enough for a loaded 2-core machine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from otpkit.scheduler._pool import TaskPool, pool_child_spec, pool_name
+from otpkit.scheduler._history import ERROR_TAIL
+from otpkit.scheduler._pool import DEATH_WAIT, TaskPool, pool_child_spec, pool_name
 from tests.harness.node_process import NodeProc
 from tests.harness.polling import wait_until
-from tests.harness.processes import alive
+from tests.harness.processes import REPO_ROOT, alive
+from tests.harness.versions import previous_commit, previous_release
 
 pytestmark = pytest.mark.cluster
 
@@ -30,9 +36,11 @@ BOUND = 15.0
 TASK = f"{DRIVER}:sleeper"
 
 
-def pool_node(name: str, log_dir: str) -> NodeProc:
+def pool_node(name: str, log_dir: str, env: dict[str, str] | None = None) -> NodeProc:
     """``python -m tests.harness.pool_node_driver NAME PORT LOG_DIR COOKIE``, started."""
-    return NodeProc(name, log_dir, cookie="pool-cookie-0123456789", wait=False, module=DRIVER)
+    return NodeProc(
+        name, log_dir, cookie="pool-cookie-0123456789", wait=False, module=DRIVER, env=env
+    )
 
 
 @pytest.fixture(scope="module")
@@ -84,15 +92,21 @@ def run(job: str, at: float, path: str, **kw: Any) -> dict[str, Any]:
 
 
 def setup(
-    pair: tuple[NodeProc, NodeProc], tmp_path: Any, scheduler: str, holder: bool = True, **kw: Any
+    pair: tuple[NodeProc, NodeProc],
+    tmp_path: Any,
+    scheduler: str,
+    holder: bool = True,
+    ack: str | None = "key",
+    **kw: Any,
 ) -> tuple[str, str, dict[str, Any]]:
-    """Start ``scheduler``'s pool on pa (and its holder on pb); the holder's file, the
-    tasks' file and the pool's first state."""
+    """Start ``scheduler``'s pool on pa (and its holder on pb, acking as ``ack`` says and
+    watching the tasks' pids); the holder's file, the tasks' file and the pool's first
+    state."""
     pa, pb = pair
     hold, tasks = str(tmp_path / "holder.jsonl"), str(tmp_path / "tasks.jsonl")
     _, state = pa.cmd(op="pool_start", scheduler=scheduler, **kw)
     if holder:
-        pb.cmd(op="holder_start", scheduler=scheduler, path=hold)
+        pb.cmd(op="holder_start", scheduler=scheduler, path=hold, ack=ack, watch=tasks)
         wait_until(
             lambda: pa.cmd(op="whereis", name=scheduler) is not None,
             timeout=BOUND,
@@ -109,6 +123,16 @@ def dispatch(pair: tuple[NodeProc, NodeProc], scheduler: str, *runs: dict[str, A
 
 def outbox_empty(pa: NodeProc, scheduler: str) -> bool:
     return pa.cmd(op="pool_state", scheduler=scheduler)["outbox"] == []
+
+
+def outbox_attempts(pa: NodeProc, scheduler: str) -> list[tuple[str, int]]:
+    """The outbox's runs: ``(job, attempt)``, sorted."""
+    return sorted((e[0][0], e[5]) for e in pa.cmd(op="pool_state", scheduler=scheduler)["outbox"])
+
+
+def first_report(path: str, job: str) -> dict[str, Any] | None:
+    """The first ``run_done`` of ``job`` the holder got (an unacked one comes again)."""
+    return next((r for r in done(path) if r["key"][0] == job), None)
 
 
 # --------------------------------------------------------------------------- spec
@@ -151,7 +175,11 @@ def test_concurrency_bounded_by_prespawned_workers(pair, tmp_path):
     assert sorted(r["key"][0] for r in reports) == jobs  # each exactly once
     assert {r["outcome"] for r in reports} == {"finished"}
     assert all(r["node"] == pa.name and r["tuple"] and r["error"] is None for r in reports)
+    # a holder of this code gets each report's info (the attempt: 1, none given)
+    assert all(r["size"] == 8 for r in reports), reports
+    assert all(r["info"] == {"attempt": 1, "raised": False, "traceback": None} for r in reports)
     assert sorted(r["key"][0] for r in started(hold)) == jobs
+    assert all(r["size"] == 5 and r["info"] == {"attempt": 1} for r in started(hold))
 
     ran = lines(tasks)
     assert sorted(r["tag"] for r in ran) == jobs
@@ -226,6 +254,8 @@ def test_failures_never_hurt_the_pool(pair, tmp_path):
     assert by_job["raises"]["error"] == "ValueError('boom raises')"
     assert "nosuch" in by_job["unknown"]["error"] and by_job["unknown"]["start"] is None
     assert "kwargs" in by_job["badfield"]["error"]
+    # a bad field is no task that raised: a holder does not retry it
+    assert by_job["badfield"]["info"]["raised"] is False
 
     pa.cmd(op="raw", scheduler="bad")
     dispatch(pair, "bad", run("fine", time.time(), tasks))
@@ -351,9 +381,222 @@ def test_worker_death_fails_its_run(pair, tmp_path):
     wait_until(lambda: done(hold), timeout=BOUND, interval=0.05, what="the run failed")
     (report,) = done(hold)
     assert report["outcome"] == "failed" and "killed" in report["error"], report
+    # its task did not raise, and may have done part of its work: a holder never retries it
+    assert report["info"] == {"attempt": 1, "raised": False, "traceback": None}
     after = pa.cmd(op="pool_state", scheduler="death")
     assert len(after["workers"]) == 1 and after["workers"] != [worker]
     dispatch(pair, "death", run("after", time.time(), tasks))
     wait_until(lambda: len(done(hold)) == 2, timeout=BOUND, interval=0.05, what="next run")
     assert done(hold)[1]["outcome"] == "finished"
     assert [t["pid"] for t in lines(tasks)] == after["workers"]
+
+
+# --------------------------------------------------------------------------- retries
+
+
+def test_another_attempt_runs_while_the_first_report_is_unacknowledged(pair, tmp_path):
+    """Attempt 1 raised and its report waits for an ack: attempt 2 of the same tick runs
+    (attempt 1 sent again does not, attempt 2 sent twice runs once), listed by its
+    attempt while it runs. Then the acks: one naming attempt 1 drops only that report,
+    one naming the key drops the rest."""
+    pa, pb = pair
+    hold, tasks, _ = setup(pair, tmp_path, "retry", ack=None, max_concurrency=2)
+    at = time.time()
+    first = run("again", at, tasks, task=f"{DRIVER}:boom", attempt=1)
+    dispatch(pair, "retry", first)
+    wait_until(lambda: first_report(hold, "again"), timeout=BOUND, what="attempt 1's report")
+    assert outbox_attempts(pa, "retry") == [("again", 1)]
+
+    second = run("again", at, tasks, attempt=2, kwargs={"seconds": 1.0})
+    dispatch(pair, "retry", first, second, second)
+    state = wait_until(
+        lambda: (s := pa.cmd(op="pool_state", scheduler="retry"))["running"] and s,
+        timeout=BOUND,
+        interval=0.05,
+        what="attempt 2 running",
+    )
+    assert [k[0] for k in state["running"]] == ["again"]  # keys: [job, at, node]
+    assert [(a[0], a[3]) for a in state["attempts"]] == [("again", 2)]
+
+    def attempts() -> dict[int, str]:
+        return {r["info"]["attempt"]: r["outcome"] for r in done(hold)}
+
+    wait_until(lambda: len(attempts()) == 2, timeout=BOUND, interval=0.05, what="attempt 2")
+    assert attempts() == {1: "failed", 2: "finished"}
+    ran = lines(tasks)  # boom's line (attempt 1), the sleeper's (attempt 2): no third
+    assert [t["tag"] for t in ran] == ["again", "again"] and ran[0]["end"] is None
+    assert {r["info"]["attempt"] for r in started(hold)} == {1, 2}
+    assert all(r["size"] == 8 for r in done(hold))
+    assert outbox_attempts(pa, "retry") == [("again", 1), ("again", 2)]
+
+    pb.cmd(op="ack", scheduler="retry", to=pa.name, items=[["again", round(at, 6), None, 1]])
+    wait_until(
+        lambda: outbox_attempts(pa, "retry") == [("again", 2)],
+        timeout=BOUND,
+        interval=0.05,
+        what="attempt 1 acked alone",
+    )
+    pb.cmd(op="ack", scheduler="retry", to=pa.name, items=[["again", round(at, 6), None]])
+    wait_until(lambda: outbox_empty(pa, "retry"), timeout=BOUND, interval=0.05, what="key acked")
+
+
+def test_a_raising_task_reports_its_traceback(pair, tmp_path):
+    """A task that raises, one that raises 200 calls deep, one that does not import: each
+    report says the task raised, with the exception's repr as its error and the
+    traceback's last lines (at most 2,000 characters, from a line start)."""
+    hold, tasks, _ = setup(pair, tmp_path, "trace", max_concurrency=1)
+    now = time.time()
+    dispatch(
+        pair,
+        "trace",
+        run("shallow", now, tasks, task=f"{DRIVER}:boom"),
+        run("deep", now, tasks, task=f"{DRIVER}:deep", kwargs={"depth": 200}),
+        run("missing", now, tasks, task="nosuch.mod:fn", attempt=3),
+    )
+    wait_until(lambda: len(done(hold)) >= 3, timeout=BOUND, interval=0.05, what="3 reports")
+    by_job = {r["key"][0]: r for r in done(hold)}
+    assert {r["outcome"] for r in by_job.values()} == {"failed"}
+    assert all(r["info"]["raised"] is True for r in by_job.values()), by_job
+
+    shallow = by_job["shallow"]
+    assert shallow["error"] == "ValueError('boom shallow')"
+    assert shallow["info"]["traceback"].startswith("Traceback (most recent call last):")
+    assert shallow["info"]["traceback"].endswith("ValueError: boom shallow")
+    assert ", in boom\n" in shallow["info"]["traceback"]
+
+    trace = by_job["deep"]["info"]["traceback"]
+    assert by_job["deep"]["error"] == "ValueError('deep deep')"
+    assert 1_000 < len(trace) <= ERROR_TAIL and trace.endswith("ValueError: deep deep")
+    first = trace.splitlines()[0]
+    assert first.startswith("  File ") or first.startswith("    "), first  # a whole line
+
+    missing = by_job["missing"]
+    assert missing["start"] is None and missing["info"]["attempt"] == 3
+    assert "No module named 'nosuch'" in missing["info"]["traceback"]
+
+
+def test_a_timed_out_run_is_reported_once_its_worker_is_gone(pair, tmp_path):
+    """The run's worker is killed on the timeout; the report, ``timed_out``, comes once
+    the pool saw the worker's exit: when the holder gets it, the task's process is gone."""
+    pa, _ = pair
+    hold, tasks, state = setup(pair, tmp_path, "expire", max_concurrency=1)
+    (worker,) = state["workers"]
+    t0 = time.time()
+    dispatch(pair, "expire", run("hung", t0, tasks, task=f"{DRIVER}:hang", timeout=0.5, attempt=2))
+    report = wait_until(
+        lambda: first_report(hold, "hung"), timeout=BOUND, interval=0.05, what="timed out"
+    )
+    assert report["outcome"] == "timed_out", report
+    assert report["info"] == {"attempt": 2, "raised": False, "traceback": None}
+    assert "timed out after 0.5 s" in report["error"] and "killed" in report["error"]
+    assert [t["pid"] for t in lines(tasks)] == [worker]
+    assert report["alive"] == []  # the hung task's process was gone when it came
+    after = pa.cmd(op="pool_state", scheduler="expire")
+    assert after["running"] == [] and after["attempts"] == []
+    assert len(after["workers"]) == 1 and after["workers"] != [worker]
+
+
+def test_a_worker_that_outlives_its_kill_fails_its_run(pair, tmp_path):
+    """A hung task whose worker left the node's process group: otpkit kills only its
+    own group's processes, so the kill is a message the busy worker never reads, and it
+    lives on. The replacement comes at once; the run stays listed as running, and after
+    ``DEATH_WAIT`` seconds it is reported ``failed`` ("did not die"), never
+    ``timed_out``, so no holder retries it while its task still runs."""
+    pa, _ = pair
+    hold, tasks, state = setup(pair, tmp_path, "undead", max_concurrency=1)
+    (worker,) = state["workers"]
+    try:
+        t0 = time.time()
+        hang = {"seconds": 120, "own_group": True}
+        dispatch(
+            pair, "undead", run("stuck", t0, tasks, task=f"{DRIVER}:hang", timeout=0.5, kwargs=hang)
+        )
+
+        def replaced() -> dict[str, Any] | None:
+            now = pa.cmd(op="pool_state", scheduler="undead")
+            return now if now["workers"] != [worker] else None
+
+        now = wait_until(replaced, timeout=BOUND, interval=0.05, what="a replacement")
+        assert len(now["workers"]) == 1 and alive(now["workers"][0])
+        assert [k[0] for k in now["running"]] == ["stuck"]  # not over: its task runs
+        assert first_report(hold, "stuck") is None
+
+        report = wait_until(
+            lambda: first_report(hold, "stuck"),
+            timeout=BOUND + DEATH_WAIT,
+            interval=0.05,
+            what="the run's report",
+        )
+        assert report["outcome"] == "failed" and "did not die" in report["error"], report
+        assert report["info"] == {"attempt": 1, "raised": False, "traceback": None}
+        assert report["alive"] == [worker]  # reported, not retried: the task still runs
+        assert report["end"] - t0 >= DEATH_WAIT
+        after = pa.cmd(op="pool_state", scheduler="undead")
+        assert after["running"] == [] and after["workers"] == now["workers"]
+    finally:
+        for t in lines(tasks):
+            if alive(t["pid"]):
+                os.kill(t["pid"], signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------- versions
+
+
+@pytest.fixture
+def previous(tmp_path: Path) -> Path:
+    try:
+        commit = previous_commit()
+    except LookupError as exc:
+        pytest.skip(f"needs the repository's git history: {exc}")
+    return previous_release(tmp_path / "previous", commit)
+
+
+def test_a_holder_of_the_previous_release_gets_the_previous_form(pair, tmp_path, previous):
+    """A holder on a node of the previous release (its code, as git has it: dist
+    protocol 3) gets ``run_started`` and ``run_done`` in the form its protocol takes
+    (its own ``INFOS`` accepts them), runs it sends without an attempt run, and its
+    acks (keys only) take the reports off the outbox."""
+    pa, pb = pair
+    env = {"PYTHONPATH": os.pathsep.join([str(previous), str(REPO_ROOT)])}
+    old = pool_node("pc@127.0.0.23", str(tmp_path), env=env)
+    try:
+        old.wait_ready()
+        old.cmd(op="connect", name=pa.name, host=pa.host, port=pa.port)
+        everyone = sorted([pa.name, pb.name, old.name])
+        for n in (pa, pb, old):
+            wait_until(
+                lambda n=n: sorted([n.name, *n.cmd(op="nodes")]) == everyone,
+                timeout=BOUND,
+                what=f"{n.name} linked to the other two",
+            )
+        assert pa.cmd(op="versions")[old.name] == 3
+        for n in (pa, pb, old):
+            n.cmd(op="gsync")
+        hold, tasks = str(tmp_path / "holder.jsonl"), str(tmp_path / "tasks.jsonl")
+        pa.cmd(op="pool_start", scheduler="oldh", max_concurrency=1)
+        old.cmd(op="holder_start", scheduler="oldh", path=hold)
+        wait_until(
+            lambda: pa.cmd(op="whereis", name="oldh") is not None,
+            timeout=BOUND,
+            what="pa sees the old holder's name",
+        )
+        now = time.time()
+        runs = [run("fine", now, tasks), run("fails", now, tasks, task=f"{DRIVER}:boom")]
+        old.cmd(op="dispatch", scheduler="oldh", to=pa.name, runs=runs)
+        wait_until(lambda: len(done(hold)) >= 2, timeout=BOUND, interval=0.05, what="2 reports")
+        wait_until(lambda: outbox_empty(pa, "oldh"), timeout=BOUND, interval=0.05, what="acked")
+        reports = {r["key"][0]: r for r in done(hold)}
+        assert {j: r["outcome"] for j, r in reports.items()} == {
+            "fine": "finished",
+            "fails": "failed",
+        }
+        assert reports["fails"]["error"] == "ValueError('boom fails')"
+        for record in [*done(hold), *started(hold)]:
+            assert record["size"] == (7 if record["kind"] == "run_done" else 4), record
+            assert record["info"] is None and record["problem"] is None, record
+        assert sorted(r["key"][0] for r in started(hold)) == ["fails", "fine"]
+        assert sorted(t["tag"] for t in lines(tasks)) == ["fails", "fine"]
+    finally:
+        with contextlib.suppress(Exception):
+            pa.cmd(op="pool_stop", scheduler="oldh")
+        old.close()

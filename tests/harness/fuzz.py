@@ -149,10 +149,10 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "otpkit.supervision._supervisor.CALLS": ("supervisor",),
     "otpkit.supervision._supervisor.INFOS": ("supervisor",),
     "otpkit.node._node.KERNEL_CALLS": ("kernel",),
-    "otpkit.scheduler._scheduler.CALLS": ("scheduler",),
-    "otpkit.scheduler._scheduler.REPLICA_CALLS": ("scheduler",),
-    "otpkit.scheduler._scheduler.CLIENT_CALLS": ("scheduler",),
-    "otpkit.scheduler._scheduler.INFOS": ("scheduler",),
+    "otpkit.scheduler._messages.CALLS": ("scheduler",),
+    "otpkit.scheduler._messages.REPLICA_CALLS": ("scheduler",),
+    "otpkit.scheduler._messages.CLIENT_CALLS": ("scheduler",),
+    "otpkit.scheduler._messages.INFOS": ("scheduler",),
     "otpkit.scheduler._pool.CALLS": ("pool",),
     "otpkit.scheduler._pool.CASTS": ("pool",),
     "otpkit.scheduler._pool.INFOS": ("pool",),
@@ -164,8 +164,8 @@ TARGETS: dict[str, tuple[str, ...]] = {
 #: Protocols whose messages travel inside another's: sent after these leading items
 #: (the scheduler's ``("$sr", op, ...)`` and ``("$sc", op, ...)``).
 WRAPS: dict[str, tuple[Any, ...]] = {
-    "otpkit.scheduler._scheduler.REPLICA_CALLS": ("$sr",),
-    "otpkit.scheduler._scheduler.CLIENT_CALLS": ("$sc",),
+    "otpkit.scheduler._messages.REPLICA_CALLS": ("$sr",),
+    "otpkit.scheduler._messages.CLIENT_CALLS": ("$sc",),
 }
 
 #: Valid-shaped messages never sent, by ``(module.ATTR, leading items)`` (``()``: every
@@ -264,7 +264,7 @@ _deny(
     ("$stop",),
 )
 _deny(
-    "otpkit.scheduler._scheduler.REPLICA_CALLS",
+    "otpkit.scheduler._messages.REPLICA_CALLS",
     "a replica write, observe or sync: a valid one (an epoch above the holder's) fences "
     "the real holder out, and its ticks are missed",
     ("apply",),
@@ -272,7 +272,7 @@ _deny(
     ("sync",),
 )
 _deny(
-    "otpkit.scheduler._scheduler.CLIENT_CALLS",
+    "otpkit.scheduler._messages.CLIENT_CALLS",
     "adds, deletes, (de)activates or runs jobs: a manual run or a deleted job changes the "
     "ticks the suite counts",
     ("add",),
@@ -283,12 +283,10 @@ _deny(
     ("run",),
 )
 _deny(
-    "otpkit.scheduler._scheduler.INFOS",
-    "a run's reports and the holder's own timers: a valid one finishes a real claim or "
-    "fires the engine out of turn",
+    "otpkit.scheduler._messages.INFOS",
+    "a run's reports: a valid one finishes a real claim",
     ("run_done",),
     ("run_started",),
-    ("$sched",),
 )
 _deny(
     "otpkit.scheduler._pool.CALLS",

@@ -88,6 +88,8 @@ def handle(node: otpkit.Node, echo: otpkit.Pid, cmd: dict[str, Any]) -> Any:
         return dist.nodes()
     if op == "hidden_nodes":
         return dist.hidden_nodes()
+    if op == "dist_versions":
+        return dist.versions()
     if op == "connect":
         dist.connect_node(cmd["name"], cmd["host"], cmd["port"])
         return "ok"

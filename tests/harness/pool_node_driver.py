@@ -10,6 +10,10 @@ since the epoch (a float); the node turns it into an aware datetime. The fake ho
 ``run_done`` to the pool's dist service on the pool's node. Tasks append one JSON line
 ``{"tag", "pid", "start", "end"}`` to the file given as ``path``; the pool's workers
 import them as ``"tests.harness.pool_node_driver:<task>"``.
+
+The driver runs on this code and on the previous release's (a node started with that
+release first on its ``PYTHONPATH``): it uses nothing of otpkit the previous release
+lacks but in the ops that say so.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 import otpkit
 from otpkit import dist, registry
 from otpkit.scheduler._pool import pool_child_spec, pool_name
+from tests.harness import processes
 
 # ---------------------------------------------------------------------- tasks
 
@@ -50,6 +55,31 @@ def boom(path: str, tag: str) -> None:
     raise ValueError(f"boom {tag}")
 
 
+def deep(path: str, tag: str, depth: int = 100) -> None:
+    """Raise ``ValueError`` ``depth`` calls deep, through two functions in turn (Python
+    folds a run of the same frame into one line): a traceback of some 10 KB."""
+    if depth > 0:
+        _deeper(path, tag, depth - 1)
+        return
+    append(path, {"tag": tag, "pid": os.getpid(), "start": time.time(), "end": None})
+    raise ValueError(f"deep {tag}")
+
+
+def _deeper(path: str, tag: str, depth: int) -> None:
+    deep(path, tag, depth)
+
+
+def hang(path: str, tag: str, seconds: float = 30.0, own_group: bool = False) -> None:
+    """Record entry (the worker's pid), then sleep ``seconds``. With ``own_group`` the
+    worker first leaves the node's process group: otpkit then never SIGKILLs it (a pid
+    outside the group may be another program's), its kill is only a message that a busy
+    worker does not read, and the worker lives on after it."""
+    if own_group:
+        os.setpgid(0, 0)
+    append(path, {"tag": tag, "pid": os.getpid(), "start": time.time(), "end": None})
+    time.sleep(seconds)
+
+
 # ---------------------------------------------------------------------- the holder
 
 
@@ -63,34 +93,81 @@ def key_in(fields: list[Any]) -> tuple[str, datetime, str | None]:
     return (job, datetime.fromtimestamp(at, UTC), node)
 
 
-class Holder(otpkit.Actor):
-    """Stands in for the scheduler's holder: records what the pools report, acks it."""
+def _holder_infos() -> Any:
+    """The real holder's protocol of plain messages, as this node's otpkit has it (the
+    previous release's: ``_scheduler.INFOS``), or None where it is elsewhere."""
+    try:
+        from otpkit.scheduler._scheduler import INFOS  # noqa: PLC0415 - as the release has it
+    except ImportError:
+        return None
+    return INFOS
 
-    def init(self, scheduler: str, path: str, ack: bool = True) -> None:
-        self.scheduler, self.path, self.ack = scheduler, path, ack
+
+def _pids_in(path: str | None) -> list[int]:
+    """The pids the tasks recorded in ``path``."""
+    if path is None:
+        return []
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [json.loads(line)["pid"] for line in f if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+class Holder(otpkit.Actor):
+    """Stands in for the scheduler's holder: records what the pools report, acks it.
+
+    Each record has the message's ``size`` (7 for the previous release's ``run_done``,
+    8 with ``info``; 4 and 5 for ``run_started``), its ``info`` (or None), ``problem``
+    (why the real holder of this node's otpkit would drop it, None if it takes it,
+    ``"n/a"`` if that protocol is not found), ``received`` (wall time) and, for a
+    ``run_done``, ``alive``: the pids recorded in the ``watch`` file that were running
+    when it came. ``ack`` is ``"key"`` (``[job, at, node]``, every attempt),
+    ``"attempt"`` (``[job, at, node, attempt]``, the attempt the info names) or None (no
+    ack)."""
+
+    def init(self, scheduler: str, path: str, ack: str | None, watch: str | None) -> None:
+        self.scheduler, self.path, self.ack, self.watch = scheduler, path, ack, watch
+        self.infos = _holder_infos()
+
+    def _common(self, msg: tuple[Any, ...], info: Any) -> dict[str, Any]:
+        return {
+            "kind": msg[0],
+            "node": msg[1],
+            "key": key_out(msg[2]),
+            "tuple": isinstance(msg[2], tuple),
+            "size": len(msg),
+            "info": info,
+            "problem": "n/a" if self.infos is None else self.infos.problem(msg),
+            "received": time.time(),
+        }
 
     def handle_info(self, msg: Any) -> None:
         kind = msg[0] if isinstance(msg, tuple) and msg else None
-        if kind == "run_started" and len(msg) == 4:
-            _, node, key, start = msg
-            append(self.path, {"kind": kind, "node": node, "key": key_out(key), "start": start})
-        elif kind == "run_done" and len(msg) == 7:
-            _, node, key, outcome, start, end, error = msg
+        if kind == "run_started" and len(msg) in (4, 5):
+            record = self._common(msg, msg[4] if len(msg) == 5 else None)
+            append(self.path, {**record, "start": msg[3]})
+        elif kind == "run_done" and len(msg) in (7, 8):
+            _, node, key, outcome, start, end, error = msg[:7]
+            info = msg[7] if len(msg) == 8 else None
+            record = self._common(msg, info)
+            alive = [pid for pid in _pids_in(self.watch) if processes.alive(pid)]
             append(
                 self.path,
                 {
-                    "kind": kind,
-                    "node": node,
-                    "key": key_out(key),
-                    "tuple": isinstance(key, tuple),
+                    **record,
                     "outcome": outcome,
                     "start": start,
                     "end": end,
                     "error": error,
+                    "alive": alive,
                 },
             )
-            if self.ack:
+            if self.ack == "key":
                 otpkit.send((pool_name(self.scheduler), node), ("ack", [list(key)]))
+            elif self.ack == "attempt" and isinstance(info, dict):
+                item = [*key, info["attempt"]]
+                otpkit.send((pool_name(self.scheduler), node), ("ack", [item]))
         else:
             append(self.path, {"kind": "other", "msg": repr(msg)})
 
@@ -107,6 +184,8 @@ def make_run(spec: dict[str, Any]) -> dict[str, Any]:
         "timeout": spec.get("timeout"),
         "epoch": spec.get("epoch", 1),
     }
+    if "attempt" in spec:  # none: as the previous release's holder sends it
+        run["attempt"] = spec["attempt"]
     return {**run, **spec.get("override", {})}
 
 
@@ -128,6 +207,7 @@ def _pool_state(node: otpkit.Node, cmd: dict[str, Any]) -> Any:
     return {
         "running": [key_out(k) for k in state["running"]],
         "queued": [key_out(k) for k in state["queued"]],
+        "attempts": [[*key_out(a[:3]), a[3]] for a in state.get("attempts", ())],
         "outbox": [[key_out(e[0]), *e[1:]] for e in state["outbox"]],
         "incarnation": state["incarnation"],
         "workers": [p.id for p in state["workers"]],
@@ -169,16 +249,38 @@ def _raw(node: otpkit.Node, cmd: dict[str, Any]) -> Any:
         ("run", {"key": [["j"], datetime.now(UTC), None]}),
         ("run", {"key": ["j", datetime.now(UTC), [None]]}),
         ("ack", [["j", datetime.now(UTC), None], "junk"]),
+        ("ack", [["j", datetime.now(UTC), None, 0]]),
+        ("ack", [["j", datetime.now(UTC), None, True]]),
+        ("ack", [["j", datetime.now(UTC), None, 1, 2]]),
+        ("run", {"key": ["j", datetime.now(UTC), None], "task": "x:y", "attempt": 0}),
+        ("run", {"key": ["j", datetime.now(UTC), None], "task": "x:y", "attempt": "2"}),
+        ("$timeout", [1], ["j", datetime.now(UTC), None]),
+        ("done", [1], ["j", datetime.now(UTC), None], "failed", None, 1.0, "e", "yes", None),
     ):
         otpkit.send(dest, msg)
         otpkit.cast(dest, msg)
     return "ok"
 
 
+def _ack(node: otpkit.Node, cmd: dict[str, Any]) -> Any:
+    """Send ``("ack", items)`` to the pool of ``scheduler`` on node ``to``; each item is
+    a driver key ``[job, at, node]``, with an attempt after it or not."""
+    items = [[*key_in(item[:3]), *item[3:]] for item in cmd["items"]]
+    otpkit.send((pool_name(cmd["scheduler"]), cmd["to"]), ("ack", items))
+    return "ok"
+
+
 def _holder_start(node: otpkit.Node, cmd: dict[str, Any]) -> Any:
-    pid = node.spawn(Holder, cmd["scheduler"], cmd["path"], cmd.get("ack", True))
+    ack, watch = cmd.get("ack", "key"), cmd.get("watch")
+    pid = node.spawn(Holder, cmd["scheduler"], cmd["path"], ack, watch)
     assert registry.register_name(cmd["scheduler"], pid)
     return pid.id
+
+
+def _versions(node: otpkit.Node, cmd: dict[str, Any]) -> Any:
+    """The dist protocol of each connected node (this code only: the previous release
+    has no ``dist.versions``)."""
+    return dist.versions()
 
 
 def _connect(node: otpkit.Node, cmd: dict[str, Any]) -> Any:
@@ -204,6 +306,7 @@ def _gsync(node: otpkit.Node, cmd: dict[str, Any]) -> Any:
 
 
 OPS = {
+    "ack": _ack,
     "connect": _connect,
     "dispatch": _dispatch,
     "gsync": _gsync,
@@ -214,6 +317,7 @@ OPS = {
     "pool_state": _pool_state,
     "pool_stop": _pool_stop,
     "raw": _raw,
+    "versions": _versions,
     "whereis": _whereis,
 }
 

@@ -95,6 +95,7 @@ OPS = {
         )
     ),
     "sched_jobs": _err(lambda n, c: plain(scheduler.jobs(_name(c), _t(c)))),
+    "sched_history": _err(lambda n, c: plain(scheduler.history(c["name"], _name(c), _t(c)))),
     "sched_run": _err(lambda n, c: plain(scheduler.run_job(c["name"], _name(c), _t(c)))),
     "sched_holder": lambda n, c: None if (p := registry.whereis_name(_name(c))) is None else p.node,
     "sched_events": lambda n, c: repr(n.spawn(EventLog, c["path"], _name(c))),

@@ -35,3 +35,23 @@ def record(path: str, seconds: float = 0.0) -> None:
 def fail(path: str) -> None:
     _line(path, f"fail {time.time()}")
     raise RuntimeError("the task failed on purpose")
+
+
+def flaky(path: str, fails: int) -> None:
+    """Fail the first ``fails`` attempts of each tick, then succeed: each attempt appends
+    ``try tick node pid start end`` (a failing one) or ``run tick node pid start end lane``.
+    The attempts of one tick are told apart by the lines already in the file."""
+    start = time.time()
+    run = current_run()
+    tick = run.tick.isoformat() if run else "-"
+    node = otpkit.self().node
+    text = ""
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    tried = sum(1 for line in text.splitlines() if line.startswith(f"try {tick} "))
+    if tried < fails:
+        _line(path, f"try {tick} {node} {os.getpid()} {start} {time.time()}")
+        raise RuntimeError(f"attempt {tried + 1} of {tick} fails on purpose")
+    lane = run.lane if run and run.lane else "-"
+    _line(path, f"run {tick} {node} {os.getpid()} {start} {time.time()} {lane}")

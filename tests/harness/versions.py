@@ -2,7 +2,8 @@
 version constants are raised (the dist protocol, the quorum's state format, the
 scheduler's schema), for nodes started with the copy first on their ``PYTHONPATH``
 (``NodeProc(env=...)``, ``RunCluster.source``); and the previous release, as git has it
-(:func:`previous_release`): the last commit whose dist protocol is one below this code's.
+(:func:`previous_release`): the last commit whose dist protocol is one below this code's
+(:func:`release_commit` finds older ones, :func:`module_at` loads one module of any).
 
 Each constant is defined on one line of one module; :func:`next_release` fails if a
 line is not found exactly once, so a renamed constant breaks the tests that rely on it
@@ -10,11 +11,14 @@ rather than silently testing the same release twice."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
+from types import ModuleType
 
 from tests.harness.processes import REPO_ROOT
 
@@ -80,7 +84,13 @@ def previous_commit() -> str:
     """The commit of the previous release: the last one whose dist protocol is one below
     the working tree's - ``HEAD`` while the change that raised it is not committed, else
     the parent of the commit that raised it. Raises LookupError (no git, no such commit)."""
-    want = current("protocol") - 1
+    return release_commit(current("protocol") - 1)
+
+
+def release_commit(want: int) -> str:
+    """The last commit whose dist protocol is ``want`` (below the working tree's): ``HEAD``
+    if it speaks it, else the parent of the commit that raised it from ``want``. Raises
+    LookupError (no git, no such commit)."""
     try:
         if _protocol_at("HEAD") == want:
             return _git("rev-parse", "HEAD").strip()
@@ -115,3 +125,22 @@ def previous_release(dest: Path, commit: str | None = None) -> Path:
     shutil.move(dest / "git" / "src" / "otpkit", dest / "otpkit")
     shutil.rmtree(dest / "git")
     return dest
+
+
+def module_at(commit: str, module: str, as_name: str, dest: Path) -> ModuleType:
+    """The module ``module`` of ``src/otpkit`` (``"distribution/_handshake.py"``) as
+    ``commit`` has it, written under ``dest`` and imported as ``as_name`` (a name of its
+    own, so this code's module is left as it is). Only a module that imports nothing of
+    otpkit works so."""
+    path = dest / f"{as_name}.py"
+    path.write_text(_git("show", f"{commit}:src/otpkit/{module}"))
+    spec = importlib.util.spec_from_file_location(as_name, path)
+    assert spec is not None and spec.loader is not None
+    loaded = importlib.util.module_from_spec(spec)
+    sys.modules[as_name] = loaded  # (dataclasses look their module up there)
+    try:
+        spec.loader.exec_module(loaded)
+    except BaseException:
+        del sys.modules[as_name]
+        raise
+    return loaded

@@ -1,15 +1,16 @@
-"""The dist handshake's order (``distribution/_handshake.py``, protocol 3): the dialer
+"""The dist handshake's order (``distribution/_handshake.py``, protocol 4): the dialer
 proves first, an acceptor sends nothing that depends on the cookie before the dialer's
-proof whatever the hello says, a protocol 2 peer is dialled in its own order (and only
-that order), and the failure log that keeps unauthenticated failures to one line per
+proof whatever the hello says, the previous release's handshake (protocol 3, its code
+as git has it) links with this one either way, a protocol 2 peer is refused either way
+without a proof, and the failure log that keeps unauthenticated failures to one line per
 address a minute."""
 
 from __future__ import annotations
 
 import base64
-import itertools
 import re
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -24,9 +25,8 @@ from otpkit.distribution._handshake import (
     Dialer,
     FailureLog,
     HandshakeError,
-    dialer_order,
-    hello_answer,
 )
+from tests.harness import versions
 
 COOKIE = b"unit-test-cookie-0123456789"
 OTHER = b"another-cookie-0123456789"
@@ -58,15 +58,15 @@ def run(
     return sent
 
 
-def test_protocol_3_the_dialer_proves_first_then_the_acceptor() -> None:
+def test_the_dialer_proves_first_then_the_acceptor() -> None:
     dialer = Dialer(COOKIE, A, 5, B)
     acceptor = Acceptor(COOKIE, B, 9)
     challenge, ok = run(dialer, acceptor)
     assert challenge[0] == "challenge" and challenge[4] is None  # no proof in it
-    assert challenge[5] == PROTOCOL_VERSION == 3
+    assert challenge[5] == PROTOCOL_VERSION == 4
     assert ok[0] == "ok" and len(ok[1]) == 32
-    assert dialer.proven and dialer.order == "dialer first"
-    assert (dialer.peer_name, dialer.peer_creation, dialer.version) == (B, 9, 3)
+    assert dialer.proven
+    assert (dialer.peer_name, dialer.peer_creation, dialer.version) == (B, 9, 4)
     assert acceptor.peer is not None and (acceptor.peer.name, acceptor.peer.creation) == (A, 5)
 
 
@@ -116,8 +116,9 @@ def test_a_dialer_sends_no_proof_to_a_node_that_is_not_the_one_dialled() -> None
 # --------------------------------------------------------------------------- no oracle
 
 HELLOS = [
-    pytest.param(PROTOCOL_VERSION, id="v3"),
+    pytest.param(PROTOCOL_VERSION, id="v4"),
     pytest.param(PROTOCOL_VERSION + 4, id="newer"),
+    pytest.param(3, id="v3"),
     pytest.param(2, id="v2"),
     pytest.param(1, id="v1-named"),
     pytest.param(None, id="unversioned"),
@@ -161,9 +162,9 @@ def test_an_acceptor_sends_nothing_that_depends_on_the_cookie_before_the_dialers
 @pytest.mark.parametrize(
     ("version", "kind", "sends"),
     [
-        (2, "dial back", None),  # closed without a word (see hello_answer)
-        (1, "version", ("refuse", _handshake.refusal_reason(3, 1), 3)),
-        (None, "version", ("refuse", _handshake.refusal_reason(3, 1), 3)),
+        (2, "version", ("refuse", _handshake.refusal_reason(4, 2), 4)),  # two behind
+        (1, "version", ("refuse", _handshake.refusal_reason(4, 1), 4)),
+        (None, "version", ("refuse", _handshake.refusal_reason(4, 1), 4)),
         ("3", "malformed", None),
     ],
 )
@@ -213,36 +214,72 @@ def test_a_hello_listening_at_a_long_host_name_is_taken() -> None:
     assert err.value.kind == "malformed"
 
 
-# --------------------------------------------------------------------------- protocol 2
+# --------------------------------------------------------------------------- protocols 3 and 2
 
 
-def test_the_order_between_protocols() -> None:
-    assert [hello_answer(3, v) for v in (1, 2, 3, 4, 9)] == [
-        "refuse",
-        "dial back",
-        "challenge",
-        "challenge",
-        "challenge",
-    ]
-    assert [dialer_order(3, v) for v in (1, 2, 3, 4)] == [
-        "refuse",
-        "acceptor first",
-        "dialer first",
-        "dialer first",
-    ]
-    # later releases keep the dialer first among themselves; N-2 is refused as before
-    for own, theirs in itertools.product(range(3, 12), range(1, 14)):
-        answer = hello_answer(own, theirs)
-        if theirs < own - 1 or theirs < 2:
-            assert answer == "refuse"
-        elif theirs == 2:
-            assert answer == "dial back"
-        else:
-            assert answer == "challenge"
+@pytest.fixture(scope="module")
+def v3(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
+    """``_handshake`` of the previous release (protocol 3), as git has it."""
+    try:
+        commit = versions.release_commit(3)
+    except LookupError as exc:
+        pytest.skip(f"needs the repository's git history: {exc}")
+    dest = tmp_path_factory.mktemp("v3")
+    module = versions.module_at(commit, "distribution/_handshake.py", "_handshake_v3", dest)
+    assert module.PROTOCOL_VERSION == 3
+    return module
+
+
+SIDES = [
+    pytest.param("v3", "this", id="v3-dials-v4"),
+    pytest.param("this", "v3", id="v4-dials-v3"),
+    pytest.param("own=3", "this", id="own3-dials-v4"),
+    pytest.param("this", "own=3", id="v4-dials-own3"),
+]
+
+
+def _side(kind: str, role: str, v3: ModuleType, cookie: bytes) -> Any:
+    """A ``role`` (Dialer, Acceptor) of this code, of this code told it speaks protocol 3
+    (``own=3``), or of the previous release's module."""
+    name, creation = (A, 5) if role == "Dialer" else (B, 9)
+    args = (cookie, name, creation, B) if role == "Dialer" else (cookie, name, creation)
+    if kind == "v3":
+        return getattr(v3, role)(*args)
+    own = {"own": 3} if kind == "own=3" else {}
+    return getattr(_handshake, role)(*args, **own)
+
+
+@pytest.mark.parametrize(("dialer_kind", "acceptor_kind"), SIDES)
+def test_protocol_4_and_protocol_3_link_whichever_dials(
+    v3: ModuleType, dialer_kind: str, acceptor_kind: str
+) -> None:
+    """A rolling update from the previous release: a protocol 3 side and this code
+    complete the handshake either way, each side knowing the other's protocol; neither
+    takes a wrong cookie."""
+    dialer = _side(dialer_kind, "Dialer", v3, COOKIE)
+    acceptor = _side(acceptor_kind, "Acceptor", v3, COOKIE)
+    challenge, ok = run(dialer, acceptor)
+    assert challenge[4] is None  # the dialer proves first, as in protocol 3
+    assert dialer.proven and len(ok[1]) == 32
+    assert acceptor.peer.version == dialer.own and dialer.version == acceptor.own
+    assert {dialer.own, acceptor.own} == {3, 4}
+    errors = (HandshakeError, v3.HandshakeError)
+    dialer = _side(dialer_kind, "Dialer", v3, OTHER)
+    acceptor = _side(acceptor_kind, "Acceptor", v3, COOKIE)
+    ack, _ = dialer.on_frame(acceptor.on_hello(dialer.hello(False, ("10.0.0.1", 1))))
+    with pytest.raises(errors) as err:
+        acceptor.on_ack(ack)
+    assert err.value.kind == "cookie"
+    dialer = _side(dialer_kind, "Dialer", v3, COOKIE)
+    liar = _side(acceptor_kind, "Acceptor", v3, OTHER)  # took the ack without the cookie
+    dialer.on_frame(liar.on_hello(dialer.hello(False, ("10.0.0.1", 1))))
+    with pytest.raises(errors) as err:
+        dialer.on_frame(liar.ok())
+    assert err.value.kind == "cookie" and not dialer.proven
 
 
 class V2Acceptor:
-    """A protocol 2 acceptor as the release before this one answers (its proof first)."""
+    """A protocol 2 acceptor as that release answered (its proof first, in its challenge)."""
 
     def __init__(self, cookie: bytes, name: str, creation: int) -> None:
         self.cookie, self.name, self.creation = cookie, name, creation
@@ -260,39 +297,33 @@ class V2Acceptor:
             (version, 2),
         )  # fmt: skip
 
-    def ack_ok(self, ack: tuple[Any, ...]) -> bool:
-        return _handshake.check(self._proof("dialer"), ack[1])
 
-
-@pytest.mark.parametrize("dial_back", [False, True])
-def test_a_protocol_3_dialer_follows_protocol_2s_order_with_a_protocol_2_acceptor(
-    dial_back: bool,
-) -> None:
-    dialer = Dialer(COOKIE, A, 5, B, acceptor_first=dial_back)
-    old = V2Acceptor(COOKIE, B, 9)
-    ack, up = dialer.on_frame(old.challenge(dialer.hello(False, ("10.0.0.1", 1))))
-    assert dialer.order == "acceptor first" and dialer.proven and not up
-    assert ack is not None and old.ack_ok(ack)
-    assert dialer.on_frame(("ok",)) == (None, True)
-
-
-def test_a_protocol_2_acceptor_without_the_cookie_gets_no_proof() -> None:
-    dialer = Dialer(COOKIE, A, 5, B, acceptor_first=True)
-    old = V2Acceptor(OTHER, B, 9)
-    with pytest.raises(HandshakeError) as err:
-        dialer.on_frame(old.challenge(dialer.hello(False, ("10.0.0.1", 1))))
-    assert err.value.kind == "cookie" and err.value.send is None
-
-
-def test_a_dial_back_sends_no_proof_to_a_node_that_answers_in_protocol_3s_order() -> None:
-    """A protocol 2 hello makes this node dial back; whoever answers there in another
-    order than protocol 2's (which would take this node's proof first) gets nothing."""
-    for version in (3, 4):
-        dialer = Dialer(COOKIE, A, 5, B, acceptor_first=True)
-        acceptor = Acceptor(OTHER, B, 9, own=version)
+def test_a_protocol_2_hello_is_refused_with_its_version_and_no_proof() -> None:
+    """Protocol 2 is two behind: its hello gets the version refusal (the same bytes
+    whatever the cookie), not a challenge, and no dial back is asked of the node."""
+    hello = ("hello", A, 5, b"\x01" * 32, False, ["10.0.0.1", 4370], 2)
+    sent = []
+    for cookie in (COOKIE, OTHER):
         with pytest.raises(HandshakeError) as err:
-            dialer.on_frame(acceptor.on_hello(dialer.hello(False, ("10.0.0.1", 1))))
-        assert err.value.kind == "order" and err.value.send is None
+            Acceptor(cookie, B, 9).on_hello(hello)
+        assert (err.value.kind, err.value.version) == ("version", 2)
+        sent.append(err.value.send)
+    assert sent[0] == sent[1] == ("refuse", _handshake.refusal_reason(4, 2), 4)
+    assert "only, not 2: full restart needed" in sent[0][1]
+
+
+def test_a_protocol_2_acceptor_gets_a_refusal_instead_of_an_ack() -> None:
+    """This node dials a protocol 2 node: its challenge carries its proof first, and this
+    side answers with the version refusal - no ack, no proof of this side's - whether or
+    not that node holds the cookie."""
+    for cookie in (COOKIE, OTHER):
+        dialer = Dialer(COOKIE, A, 5, B)
+        old = V2Acceptor(cookie, B, 9)
+        with pytest.raises(HandshakeError) as err:
+            dialer.on_frame(old.challenge(dialer.hello(False, ("10.0.0.1", 1))))
+        assert (err.value.kind, err.value.version) == ("version", 2)
+        assert err.value.send == ("refuse", _handshake.refusal_reason(4, 2), 4)
+        assert not dialer.proven and dialer.stage == "challenge"
 
 
 def test_a_version_refusal_either_way() -> None:
@@ -301,7 +332,7 @@ def test_a_version_refusal_either_way() -> None:
     with pytest.raises(HandshakeError) as err:
         dialer.on_frame(challenge)
     assert err.value.kind == "version" and err.value.version == 1
-    assert err.value.send == ("refuse", _handshake.refusal_reason(3, 1), 3)
+    assert err.value.send == ("refuse", _handshake.refusal_reason(4, 1), 4)
     dialer = Dialer(COOKIE, A, 5, B)
     with pytest.raises(HandshakeError) as err:
         dialer.on_frame(("refuse", _handshake.refusal_reason(5, 3), 5))

@@ -1,14 +1,17 @@
 """The dist protocol version rule (``distribution/_handshake.py``): which peers a node
-talks to, how the hello and challenge name a version, the refusal's one line, and that
-the cookie proofs cover both versions."""
+talks to, how the hello and challenge name a version, the refusal's one line, that the
+cookie proofs cover both versions, and what ``dist.versions`` answers
+(``DistCore.versions``)."""
 
 from __future__ import annotations
 
 import itertools
+import socket
+import time
 
 import pytest
 
-from otpkit.distribution import _handshake
+from otpkit.distribution import _codec, _core, _handshake
 from otpkit.distribution._handshake import (
     FIRST_VERSIONED,
     PROTOCOL_VERSION,
@@ -36,6 +39,17 @@ def test_this_release_and_the_release_before_versions() -> None:
     assert PROTOCOL_VERSION >= FIRST_VERSIONED > UNVERSIONED == 1
     assert accepts_version(PROTOCOL_VERSION, PROTOCOL_VERSION)
     assert not accepts_version(PROTOCOL_VERSION, UNVERSIONED)  # needs a full restart
+
+
+def test_protocol_4_talks_to_protocol_3_and_refuses_protocol_2() -> None:
+    assert PROTOCOL_VERSION == 4
+    assert [accepts_version(4, v) for v in (1, 2, 3, 4, 5)] == [False, False, True, True, True]
+    assert accepts_version(3, 4)  # the previous release takes this one's hello
+    assert spoken(4) == "4 and 3"
+    assert refusal("old@10.10.0.3", 4, 2).startswith(
+        "refused old@10.10.0.3: it speaks otpkit protocol 2, this node 4 and 3 (only the "
+        "previous release can join a rolling update; from an older one restart in full"
+    )
 
 
 @pytest.mark.parametrize(
@@ -139,3 +153,27 @@ def test_the_proofs_cover_both_versions() -> None:
     assert _proof((2, 3), "acceptor") != _proof((2, 3), "dialer")
     assert _handshake.check(_proof((2, 3)), _proof((2, 3)))
     assert not _handshake.check(_proof((2, 3)), _proof((3, 3)))
+
+
+def _conn(name: str, version: int, hidden: bool = False) -> _core._PeerConn:
+    conn = _core._PeerConn(
+        socket.socket(), ("10.0.0.1", 4370), True, "up", _codec.FrameDecoder(), time.monotonic()
+    )
+    conn.sock.close()
+    conn.name, conn.version, conn.hidden = name, version, hidden
+    return conn
+
+
+def test_dist_versions_names_the_protocol_of_each_visible_peer() -> None:
+    """``dist.versions`` (``DistCore.versions``): the protocol each linked node named in
+    its hello or challenge; a hidden node (a shell) is left out, as ``dist.nodes`` leaves
+    it out."""
+    core = _core.DistCore.__new__(_core.DistCore)  # no sockets: the peers' table only
+    core._peers = {
+        "a@10.0.0.1": _conn("a@10.0.0.1", 4),
+        "b@10.0.0.2": _conn("b@10.0.0.2", 3),
+        "shell@10.0.0.9": _conn("shell@10.0.0.9", 4, hidden=True),
+    }
+    assert core.versions() == {"a@10.0.0.1": 4, "b@10.0.0.2": 3}
+    assert core.nodes() == sorted(core.versions())
+    assert _core.NodeUp("a@10.0.0.1", 4).version == 4

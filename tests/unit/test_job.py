@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from otpkit.scheduler import InvalidJob, Job, Schedule, ScheduleError, load_task, task_ref
+from otpkit.scheduler import InvalidJob, Job, Schedule, ScheduleError
+from otpkit.scheduler._job import load_task, task_ref
 
 
 def module_level_task(x: int = 0) -> int:
@@ -134,7 +135,30 @@ BAD_FIELDS: list[tuple[str, Any, str]] = [
     ("timeout", -5, "> 0"),
     ("timeout", float("inf"), "> 0"),
     ("timeout", "30", "> 0"),
+    ("max_attempts", 0, "an int in 1..100"),
+    ("max_attempts", 101, "an int in 1..100"),
+    ("max_attempts", 2.0, "an int in 1..100"),
+    ("max_attempts", True, "an int in 1..100"),
+    ("backoff", 5, "(base, max) seconds"),
+    ("backoff", (0, 10), "0 < base <= max"),
+    ("backoff", (10, 1), "0 < base <= max"),
+    ("backoff", (1, float("inf")), "finite"),
+    ("backoff", (1, 2, 3), "(base, max) seconds"),
+    ("backoff", "1,2", "(base, max) seconds"),
 ]
+
+
+def test_retry_fields():
+    job = Job("flaky", "* * * * *", "json:dumps", max_attempts=3, backoff=[2, 60])
+    assert (job.max_attempts, job.backoff) == (3, (2.0, 60.0))
+    assert job.to_spec()["max_attempts"] == 3
+    assert job.to_spec()["backoff"] == [2.0, 60.0]
+    assert Job.from_spec(job.to_spec()) == job
+    plain = Job("plain", "* * * * *", "json:dumps")
+    assert (plain.max_attempts, plain.backoff) == (1, (1.0, 300.0))
+    # left out at their defaults, so the previous release's from_spec reads the spec
+    assert "max_attempts" not in plain.to_spec()
+    assert "backoff" not in plain.to_spec()
 
 
 @pytest.mark.parametrize(("field", "value", "expected"), BAD_FIELDS)

@@ -15,7 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otpkit.scheduler import FireQueue, MissedTicks, Schedule, plan_misfires
+from otpkit.scheduler import Schedule
+from otpkit.scheduler._plan import MissedTicks, plan_misfires
+from otpkit.scheduler._queue import FireQueue
 
 EVERY_MINUTE = Schedule.parse("* * * * *")
 

@@ -1,5 +1,9 @@
 """Schedules (otpkit.scheduler._schedule): forms, aliases, errors and fire times.
 
+The field syntax and the day-of-month/day-of-week rule are pinned here by hand and in
+``test_croniter_bugs.py`` (each place croniter alone answers otherwise);
+``test_schedule_differential.py`` compares random expressions with cronsim.
+
 The DST pins are lists of UTC fire times written by hand from Vixie cron's rule (stated in
 ``_schedule``'s docstring), not from the code: in Europe/Berlin (CET +01 / CEST +02;
 2026-03-29 01:00 UTC 02:00 -> 03:00; 2026-10-25 01:00 UTC 03:00 -> 02:00) and
@@ -24,6 +28,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from otpkit.scheduler import ALIASES, Schedule, ScheduleError
+from otpkit.scheduler._schedule import _croniter_exprs, _croniter_field
 
 BERLIN = "Europe/Berlin"
 NEW_YORK = "America/New_York"
@@ -88,6 +93,90 @@ def test_names_ranges_lists_steps_and_day_or():
     ]
     assert fires("0 0 L 2 *", "UTC", "2028-01-01", "2028-12-31") == ["2028-02-29 00:00"]
     assert fires("0 0 * * 1#2", "UTC", "2026-03-01", "2026-04-01") == ["2026-03-09 00:00"]
+
+
+def test_the_day_fields_are_anded_when_either_starts_with_a_star():
+    # Vixie cron (entry.c DOM_STAR/DOW_STAR): "*", "*/n" or "*,..." in either field
+    # means a day must match both; otherwise it must match either.
+    assert fires("0 0 */10 * 2-6", "UTC", "2026-01-01", "2026-03-01") == [
+        "2026-01-01 00:00",  # Thursday
+        "2026-01-21 00:00",  # Wednesday
+        "2026-01-31 00:00",  # Saturday
+        "2026-02-11 00:00",  # Wednesday
+        "2026-02-21 00:00",  # Saturday
+    ]
+    assert fires("0 0 1-10 * *,MON", "UTC", "2026-01-01", "2026-02-01") == [
+        f"2026-01-{d:02} 00:00" for d in range(1, 11)
+    ]
+    assert fires("0 0 1,L * 1#1", "UTC", "2026-01-01", "2026-02-10") == [
+        "2026-01-01 00:00",
+        "2026-01-05 00:00",  # first Monday
+        "2026-01-31 00:00",
+        "2026-02-01 00:00",
+        "2026-02-02 00:00",
+    ]
+    # the same for a 6-field expression
+    assert fires("30 0 0 */10 * 2-6", "UTC", "2026-01-01", "2026-01-31") == [
+        "2026-01-01 00:00:30",
+        "2026-01-21 00:00:30",
+    ]
+
+
+def test_a_question_mark_is_a_star():
+    # Quartz's "no value" in one day field: read as "*", so the other field decides
+    assert Schedule.parse("0 0 ? * MON").next_after(utc("2026-01-01")) == utc("2026-01-05")
+    assert Schedule.parse("0 0 15 * ?").next_after(utc("2026-01-01")) == utc("2026-01-15")
+    assert fires("0 0 ? * MON", "UTC", "2026-01-01", "2026-03-01") == fires(
+        "0 0 * * MON", "UTC", "2026-01-01", "2026-03-01"
+    )
+
+
+def test_equal_ends_names_in_any_case_and_sunday_as_seven():
+    assert fires("0 23-23 1 1 *", "UTC", "2026-01-01", "2026-01-02") == ["2026-01-01 23:00"]
+    assert fires("0 8-8/3 1 1 *", "UTC", "2026-01-01", "2026-01-02") == ["2026-01-01 08:00"]
+    assert fires("0 0 1 aug-Aug *", "UTC", "2026-01-01", "2027-01-01") == ["2026-08-01 00:00"]
+    sundays = fires("0 0 * * 0", "UTC", "2026-01-01", "2026-02-01")
+    assert len(sundays) == 4
+    for spelling in ("7", "sun", "Sun", "7-7", "SUN-sun", "0,7", "6-7/1", "*/7"):
+        days = fires(f"0 0 * * {spelling}", "UTC", "2026-01-01", "2026-02-01")
+        assert set(days) <= set(fires("0 0 * * 6,0", "UTC", "2026-01-01", "2026-02-01"))
+        assert set(sundays) <= set(days), spelling
+
+
+def test_fields_as_croniter_gets_them():
+    cases = [
+        ("23-23", 2, "23"),
+        ("8-8/3", 2, "8"),
+        ("5,10-10,12-14", 1, "5,10,12-14"),
+        ("aug-AUG", 4, "aug"),
+        ("MON-mon", 5, "MON"),
+        ("mon-MON#2", 5, "mon#2"),
+        ("7-7", 5, "7"),
+        ("0-7", 5, "0-7"),  # not equal ends: every day
+        ("5L", 5, "L5"),
+        ("L5", 5, "L5"),
+        ("5/2", 5, "5-7/2"),
+        ("5/2", 1, "5/2"),  # croniter reads it to the field's end
+        ("?", 3, "*"),
+        ("?", 5, "*"),
+        ("?", 1, "?"),  # refused by croniter: minute has no "?"
+        ("5-5/0", 1, "5-5/0"),  # a zero step stays for croniter to refuse
+        ("5-5/x", 1, "5-5/x"),
+    ]
+    for value, index, want in cases:
+        assert _croniter_field(value, index) == want, (value, index)
+    assert _croniter_exprs(("1", "0", "*/10", "*", "2-6")) == ("1 0 */10 * 2-6",)
+    assert _croniter_exprs(("0", "0", "13", "*", "FRI")) == ("0 0 13 * *", "0 0 * * FRI")
+    assert _croniter_exprs(("0", "0", "*", "*", "1,2#3,5L")) == (
+        "0 0 * * 1",
+        "0 0 * * 2#3,L5",
+    )
+    assert _croniter_exprs(("0", "0", "15", "*", "1,2#3")) == (
+        "0 0 15 * *",
+        "0 0 * * 1",
+        "0 0 * * 2#3",
+    )
+    assert _croniter_exprs(("30", "0", "0", "?", "*", "MON")) == ("0 0 * * MON 30",)
 
 
 ALIAS_FIRST = {
@@ -206,6 +295,12 @@ BAD = [
     ("@fortnightly", "alias", "schedule '@fortnightly': unknown alias; expected one of @yearly"),
     ("0 0 30 2 *", "expression", "schedule '0 0 30 2 *': never fires"),
     ("0 0 31 4,6,9,11 *", "expression", "never fires"),
+    ("0 0 */20 * 0#4", "expression", "never fires"),  # AND-ed: a 1st or 21st, 22nd-28th
+    ("5-5/0 * * * *", "minute", "minute '5-5/0' is not valid"),
+    ("* * * ? *", "month", "month '?' is not valid"),
+    ("* * * * 8L", "day of week", "day of week '8L' is not valid"),
+    ("* * * * 1#6", "day of week", "day of week '1#6' is not valid"),
+    ("* * * * 1,2#6", "day of week", "day of week '1,2#6' is not valid"),
 ]
 
 

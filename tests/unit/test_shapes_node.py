@@ -124,6 +124,7 @@ def test_every_call_the_dist_api_makes_fits(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(distribution, "actors", fake)
     distribution.nodes()
     distribution.hidden_nodes()
+    distribution.versions()
     distribution.connect_node("b@127.0.0.2", "127.0.0.2", 4370)
     distribution.disconnect_node("b@127.0.0.2")
     distribution.drop_link("b@127.0.0.2", "silent for 2.0 s in a global lock round")

@@ -29,9 +29,14 @@ from hypothesis import strategies as st
 from otpkit import actors
 from otpkit.actors import Pid, Ref, shapes
 from otpkit.admin import _service as admin
-from otpkit.scheduler import Job
+from otpkit.scheduler import Job, JobEvent
+from otpkit.scheduler import _api as api
 from otpkit.scheduler import _client as client
+from otpkit.scheduler import _events as events
+from otpkit.scheduler import _messages as smsg
 from otpkit.scheduler import _pool as pool
+from otpkit.scheduler import _pool_outbox as pool_outbox
+from otpkit.scheduler import _replication as replication
 from otpkit.scheduler import _scheduler as sched
 from otpkit.scheduler._ledger import (
     MAX_STAMP,
@@ -45,6 +50,8 @@ from otpkit.scheduler._ledger import (
     encode_update,
     lane_update,
 )
+from otpkit.scheduler._member import Member
+from otpkit.scheduler._peers import Peers
 from otpkit.scheduler._replica import (
     JobEntry,
     Replica,
@@ -128,26 +135,28 @@ def wire(monkeypatch: pytest.MonkeyPatch) -> Iterator[Wire]:
     monkeypatch.setattr(actors, "send_after", send_after)
     monkeypatch.setattr(actors, "cancel_timer", lambda timer: True)
     monkeypatch.setattr(actors, "monitor", lambda pid: Ref(ME, 7, 1))
+    monkeypatch.setattr(actors, "demonitor", lambda ref, flush=False: True)
     monkeypatch.setattr(actors, "runtime", _Runtime)
-    monkeypatch.setattr(pool, "whereis_name", lambda name: HOLDER)
+    monkeypatch.setattr(pool_outbox, "whereis_name", lambda name: HOLDER)
     monkeypatch.setattr(client, "whereis_name", lambda name: HOLDER)
     yield w
 
 
 def holder(policy: str = "availability") -> sched.SchedulerWorker:
-    """A scheduler worker of node ``ME`` acting as the recovered holder (no runtime: its
-    sends go to the recorder)."""
+    """A scheduler worker of node ``ME`` acting as the holder (no runtime: its sends go
+    to the recorder)."""
     w = sched.SchedulerWorker.__new__(sched.SchedulerWorker)
     w.me, w.node = HOLDER, ME
     w.cfg = sched.SchedulerConfig("sched", (JOB,), policy, None)
-    w.svc, w.pool_svc = sched.replica_name("sched"), pool.pool_name("sched")
-    w.store, w.rep, w.observer, w.synced, w.boot = None, Replica(), None, True, None
-    w.store_problem, w.store_alarm, w.short_alarm = None, sched.Alarm(), sched.Alarm()
-    w.subscribers, w.peers, w.down, w.with_replica = {}, {PEER}, {}, {PEER}
-    w.rng, w.has_dist, w.in_sync = random.Random(1), True, True
+    w.svc, w.pool_svc = smsg.replica_name("sched"), pool.pool_name("sched")
+    w.member = Member("sched", ME, None, lambda problem: True)
+    w.member.synced = True
+    w.bus = events.EventBus("sched", ME, w._broadcast)
+    w.peers = Peers(up={PEER}, with_replica={PEER})
+    w.rng, w.has_dist = random.Random(1), True
     w.drops = shapes.DropLog(logging.getLogger("test"))
-    w._reset_holder()
     w.active, w.epoch, w.fenced = True, 3, False
+    w._reset_holder()
     return w
 
 
@@ -158,7 +167,8 @@ def task_pool() -> pool.TaskPool:
     p.scheduler, p.max_concurrency, p.queue_limit, p.node = "sched", 1, 10, ME
     p.incarnation, p.max_epoch = "i", 0
     p.idle, p.busy, p.running, p.queue, p.queued = pool.deque([WORKER]), {}, {}, pool.deque(), set()
-    p.outbox, p.last_sent, p.resend_armed, p.respawn_armed = {}, {}, False, False
+    p.outbox, p.respawn_armed = pool_outbox.Outbox("sched", ME), False
+    p.active, p.dying, p.strays = {}, {}, set()
     p.drops = shapes.DropLog(logging.getLogger("test"))
     return p
 
@@ -168,8 +178,8 @@ def fits(protocol: shapes.Protocol, msg: Any) -> None:
 
 
 def sched_call_fits(request: Any) -> None:
-    fits(sched.CALLS, request)
-    fits(sched.REPLICA_CALLS if request[0] == "$sr" else sched.CLIENT_CALLS, request[1:])
+    fits(smsg.CALLS, request)
+    fits(smsg.REPLICA_CALLS if request[0] == "$sr" else smsg.CLIENT_CALLS, request[1:])
 
 
 # --------------------------------------------------------------------------------------
@@ -190,19 +200,20 @@ def test_a_holder_s_rounds_runs_acks_and_events_fit(wire: Wire) -> None:
     }
     w = holder()
     w._recover()
-    assert w.recovered
-    assert w._client_op("add", (Job("other", "@hourly", "json:loads").to_spec(),)) == ("ok", True)
-    assert w._client_op("deactivate", ("other",)) == ("ok", True)
-    answer = w._client_op("run", ("job", datetime.now(UTC)))
+    assert w.writer.recovered
+    other = Job("other", "@hourly", "json:loads").to_spec()
+    assert w.handle_request(("$sc", "add", other), None) == ("ok", True)
+    assert w.handle_request(("$sc", "deactivate", "other"), None) == ("ok", True)
+    answer = w.handle_request(("$sc", "run", "job", datetime.now(UTC)), None)
     assert answer[0] == "ok" and len(answer[1]) == 1
     run = wire.to((w.pool_svc, PEER)) or wire.to((w.pool_svc, ME))
     assert run and run[0][0] == "run"
     key = pool.parse_key(run[0][1]["key"])
     w.handle_info(("run_started", PEER, key, time.time()))
     w.handle_info(("run_done", PEER, key, "finished", time.time(), time.time(), None))
-    w._flush()
-    w._sync([PEER])
-    w._check_open()
+    w.finishes.flush()
+    w.writer.sync([PEER])
+    w.finishes.check_open()
     w._hello(PEER)
 
     requests = [req for _, req in wire.calls]
@@ -222,17 +233,16 @@ def test_a_holder_s_rounds_runs_acks_and_events_fit(wire: Wire) -> None:
     to_replicas = [m for d, m in wire.sent if d[0] == w.svc]
     assert {m[0] for m in to_replicas} == {"$hello", "$event"}
     for msg in to_replicas:
-        fits(sched.INFOS, msg)
-    for msg in wire.timers:
-        fits(sched.INFOS, msg)
+        fits(smsg.INFOS, msg)
+    for msg in wire.timers:  # the holder's own: objects, which no other node can send
+        assert isinstance(msg, sched._Timer) and msg.kind in sched.TIMER_KINDS
 
 
 def test_the_job_events_a_holder_sends_read_back_as_they_were() -> None:
-    w = holder()
-    event = w._event("run_missed", "job", tick=NOW, extra={"first": NOW, "last": NOW})
+    event = events.new_event("run_missed", "job", tick=NOW, extra={"first": NOW, "last": NOW})
     wire_form = event.to_wire()
-    fits(sched.INFOS, ("$event", wire_form))
-    assert sched.JobEvent.from_wire(wire_form) == event
+    fits(smsg.INFOS, ("$event", wire_form))
+    assert JobEvent.from_wire(wire_form) == event
 
 
 def test_a_pool_s_messages_to_its_workers_and_the_holder_fit(wire: Wire) -> None:
@@ -256,11 +266,11 @@ def test_a_pool_s_messages_to_its_workers_and_the_holder_fit(wire: Wire) -> None
     p.handle_info(("started", WORKER, to_worker[1], time.time()))
     p.handle_info(("done", WORKER, to_worker[1], "finished", time.time(), time.time(), None))
     p.handle_cast(("run", {**run, "key": ["bad", NOW, None], "kwargs": {1: "x" * 2000}}))
-    p._resend()
+    p.outbox.resend()
     reports = wire.to(HOLDER)
     assert [m[0] for m in reports[:3]] == ["run_started", "run_done", "run_done"]
     for msg in reports:
-        fits(sched.INFOS, msg)
+        fits(smsg.INFOS, msg)
     assert reports[2][3] == "failed" and len(reports[2][6]) <= pool.ERROR_LIMIT
     for msg in wire.timers:
         fits(pool.INFOS, msg)
@@ -277,7 +287,7 @@ def test_a_pool_s_messages_to_its_workers_and_the_holder_fit(wire: Wire) -> None
     ],
 )
 def test_a_worker_s_reports_fit_the_pool(wire: Wire, task: str, args: Any, outcome: str) -> None:
-    worker = pool._Worker.__new__(pool._Worker)
+    worker = pool.Worker.__new__(pool.Worker)
     worker.pid, worker.pool = WORKER, POOL
     worker.drops = shapes.DropLog(logging.getLogger("test"))
     worker.handle_info(("run", KEY, task, args, {}))
@@ -296,6 +306,7 @@ def test_the_runtime_api_s_requests_fit(wire: Wire) -> None:
     client.deactivate_job("job", "sched")
     wire.answers["call"] = ("ok", [])
     client.jobs("sched")
+    client.history("job", "sched")
     client.run_job("job", "sched")
     wire.answers["call"] = ("ok", None)
     client.find_job("job", "sched")
@@ -303,7 +314,7 @@ def test_the_runtime_api_s_requests_fit(wire: Wire) -> None:
     client.subscribe("sched", HOLDER)
     client.unsubscribe("sched", HOLDER)
     sent = [req for _, req in wire.calls]
-    assert {req[1] for req in sent} == {*sched.CLIENT_CALLS.shapes, "subscribe"}
+    assert {req[1] for req in sent} == {*smsg.CLIENT_CALLS.shapes, "subscribe"}
     for request in sent:
         sched_call_fits(request)
 
@@ -365,25 +376,25 @@ def test_each_admin_request_has_a_handler_that_takes_its_fields(tag: str) -> Non
 
 #: (protocol, message, words its problem says)
 MALFORMED = [
-    (sched.CALLS, (), "() is not a tagged tuple"),
-    (sched.CALLS, ("$sr",), "'$sr' with 0 fields (expected 1)"),
-    (sched.CALLS, ("$zz", "apply"), "unknown scheduler call '$zz'"),
-    (sched.REPLICA_CALLS, ("subscribe", "not a pid", True), "field 1: 'not a pid' is not Pid"),
-    (sched.REPLICA_CALLS, ("subscribe", HOLDER, 1), "field 2: 1 is not bool"),
-    (sched.REPLICA_CALLS, ("apply", 1 << 62, [], None, "h"), "outside 0..4611686018427387903"),
-    (sched.REPLICA_CALLS, ("apply", -1, [], None, "h"), "field 1: -1 is outside"),
-    (sched.REPLICA_CALLS, ("apply", 1, [[1, 2, 3, 4]], None, "h"), "item 0: a list of 4 items"),
-    (sched.REPLICA_CALLS, ("observe", 1, ""), "a str of 0 characters"),
-    (sched.REPLICA_CALLS, ("sync", 1, "h", [], None), "field 3: [] is not a dict"),
-    (sched.CLIENT_CALLS, ("add", "job"), "field 1: 'job' is not a dict"),
-    (sched.CLIENT_CALLS, ("delete", ""), "a str of 0 characters"),
-    (sched.CLIENT_CALLS, ("run", "job", "2026-01-01"), "'2026-01-01' is not datetime"),
-    (sched.CLIENT_CALLS, ("jobs", "extra"), "'jobs' with 1 fields (expected 0)"),
-    (sched.INFOS, ("$hello", 3), "field 1: 3 is not str"),
-    (sched.INFOS, ("$sched", "boom", 1), "'boom' is not one of"),
-    (sched.INFOS, ("run_done", PEER, KEY, "finished", None, None, None), "field 5: None"),
-    (sched.INFOS, ("run_done", PEER, ["job", "x", None], "ok", 1, 2, None), "'x' is not datetime"),
-    (sched.INFOS, ("run_started", PEER, KEY, float("nan")), "nan is not a number"),
+    (smsg.CALLS, (), "() is not a tagged tuple"),
+    (smsg.CALLS, ("$sr",), "'$sr' with 0 fields (expected 1)"),
+    (smsg.CALLS, ("$zz", "apply"), "unknown scheduler call '$zz'"),
+    (smsg.REPLICA_CALLS, ("subscribe", "not a pid", True), "field 1: 'not a pid' is not Pid"),
+    (smsg.REPLICA_CALLS, ("subscribe", HOLDER, 1), "field 2: 1 is not bool"),
+    (smsg.REPLICA_CALLS, ("apply", 1 << 62, [], None, "h"), "outside 0..4611686018427387903"),
+    (smsg.REPLICA_CALLS, ("apply", -1, [], None, "h"), "field 1: -1 is outside"),
+    (smsg.REPLICA_CALLS, ("apply", 1, [[1, 2, 3, 4]], None, "h"), "item 0: a list of 4 items"),
+    (smsg.REPLICA_CALLS, ("observe", 1, ""), "a str of 0 characters"),
+    (smsg.REPLICA_CALLS, ("sync", 1, "h", [], None), "field 3: [] is not a dict"),
+    (smsg.CLIENT_CALLS, ("add", "job"), "field 1: 'job' is not a dict"),
+    (smsg.CLIENT_CALLS, ("delete", ""), "a str of 0 characters"),
+    (smsg.CLIENT_CALLS, ("run", "job", "2026-01-01"), "'2026-01-01' is not datetime"),
+    (smsg.CLIENT_CALLS, ("jobs", "extra"), "'jobs' with 1 fields (expected 0)"),
+    (smsg.INFOS, ("$hello", 3), "field 1: 3 is not str"),
+    (smsg.INFOS, ("$sched", "wake", 1), "unknown scheduler message '$sched'"),
+    (smsg.INFOS, ("run_done", PEER, KEY, "finished", None, None, None), "field 5: None"),
+    (smsg.INFOS, ("run_done", PEER, ["job", "x", None], "ok", 1, 2, None), "'x' is not datetime"),
+    (smsg.INFOS, ("run_started", PEER, KEY, float("nan")), "nan is not a number"),
     (pool.CALLS, ("bogus",), "unknown task pool call 'bogus'"),
     (pool.CALLS, ("state", "1"), "'1' is not int"),
     (pool.CALLS, ("state", True), "True is not int"),
@@ -431,9 +442,9 @@ def test_the_scheduler_answers_a_malformed_call_with_the_api_s_error(wire: Wire)
         assert answer[:2] == ("error", "BadRequest") and answer[2].startswith("bad scheduler")
     answer = w.handle_request(("$sr", "subscribe", REMOTE, True), None)
     assert answer[:2] == ("error", "BadRequest") and "not a process of node" in answer[2]
-    assert w.subscribers == {}
+    assert w.bus.subscribers == {}
     assert w.handle_request(("$sr", "subscribe", HOLDER, True), None) is True
-    assert list(w.subscribers) == [HOLDER]
+    assert list(w.bus.subscribers) == [HOLDER]
     wire.answers["call"] = ("error", "BadRequest", "bad scheduler replica call: no")
     with pytest.raises(ValueError, match="bad scheduler replica call"):
         client.subscribe("sched", REMOTE)
@@ -441,12 +452,12 @@ def test_the_scheduler_answers_a_malformed_call_with_the_api_s_error(wire: Wire)
 
 def test_a_manual_run_far_ahead_or_out_of_range_is_refused(wire: Wire) -> None:
     w = holder()
-    w.rep = Replica(jobs={"job": JobEntry(JOB.to_spec(), (1, 1), "config", NOW)})
-    w.recovered = True
+    w.member.rep = Replica(jobs={"job": JobEntry(JOB.to_spec(), (1, 1), "config", NOW)})
+    w.writer.recovered = True
     for at in [*OUT_OF_RANGE, datetime.now(UTC) + timedelta(days=2)]:
-        kind, error, text = w._client_request("run", ("job", at), None)
+        kind, error, text = w.handle_request(("$sc", "run", "job", at), None)
         assert (kind, error) == ("error", "ValueError") and text.startswith("run_job: at"), text
-    assert w.rep.ledger.lanes == {} and wire.calls == []
+    assert w.member.rep.ledger.lanes == {} and wire.calls == []
 
 
 def test_a_pool_answers_a_malformed_call_and_drops_a_malformed_message(
@@ -599,12 +610,12 @@ def test_a_pool_s_parsers_raise_only_value_error(run: Any) -> None:
 
 
 @settings(max_examples=120, deadline=None)
-@given(corrupt(holder()._event("run_finished", "job", tick=NOW, duration=1.5).to_wire()))
+@given(corrupt(events.new_event("run_finished", "job", tick=NOW, duration=1.5).to_wire()))
 def test_a_job_event_from_the_wire_is_checked_field_by_field(value: Any) -> None:
-    if not isinstance(value, dict) or sched.INFOS.problem(("$event", value)) is not None:
+    if not isinstance(value, dict) or smsg.INFOS.problem(("$event", value)) is not None:
         return
     try:
-        event = sched.JobEvent.from_wire(value)
+        event = JobEvent.from_wire(value)
     except ValueError:
         return
     assert isinstance(event.kind, str) and isinstance(event.job, str)
@@ -617,10 +628,10 @@ def test_a_job_event_from_the_wire_is_checked_field_by_field(value: Any) -> None
 @given(values)
 def test_manual_tick_raises_only_value_error(at: Any) -> None:
     try:
-        tick = sched.manual_tick(at, NOW)
+        tick = api.manual_tick(at, NOW)
     except ValueError:
         return
-    assert tick.tzinfo == UTC and tick - NOW <= timedelta(seconds=sched.RUN_AHEAD)
+    assert tick.tzinfo == UTC and tick - NOW <= timedelta(seconds=api.RUN_AHEAD)
 
 
 @pytest.mark.parametrize("at", OUT_OF_RANGE)
@@ -651,7 +662,7 @@ def test_epochs_and_stamps_above_2_62_are_refused() -> None:
         decode_entry({"spec": None, "stamp": [1, big], "origin": "config", "since": "2026-01-01"})
     with pytest.raises(ValueError, match="epoch"):
         apply(REPLICA, big, [])
-    assert sched.write_epoch(MAX_STAMP, 3) > MAX_STAMP  # what _raise_epoch refuses
+    assert replication.write_epoch(MAX_STAMP, 3) > MAX_STAMP  # what raise_epoch refuses
 
 
 # --------------------------------------------------------------------------------------
@@ -714,9 +725,9 @@ def messages(protocol: shapes.Protocol, *prefix: Any) -> st.SearchStrategy[tuple
 def a_busy_holder() -> sched.SchedulerWorker:
     """A recovered holder of one job with an open claim sent to ``PEER``."""
     w = holder()
-    w.rep, w.recovered, w.wepoch = REPLICA, True, 5
-    w.job_lanes = {"job": {None}}
-    w.queue.add("job", NOW)
+    w.member.rep, w.writer.recovered, w.writer.wepoch = REPLICA, True, 5
+    w.engine.job_lanes = {"job": {None}}
+    w.engine.queue.add("job", NOW)
     return w
 
 
@@ -731,13 +742,11 @@ _SHARED_WIRE = [HealthCheck.function_scoped_fixture]
 @given(
     st.lists(
         st.one_of(
-            messages(sched.INFOS),
-            messages(sched.REPLICA_CALLS, "$sr"),
-            messages(sched.CLIENT_CALLS, "$sc"),
+            messages(smsg.INFOS),
+            messages(smsg.REPLICA_CALLS, "$sr"),
+            messages(smsg.CLIENT_CALLS, "$sc"),
             # the holder's own timers (its generation is 1) and a manual run of its job
-            st.sampled_from(sched.INFOS.shapes["$sched"].fields[0].values).map(
-                lambda op: ("$sched", op, 1)
-            ),
+            st.sampled_from(sched.TIMER_KINDS).map(lambda kind: sched._Timer(kind, 1)),
             fitting(datetime).map(lambda at: ("$sc", "run", "job", at)),
         ),
         min_size=1,
@@ -750,7 +759,7 @@ def test_a_scheduler_process_takes_any_message_that_fits(
     wire.answers = {"apply": {"ok": True, "synced": True}, "state": {"running": []}}
     w = a_busy_holder()
     for msg in msgs:
-        if msg[0] in ("$sr", "$sc"):
+        if isinstance(msg, tuple) and msg[0] in ("$sr", "$sc"):
             w.handle_request(msg, None)
         else:
             w.handle_info(msg)

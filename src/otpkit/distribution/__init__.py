@@ -30,6 +30,7 @@ __all__ = [
     "monitor_nodes",
     "nodes",
     "register_service",
+    "versions",
 ]
 
 # the internal surface (see the module's docstring)
@@ -66,6 +67,14 @@ def _ask(request: tuple[Any, ...], timeout: float) -> Any:
 def nodes(timeout: float = 5.0) -> list[str]:
     """The names of the (visible) nodes this node is connected to."""
     result: list[str] = _ask(("nodes",), timeout)
+    return result
+
+
+def versions(timeout: float = 5.0) -> dict[str, int]:
+    """The dist protocol each connected (visible) node speaks, by name: a process that
+    sends a message a node of the previous release does not know asks this first (a
+    rolling update mixes the two; see ``PROTOCOL_VERSION``)."""
+    result: dict[str, int] = _ask(("versions",), timeout)
     return result
 
 

@@ -25,6 +25,7 @@ CALLS = shapes.Protocol(
     "dist call",
     shapes.Shape("nodes"),
     shapes.Shape("hidden_nodes"),
+    shapes.Shape("versions"),
     shapes.Shape("port"),
     shapes.Shape("connect", (_NODE, _HOST, _PORT)),
     shapes.Shape("set_known", (shapes.Map(shapes.ANY, shapes.ANY, 100_000),)),
@@ -85,6 +86,8 @@ class Dist(Actor):
             return core.command(core.nodes)
         if op == "hidden_nodes":
             return core.command(core.hidden_nodes)
+        if op == "versions":
+            return core.command(core.versions)
         if op == "port":
             return core.port
         if op == "connect":

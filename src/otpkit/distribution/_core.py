@@ -84,8 +84,6 @@ _MAX_UNPROVEN = 64
 _RECV_SIZE = 65536
 #: Connections taken from the listening socket per readiness event.
 _ACCEPTS_PER_EVENT = 64
-#: Dials back to protocol 2 nodes under way at once (see _handshake).
-_MAX_DIAL_BACKS = 16
 #: Witness connections a node accepts at once (each holds one socket and no buffer).
 _MAX_WITNESSES = 1024
 #: A version refusal is logged once per peer and version in this many seconds (a refused
@@ -96,9 +94,11 @@ _VERSION_LOG_EVERY = 60.0
 
 @dataclass(frozen=True)
 class NodeUp:
-    """``monitor_nodes`` message: a connection to ``node`` is up."""
+    """``monitor_nodes`` message: a connection to ``node`` is up; ``version`` is the dist
+    protocol it speaks (what its processes understand: see ``dist.versions``)."""
 
     node: str
+    version: int = 0
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,6 @@ class _PeerConn:
     hidden: bool = False
     listen: tuple[str, int] | None = None  # where the peer accepts connections
     handshake: _handshake.Dialer | _handshake.Acceptor | None = None
-    dial_back: bool = False  # a dial back to a protocol 2 node (see _handshake)
     received: int = 0  # bytes received before the peer proved the cookie
     wbuf: bytearray = field(default_factory=bytearray)
     last_rx: float = 0.0
@@ -234,9 +233,6 @@ class DistCore:
         # earlier incarnation of either is stale once a later one is linked here
         self._pending_lost: dict[tuple[str, str], tuple[float, int, int]] = {}
         self._dialing: dict[str, _PeerConn] = {}
-        # dials back to protocol 2 nodes (see _dial_back), by the address dialled: the
-        # name comes from an unproven hello, so they are never this node's dial to it
-        self._dial_backs: dict[tuple[str, int], _PeerConn] = {}
         self._next_dial: dict[str, float] = {}
         self._waiting: dict[str, deque[tuple[Any, ...]]] = {}
         self._subscribers: set[Pid] = set()
@@ -322,6 +318,9 @@ class DistCore:
 
     def hidden_nodes(self) -> list[str]:
         return sorted(n for n, p in self._peers.items() if p.hidden)
+
+    def versions(self) -> dict[str, int]:
+        return {n: p.version for n, p in self._peers.items() if not p.hidden}
 
     def connect(self, name: str, host: str, port: int) -> None:
         if name == self.node.name:
@@ -500,11 +499,9 @@ class DistCore:
 
     # ------------------------------------------------------------------ TCP peers
 
-    def _dial(self, name: str, addr: tuple[str, int], dial_back: bool = False) -> None:
-        """Dial ``name`` at ``addr``: this node's dial to it (in ``_dialing``), or with
-        ``dial_back`` a dial back to a protocol 2 node (in ``_dial_backs`` only)."""
-        if not dial_back:
-            self._next_dial[name] = time.monotonic() + self.config.redial_interval
+    def _dial(self, name: str, addr: tuple[str, int]) -> None:
+        """Dial ``name`` at ``addr`` (in ``_dialing`` until it is up or fails)."""
+        self._next_dial[name] = time.monotonic() + self.config.redial_interval
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
         try:
@@ -516,17 +513,12 @@ class DistCore:
             err = -1
         if err not in (0, errno.EINPROGRESS):
             sock.close()
-            if not dial_back:
-                self._fail_waiting(name)
+            self._fail_waiting(name)
             return
         conn = _PeerConn(
             sock, addr, True, "connecting", self._decoder(), time.monotonic(), name=name
         )
-        conn.dial_back = dial_back
-        if dial_back:
-            self._dial_backs[addr] = conn
-        else:
-            self._dialing[name] = conn
+        self._dialing[name] = conn
         self._register_peer(conn, selectors.EVENT_WRITE)
 
     def _decoder(self) -> _codec.FrameDecoder:
@@ -589,11 +581,7 @@ class DistCore:
             conn.state = "handshake"
             assert conn.name is not None
             dialer = _handshake.Dialer(
-                self.config.cookie,
-                self.node.name,
-                self.node.creation,
-                conn.name,
-                acceptor_first=conn.dial_back,
+                self.config.cookie, self.node.name, self.node.creation, conn.name
             )
             conn.handshake = dialer
             self._send_peer(conn, dialer.hello(self.config.hidden, (self.config.host, self.port)))
@@ -840,13 +828,6 @@ class DistCore:
             # ack (before any proof: it only ends this connection)
             self._say_version(conn, _handshake.refused_by(name, own, exc.version), exc.version)
             self._drop(conn, f"refused for its protocol version ({exc.version})", logging.DEBUG)
-        elif exc.kind == "dial back":
-            # a protocol 2 node: it waits for this node's proof first, which an acceptor
-            # never gives; closed without a word, and dialled in its order instead
-            self._drop(conn, "speaks protocol 2: this node dials it", level=logging.DEBUG)
-            hs = conn.handshake
-            if isinstance(hs, _handshake.Acceptor) and hs.peer is not None:
-                self._dial_back(conn, hs.peer)
         elif exc.kind == "cookie":
             if not conn.outbound:
                 self._send_peer(conn, ("refuse", _handshake.BAD_COOKIE))
@@ -859,47 +840,18 @@ class DistCore:
         else:
             self._drop(conn, f"malformed frame {str(frame)[:80]}: {exc.detail}", logging.WARNING)
 
-    def _dial_back(self, conn: _PeerConn, hello: _handshake.PeerHello) -> None:
-        """Dial a protocol 2 node that dialled this one (see _handshake): at its listen
-        address only if that is the address it came from, never a hidden node (a shell,
-        a witness, a probe: they are not dialled), and in protocol 2's order only.
-
-        Not a node this node is linked to, dials or redials anyway (known, lost or
-        dropped: that dial meets a protocol 2 node in its order), nor a blocked one, nor
-        an address a dial back is under way to. The hello proves nothing, its name
-        least of all, so a dial back is kept apart from this node's dials
-        (``_dial_backs``): it never stops one, nor wins a simultaneous connect."""
-        name = hello.name
-        if (
-            self.config.hidden
-            or hello.hidden
-            or hello.listen[0] != conn.addr[0]
-            or not 0 < hello.listen[1] < 65536
-            or name == self.node.name
-            or name in self._peers
-            or name in self._dialing
-            or name in self._known
-            or name in self._lost
-            or name in self._dropped
-            or name in self._blocked
-            or hello.listen in self._dial_backs
-            or len(self._dial_backs) >= _MAX_DIAL_BACKS
-        ):
-            return
-        self._dial(name, hello.listen, dial_back=True)
-
     def _say_version(self, conn: _PeerConn, line: str, version: int) -> None:
         """Log a version refusal at WARNING once per peer and version every
         ``_VERSION_LOG_EVERY`` seconds (a refused node keeps redialling, and both sides
-        dial), else at DEBUG. For an accepted connection or a dial back, whose name an
-        unproven hello chose, also at most once a minute per address, with the other
+        dial), else at DEBUG. For an accepted connection, whose name an unproven hello
+        chose, also at most once a minute per address, with the other
         failures before authentication (``_failures``)."""
         now = time.monotonic()
         key = (str(conn.name), version)
         last = self._version_logged.get(key)
         loud = last is None or now - last >= _VERSION_LOG_EVERY
         more = ""
-        if loud and (not conn.outbound or conn.dial_back):
+        if loud and not conn.outbound:
             where = self._where(conn)
             since = self._failures.note(where, now)
             loud = since is not None
@@ -981,9 +933,7 @@ class DistCore:
                 self._send_peer(peer, frame)
 
     def _admit(self, conn: _PeerConn) -> str:
-        """Why this authenticated connection must not become the node's link, or ''.
-        (A dial back under way is not in ``_dialing``: it proved nothing, so it never
-        wins a simultaneous connect.)"""
+        """Why this authenticated connection must not become the node's link, or ''."""
         name = conn.name
         assert name is not None
         if name in self._blocked and not conn.hidden:
@@ -1014,8 +964,6 @@ class DistCore:
         conn.last_rx = conn.last_tx = time.monotonic()
         if self._dialing.get(name) is conn:
             del self._dialing[name]
-        if self._dial_backs.get(conn.addr) is conn:
-            del self._dial_backs[conn.addr]
         self._peers[name] = conn
         if conn.outbound:
             conn.listen = conn.addr
@@ -1038,7 +986,7 @@ class DistCore:
                     ],
                 ),
             )
-            self._notify(NodeUp(name))
+            self._notify(NodeUp(name, conn.version))
         log.info("%s: connected to %s%s", self.node.name, name, " (hidden)" if conn.hidden else "")
         for frame in self._waiting.pop(name, ()):
             self._send_peer(conn, frame)
@@ -1126,8 +1074,6 @@ class DistCore:
             return
         conn.closed = True
         self._unproven.pop(id(conn), None)
-        if self._dial_backs.get(conn.addr) is conn:
-            del self._dial_backs[conn.addr]
         self._conns.pop(conn.sock.fileno(), None)
         with contextlib.suppress(KeyError, ValueError):
             self._sel.unregister(conn.sock)

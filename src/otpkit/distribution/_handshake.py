@@ -2,7 +2,8 @@
 without I/O (:class:`Dialer`, :class:`Acceptor`), shared by the dist thread, the
 witnesses and the shell's probe.
 
-Protocol 3. Dialer A, acceptor B, one shared cookie; the dialer proves first:
+Protocols 3 and 4 (the same frames). Dialer A, acceptor B, one shared cookie; the
+dialer proves first:
 
 1. A -> B  ``("hello", name_a, creation_a, nonce_a, hidden_a, listen_a, version_a)``
 2. B -> A  ``("challenge", name_b, creation_b, nonce_b, None, version_b)``
@@ -35,19 +36,13 @@ its ack - and closes. A node accepts its own version, the previous one, and any 
 consecutive releases interoperate and a rolling update keeps the cluster whole. Fields
 after the version are ignored: a later protocol may append some.
 
-**Protocol 2**, the release before this one, has the acceptor prove first (its challenge
-carries ``proof_b``, its ``ok`` none). Between the two the protocol 3 side dials
-(:func:`hello_answer`): a protocol 3 acceptor closes a protocol 2 hello without a word (the
-protocol 2 dialer logs a closed connection and dials again later; a ``refuse`` would make
-it log a version refusal) and dials that node back itself - only at the hello's listen
-address, only if its host is the address the hello came from, and only in protocol 2's
-order (:class:`Dialer` with ``acceptor_first``: the node dialled must prove first, so an
-unproven hello cannot make this node hand its proof to an address of the caller's
-choosing). A node it links to or dials anyway is not dialled back (its own dial meets a
-protocol 2 node in protocol 2's order), and a dial back is not this node's dial to the
-name the hello gave (the caller has proved nothing): it never holds up that node's own
-dials, either way. A protocol 3 dialer that meets a protocol 2 challenge follows protocol
-2's order (:func:`dialer_order`).
+Protocol 4 changed no frame of the handshake (its processes send messages protocol 3
+nodes do not know: see ``dist.versions``), so a protocol 3 node and a protocol 4 node
+shake hands as two protocol 3 nodes do, whichever dials. **Protocol 2** had the acceptor
+prove first (its challenge carried ``proof_b``); it is two behind protocol 4 and refused
+as any older protocol is: its hello gets the version refusal, its challenge this side's
+``refuse`` instead of an ack, so neither side sends a proof. (Protocol 3 closed a protocol
+2 hello and dialled its node back in protocol 2's order; protocol 4 has no such path.)
 """
 
 from __future__ import annotations
@@ -65,15 +60,12 @@ NONCE_LEN = 32
 
 #: The dist protocol this code speaks. Raise it with any change of what crosses a dist
 #: link; the next release then still talks to this one (see :func:`accepts_version`).
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 #: What a hello without a version speaks: the release before protocol versions.
 UNVERSIONED = 1
 #: The oldest protocol whose nodes can take part in a rolling update: the first one
 #: whose hello names its version (protocol 1 nodes cannot parse the versioned hello).
 FIRST_VERSIONED = 2
-#: The first protocol in which the dialer proves first (protocol 2's acceptor proves in
-#: its challenge).
-DIALER_FIRST = 3
 #: A version field at or above this is malformed (it is packed in 4 bytes).
 _MAX_VERSION = 1 << 32
 #: The hello's ``hidden`` of a witness dial and of the shell's probe.
@@ -151,9 +143,7 @@ def check(expected: bytes, got: object) -> bool:
 
 def wins_duplicate(own_name: str, peer_name: str) -> bool:
     """Both nodes dialled each other at once: the connection dialled by the node with the
-    smaller name is kept. True if this node's own dial is the one to keep. (A protocol 2
-    node's dial never reaches this: a protocol 3 acceptor closes it, so the link between
-    the two is always the one the protocol 3 node dialled.)"""
+    smaller name is kept. True if this node's own dial is the one to keep."""
     return own_name < peer_name
 
 
@@ -184,29 +174,6 @@ def accepts_version(own: int, peer: int) -> bool:
     one (that side decides whether it can still talk to this one). Anything older is
     refused: its release needs a full restart."""
     return peer >= oldest_accepted(own)
-
-
-def hello_answer(own: int, theirs: int) -> str:
-    """What an acceptor speaking ``own`` answers a hello naming protocol ``theirs``:
-    ``"challenge"`` (the dialer proves first), ``"refuse"`` (a version refusal: nothing
-    in it depends on the cookie) or ``"dial back"`` (a protocol 2 dialer, which waits
-    for the acceptor's proof: close, and dial it in its own order)."""
-    if not accepts_version(own, theirs):
-        return "refuse"
-    if theirs < DIALER_FIRST:
-        return "dial back"
-    return "challenge"
-
-
-def dialer_order(own: int, theirs: int) -> str:
-    """In which order a dialer speaking ``own`` goes on after a challenge naming
-    ``theirs``: ``"refuse"`` (a version it does not talk to), ``"acceptor first"``
-    (protocol 2: the challenge carries the acceptor's proof) or ``"dialer first"``."""
-    if not accepts_version(own, theirs):
-        return "refuse"
-    if theirs < DIALER_FIRST:
-        return "acceptor first"
-    return "dialer first"
 
 
 def spoken(own: int) -> str:
@@ -257,9 +224,7 @@ class HandshakeError(Exception):
       ``send`` is the ``refuse`` frame to send before closing;
     - ``"refused version"``: the peer refused this side's protocol (``version``: the
       peer's);
-    - ``"refused"``: the peer refused after the proofs (``detail``: its reason);
-    - ``"dial back"``: a protocol 2 hello (the acceptor closes it and dials back);
-    - ``"order"``: a node dialled back answered in another order than protocol 2's.
+    - ``"refused"``: the peer refused after the proofs (``detail``: its reason).
     """
 
     def __init__(
@@ -318,7 +283,10 @@ def parse_hello(frame: tuple[Any, ...]) -> PeerHello:
 class Acceptor:
     """The accepting side: :meth:`on_hello` with the first frame, :meth:`on_ack` with
     the second; then :meth:`ok` is the frame that proves this side, to send once the
-    caller decided to keep the connection (else ``("refuse", reason)``)."""
+    caller decided to keep the connection (else ``("refuse", reason)``).
+
+    ``own`` is the protocol this side names: :data:`PROTOCOL_VERSION`, or in tests the
+    previous one (protocol 3: the same frames in the same order)."""
 
     def __init__(self, cookie: bytes, name: str, creation: int, own: int = PROTOCOL_VERSION):
         self.cookie, self.name, self.creation, self.own = cookie, name, creation, own
@@ -326,16 +294,13 @@ class Acceptor:
         self.peer: PeerHello | None = None
 
     def on_hello(self, frame: tuple[Any, ...]) -> tuple[Any, ...]:
-        """The challenge to send; :class:`HandshakeError` for a bad hello, a version
-        refusal (its ``send``) or a protocol 2 dialer (``"dial back"``)."""
+        """The challenge to send; :class:`HandshakeError` for a bad hello or a version
+        refusal (its ``send``: nothing in it depends on the cookie)."""
         peer = parse_hello(frame)
         self.peer = peer
-        answer = hello_answer(self.own, peer.version)
-        if answer == "refuse":
+        if not accepts_version(self.own, peer.version):
             refuse = ("refuse", refusal_reason(self.own, peer.version), self.own)
             raise HandshakeError("version", "protocol refused", peer.version, refuse)
-        if answer == "dial back":
-            raise HandshakeError("dial back", "speaks protocol 2", peer.version)
         self.nonce = new_nonce()
         return ("challenge", self.name, self.creation, self.nonce, None, self.own)
 
@@ -380,9 +345,8 @@ class Dialer:
     """The dialing side: :meth:`hello` first; then :meth:`on_frame` with each frame of
     the acceptor until it returns ``(frame to send or None, True)``: the link is up.
 
-    ``peer`` is the node name dialled (None: any node, the shell's probe).
-    ``acceptor_first`` (a dial back to a protocol 2 node that dialled this one) goes on
-    only in protocol 2's order: this side's proof goes only to a node that proved first.
+    ``peer`` is the node name dialled (None: any node, the shell's probe); ``own`` as
+    :class:`Acceptor`'s.
     """
 
     def __init__(
@@ -392,13 +356,11 @@ class Dialer:
         creation: int,
         peer: str | None,
         own: int = PROTOCOL_VERSION,
-        acceptor_first: bool = False,
     ) -> None:
         self.cookie, self.name, self.creation, self.own = cookie, name, creation, own
-        self.peer, self.acceptor_first = peer, acceptor_first
+        self.peer = peer
         self.nonce = new_nonce()
         self.stage = "challenge"  # the frame awaited: challenge, then ok
-        self.order = ""
         self.proven = False  # the acceptor proved it holds the cookie
         self.peer_name = ""
         self.peer_creation = 0
@@ -445,9 +407,7 @@ class Dialer:
         if self.stage == "challenge" and kind == "challenge":
             return self._on_challenge(frame), False
         if self.stage == "ok" and kind == "ok":
-            if self.order == "dialer first" and (
-                len(frame) < 2 or not check(self._proof("acceptor"), frame[1])
-            ):
+            if len(frame) < 2 or not check(self._proof("acceptor"), frame[1]):
                 raise HandshakeError("cookie", "the peer's proof does not verify")
             self.stage, self.proven = "up", True
             return None, True
@@ -458,7 +418,7 @@ class Dialer:
     def _on_challenge(self, frame: tuple[Any, ...]) -> tuple[Any, ...]:
         if len(frame) < 5:
             raise HandshakeError("malformed", "bad challenge")
-        _, name, creation, nonce, acceptor_proof = frame[:5]
+        _, name, creation, nonce = frame[:4]
         try:
             version = version_of(frame, 5)
         except ValueError as exc:
@@ -472,20 +432,12 @@ class Dialer:
             raise HandshakeError("malformed", "bad challenge")
         if self.peer is not None and name != self.peer:
             raise HandshakeError("cookie", f"wrong node (answered as {name!r})")
-        order = dialer_order(self.own, version)
-        if order == "refuse":
+        if not accepts_version(self.own, version):
+            # a protocol 2 challenge carries the acceptor's proof: this side sends none
             refuse = ("refuse", refusal_reason(self.own, version), self.own)
             raise HandshakeError("version", "protocol refused", version, refuse)
-        if self.acceptor_first and order != "acceptor first":
-            raise HandshakeError(
-                "order", f"a dial back answered in protocol {version}'s order, not protocol 2's"
-            )
-        self.order, self.version = order, version
+        self.version = version
         self.peer_name, self.peer_creation, self.peer_nonce = name, _creation(creation), nonce
-        if order == "acceptor first":
-            if not check(self._proof("acceptor"), acceptor_proof):
-                raise HandshakeError("cookie", f"bad cookie or wrong node (answered as {name!r})")
-            self.proven = True
         self.stage = "ok"
         return ("ack", self._proof("dialer"))
 

@@ -18,8 +18,7 @@ class ProbeError(Exception):
 def probe_peer(host: str, port: int, cookie: bytes, timeout: float = 3.0) -> str:
     """The node name that listens at ``host:port``, once it proved it holds ``cookie``:
     the dist handshake with the hello's ``hidden`` set to ``"probe"`` (this side proves
-    first, then the node; a node of protocol 2 proves in its challenge, and the probe
-    stops there), then a close. Nothing is admitted on the node's side: it closes the
+    first, then the node), then a close. Nothing is admitted on the node's side: it closes the
     connection once it has proved itself.
 
     Raises:
@@ -33,13 +32,7 @@ def probe_peer(host: str, port: int, cookie: bytes, timeout: float = 3.0) -> str
             me = f"probe-{os.getpid()}@{sock.getsockname()[0]}"
             dialer = _handshake.Dialer(cookie, me, 1, None)
             try:
-                _witness.handshake(
-                    sock,
-                    dialer,
-                    _handshake.PROBE,
-                    (sock.getsockname()[0], 0),
-                    until_proven=True,
-                )
+                _witness.handshake(sock, dialer, _handshake.PROBE, (sock.getsockname()[0], 0))
             except _handshake.HandshakeError as exc:
                 peer = dialer.peer_name
                 where = f"{peer} at {host}:{port}" if peer else f"{host}:{port}"

@@ -71,12 +71,10 @@ def handshake(
     dialer: _handshake.Dialer,
     hidden: bool | str,
     listen: tuple[str, int],
-    until_proven: bool = False,
 ) -> _codec.FrameDecoder:
     """The dist handshake of ``dialer`` on the blocking, connected ``sock``: returns once
-    the link is up (with ``until_proven``: as soon as the acceptor proved it holds the
-    cookie, which a protocol 2 acceptor does before this side's proof), with the decoder
-    holding what the peer sent after. Raises :class:`~._handshake.HandshakeError`
+    the link is up (the acceptor proved it holds the cookie), with the decoder holding
+    what the peer sent after. Raises :class:`~._handshake.HandshakeError`
     (after sending its ``refuse`` frame, if any), Closed, OSError or ProtocolError."""
     sock.sendall(_codec.encode_frame(dialer.hello(hidden, listen)))
     decoder = _codec.FrameDecoder(4096, plain=True)
@@ -89,8 +87,6 @@ def handshake(
                 with contextlib.suppress(OSError):
                     sock.sendall(_codec.encode_frame(exc.send))
             raise
-        if until_proven and dialer.proven:
-            return decoder
         if send is not None:
             sock.sendall(_codec.encode_frame(send))
         if up:

@@ -2,24 +2,31 @@
 
 :func:`Scheduler` (``_scheduler``) is the child spec of the cluster's scheduler (a
 Singleton with a replica and a task pool on every node); the runtime API (``_client``:
-``add_job``, ``run_job``, ...) works from any process of any node.
+``add_job``, ``run_job``, ...) works from any process of any node; a subscriber gets
+each :class:`JobEvent` (``_events``). This module exports that API only.
 
-The decisions are pure functions of plain values (no processes, no clock):
+The parts inside, each importable from its private module:
 
 * :class:`Schedule` (``_schedule``): a cron expression in a time zone and its fire
   times in UTC, with Vixie cron's daylight-saving rule.
-* :func:`plan_misfires` (``_plan``): after a gap, which due ticks run and which are
+* ``plan_misfires`` (``_plan``): after a gap, which due ticks run and which are
   reported missed, per the job's misfire policy; ticks only move forward.
-* :class:`FireQueue` (``_queue``): the next fire time of each job, in a heap.
+* ``FireQueue`` (``_queue``): the next fire time of each job, in a heap.
 * :class:`Job` (``_job``): a job's fields, each checked when it is made.
 * the run ledger (``_ledger``): per job and node the highest claimed tick and the open
-  claims, fenced by epoch; replicas merged by the newest stamped lane.
-* :class:`Store` (``_store``): SQLite for runtime jobs and the ledger; a corrupt or
-  unknown file is reported, never replaced.
+  claims with their attempts, fenced by epoch; replicas merged by the newest stamped
+  lane (``_replica``); retries (``_retry``) and the run history (``_history``).
+* ``Store`` (``_store``): SQLite for runtime jobs and the ledger; a corrupt or unknown
+  file is reported, never replaced.
+* the scheduler's process (``_scheduler.SchedulerWorker``) and its parts: the messages
+  (``_messages``), the majority replication (``_replication``), the tick engine
+  (``_engine``), the finish tracker (``_finishes``), the events (``_events``) and the
+  runtime API's server (``_api``); the task pool (``_pool``).
 """
 
 from __future__ import annotations
 
+from otpkit.errors import SchedulerUnavailable, UnknownJob
 from otpkit.scheduler._client import (
     activate_job,
     add_job,
@@ -27,103 +34,48 @@ from otpkit.scheduler._client import (
     delete_all_jobs,
     delete_job,
     find_job,
+    history,
     jobs,
     run_job,
     subscribe,
     unsubscribe,
 )
 from otpkit.scheduler._context import RunInfo, current_run
-from otpkit.scheduler._job import RUN_STRATEGIES, STATES, InvalidJob, Job, load_task, task_ref
-from otpkit.scheduler._ledger import (
-    LEDGER_FORMAT,
-    OUTCOMES,
-    ClaimKey,
-    Lane,
-    LaneUpdate,
-    Ledger,
-    LedgerError,
-    accept,
-    claim,
-    decode_ledger,
-    decode_update,
-    encode_ledger,
-    encode_update,
-    finish,
-    highest,
-    interrupted,
-    lane_update,
-    merge,
-    observe,
-    open_claims,
-)
-from otpkit.scheduler._plan import MISFIRE_POLICIES, MisfirePlan, MissedTicks, plan_misfires
-from otpkit.scheduler._queue import FireQueue
-from otpkit.scheduler._schedule import ALIASES, FIELDS, Schedule, ScheduleError
-from otpkit.scheduler._scheduler import (
-    DEFAULT_NAME,
-    EVENT_KINDS,
-    JobEvent,
-    Scheduler,
-    SchedulerWorker,
-    pick_nodes,
-)
-from otpkit.scheduler._store import SCHEMA_VERSION, Store, StoreError
+from otpkit.scheduler._events import EVENT_KINDS, JobEvent
+from otpkit.scheduler._job import RUN_STRATEGIES, STATES, InvalidJob, Job
+from otpkit.scheduler._messages import DEFAULT_NAME
+from otpkit.scheduler._plan import MISFIRE_POLICIES
+from otpkit.scheduler._schedule import ALIASES, Schedule, ScheduleError
+from otpkit.scheduler._scheduler import Scheduler
+from otpkit.scheduler._store import StoreError
 
 __all__ = [
     "ALIASES",
     "DEFAULT_NAME",
     "EVENT_KINDS",
-    "FIELDS",
-    "LEDGER_FORMAT",
     "MISFIRE_POLICIES",
-    "OUTCOMES",
     "RUN_STRATEGIES",
-    "SCHEMA_VERSION",
     "STATES",
-    "ClaimKey",
-    "FireQueue",
     "InvalidJob",
     "Job",
     "JobEvent",
-    "Lane",
-    "LaneUpdate",
-    "Ledger",
-    "LedgerError",
-    "MisfirePlan",
-    "MissedTicks",
     "RunInfo",
     "Schedule",
     "ScheduleError",
     "Scheduler",
-    "SchedulerWorker",
-    "Store",
+    "SchedulerUnavailable",
     "StoreError",
-    "accept",
+    "UnknownJob",
     "activate_job",
     "add_job",
-    "claim",
     "current_run",
     "deactivate_job",
-    "decode_ledger",
-    "decode_update",
     "delete_all_jobs",
     "delete_job",
-    "encode_ledger",
-    "encode_update",
     "find_job",
-    "finish",
-    "highest",
-    "interrupted",
+    "history",
     "jobs",
-    "lane_update",
-    "load_task",
-    "merge",
-    "observe",
-    "open_claims",
-    "pick_nodes",
-    "plan_misfires",
     "run_job",
     "subscribe",
-    "task_ref",
     "unsubscribe",
 ]

@@ -20,7 +20,22 @@ from otpkit.distribution import encode_term
 from otpkit.errors import CallTimeout, Exit, NodeError, SchedulerUnavailable, UnknownJob
 from otpkit.registry import whereis_name
 from otpkit.scheduler._job import InvalidJob, Job
-from otpkit.scheduler._scheduler import DEFAULT_NAME, replica_name
+from otpkit.scheduler._messages import (
+    DEFAULT_NAME,
+    ActivateJob,
+    AddJob,
+    ClientCall,
+    DeactivateJob,
+    DeleteAllJobs,
+    DeleteJob,
+    FindJob,
+    JobHistory,
+    ListJobs,
+    RunJob,
+    Subscribe,
+    encode,
+    replica_name,
+)
 
 __all__ = [
     "activate_job",
@@ -45,7 +60,8 @@ _ERRORS: dict[str, type[Exception]] = {
 }
 
 
-def _request(scheduler: str, request: tuple[Any, ...], timeout: float) -> Any:
+def _request(scheduler: str, msg: ClientCall, timeout: float) -> Any:
+    request = encode(msg)
     deadline = time.monotonic() + timeout
     last = "no holder of the scheduler's name"
     while True:
@@ -53,7 +69,7 @@ def _request(scheduler: str, request: tuple[Any, ...], timeout: float) -> Any:
         pid = whereis_name(scheduler)
         if pid is not None:
             try:
-                answer = actors.call(pid, ("$sc", *request), timeout=max(0.1, min(remaining, 10.0)))
+                answer = actors.call(pid, request, timeout=max(0.1, min(remaining, 10.0)))
             except (Exit, CallTimeout, NodeError) as exc:
                 last = f"the holder {pid} did not answer ({exc})"
             else:
@@ -77,39 +93,50 @@ def add_job(job: Job, scheduler: str = DEFAULT_NAME, timeout: float = 30.0) -> b
         encode_term(job.to_spec())
     except (TypeError, ValueError) as exc:
         raise InvalidJob(job.name, "args", job.args, f"values that can travel ({exc})") from exc
-    return bool(_request(scheduler, ("add", job.to_spec()), timeout))
+    return bool(_request(scheduler, AddJob(job.to_spec()), timeout))
 
 
 def delete_job(name: str, scheduler: str = DEFAULT_NAME, timeout: float = 30.0) -> bool:
     """Delete the job ``name``: True if it existed."""
-    return bool(_request(scheduler, ("delete", name), timeout))
+    return bool(_request(scheduler, DeleteJob(name), timeout))
 
 
 def delete_all_jobs(scheduler: str = DEFAULT_NAME, timeout: float = 30.0) -> int:
     """Delete every job; returns how many there were."""
-    return int(_request(scheduler, ("delete_all",), timeout))
+    return int(_request(scheduler, DeleteAllJobs(), timeout))
 
 
 def activate_job(name: str, scheduler: str = DEFAULT_NAME, timeout: float = 30.0) -> bool:
     """Let ``name`` fire again (its ticks are due from now on). Raises UnknownJob."""
-    return bool(_request(scheduler, ("activate", name), timeout))
+    return bool(_request(scheduler, ActivateJob(name), timeout))
 
 
 def deactivate_job(name: str, scheduler: str = DEFAULT_NAME, timeout: float = 30.0) -> bool:
     """Keep ``name`` but stop firing it. Raises UnknownJob."""
-    return bool(_request(scheduler, ("deactivate", name), timeout))
+    return bool(_request(scheduler, DeactivateJob(name), timeout))
 
 
 def find_job(name: str, scheduler: str = DEFAULT_NAME, timeout: float = 30.0) -> Job | None:
     """The job ``name``, or None."""
-    spec = _request(scheduler, ("find", name), timeout)
+    spec = _request(scheduler, FindJob(name), timeout)
     return None if spec is None else Job.from_spec(spec)
 
 
 def jobs(scheduler: str = DEFAULT_NAME, timeout: float = 30.0) -> list[dict[str, Any]]:
     """Every job with its state: the job's fields plus ``next_at``, ``last_run``,
     ``running``, ``origin`` (config or runtime) and ``holder`` (the scheduler's node)."""
-    result: list[dict[str, Any]] = _request(scheduler, ("jobs",), timeout)
+    result: list[dict[str, Any]] = _request(scheduler, ListJobs(), timeout)
+    return result
+
+
+def history(
+    name: str, scheduler: str = DEFAULT_NAME, timeout: float = 30.0
+) -> list[dict[str, Any]]:
+    """The last runs of job ``name`` (``Scheduler(history=..., history_days=...)``),
+    newest tick first: each ``{"job", "tick", "lane", "outcome", "node", "start",
+    "duration", "attempts", "error", "at"}`` (times aware, in UTC; ``error`` the
+    traceback's last lines of a failed run). A job never run, or unknown: ``[]``."""
+    result: list[dict[str, Any]] = _request(scheduler, JobHistory(name), timeout)
     return result
 
 
@@ -117,7 +144,7 @@ def run_job(name: str, scheduler: str = DEFAULT_NAME, timeout: float = 30.0) -> 
     """Run ``name`` now, once, on the node(s) its strategy picks (also when inactive).
     Returns the claimed run keys ``[job, at, node]``. Raises UnknownJob."""
     at = datetime.now(UTC)
-    result = _request(scheduler, ("run", name, at), timeout)
+    result = _request(scheduler, RunJob(name, at), timeout)
     return [] if result == "already" else list(result)
 
 
@@ -137,6 +164,6 @@ def unsubscribe(scheduler: str = DEFAULT_NAME, pid: Any = None, timeout: float =
 
 def _subscribe(scheduler: str, pid: Any, on: bool, timeout: float) -> None:
     target = pid or actors.self()
-    answer = actors.call(replica_name(scheduler), ("$sr", "subscribe", target, on), timeout)
+    answer = actors.call(replica_name(scheduler), encode(Subscribe(target, on)), timeout)
     if isinstance(answer, tuple) and len(answer) == 3 and answer[0] == "error":
         raise ValueError(f"scheduler {scheduler!r}: {answer[2]}")

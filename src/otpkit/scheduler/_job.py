@@ -21,6 +21,10 @@ from otpkit.scheduler._schedule import Schedule, load_zone
 __all__ = ["RUN_STRATEGIES", "STATES", "InvalidJob", "Job", "load_task", "task_ref"]
 
 STATES = ("active", "inactive")
+#: A job's ``backoff`` unless given: 1 s, doubling, at most 5 minutes.
+DEFAULT_BACKOFF = (1.0, 300.0)
+#: The most attempts a job may ask for per tick.
+MAX_ATTEMPTS = 100
 RUN_STRATEGIES = ("local", "random", "all")
 
 
@@ -115,6 +119,11 @@ class Job:
         misfire: ``"run_once"``, ``"run_all"`` or ``"skip"`` (see :func:`plan_misfires`).
         misfire_grace: seconds a tick may be late and still count as on time (>= 0).
         timeout: seconds a run may last before the pool stops it, or None for no limit.
+        max_attempts: attempts per tick (1: no retry). A failed attempt is retried when
+            its task raised, or timed out and its worker was killed; a run whose outcome
+            is unknown (its node lost or cut off) is ``interrupted`` and never retried.
+        backoff: ``(base, max)`` seconds: attempt ``n + 1`` waits a random time in
+            ``[d / 2, d]`` after attempt ``n`` failed, ``d = min(max, base * 2 ** (n - 1))``.
 
     Raises:
         InvalidJob: naming the job and the field with a bad value.
@@ -133,6 +142,8 @@ class Job:
     misfire: str
     misfire_grace: float
     timeout: float | None
+    max_attempts: int
+    backoff: tuple[float, float]
 
     def __init__(
         self,
@@ -148,6 +159,8 @@ class Job:
         misfire: str = "run_once",
         misfire_grace: float = 1.0,
         timeout: float | None = None,
+        max_attempts: int = 1,
+        backoff: Sequence[float] = DEFAULT_BACKOFF,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise InvalidJob(name, "name", name, "a non-empty string")
@@ -164,6 +177,8 @@ class Job:
             "misfire": _one_of(name, "misfire", misfire, MISFIRE_POLICIES),
             "misfire_grace": _grace(name, misfire_grace),
             "timeout": _timeout(name, timeout),
+            "max_attempts": _attempts(name, max_attempts),
+            "backoff": _backoff(name, backoff),
         }
         for field, value in values.items():
             object.__setattr__(self, field, value)
@@ -174,7 +189,7 @@ class Job:
 
     def to_spec(self) -> dict[str, Any]:
         """The job as plain values (for the wire and the store); :meth:`from_spec` back."""
-        return {
+        spec: dict[str, Any] = {
             "name": self.name,
             "schedule": self.schedule.expr,
             "task": self.task,
@@ -190,6 +205,13 @@ class Job:
             "misfire_grace": self.misfire_grace,
             "timeout": self.timeout,
         }
+        # left out at their defaults: the previous release reads such a spec back
+        # (its from_spec refuses fields it does not know)
+        if self.max_attempts != 1:
+            spec["max_attempts"] = self.max_attempts
+        if self.backoff != DEFAULT_BACKOFF:
+            spec["backoff"] = list(self.backoff)
+        return spec
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> Job:
@@ -275,3 +297,19 @@ def _timeout(name: str, value: Any) -> float | None:
     if not _seconds(value) or value <= 0:
         raise InvalidJob(name, "timeout", value, "None or a finite number of seconds > 0")
     return float(value)
+
+
+def _attempts(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ATTEMPTS:
+        raise InvalidJob(name, "max_attempts", value, f"an int in 1..{MAX_ATTEMPTS}")
+    return value
+
+
+def _backoff(name: str, value: Any) -> tuple[float, float]:
+    expected = "(base, max) seconds, finite, 0 < base <= max <= 86400"
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or len(value) != 2:
+        raise InvalidJob(name, "backoff", value, expected)
+    base, cap = value
+    if not (_seconds(base) and _seconds(cap) and 0 < base <= cap <= 86_400):
+        raise InvalidJob(name, "backoff", value, expected)
+    return (float(base), float(cap))

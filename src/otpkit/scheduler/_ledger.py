@@ -78,6 +78,7 @@ __all__ = [
     "LedgerError",
     "accept",
     "accept_all",
+    "attempt_of",
     "claim",
     "claim_all",
     "decode_ledger",
@@ -92,6 +93,8 @@ __all__ = [
     "merge",
     "observe",
     "open_claims",
+    "retry_all",
+    "start_all",
     "to_utc",
 ]
 
@@ -105,6 +108,8 @@ LEDGER_FORMAT = 1
 #: member): 2**62 - 1, so a holder's next era and sequence number still fit the 64-bit
 #: integers of msgpack and SQLite.
 MAX_STAMP = (1 << 62) - 1
+#: The highest attempt number a ledger takes.
+MAX_ATTEMPT = 1000
 
 #: A lane: a job, and the node for run strategy ``"all"`` (else None).
 LaneKey = tuple[str, str | None]
@@ -137,11 +142,17 @@ class Lane:
         high: the highest tick ever claimed in the lane (UTC).
         open: the open claims, ``(tick, epoch claimed under)``, oldest tick first.
         stamp: ``(epoch, seq)`` of the write that made this record.
+        tries: the attempts of open claims past their first (a job with
+            ``max_attempts``): ``(tick, attempt, retry_at)``, oldest tick first.
+            ``retry_at`` set: attempt ``attempt`` failed and the next one is due then,
+            not started; None: attempt ``attempt`` was started. An open claim without
+            an entry is at its first attempt (see :func:`attempt_of`).
     """
 
     high: datetime
     open: tuple[tuple[datetime, int], ...]
     stamp: Stamp
+    tries: tuple[tuple[datetime, int, datetime | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -250,7 +261,7 @@ def claim(state: Ledger, key: ClaimKey | tuple[Any, ...], epoch: int) -> tuple[L
     elif key.at <= lane.high:
         return state, False
     else:
-        new = Lane(key.at, (*lane.open, (key.at, epoch)), (epoch, lane.stamp[1] + 1))
+        new = Lane(key.at, (*lane.open, (key.at, epoch)), (epoch, lane.stamp[1] + 1), lane.tries)
     return _with_lane(state, key.lane, new, epoch), True
 
 
@@ -277,7 +288,7 @@ def finish(
     still_open = tuple(claimed for claimed in lane.open if claimed[0] != key.at)
     if len(still_open) == len(lane.open):
         return state, False
-    new = Lane(lane.high, still_open, (epoch, lane.stamp[1] + 1))
+    new = Lane(lane.high, still_open, (epoch, lane.stamp[1] + 1), _drop_try(lane, key.at))
     return _with_lane(state, key.lane, new, epoch), True
 
 
@@ -304,7 +315,7 @@ def claim_all(
             continue
         else:
             lanes[key.lane] = Lane(
-                key.at, (*lane.open, (key.at, epoch)), (epoch, lane.stamp[1] + 1)
+                key.at, (*lane.open, (key.at, epoch)), (epoch, lane.stamp[1] + 1), lane.tries
             )
         done.append(key)
     return (Ledger(max(state.epoch, epoch), lanes), done) if done else (state, [])
@@ -331,9 +342,81 @@ def finish_all(
         still_open = tuple(claimed for claimed in lane.open if claimed[0] != key.at)
         if len(still_open) == len(lane.open):
             continue
-        lanes[key.lane] = Lane(lane.high, still_open, (epoch, lane.stamp[1] + 1))
+        lanes[key.lane] = Lane(
+            lane.high, still_open, (epoch, lane.stamp[1] + 1), _drop_try(lane, key.at)
+        )
         done.append(key)
     return (Ledger(max(state.epoch, epoch), lanes), done) if done else (state, [])
+
+
+def _drop_try(lane: Lane, tick: datetime) -> tuple[tuple[datetime, int, datetime | None], ...]:
+    return tuple(t for t in lane.tries if t[0] != tick)
+
+
+def attempt_of(lane: Lane, tick: datetime) -> tuple[int, datetime | None]:
+    """The open claim ``tick``'s attempt and when its next attempt is due: ``(1, None)``
+    for a claim at its first attempt (or one whose lane came from a copy of the previous
+    release, which keeps no attempts)."""
+    for at, attempt, retry_at in lane.tries:
+        if at == tick:
+            return attempt, retry_at
+    return 1, None
+
+
+def retry_all(
+    state: Ledger, items: Iterable[tuple[ClaimKey, int, datetime]], epoch: int
+) -> tuple[Ledger, list[ClaimKey]]:
+    """Attempt ``attempt`` of each open claim failed and may be retried: record that
+    the next attempt is due at ``retry_at`` (not started). Returns the keys taken: a
+    claim not open, at another attempt or already waiting is left out; under an epoch
+    below the state's, nothing is taken. The claim stays open: the tick keeps one run."""
+    epoch = _epoch(epoch)
+    checked = [(_key(key), _attempt(attempt), to_utc(at, "retry_at")) for key, attempt, at in items]
+    if epoch < state.epoch:
+        return state, []
+    lanes = dict(state.lanes)
+    done: list[ClaimKey] = []
+    for key, attempt, retry_at in checked:
+        lane = lanes.get(key.lane)
+        if lane is None or all(tick != key.at for tick, _ in lane.open):
+            continue
+        if attempt_of(lane, key.at) != (attempt, None):
+            continue
+        tries = tuple(sorted((*_drop_try(lane, key.at), (key.at, attempt, retry_at))))
+        lanes[key.lane] = Lane(lane.high, lane.open, (epoch, lane.stamp[1] + 1), tries)
+        done.append(key)
+    return (Ledger(max(state.epoch, epoch), lanes), done) if done else (state, [])
+
+
+def start_all(
+    state: Ledger, items: Iterable[tuple[ClaimKey, int]], epoch: int
+) -> tuple[Ledger, list[ClaimKey]]:
+    """Claim attempt ``attempt`` of each open claim whose attempt ``attempt - 1`` is
+    waiting for its retry (:func:`retry_all`): fenced like a claim, written before the
+    attempt is sent. Returns the keys taken (others are left out)."""
+    epoch = _epoch(epoch)
+    checked = [(_key(key), _attempt(attempt)) for key, attempt in items]
+    if epoch < state.epoch:
+        return state, []
+    lanes = dict(state.lanes)
+    done: list[ClaimKey] = []
+    for key, attempt in checked:
+        lane = lanes.get(key.lane)
+        if lane is None:
+            continue
+        previous, retry_at = attempt_of(lane, key.at)
+        if retry_at is None or previous != attempt - 1:
+            continue
+        tries = tuple(sorted((*_drop_try(lane, key.at), (key.at, attempt, None))))
+        lanes[key.lane] = Lane(lane.high, lane.open, (epoch, lane.stamp[1] + 1), tries)
+        done.append(key)
+    return (Ledger(max(state.epoch, epoch), lanes), done) if done else (state, [])
+
+
+def _attempt(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ATTEMPT:
+        raise ValueError(f"attempt {value!r}: expected an int in 1..{MAX_ATTEMPT}")
+    return value
 
 
 def accept_all(state: Ledger, updates: Iterable[LaneUpdate]) -> tuple[Ledger, bool]:
@@ -450,7 +533,9 @@ def accept(state: Ledger, update: LaneUpdate) -> tuple[Ledger, bool]:
 def merge(states: Iterable[Ledger]) -> Ledger:
     """The ledger a new holder starts from, given the copies of a majority of members.
 
-    Per lane, the copy with the highest stamp (ties: the first given); the highest epoch
+    Per lane, the copy with the highest stamp (ties: the first given, unless a later one
+    keeps attempts the first lacks: a member of the previous release stores a write
+    without them); the highest epoch
     of all copies. Why this keeps every accepted claim and finish: see the module's
     docstring.
 
@@ -464,7 +549,12 @@ def merge(states: Iterable[Ledger]) -> Ledger:
     for copy in copies:
         for lane_key, lane in copy.lanes.items():
             best = lanes.get(lane_key)
-            if best is None or lane.stamp > best.stamp:
+            # the same stamp from a member of the previous release lacks the attempts
+            if (
+                best is None
+                or lane.stamp > best.stamp
+                or (lane.stamp == best.stamp and len(lane.tries) > len(best.tries))
+            ):
                 lanes[lane_key] = lane
     return Ledger(max(copy.epoch for copy in copies), lanes)
 
@@ -476,38 +566,43 @@ def _time(at: datetime) -> str:
     return at.isoformat()
 
 
-def _encode_lane(job: str, node: str | None, lane: Lane) -> list[Any]:
-    return [
-        job,
-        node,
-        _time(lane.high),
-        [[_time(tick), epoch] for tick, epoch in lane.open],
-        lane.stamp[0],
-        lane.stamp[1],
-    ]
+def _encode_lane(job: str, node: str | None, lane: Lane, compat: bool = False) -> list[Any]:
+    tries = {} if compat else {tick: (n, at) for tick, n, at in lane.tries}
+    opened: list[list[Any]] = []
+    for tick, epoch in lane.open:
+        item: list[Any] = [_time(tick), epoch]
+        if tick in tries:
+            attempt, retry_at = tries[tick]
+            item += [attempt, None if retry_at is None else _time(retry_at)]
+        opened.append(item)
+    return [job, node, _time(lane.high), opened, lane.stamp[0], lane.stamp[1]]
 
 
-def encode_ledger(state: Ledger) -> dict[str, Any]:
+def encode_ledger(state: Ledger, compat: bool = False) -> dict[str, Any]:
     """``state`` as plain values (msgpack- and JSON-able), for storage and replication.
 
     The form: ``{"format": 1, "epoch": int, "lanes": [lane, ...]}``, each lane
     ``[job, node or None, high, [[tick, epoch], ...], stamp_epoch, stamp_seq]`` with times
     as ISO 8601 strings in UTC (``2026-01-01T10:00:00+00:00``), lanes sorted by job and
-    node.
+    node. An open claim past its first attempt is ``[tick, epoch, attempt, retry_at or
+    None]``; ``compat`` leaves that out (the form the previous release reads: it takes
+    two-item open claims only).
     """
     return {
         "format": LEDGER_FORMAT,
         "epoch": state.epoch,
         "lanes": [
-            _encode_lane(job, node, state.lanes[(job, node)])
+            _encode_lane(job, node, state.lanes[(job, node)], compat)
             for job, node in sorted(state.lanes, key=_order)
         ],
     }
 
 
-def encode_update(update: LaneUpdate) -> dict[str, Any]:
-    """``update`` as plain values: ``{"format": 1, "lane": lane}`` (lane as in a ledger)."""
-    return {"format": LEDGER_FORMAT, "lane": _encode_lane(update.job, update.node, update.lane)}
+def encode_update(update: LaneUpdate, compat: bool = False) -> dict[str, Any]:
+    """``update`` as plain values: ``{"format": 1, "lane": lane}`` (lane as in a ledger;
+    ``compat`` as in :func:`encode_ledger`)."""
+    lane = _encode_lane(update.job, update.node, update.lane, compat)
+    return {"format": LEDGER_FORMAT, "lane": lane}
 
 
 def _decode_time(value: Any, where: str) -> datetime:
@@ -543,20 +638,34 @@ def _decode_lane(value: Any, where: str) -> tuple[LaneKey, Lane]:
     if not isinstance(opened, list | tuple):
         raise LedgerError(f"{where} open: {opened!r}, expected a list of [tick, epoch]")
     claims: list[tuple[datetime, int]] = []
+    tries: list[tuple[datetime, int, datetime | None]] = []
     for item in opened:
-        if not isinstance(item, list | tuple) or len(item) != 2:
-            raise LedgerError(f"{where} open claim: {item!r}, expected [tick, epoch]")
+        if not isinstance(item, list | tuple) or len(item) not in (2, 4):
+            raise LedgerError(
+                f"{where} open claim: {item!r}, expected [tick, epoch] or "
+                "[tick, epoch, attempt, retry_at]"
+            )
         tick = _decode_time(item[0], f"{where} open claim")
         if tick > high_at or (claims and tick <= claims[-1][0]):
             raise LedgerError(
                 f"{where} open claim {item[0]!r}: expected ticks ascending and <= high {high!r}"
             )
         claims.append((tick, _decode_int(item[1], f"{where} open claim epoch", 0)))
+        if len(item) == 4:
+            attempt = item[2]
+            if isinstance(attempt, bool) or not isinstance(attempt, int):
+                raise LedgerError(f"{where} open claim attempt: {attempt!r}, expected an int")
+            if not 1 <= attempt <= MAX_ATTEMPT:
+                raise LedgerError(
+                    f"{where} open claim attempt: {attempt!r}, expected 1..{MAX_ATTEMPT}"
+                )
+            retry_at = None if item[3] is None else _decode_time(item[3], f"{where} retry_at")
+            tries.append((tick, attempt, retry_at))
     stamp = (
         _decode_int(stamp_epoch, f"{where} stamp epoch", 0),
         _decode_int(stamp_seq, f"{where} stamp seq", 1),
     )
-    return (job, node), Lane(high_at, tuple(claims), stamp)
+    return (job, node), Lane(high_at, tuple(claims), stamp, tuple(tries))
 
 
 def _check_format(value: Any, what: str, fields: tuple[str, ...]) -> Mapping[str, Any]:

@@ -16,10 +16,12 @@ knows whose task pool to ask whether the run is still alive.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from otpkit.scheduler import _history
+from otpkit.scheduler._history import RunRecord
 from otpkit.scheduler._ledger import (
     LEDGER_FORMAT,
     MAX_STAMP,
@@ -82,6 +84,8 @@ class Replica:
     where: Mapping[ClaimKey, str] = field(default_factory=dict)
     #: the epoch of the write that set each ``where`` (the claim's epoch)
     where_epochs: Mapping[ClaimKey, int] = field(default_factory=dict)
+    #: the run history: each job's newest records, newest tick first (``_history``)
+    runs: Mapping[str, tuple[RunRecord, ...]] = field(default_factory=dict)
 
     @property
     def epoch(self) -> int:
@@ -165,14 +169,25 @@ def decode_entry(value: Any, name: str = "?") -> JobEntry:
     return JobEntry(None if spec is None else dict(spec), (stamp[0], stamp[1]), origin, since)
 
 
-def encode_replica(rep: Replica) -> dict[str, Any]:
-    """The whole replica as plain values (the observe answer; the store's record)."""
-    out = encode_ledger(rep.ledger)
+def encode_replica(rep: Replica, compat: bool = False) -> dict[str, Any]:
+    """The whole replica as plain values (the observe answer, a sync). ``compat``: the
+    form a replica of the previous release reads (no attempts, no run history)."""
+    out = encode_ledger(rep.ledger, compat)
     out["jobs"] = {name: encode_entry(e) for name, e in rep.jobs.items()}
     out["where"] = [
         [*encode_key(k), node, rep.where_epochs.get(k, 0)] for k, node in rep.where.items()
     ]
+    if not compat:
+        out["runs"] = [_history.encode_record(r) for rs in rep.runs.values() for r in rs]
     return out
+
+
+def decode_runs(value: Any, keep: int = _history.KEEP) -> dict[str, tuple[RunRecord, ...]]:
+    """Run records encoded as a list (a replica's ``runs``, a write's ``runs`` update),
+    grouped by job and trimmed. Raises ``LedgerError`` naming the bad record."""
+    if not isinstance(value, list | tuple):
+        raise LedgerError(f"run records: {type(value).__name__}, expected a list")
+    return _history.add({}, (_history.decode_record(v) for v in value), keep)
 
 
 def decode_replica(value: Any) -> Replica:
@@ -205,7 +220,8 @@ def decode_replica(value: Any) -> Replica:
         key = decode_key(item[:3])
         where[key] = item[3]
         epochs[key] = item[4] if len(item) == 5 else 0
-    return Replica(ledger, jobs, where, epochs)
+    runs = decode_runs(value.get("runs", ()), _history.MAX_KEEP)
+    return Replica(ledger, jobs, where, epochs, runs)
 
 
 def lane_keys_of(updates: Iterable[Any]) -> set[tuple[str, str | None]]:
@@ -279,14 +295,18 @@ def observe_replica(rep: Replica, epoch: int) -> tuple[Replica, bool]:
     """``rep`` having seen ``epoch`` (False, unchanged, if it has seen a higher one)."""
     if epoch < rep.ledger.epoch:
         return rep, False
-    return Replica(observe(rep.ledger, epoch), rep.jobs, rep.where, rep.where_epochs), True
+    return replace(rep, ledger=observe(rep.ledger, epoch)), True
 
 
-def apply(rep: Replica, epoch: int, updates: Sequence[Any]) -> tuple[Replica, bool, set[str]]:
+def apply(
+    rep: Replica, epoch: int, updates: Sequence[Any], keep: int = _history.KEEP
+) -> tuple[Replica, bool, set[str]]:
     """Take a holder's write: ``(new replica, accepted, names of jobs changed)``.
 
     ``updates`` is a list of ``("lane", encoded lane update)``, ``("job", name, encoded
-    entry)`` and ``("where", encoded key, node)`` (``node`` None drops the entry). Refused
+    entry)``, ``("where", encoded key, node)`` (``node`` None drops the entry) and
+    ``("runs", [encoded run record, ...])`` (added to the history, ``keep`` per job;
+    a replica of the previous release is sent no such update). Refused
     as a whole (False) when ``epoch`` is below the replica's epoch: an old holder's
     write. Malformed updates raise ``LedgerError`` (the caller refuses the write).
     """
@@ -299,6 +319,7 @@ def apply(rep: Replica, epoch: int, updates: Sequence[Any]) -> tuple[Replica, bo
     where: dict[ClaimKey, str] | None = None
     epochs: dict[ClaimKey, int] | None = None
     changed: set[str] = set()
+    runs: list[RunRecord] = []
     for update in updates:
         if not isinstance(update, list | tuple) or not update:
             raise LedgerError(f"replica update {update!r}: expected a tagged list")
@@ -329,6 +350,8 @@ def apply(rep: Replica, epoch: int, updates: Sequence[Any]) -> tuple[Replica, bo
                 raise LedgerError(
                     f"replica where {update[1]!r}: node {update[2]!r}, expected a string or None"
                 )
+        elif kind == "runs" and len(update) == 2:
+            runs += [r for rs in decode_runs(update[1], keep).values() for r in rs]
         else:
             raise LedgerError(f"replica update {str(update)[:80]}: unknown kind or shape")
     ledger, ok = accept_all(observe(rep.ledger, epoch), lanes)
@@ -340,6 +363,7 @@ def apply(rep: Replica, epoch: int, updates: Sequence[Any]) -> tuple[Replica, bo
             rep.jobs if jobs is None else jobs,
             rep.where if where is None else where,
             rep.where_epochs if epochs is None else epochs,
+            _history.add(rep.runs, runs, keep) if runs else rep.runs,
         ),
         True,
         changed,
@@ -391,9 +415,10 @@ def read_quorum(
     return "wait"
 
 
-def merge(copies: Iterable[Replica]) -> Replica:
+def merge(copies: Iterable[Replica], keep: int = _history.KEEP) -> Replica:
     """The state a new holder starts from: the ledgers merged (``_ledger.merge``), per
-    job the entry with the newest stamp, and the ``where`` of every claim still open."""
+    job the entry with the newest stamp, the ``where`` of every claim still open, and
+    the union of the run histories (``keep`` per job)."""
     reps = list(copies)
     if not reps:
         raise ValueError("merge of no replicas: expected at least one")
@@ -421,7 +446,7 @@ def merge(copies: Iterable[Replica]) -> Replica:
             if rep.where_epochs.get(key, want) == want:
                 where[key] = node
                 epochs[key] = want
-    return Replica(ledger, jobs, where, epochs)
+    return Replica(ledger, jobs, where, epochs, _history.merge((r.runs for r in reps), keep))
 
 
 # ---------------------------------------------------------------------- write rounds

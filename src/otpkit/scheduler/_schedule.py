@@ -9,8 +9,24 @@ day-of-week``; 6 fields with the **second first**; or an alias: ``@yearly`` =
 (``0 0 * * 0``), ``@daily`` = ``@midnight`` (``0 0 * * *``), ``@hourly`` (``0 * * * *``),
 ``@minutely`` (``* * * * *``), ``@secondly`` (``* * * * * *``), and ``@reboot``: no
 fire time at all (``reboot`` is true; the scheduler runs it once per cluster start).
-croniter matches the fields (names, ranges, steps, ``L``, ``#``; day-of-month and
-day-of-week are OR-ed when both are restricted, as in Vixie cron).
+
+The fields mean what crontab(5) of Vixie cron (Debian's cron) says: values, ranges
+``a-b`` (``23-23`` is 23), steps ``*/n`` and ``a-b/n``, lists, month and day names
+(``JAN``-``DEC``, ``SUN``-``SAT``, any case), day of week 0-7 with 0 and 7 both Sunday.
+Day of month and day of week: when either field starts with ``*`` a day must match both
+(``1 0 */10 * 2-6``: the 1st, 11th, 21st and 31st that fall on Tuesday to Saturday),
+otherwise either (``0 0 13 * FRI``: every 13th and every Friday). A 6-field expression's
+second matches on its own, under the same rules for the rest. Beyond Vixie cron: ``L``
+in day of month (its last day), ``nL`` (or ``Ln``) and ``n#k`` in day of week (the last
+weekday ``n`` of the month, its ``k``-th), each a term of its field under the same
+day rule, and in one list with plain days (``1,2#3``: Mondays and the third Tuesday);
+``?`` (Quartz's "no value") in day of month or day of week is ``*``, so ``0 0 ? * MON``
+is every Monday; ``a/n`` steps from ``a`` to the field's last value (7 in day of week,
+as for ``*/n``); a range ``a-b`` with ``b`` below ``a`` wraps (``22-2`` hours: 22, 23,
+0, 1, 2). croniter parses the fields and finds the next matching wall time;
+``_croniter_field`` and ``_croniter_exprs`` give it the fields in the form where it
+answers as above (``tests/unit/test_croniter_bugs.py`` pins each place croniter alone
+answers otherwise).
 
 Daylight saving time follows Vixie cron (``cron.c``). A job whose minute or hour field
 starts with ``*`` (``*``, ``*/n``; ``real_time`` is true) follows real time: it fires at
@@ -25,6 +41,7 @@ fire times are instants, strictly increasing.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -106,37 +123,123 @@ def _croniter_form(fields: tuple[str, ...]) -> str:
     return " ".join((*fields[1:], fields[0]))
 
 
-def _check_fields(expr: str, fields: tuple[str, ...], job: Any) -> None:
-    """Each field alone, then the whole: the first error names its field."""
+_MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_MONTHS = {name: i for i, name in enumerate(_MONTH_NAMES, 1)}
+_DAYS = {name: i for i, name in enumerate(_DAY_NAMES)}
+#: A range term: its two ends, then an optional step and (day of week) ``#k``.
+_RANGE = re.compile(r"([^-/#]+)-([^-/#]+)(?:/([1-9][0-9]*))?(#[^#]*)?", re.ASCII)
+_LAST_DAY = re.compile(r"([0-7])[lL]", re.ASCII)
+_START_STEP = re.compile(r"([^-/#*]+)/([^/]*)", re.ASCII)
+
+
+def _number(text: str, names: dict[str, int]) -> int | None:
+    """A field value's number (digits or a name, any case); None if it is neither."""
+    if text.isascii() and text.isdigit():
+        return int(text)
+    return names.get(text.lower())
+
+
+def _croniter_term(term: str, index: int) -> str:
+    """One term of a field's list: see :func:`_croniter_field`."""
+    if index == 5:
+        start = _START_STEP.fullmatch(term)
+        if start is not None:
+            term = f"{start[1]}-7/{start[2]}"
+        if _LAST_DAY.fullmatch(term):
+            return "L" + term[0]
+    bounds = _RANGE.fullmatch(term)
+    if bounds is not None:
+        names = _MONTHS if index == 4 else _DAYS if index == 5 else {}
+        low, high = _number(bounds[1], names), _number(bounds[2], names)
+        if low is not None and low == high:
+            return bounds[1] + (bounds[4] or "")
+    return term
+
+
+def _croniter_field(value: str, index: int) -> str:
+    """A field (``index`` into :data:`FIELDS`) as croniter must see it to read it as the
+    module says: ``?`` is ``*``; a range whose two ends are one value (``23-23``,
+    ``8-8/3``, ``MON-mon``, ``MON-MON#2``) is that value, which croniter would read as
+    the whole field; in day of week, ``nL`` is croniter's ``Ln`` and ``a/n`` is
+    ``a-7/n`` (croniter stops at 6, Saturday). Anything else is left for croniter to
+    accept or refuse."""
+    if value == "?" and index in (3, 5):
+        return "*"
+    return ",".join(_croniter_term(term, index) for term in value.split(","))
+
+
+def _day_of_week_parts(dow: str) -> list[str]:
+    """A day-of-week field (as :func:`_croniter_field` gives it) split where croniter
+    cannot mix its terms: values, ranges and steps in one part, ``#`` and ``L`` terms in
+    the other (croniter refuses the mix, or drops the plain days that are also ``#`` or
+    ``L`` days)."""
+    plain: list[str] = []
+    special: list[str] = []
+    for term in dow.split(","):
+        (special if "#" in term or term[:1] in ("l", "L") else plain).append(term)
+    return [",".join(part) for part in (plain, special) if part]
+
+
+def _croniter_exprs(fields: tuple[str, ...]) -> tuple[str, ...]:
+    """The croniter expressions (read with ``day_or=False``: every field must match)
+    whose matches together are the schedule's. When day of month or day of week starts
+    with ``*`` (or is ``?``) a day matches both: one expression per day-of-week part.
+    Otherwise either: one with day of month and ``*``, and one per day-of-week part with
+    ``*``. (croniter's own ``day_or=True`` OR-s the two fields whenever both are
+    restricted, ``*/10`` with ``2-6`` too, and AND-s them when day of week has ``#`` or
+    ``L``.)"""
+    offset = 6 - len(fields)
+    *rest, dom, month, dow = (_croniter_field(v, i + offset) for i, v in enumerate(fields))
+    weeks = _day_of_week_parts(dow)
+    if dom.startswith("*") or dow.startswith("*"):
+        days = [(dom, week) for week in weeks]
+    else:
+        days = [(dom, "*"), *(("*", week) for week in weeks)]
+    return tuple(_croniter_form((*rest, d, month, w)) for d, w in days)
+
+
+def _check_fields(expr: str, fields: tuple[str, ...], job: Any) -> tuple[str, ...]:
+    """Each field alone, then the whole: the first error names its field. Returns the
+    croniter expressions of :func:`_croniter_exprs` that ever match."""
     names = FIELDS if len(fields) == 6 else FIELDS[1:]
     expected = _EXPECTED if len(fields) == 6 else _EXPECTED[1:]
+    offset = 6 - len(fields)
     for i, value in enumerate(fields):
-        probe = ["*"] * len(fields)
-        probe[i] = value
+        given = _croniter_field(value, i + offset)
+        for part in _day_of_week_parts(given) if i + offset == 5 else [given]:
+            probe = ["*"] * len(fields)
+            probe[i] = part
+            try:
+                croniter(_croniter_form(tuple(probe)))
+            except CroniterError as exc:
+                raise ScheduleError(
+                    job,
+                    names[i],
+                    value,
+                    f"schedule {expr!r}: {names[i]} {value!r} is not valid; expected "
+                    f"{expected[i]}, as a value, range, list or step",
+                ) from exc
+    firing = []
+    for text in _croniter_exprs(fields):
         try:
-            croniter(_croniter_form(tuple(probe)))
+            croniter(text, datetime(2000, 1, 1), day_or=False).get_next(datetime)
+        except CroniterBadDateError:
+            continue  # this part never matches: another may
         except CroniterError as exc:
             raise ScheduleError(
-                job,
-                names[i],
-                value,
-                f"schedule {expr!r}: {names[i]} {value!r} is not valid; expected "
-                f"{expected[i]}, as a value, range, list or step",
+                job, "expression", expr, f"schedule {expr!r}: not valid ({exc})"
             ) from exc
-    try:
-        croniter(_croniter_form(fields), datetime(2000, 1, 1)).get_next(datetime)
-    except CroniterBadDateError as exc:
+        firing.append(text)
+    if not firing:
         raise ScheduleError(
             job,
             "expression",
             expr,
-            f"schedule {expr!r}: never fires (its day of month and month never meet); "
-            f"expected a date that exists",
-        ) from exc
-    except CroniterError as exc:
-        raise ScheduleError(
-            job, "expression", expr, f"schedule {expr!r}: not valid ({exc})"
-        ) from exc
+            f"schedule {expr!r}: never fires (no date has its day of month, month and "
+            f"day of week); expected a date that exists",
+        )
+    return tuple(firing)
 
 
 #: Parsed schedules by (expression, zone): checking an expression takes about a
@@ -156,7 +259,7 @@ class Schedule:
     """
 
     __slots__ = (
-        "_cron",
+        "_crons",
         "_lock",
         "_utc",
         "_zone",
@@ -174,11 +277,19 @@ class Schedule:
     real_time: bool
     _zone: ZoneInfo
     _utc: bool
-    _cron: Any
+    _crons: tuple[Any, ...]
     _lock: threading.Lock
 
-    def __init__(self, expr: str, timezone: str, fields: tuple[str, ...], zone: ZoneInfo) -> None:
-        """Private: use :meth:`parse`, which validates."""
+    def __init__(
+        self,
+        expr: str,
+        timezone: str,
+        fields: tuple[str, ...],
+        zone: ZoneInfo,
+        crons: tuple[str, ...] = (),
+    ) -> None:
+        """Private: use :meth:`parse`, which validates (``crons``: see
+        :func:`_check_fields`)."""
         for slot, value in (
             ("expr", expr),
             ("timezone", timezone),
@@ -187,7 +298,7 @@ class Schedule:
             ("real_time", bool(fields) and any(f.startswith("*") for f in fields[-5:-3])),
             ("_zone", zone),
             ("_utc", timezone in _UTC_NAMES),
-            ("_cron", croniter(_croniter_form(fields)) if fields else None),
+            ("_crons", tuple(croniter(text, day_or=False) for text in crons)),
             ("_lock", threading.Lock()),
         ):
             object.__setattr__(self, slot, value)
@@ -242,8 +353,8 @@ class Schedule:
                 f"schedule {expr!r}: {len(fields)} fields; expected 5 (minute hour "
                 f"day-of-month month day-of-week), 6 (second first) or an @alias",
             )
-        _check_fields(expr, fields, job)
-        return cls(expr, timezone, fields, zone)
+        crons = _check_fields(expr, fields, job)
+        return cls(expr, timezone, fields, zone, crons)
 
     # ------------------------------------------------------------------ value behaviour
 
@@ -298,9 +409,14 @@ class Schedule:
     def _cron_next(self, wall: datetime) -> datetime:
         """The first wall time after ``wall`` that matches (croniter on naive times does
         plain calendar arithmetic: no DST)."""
-        self._cron.set_current(wall, force=True)
-        nxt: datetime = self._cron.get_next(datetime)
-        return nxt
+        first: datetime | None = None
+        for cron in self._crons:
+            cron.set_current(wall, force=True)
+            nxt: datetime = cron.get_next(datetime)
+            if first is None or nxt < first:
+                first = nxt
+        assert first is not None  # a parsed schedule other than @reboot has a croniter
+        return first
 
     def _wall(self, instant: datetime) -> datetime:
         return instant.astimezone(self._zone).replace(tzinfo=None)

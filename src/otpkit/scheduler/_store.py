@@ -1,4 +1,5 @@
-"""The scheduler's storage on disk: runtime jobs and the run ledger, in one SQLite file.
+"""The scheduler's storage on disk: runtime jobs, the run ledger and the run history, in
+one SQLite file.
 
 Each node keeps its own store (stdlib ``sqlite3``; the path is configurable), so that
 runtime jobs and the ledger survive a restart of every node. What is stored is plain
@@ -47,7 +48,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -65,14 +66,19 @@ log = logging.getLogger("otpkit.scheduler")
 #: The schema version this code writes; it reads this one and older ones (migrated
 #: forward when opened), never a newer one. Raise it with any change of the tables or of
 #: what a row holds, and add the step from the previous version to ``_STEPS``.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: The directory of a data dir that otpkit keeps its state in (the quorum's too).
 STATE_DIR = "otpkit"
 #: The files SQLite keeps beside a database in WAL mode (and while it switches to it).
 _SIDE_FILES = ("-wal", "-shm", "-journal")
 
-_TABLES = ("otpkit_schema", "jobs", "ledger", "lanes")
+_TABLES = ("otpkit_schema", "jobs", "ledger", "lanes", "runs")
+#: version 3: the run history, one row per record (a job's newest, trimmed by the holder)
+_RUNS_TABLE = (
+    "CREATE TABLE runs (job TEXT NOT NULL, tick TEXT NOT NULL, lane TEXT NOT NULL,"
+    " at TEXT NOT NULL, body BLOB NOT NULL, PRIMARY KEY (job, tick, lane))"
+)
 _SCHEMA = (
     "CREATE TABLE otpkit_schema (version INTEGER NOT NULL)",
     "CREATE TABLE jobs (name TEXT PRIMARY KEY, body BLOB NOT NULL)",
@@ -80,6 +86,7 @@ _SCHEMA = (
     # one row per ledger lane, so that a write stores the lanes it changed, not all
     "CREATE TABLE lanes (job TEXT NOT NULL, node TEXT NOT NULL, body BLOB NOT NULL,"
     " PRIMARY KEY (job, node))",
+    _RUNS_TABLE,
 )
 
 
@@ -272,6 +279,64 @@ class Store:
             if not isinstance(lane, dict):
                 raise StoreError(self._path, f"lane {job!r}/{node!r} is not a map")
             found[(job, node or None)] = lane
+        return found
+
+    # ------------------------------------------------------------------ run history
+
+    def save_runs(
+        self,
+        runs: Mapping[str, Sequence[Mapping[str, Any]]],
+        keep: int,
+        older_than: str | None = None,
+    ) -> None:
+        """Store the encoded run records of each job (``_history.encode_record``: each
+        has ``tick``, ``lane`` and ``at``), replacing a record of the same tick and lane;
+        then keep each of these jobs' newest ``keep`` by tick and, if ``older_than``
+        (an ISO time in UTC) is given, drop every record made before it. One
+        transaction.
+
+        Raises:
+            TypeError: a record is not a mapping of plain values with those fields.
+            StoreError: the write failed.
+        """
+        rows = []
+        for job, records in runs.items():
+            _check_name(job)
+            for record in records:
+                if not isinstance(record, Mapping) or not isinstance(record.get("tick"), str):
+                    raise TypeError(f"run record of {job!r}: expected an encoded record")
+                lane = record.get("lane") or ""
+                at = str(record.get("at") or "")
+                rows.append((job, record["tick"], lane, at, _pack(dict(record), f"run of {job!r}")))
+        if not rows and older_than is None:
+            return
+        with self._write("saving the run history") as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO runs (job, tick, lane, at, body) VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+            for job in runs:
+                conn.execute(
+                    "DELETE FROM runs WHERE job = ? AND rowid NOT IN (SELECT rowid FROM runs"
+                    " WHERE job = ? ORDER BY tick DESC, lane DESC LIMIT ?)",
+                    (job, job, keep),
+                )
+            if older_than is not None:
+                conn.execute("DELETE FROM runs WHERE at < ?", (older_than,))
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every stored run record (encoded), in no particular order.
+
+        Raises:
+            StoreError: the read failed, or a row does not unpack to a mapping.
+        """
+        rows = self._read("reading the run history", "SELECT job, body FROM runs")
+        found = []
+        for job, body in rows:
+            record = self._unpack(body, f"run record of {job!r}")
+            if not isinstance(record, dict):
+                raise StoreError(self._path, f"a run record of {job!r} is not a map")
+            found.append(record)
         return found
 
     # ------------------------------------------------------------------ closing
@@ -546,10 +611,16 @@ def _v1_to_v2(path: Path, conn: sqlite3.Connection) -> None:
     conn.execute("UPDATE ledger SET body = ? WHERE id = 1", (_pack(new_head, "ledger"),))
 
 
+def _v2_to_v3(path: Path, conn: sqlite3.Connection) -> None:
+    """Version 3 adds the run history (``runs``); an open claim of a lane may carry its
+    attempt (``[tick, epoch, attempt, retry_at]``), which version 2 never wrote."""
+    conn.execute(_RUNS_TABLE)
+
+
 #: The migration steps: the one keyed ``n`` turns a store of version ``n`` into version
 #: ``n + 1`` inside the opening transaction (a version raised without a change of the
 #: tables or rows needs none). A step knows the shapes its two versions stored.
-_STEPS: dict[int, Callable[[Path, sqlite3.Connection], None]] = {1: _v1_to_v2}
+_STEPS: dict[int, Callable[[Path, sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def _prepare(path: Path, conn: sqlite3.Connection, timeout: float) -> None:
