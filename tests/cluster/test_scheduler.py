@@ -261,7 +261,12 @@ def test_configuration_jobs_are_declared_state_and_reboot_runs_once_per_cluster_
         BOUND,
         what="the new holder applies the configuration again",
     )
-    assert "configuration job 'cfg' overwrites" in trio.node_named(second).log()
+    # the node's log lines reach its file through its logging process: a moment later
+    wait_until(
+        lambda: "configuration job 'cfg' overwrites" in trio.node_named(second).log(),
+        BOUND,
+        what="the overwrite is logged",
+    )
     # @reboot ran once: a fail-over is not a cluster start
     time.sleep(1.0)
     assert len(records(boot)) == 1, records(boot)

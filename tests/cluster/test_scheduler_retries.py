@@ -8,6 +8,8 @@ pid, start and end) and from the event stream."""
 from __future__ import annotations
 
 import itertools
+import os
+import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,3 +136,71 @@ def test_a_run_failing_for_good_is_one_failed_run_and_history_survives_everythin
     trio.start()
     trio.wait_holder()
     assert history() == [("failed", 3)]  # and so does every node after a restart of all
+
+
+#: seconds of the retry soak: CI's short form is 12; the ``soak`` form 300 or more
+SOAK_SECONDS = float(os.environ.get("OTPKIT_RETRY_SOAK_SECONDS", "12"))
+
+
+@pytest.mark.soak
+def test_retries_under_holder_kills_keep_every_tick_to_one_run(trio: Trio, tmp_path: Path) -> None:
+    """A job every second whose attempts fail at random (30 %, three attempts, 0.2-0.4 s
+    apart), a holder SIGKILL every 10 s (restarted after): each tick's attempts run one at
+    a time, at most three; a tick whose task returned ran once; every tick ended once
+    (finished, failed for good or interrupted) or is still in its last seconds."""
+    out = tmp_path / "out"
+    seed = int(os.environ.get("OTPKIT_RETRY_SOAK_SEED", random.randrange(2**32)))
+    print(f"retry soak seed {seed}, {SOAK_SECONDS:g} s")
+    holder = trio.wait_holder()
+    spec = {
+        "name": "dice",
+        "schedule": "* * * * * *",
+        "task": "tests.harness.scheduler_tasks:dice",
+        "kwargs": {"path": str(out), "odds": 0.3, "seed": seed},
+        "max_attempts": 3,
+        "backoff": [0.4, 0.4],
+    }
+    assert trio.nodes[next(iter(trio.nodes))].cmd(op="sched_add", job=spec) is True
+    end = time.monotonic() + SOAK_SECONDS
+    next_kill = time.monotonic() + 5.0
+    while time.monotonic() < end:
+        due = min(next_kill, end)
+        wait_until(lambda due=due: time.monotonic() >= due, SOAK_SECONDS + 60, what="the next kill")
+        if time.monotonic() < end:
+            index = trio.kill(holder)
+            holder = trio.wait_holder(not_on=holder)
+            trio.start(index)  # the killed node comes back, as a pod would
+            next_kill = time.monotonic() + 10.0
+    trio.nodes[next(iter(trio.nodes))].cmd(op="sched_deactivate", name="dice")
+    stopped = time.time()
+    time.sleep(4.0)  # the last ticks' retries settle (three attempts within ~1 s)
+    by_tick: dict[str, list[list[str]]] = {}
+    for line in attempts_of(out):
+        by_tick.setdefault(line[1], []).append(line)
+    assert by_tick, "no tick ran"
+    for tick, lines in by_tick.items():
+        assert len(lines) <= 3, (tick, lines)
+        assert sum(1 for line in lines if line[0] == "run") <= 1, (tick, lines)
+        assert one_at_a_time(lines), (tick, lines)
+    ended: dict[str, list[str]] = {}
+    for event in trio.events():
+        if event["job"] == "dice" and event["kind"] in (
+            "run_finished",
+            "run_failed",
+            "run_interrupted",
+        ):
+            ended.setdefault(event["tick"], []).append(event["kind"])
+    twice = {t: kinds for t, kinds in ended.items() if len(kinds) > 1}
+    kinds = [k for ks in ended.values() for k in ks]
+    print(
+        f"{len(by_tick)} ticks, {sum(len(v) for v in by_tick.values())} attempts, "
+        f"{sum(1 for v in by_tick.values() if len(v) > 1)} ticks retried; "
+        f"finished {kinds.count('run_finished')}, failed {kinds.count('run_failed')}, "
+        f"interrupted {kinds.count('run_interrupted')}"
+    )
+    assert not twice, twice
+    for tick, lines in by_tick.items():
+        returned = any(line[0] == "run" for line in lines)
+        if returned and float(lines[0][4]) < stopped - 2.0:
+            # interrupted: its node was killed before its report was recorded
+            assert ended.get(tick) in (["run_finished"], ["run_interrupted"]), (tick, lines)

@@ -4,6 +4,7 @@ appends its own record of the run to a file."""
 from __future__ import annotations
 
 import os
+import random
 import time
 
 import otpkit
@@ -55,3 +56,22 @@ def flaky(path: str, fails: int) -> None:
         raise RuntimeError(f"attempt {tried + 1} of {tick} fails on purpose")
     lane = run.lane if run and run.lane else "-"
     _line(path, f"run {tick} {node} {os.getpid()} {start} {time.time()} {lane}")
+
+
+def dice(path: str, odds: float, seed: int) -> None:
+    """Fail each attempt with probability ``odds``, drawn from ``seed``, the tick and the
+    attempts of the tick already in the file (so a replay fails the same attempts);
+    lines as :func:`flaky`."""
+    start = time.time()
+    run = current_run()
+    tick = run.tick.isoformat() if run else "-"
+    node = otpkit.self().node
+    text = ""
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    tried = sum(1 for line in text.splitlines() if line.startswith(f"try {tick} "))
+    if random.Random(f"{seed}:{tick}:{tried}").random() < odds:
+        _line(path, f"try {tick} {node} {os.getpid()} {start} {time.time()}")
+        raise RuntimeError(f"attempt {tried + 1} of {tick} lost the draw")
+    _line(path, f"run {tick} {node} {os.getpid()} {start} {time.time()} -")

@@ -1,4 +1,4 @@
-"""Retries in the ledger (``_ledger.retry_all``/``start_all``/``attempt_of``), the retry
+"""Retries in the ledger (``_ledger_attempts.retry_all``/``start_all``/``attempt_of``), the retry
 decisions (``_retry``), the run history (``_history``) and how both replicate and are
 stored (``_replica``, ``_store`` schema 3): pure values, no processes."""
 
@@ -18,17 +18,17 @@ from otpkit.scheduler._ledger import (
     ClaimKey,
     Ledger,
     LedgerError,
-    attempt_of,
     claim_all,
+    finish_all,
+    lane_update,
+    merge,
+)
+from otpkit.scheduler._ledger_attempts import attempt_of, retry_all, start_all
+from otpkit.scheduler._ledger_codec import (
     decode_ledger,
     decode_update,
     encode_ledger,
     encode_update,
-    finish_all,
-    lane_update,
-    merge,
-    retry_all,
-    start_all,
 )
 from otpkit.scheduler._replica import Replica, apply, decode_replica, encode_replica
 from otpkit.scheduler._replica import merge as merge_replicas

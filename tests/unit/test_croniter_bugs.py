@@ -178,7 +178,7 @@ def test_schedule_reads_both_spellings_of_the_last_weekday():
 def test_croniter_cannot_mix_plain_and_nth_weekdays():
     """croniter refuses a day-of-week list that mixes plain days with ``#``/``L`` terms
     (``1,2#3``), and when every plain day is also a ``#``/``L`` day (``5,5#3``) it
-    accepts the list and drops the plain days. Guard: ``_day_of_week_parts`` gives it
+    accepts the list and drops the plain days. Guard: ``_parts`` gives it
     the two kinds in expressions of their own. If this fails, croniter changed:
     re-check that guard."""
     with pytest.raises(CroniterError):
@@ -227,3 +227,28 @@ def test_schedule_ends_a_day_of_week_start_and_step_at_seven():
         "2026-01-09 00:00",
     ]
     assert fires("0 0 * * 5/2", 6) == fires("0 0 * * 5-7/2", 6)
+
+
+# --------------------------------------------------------------------------------------
+# 7. Thirty days of month and "L" are read as every day.
+# --------------------------------------------------------------------------------------
+
+
+def test_croniter_reads_thirty_days_and_last_as_every_day():
+    """croniter counts ``L`` as one more day of month, so a list of 30 days and ``L``
+    (``2-31,L``: not the 1st) has 31 entries, which it reads as ``*`` - the 1st
+    included - when day of week is ``*``. Guard: ``_parts`` gives croniter ``L`` in an
+    expression of its own. If this fails, croniter changed: re-check that guard."""
+    assert croniter.expand("19 2 2-31,L * *")[0][2] == ["*"]
+    assert raw("0 0 2-31,L * *", 31)[29:] == ["2026-01-31 00:00", "2026-02-01 00:00"]
+    assert raw("0 0 1-15,17-31,L * *", 15)[13:] == ["2026-01-15 00:00", "2026-01-16 00:00"]
+
+
+def test_schedule_reads_thirty_days_and_last_as_those_days():
+    assert fires("0 0 2-31,L * *", 31)[29:] == ["2026-01-31 00:00", "2026-02-02 00:00"]
+    assert fires("0 0 1-15,17-31,L * *", 15)[13:] == ["2026-01-15 00:00", "2026-01-17 00:00"]
+    # and OR-ed with a day of week: the 2nd to the last, or a 1st that is a Thursday
+    assert fires("0 0 2-31,L * THU", 31)[29:] == ["2026-01-31 00:00", "2026-02-02 00:00"]
+    september = fires("0 0 2-31,L 9,10 THU", 30)  # 2026-09-01 is a Tuesday
+    assert september[0] == "2026-09-02 00:00"
+    assert september[28:] == ["2026-09-30 00:00", "2026-10-01 00:00"]

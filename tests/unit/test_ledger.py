@@ -28,10 +28,6 @@ from otpkit.scheduler._ledger import (
     LedgerError,
     accept,
     claim,
-    decode_ledger,
-    decode_update,
-    encode_ledger,
-    encode_update,
     finish,
     highest,
     interrupted,
@@ -39,6 +35,12 @@ from otpkit.scheduler._ledger import (
     merge,
     observe,
     open_claims,
+)
+from otpkit.scheduler._ledger_codec import (
+    decode_ledger,
+    decode_update,
+    encode_ledger,
+    encode_update,
 )
 
 T0 = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)

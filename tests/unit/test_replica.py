@@ -33,7 +33,6 @@ from otpkit.scheduler._ledger import (
     accept_all,
     claim,
     claim_all,
-    encode_update,
     finish,
     finish_all,
     highest,
@@ -41,6 +40,7 @@ from otpkit.scheduler._ledger import (
     observe,
     open_claims,
 )
+from otpkit.scheduler._ledger_codec import encode_update
 from otpkit.scheduler._replica import (
     JobEntry,
     Replica,

@@ -1,4 +1,4 @@
-"""Who a holder's write round counts (``_replica.acks_needed``, ``is_ack``, ``tally``)
+"""Who a holder's write round counts (``_rounds.acks_needed``, ``is_ack``, ``tally``)
 and how often a repeating trouble is logged (``Alarm``).
 
 The rule: a write counts once a majority of the members have it *in their stores*. A
@@ -20,16 +20,14 @@ from typing import Any
 import pytest
 
 from otpkit.scheduler._ledger import ClaimKey, Ledger, highest, open_claims
-from otpkit.scheduler._replica import (
+from otpkit.scheduler._replica import Replica, apply, merge
+from otpkit.scheduler._rounds import (
     Alarm,
-    Replica,
     Tally,
     acks_needed,
     alarm_clear,
     alarm_raise,
-    apply,
     is_ack,
-    merge,
     shortfall,
     tally,
 )

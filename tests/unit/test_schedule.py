@@ -177,6 +177,12 @@ def test_fields_as_croniter_gets_them():
         "0 0 * * 2#3",
     )
     assert _croniter_exprs(("30", "0", "0", "?", "*", "MON")) == ("0 0 * * MON 30",)
+    assert _croniter_exprs(("0", "0", "2-31,L", "*", "*/2,1#1")) == (
+        "0 0 2-31 * */2",
+        "0 0 2-31 * 1#1",
+        "0 0 L * */2",
+        "0 0 L * 1#1",
+    )
 
 
 ALIAS_FIRST = {

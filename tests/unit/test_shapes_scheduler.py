@@ -44,11 +44,13 @@ from otpkit.scheduler._ledger import (
     Ledger,
     LedgerError,
     claim_all,
+    lane_update,
+)
+from otpkit.scheduler._ledger_codec import (
     decode_ledger,
     decode_update,
     encode_ledger,
     encode_update,
-    lane_update,
 )
 from otpkit.scheduler._member import Member
 from otpkit.scheduler._peers import Peers

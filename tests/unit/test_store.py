@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from otpkit.scheduler._ledger import ClaimKey, Ledger, claim, decode_ledger, encode_ledger
+from otpkit.scheduler._ledger import ClaimKey, Ledger, claim
+from otpkit.scheduler._ledger_codec import decode_ledger, encode_ledger
 from otpkit.scheduler._store import SCHEMA_VERSION, Store, StoreError, auto_path
 
 JOB = {

@@ -33,7 +33,8 @@ from otpkit.quorum._core import (
     migrate_state,
 )
 from otpkit.scheduler import _store
-from otpkit.scheduler._ledger import ClaimKey, Ledger, claim_all, encode_ledger, finish_all
+from otpkit.scheduler._ledger import ClaimKey, Ledger, claim_all, finish_all
+from otpkit.scheduler._ledger_codec import encode_ledger
 from otpkit.scheduler._replica import decode_rows, encode_key
 from otpkit.scheduler._store import SCHEMA_VERSION, Store
 from otpkit.scheduler._store import StoreError as SchedulerStoreError

@@ -1,6 +1,6 @@
 """scheduler: Quantum's jobs, fired once per tick by the cluster's scheduler.
 
-:func:`Scheduler` (``_scheduler``) is the child spec of the cluster's scheduler (a
+:func:`Scheduler` (``_spec``) is the child spec of the cluster's scheduler (a
 Singleton with a replica and a task pool on every node); the runtime API (``_client``:
 ``add_job``, ``run_job``, ...) works from any process of any node; a subscriber gets
 each :class:`JobEvent` (``_events``). This module exports that API only.
@@ -14,8 +14,9 @@ The parts inside, each importable from its private module:
 * ``FireQueue`` (``_queue``): the next fire time of each job, in a heap.
 * :class:`Job` (``_job``): a job's fields, each checked when it is made.
 * the run ledger (``_ledger``): per job and node the highest claimed tick and the open
-  claims with their attempts, fenced by epoch; replicas merged by the newest stamped
-  lane (``_replica``); retries (``_retry``) and the run history (``_history``).
+  claims with their attempts (``_ledger_attempts``), fenced by epoch, and its encoded
+  form (``_ledger_codec``); replicas merged by the newest stamped lane (``_replica``,
+  write rounds ``_rounds``); retries (``_retry``) and the run history (``_history``).
 * ``Store`` (``_store``): SQLite for runtime jobs and the ledger; a corrupt or unknown
   file is reported, never replaced.
 * the scheduler's process (``_scheduler.SchedulerWorker``) and its parts: the messages

@@ -213,10 +213,26 @@ class Api:
             **spec,
             "origin": entry.origin,
             "next_at": queue.when(name) if name in queue else None,
-            "last_run": self.finishes.last_run.get(name),
+            "last_run": self.finishes.last_run.get(name) or _last_of(self.member.rep, name),
             "running": self.engine.has_open(name),
             "holder": self.node,
         }
+
+
+def _last_of(rep: Any, name: str) -> dict[str, Any] | None:
+    """A job's last run as the run history keeps it (a term's own finishes come first:
+    the history is empty under a member of the previous release)."""
+    records = rep.runs.get(name) or ()
+    if not records:
+        return None
+    last = records[0]
+    return {
+        "tick": last.tick,
+        "node": last.node,
+        "outcome": last.outcome,
+        "duration": last.duration,
+        "attempts": last.attempts,
+    }
 
 
 __all__ = ["RUN_AHEAD", "Api", "manual_tick"]

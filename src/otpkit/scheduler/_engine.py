@@ -28,7 +28,8 @@ from otpkit.errors import OtpkitError
 from otpkit.scheduler._events import EventBus, JobEvent, new_event
 from otpkit.scheduler._finishes import Finishes
 from otpkit.scheduler._job import Job
-from otpkit.scheduler._ledger import ClaimKey, attempt_of, claim_all, finish_all, start_all
+from otpkit.scheduler._ledger import ClaimKey, claim_all, finish_all
+from otpkit.scheduler._ledger_attempts import attempt_of, start_all
 from otpkit.scheduler._member import Member
 from otpkit.scheduler._peers import Peers
 from otpkit.scheduler._plan import plan_misfires
@@ -395,9 +396,13 @@ class Engine:
             lane = lanes.get(key.lane)
             job = self.job_named(key.job)
             attempt, retry_at = attempt_of(lane, key.at) if lane is not None else (0, None)
-            if job is None or retry_at is None:
-                # deleted meanwhile, or settled: the claim is reported as its check finds it
+            if retry_at is None:  # settled meanwhile
                 self.retries.pop(key, None)
+                continue
+            if job is None:
+                # deleted while its attempt waited: the run ends failed, no attempt more
+                self.retries.pop(key, None)
+                self.finishes.give_up(key, "the job was deleted before its next attempt")
                 continue
             spec = job.to_spec()
             if key.node is not None and not key.node.startswith(MANUAL):

@@ -27,14 +27,8 @@ from otpkit.scheduler import _history
 from otpkit.scheduler._events import OUTCOME_EVENT, EventBus, new_event
 from otpkit.scheduler._history import RunRecord
 from otpkit.scheduler._job import Job
-from otpkit.scheduler._ledger import (
-    ClaimKey,
-    Ledger,
-    LedgerError,
-    attempt_of,
-    finish_all,
-    retry_all,
-)
+from otpkit.scheduler._ledger import ClaimKey, Ledger, LedgerError, finish_all
+from otpkit.scheduler._ledger_attempts import attempt_of, retry_all
 from otpkit.scheduler._member import Member
 from otpkit.scheduler._messages import RunDone, RunStarted
 from otpkit.scheduler._peers import Peers
@@ -113,6 +107,14 @@ class Finishes:
         if not self.flushing:
             self.flushing = True
             self.later("flush", 0.005)
+
+    def give_up(self, key: ClaimKey, why: str) -> None:
+        """End the open claim ``key`` (waiting for a retry) as ``failed`` at the next
+        flush, with ``why`` as its error."""
+        self.pending[key] = (_HOLDER, "failed", {"error": why})
+        if not self.flushing:
+            self.flushing = True
+            self.later("flush", 0.0)
 
     def flush_due(self) -> None:
         """The timer of :meth:`done`."""

@@ -1,8 +1,9 @@
 """Run history: the last runs of each job, replicated with the ledger.
 
 Pure: plain values in and out, no clock (``now`` is passed in). The holder records one
-:class:`RunRecord` per settled tick (a run that finished, failed for good, timed out,
-was interrupted, missed or skipped) in the same write that closes its claim; each
+:class:`RunRecord` per run whose claim its finish tracker closes (finished, failed for
+good, timed out, interrupted; a tick settled without a run - missed, skipped - is an
+event, not a run) in the same write that closes the claim; each
 replica keeps the newest :data:`KEEP` records per job (``Scheduler(history=...)``) and
 drops those older than ``history_days``. History is not part of the "once" guarantee:
 copies merge as a union (the same record twice is one), then each job's list is trimmed,

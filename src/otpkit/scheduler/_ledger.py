@@ -4,7 +4,9 @@ ARCHITECTURE.md, *The run ledger*).
 Pure: a :class:`Ledger` is a frozen value and every operation returns a new one (or a
 decision); no I/O, no clock. The scheduler's holder claims each tick here before the
 task starts and finishes it after; members keep replicated copies; a new holder merges
-the copies of a majority before it fires anything.
+the copies of a majority before it fires anything. This module owns the values, the
+claims and finishes, replication and merge; an open claim's attempts are
+``_ledger_attempts``'s, the encoded form ``_ledger_codec``'s.
 
 **Claims and lanes.** A claim is a :class:`ClaimKey` ``(job, at)``, or
 ``(job, at, node)`` for run strategy ``"all"`` (one run per node per tick). Claims of one
@@ -68,7 +70,6 @@ from typing import Any, NamedTuple
 from otpkit.errors import OtpkitError
 
 __all__ = [
-    "LEDGER_FORMAT",
     "MAX_STAMP",
     "OUTCOMES",
     "ClaimKey",
@@ -78,13 +79,8 @@ __all__ = [
     "LedgerError",
     "accept",
     "accept_all",
-    "attempt_of",
     "claim",
     "claim_all",
-    "decode_ledger",
-    "decode_update",
-    "encode_ledger",
-    "encode_update",
     "finish",
     "finish_all",
     "highest",
@@ -93,8 +89,6 @@ __all__ = [
     "merge",
     "observe",
     "open_claims",
-    "retry_all",
-    "start_all",
     "to_utc",
 ]
 
@@ -102,8 +96,6 @@ __all__ = [
 #: the misfire policy without a run; ``skipped``: not run because ``overlap=False`` and
 #: the previous run was still open).
 OUTCOMES = ("finished", "failed", "timed_out", "interrupted", "missed", "skipped")
-#: The version of the encoded form (:func:`encode_ledger`, :func:`encode_update`).
-LEDGER_FORMAT = 1
 #: The highest epoch or stamp sequence number a ledger takes (from a holder or a
 #: member): 2**62 - 1, so a holder's next era and sequence number still fit the 64-bit
 #: integers of msgpack and SQLite.
@@ -146,7 +138,7 @@ class Lane:
             ``max_attempts``): ``(tick, attempt, retry_at)``, oldest tick first.
             ``retry_at`` set: attempt ``attempt`` failed and the next one is due then,
             not started; None: attempt ``attempt`` was started. An open claim without
-            an entry is at its first attempt (see :func:`attempt_of`).
+            an entry is at its first attempt (see ``_ledger_attempts.attempt_of``).
     """
 
     high: datetime
@@ -184,14 +176,17 @@ class LaneUpdate:
 # ---------------------------------------------------------------------- checks
 
 
-def _epoch(value: Any, what: str = "epoch") -> int:
+def checked_epoch(value: Any, what: str = "epoch") -> int:
+    """``value`` checked: an int in 0..:data:`MAX_STAMP` (``what`` names it); else
+    ValueError."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_STAMP:
         raise ValueError(f"{what} {value!r}: expected an int in 0..{MAX_STAMP}")
     return value
 
 
-def _key(key: Any) -> ClaimKey:
-    """``key`` checked, with its tick in UTC (so equal instants are equal keys)."""
+def checked_key(key: Any) -> ClaimKey:
+    """``key`` checked, with its tick in UTC (so equal instants are equal keys); else
+    ValueError (LedgerError for a tick outside the years 1-9999 in UTC)."""
     if not isinstance(key, tuple) or len(key) not in (2, 3):
         raise ValueError(f"claim key {key!r}: expected (job, at) or (job, at, node)")
     job, at = key[0], key[1]
@@ -236,7 +231,7 @@ def observe(state: Ledger, epoch: int) -> Ledger:
     Raises:
         ValueError: ``epoch`` is not an int >= 0.
     """
-    epoch = _epoch(epoch)
+    epoch = checked_epoch(epoch)
     return state if epoch <= state.epoch else Ledger(epoch, state.lanes)
 
 
@@ -252,7 +247,7 @@ def claim(state: Ledger, key: ClaimKey | tuple[Any, ...], epoch: int) -> tuple[L
     Raises:
         ValueError: a malformed key (job, aware tick, node) or epoch.
     """
-    key, epoch = _key(key), _epoch(epoch)
+    key, epoch = checked_key(key), checked_epoch(epoch)
     if epoch < state.epoch:
         return state, False
     lane = state.lanes.get(key.lane)
@@ -279,7 +274,7 @@ def finish(
     Raises:
         ValueError: a malformed key or epoch, or an outcome not in :data:`OUTCOMES`.
     """
-    key, epoch = _key(key), _epoch(epoch)
+    key, epoch = checked_key(key), checked_epoch(epoch)
     if outcome not in OUTCOMES:
         raise ValueError(f"outcome {outcome!r}: expected one of {OUTCOMES}")
     lane = state.lanes.get(key.lane)
@@ -288,7 +283,7 @@ def finish(
     still_open = tuple(claimed for claimed in lane.open if claimed[0] != key.at)
     if len(still_open) == len(lane.open):
         return state, False
-    new = Lane(lane.high, still_open, (epoch, lane.stamp[1] + 1), _drop_try(lane, key.at))
+    new = Lane(lane.high, still_open, (epoch, lane.stamp[1] + 1), drop_try(lane, key.at))
     return _with_lane(state, key.lane, new, epoch), True
 
 
@@ -301,8 +296,8 @@ def claim_all(
     or below its lane's ``high``, or an earlier key of the batch) is left out. Under an
     epoch below the state's, nothing is accepted.
     """
-    epoch = _epoch(epoch)
-    checked = [_key(key) for key in keys]
+    epoch = checked_epoch(epoch)
+    checked = [checked_key(key) for key in keys]
     if epoch < state.epoch:
         return state, []
     lanes = dict(state.lanes)
@@ -325,12 +320,12 @@ def finish_all(
     state: Ledger, items: Iterable[tuple[ClaimKey | tuple[Any, ...], str]], epoch: int
 ) -> tuple[Ledger, list[ClaimKey]]:
     """:func:`finish` for many ``(key, outcome)`` at once; returns the keys it closed."""
-    epoch = _epoch(epoch)
+    epoch = checked_epoch(epoch)
     checked = []
     for key, outcome in items:
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome {outcome!r}: expected one of {OUTCOMES}")
-        checked.append(_key(key))
+        checked.append(checked_key(key))
     if epoch < state.epoch:
         return state, []
     lanes = dict(state.lanes)
@@ -343,80 +338,15 @@ def finish_all(
         if len(still_open) == len(lane.open):
             continue
         lanes[key.lane] = Lane(
-            lane.high, still_open, (epoch, lane.stamp[1] + 1), _drop_try(lane, key.at)
+            lane.high, still_open, (epoch, lane.stamp[1] + 1), drop_try(lane, key.at)
         )
         done.append(key)
     return (Ledger(max(state.epoch, epoch), lanes), done) if done else (state, [])
 
 
-def _drop_try(lane: Lane, tick: datetime) -> tuple[tuple[datetime, int, datetime | None], ...]:
+def drop_try(lane: Lane, tick: datetime) -> tuple[tuple[datetime, int, datetime | None], ...]:
+    """``lane``'s attempts without those of the claim ``tick``."""
     return tuple(t for t in lane.tries if t[0] != tick)
-
-
-def attempt_of(lane: Lane, tick: datetime) -> tuple[int, datetime | None]:
-    """The open claim ``tick``'s attempt and when its next attempt is due: ``(1, None)``
-    for a claim at its first attempt (or one whose lane came from a copy of the previous
-    release, which keeps no attempts)."""
-    for at, attempt, retry_at in lane.tries:
-        if at == tick:
-            return attempt, retry_at
-    return 1, None
-
-
-def retry_all(
-    state: Ledger, items: Iterable[tuple[ClaimKey, int, datetime]], epoch: int
-) -> tuple[Ledger, list[ClaimKey]]:
-    """Attempt ``attempt`` of each open claim failed and may be retried: record that
-    the next attempt is due at ``retry_at`` (not started). Returns the keys taken: a
-    claim not open, at another attempt or already waiting is left out; under an epoch
-    below the state's, nothing is taken. The claim stays open: the tick keeps one run."""
-    epoch = _epoch(epoch)
-    checked = [(_key(key), _attempt(attempt), to_utc(at, "retry_at")) for key, attempt, at in items]
-    if epoch < state.epoch:
-        return state, []
-    lanes = dict(state.lanes)
-    done: list[ClaimKey] = []
-    for key, attempt, retry_at in checked:
-        lane = lanes.get(key.lane)
-        if lane is None or all(tick != key.at for tick, _ in lane.open):
-            continue
-        if attempt_of(lane, key.at) != (attempt, None):
-            continue
-        tries = tuple(sorted((*_drop_try(lane, key.at), (key.at, attempt, retry_at))))
-        lanes[key.lane] = Lane(lane.high, lane.open, (epoch, lane.stamp[1] + 1), tries)
-        done.append(key)
-    return (Ledger(max(state.epoch, epoch), lanes), done) if done else (state, [])
-
-
-def start_all(
-    state: Ledger, items: Iterable[tuple[ClaimKey, int]], epoch: int
-) -> tuple[Ledger, list[ClaimKey]]:
-    """Claim attempt ``attempt`` of each open claim whose attempt ``attempt - 1`` is
-    waiting for its retry (:func:`retry_all`): fenced like a claim, written before the
-    attempt is sent. Returns the keys taken (others are left out)."""
-    epoch = _epoch(epoch)
-    checked = [(_key(key), _attempt(attempt)) for key, attempt in items]
-    if epoch < state.epoch:
-        return state, []
-    lanes = dict(state.lanes)
-    done: list[ClaimKey] = []
-    for key, attempt in checked:
-        lane = lanes.get(key.lane)
-        if lane is None:
-            continue
-        previous, retry_at = attempt_of(lane, key.at)
-        if retry_at is None or previous != attempt - 1:
-            continue
-        tries = tuple(sorted((*_drop_try(lane, key.at), (key.at, attempt, None))))
-        lanes[key.lane] = Lane(lane.high, lane.open, (epoch, lane.stamp[1] + 1), tries)
-        done.append(key)
-    return (Ledger(max(state.epoch, epoch), lanes), done) if done else (state, [])
-
-
-def _attempt(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ATTEMPT:
-        raise ValueError(f"attempt {value!r}: expected an int in 1..{MAX_ATTEMPT}")
-    return value
 
 
 def accept_all(state: Ledger, updates: Iterable[LaneUpdate]) -> tuple[Ledger, bool]:
@@ -452,7 +382,8 @@ def highest(state: Ledger, job: str, node: str | None = None) -> datetime | None
     return None if lane is None else lane.high
 
 
-def _order(lane_key: LaneKey) -> tuple[str, bool, str]:
+def lane_order(lane_key: LaneKey) -> tuple[str, bool, str]:
+    """The sort key of lanes: by job, then node (None first)."""
     job, node = lane_key
     return (job, node is not None, node or "")
 
@@ -461,7 +392,7 @@ def open_claims(state: Ledger) -> tuple[ClaimKey, ...]:
     """Every open claim, by job, node (None first) and tick."""
     return tuple(
         ClaimKey(lane_key[0], tick, lane_key[1])
-        for lane_key in sorted(state.lanes, key=_order)
+        for lane_key in sorted(state.lanes, key=lane_order)
         for tick, _ in state.lanes[lane_key].open
     )
 
@@ -485,9 +416,9 @@ def interrupted(
     Returns:
         The keys, in the order of :func:`open_claims`.
     """
-    alive = {_key(run) for run in alive_runs}
+    alive = {checked_key(run) for run in alive_runs}
     found: list[ClaimKey] = []
-    for lane_key in sorted(state.lanes, key=_order):
+    for lane_key in sorted(state.lanes, key=lane_order):
         for tick, epoch in state.lanes[lane_key].open:
             key = ClaimKey(lane_key[0], tick, lane_key[1])
             if (before is None or epoch < before) and key not in alive:
@@ -505,7 +436,7 @@ def lane_update(state: Ledger, key: ClaimKey | tuple[Any, ...]) -> LaneUpdate:
         KeyError: the lane has no record (nothing was ever claimed in it).
         ValueError: a malformed key.
     """
-    checked = _key(key)
+    checked = checked_key(key)
     return LaneUpdate(checked.job, checked.node, state.lanes[checked.lane])
 
 
@@ -557,156 +488,3 @@ def merge(states: Iterable[Ledger]) -> Ledger:
             ):
                 lanes[lane_key] = lane
     return Ledger(max(copy.epoch for copy in copies), lanes)
-
-
-# ---------------------------------------------------------------------- encoding
-
-
-def _time(at: datetime) -> str:
-    return at.isoformat()
-
-
-def _encode_lane(job: str, node: str | None, lane: Lane, compat: bool = False) -> list[Any]:
-    tries = {} if compat else {tick: (n, at) for tick, n, at in lane.tries}
-    opened: list[list[Any]] = []
-    for tick, epoch in lane.open:
-        item: list[Any] = [_time(tick), epoch]
-        if tick in tries:
-            attempt, retry_at = tries[tick]
-            item += [attempt, None if retry_at is None else _time(retry_at)]
-        opened.append(item)
-    return [job, node, _time(lane.high), opened, lane.stamp[0], lane.stamp[1]]
-
-
-def encode_ledger(state: Ledger, compat: bool = False) -> dict[str, Any]:
-    """``state`` as plain values (msgpack- and JSON-able), for storage and replication.
-
-    The form: ``{"format": 1, "epoch": int, "lanes": [lane, ...]}``, each lane
-    ``[job, node or None, high, [[tick, epoch], ...], stamp_epoch, stamp_seq]`` with times
-    as ISO 8601 strings in UTC (``2026-01-01T10:00:00+00:00``), lanes sorted by job and
-    node. An open claim past its first attempt is ``[tick, epoch, attempt, retry_at or
-    None]``; ``compat`` leaves that out (the form the previous release reads: it takes
-    two-item open claims only).
-    """
-    return {
-        "format": LEDGER_FORMAT,
-        "epoch": state.epoch,
-        "lanes": [
-            _encode_lane(job, node, state.lanes[(job, node)], compat)
-            for job, node in sorted(state.lanes, key=_order)
-        ],
-    }
-
-
-def encode_update(update: LaneUpdate, compat: bool = False) -> dict[str, Any]:
-    """``update`` as plain values: ``{"format": 1, "lane": lane}`` (lane as in a ledger;
-    ``compat`` as in :func:`encode_ledger`)."""
-    lane = _encode_lane(update.job, update.node, update.lane, compat)
-    return {"format": LEDGER_FORMAT, "lane": lane}
-
-
-def _decode_time(value: Any, where: str) -> datetime:
-    if not isinstance(value, str):
-        raise LedgerError(f"{where}: {value!r}, expected an ISO 8601 time string")
-    try:
-        at = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise LedgerError(f"{where}: {value!r}, expected an ISO 8601 time ({exc})") from exc
-    if at.tzinfo is None or at.utcoffset() is None:
-        raise LedgerError(f"{where}: {value!r}, expected a time with its UTC offset")
-    return to_utc(at, where)
-
-
-def _decode_int(value: Any, where: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_STAMP:
-        raise LedgerError(f"{where}: {value!r}, expected an int in {low}..{MAX_STAMP}")
-    return value
-
-
-def _decode_lane(value: Any, where: str) -> tuple[LaneKey, Lane]:
-    if not isinstance(value, list | tuple) or len(value) != 6:
-        raise LedgerError(
-            f"{where}: {value!r}, expected [job, node, high, open, stamp_epoch, stamp_seq]"
-        )
-    job, node, high, opened, stamp_epoch, stamp_seq = value
-    if not isinstance(job, str) or not job:
-        raise LedgerError(f"{where}: job {job!r}, expected a non-empty string")
-    if node is not None and (not isinstance(node, str) or not node):
-        raise LedgerError(f"{where}: node {node!r}, expected None or a non-empty string")
-    where = f"{where} (job {job!r}, node {node!r})"
-    high_at = _decode_time(high, f"{where} high")
-    if not isinstance(opened, list | tuple):
-        raise LedgerError(f"{where} open: {opened!r}, expected a list of [tick, epoch]")
-    claims: list[tuple[datetime, int]] = []
-    tries: list[tuple[datetime, int, datetime | None]] = []
-    for item in opened:
-        if not isinstance(item, list | tuple) or len(item) not in (2, 4):
-            raise LedgerError(
-                f"{where} open claim: {item!r}, expected [tick, epoch] or "
-                "[tick, epoch, attempt, retry_at]"
-            )
-        tick = _decode_time(item[0], f"{where} open claim")
-        if tick > high_at or (claims and tick <= claims[-1][0]):
-            raise LedgerError(
-                f"{where} open claim {item[0]!r}: expected ticks ascending and <= high {high!r}"
-            )
-        claims.append((tick, _decode_int(item[1], f"{where} open claim epoch", 0)))
-        if len(item) == 4:
-            attempt = item[2]
-            if isinstance(attempt, bool) or not isinstance(attempt, int):
-                raise LedgerError(f"{where} open claim attempt: {attempt!r}, expected an int")
-            if not 1 <= attempt <= MAX_ATTEMPT:
-                raise LedgerError(
-                    f"{where} open claim attempt: {attempt!r}, expected 1..{MAX_ATTEMPT}"
-                )
-            retry_at = None if item[3] is None else _decode_time(item[3], f"{where} retry_at")
-            tries.append((tick, attempt, retry_at))
-    stamp = (
-        _decode_int(stamp_epoch, f"{where} stamp epoch", 0),
-        _decode_int(stamp_seq, f"{where} stamp seq", 1),
-    )
-    return (job, node), Lane(high_at, tuple(claims), stamp, tuple(tries))
-
-
-def _check_format(value: Any, what: str, fields: tuple[str, ...]) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise LedgerError(f"encoded {what}: {type(value).__name__}, expected a mapping")
-    missing = [name for name in fields if name not in value]
-    if missing:
-        raise LedgerError(f"encoded {what}: missing {', '.join(missing)}")
-    if value["format"] != LEDGER_FORMAT:
-        raise LedgerError(
-            f"encoded {what}: format {value['format']!r}, expected {LEDGER_FORMAT} "
-            "(written by another version of otpkit?)"
-        )
-    return value
-
-
-def decode_ledger(value: Any) -> Ledger:
-    """The ledger :func:`encode_ledger` made (also after msgpack or JSON, tuples as lists).
-
-    Raises:
-        LedgerError: naming the part that is malformed, or an unknown ``format``.
-    """
-    value = _check_format(value, "ledger", ("format", "epoch", "lanes"))
-    epoch = _decode_int(value["epoch"], "ledger epoch", 0)
-    if not isinstance(value["lanes"], list | tuple):
-        raise LedgerError(f"ledger lanes: {value['lanes']!r}, expected a list")
-    lanes: dict[LaneKey, Lane] = {}
-    for i, item in enumerate(value["lanes"]):
-        lane_key, lane = _decode_lane(item, f"ledger lane {i}")
-        if lane_key in lanes:
-            raise LedgerError(f"ledger lane {i}: job {lane_key[0]!r} node {lane_key[1]!r} twice")
-        lanes[lane_key] = lane
-    return Ledger(epoch, lanes)
-
-
-def decode_update(value: Any) -> LaneUpdate:
-    """The lane update :func:`encode_update` made.
-
-    Raises:
-        LedgerError: naming the part that is malformed, or an unknown ``format``.
-    """
-    value = _check_format(value, "lane update", ("format", "lane"))
-    (job, node), lane = _decode_lane(value["lane"], "lane update")
-    return LaneUpdate(job, node, lane)

@@ -25,10 +25,7 @@ from otpkit.scheduler import _history
 from otpkit.scheduler._ledger import LedgerError
 from otpkit.scheduler._messages import Apply, Observe, ReplicaCall, Sync
 from otpkit.scheduler._replica import (
-    Alarm,
     Replica,
-    alarm_clear,
-    alarm_raise,
     apply,
     decode_entry,
     decode_replica,
@@ -43,6 +40,7 @@ from otpkit.scheduler._replica import (
     merge,
     observe_replica,
 )
+from otpkit.scheduler._rounds import Alarm, alarm_clear, alarm_raise
 from otpkit.scheduler._store import Store, StoreError
 
 log = logging.getLogger("otpkit.scheduler")

@@ -34,28 +34,30 @@ from otpkit.scheduler._ledger import (
     LaneUpdate,
     Ledger,
     LedgerError,
-    encode_update,
     lane_update,
 )
+from otpkit.scheduler._ledger_codec import encode_update
 from otpkit.scheduler._member import ALARM_QUIET, Member
 from otpkit.scheduler._messages import Apply, Observe, ReplicaCall, Sync
 from otpkit.scheduler._replica import (
-    Alarm,
     JobEntry,
     Replica,
-    acks_needed,
-    alarm_clear,
-    alarm_raise,
     apply,
     decode_replica,
     encode_entry,
     encode_replica,
-    is_ack,
     is_empty,
     lane_keys_of,
     merge,
     observe_replica,
     read_quorum,
+)
+from otpkit.scheduler._rounds import (
+    Alarm,
+    acks_needed,
+    alarm_clear,
+    alarm_raise,
+    is_ack,
     shortfall,
     tally,
 )

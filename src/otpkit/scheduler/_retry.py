@@ -6,7 +6,7 @@ it ran past its timeout and the pool saw its worker die after the kill (``timed_
 which the pool reports only then). An attempt whose outcome is unknown - its node lost
 or cut off, its run gone from a pool that restarted - is ``interrupted`` and never tried
 again: it may still be running. Each attempt is claimed in the ledger before it is sent
-(``_ledger.start_all``), so a tick still has one run, made of its attempts.
+(``_ledger_attempts.start_all``), so a tick still has one run, made of its attempts.
 """
 
 from __future__ import annotations

@@ -169,33 +169,37 @@ def _croniter_field(value: str, index: int) -> str:
     return ",".join(_croniter_term(term, index) for term in value.split(","))
 
 
-def _day_of_week_parts(dow: str) -> list[str]:
-    """A day-of-week field (as :func:`_croniter_field` gives it) split where croniter
-    cannot mix its terms: values, ranges and steps in one part, ``#`` and ``L`` terms in
-    the other (croniter refuses the mix, or drops the plain days that are also ``#`` or
-    ``L`` days)."""
+def _parts(value: str, index: int) -> list[str]:
+    """A day field (as :func:`_croniter_field` gives it) split where croniter cannot
+    mix its terms: values, ranges and steps in one part, ``L`` terms (and in day of week
+    ``#`` terms) in the other. In day of week croniter refuses the mix, or drops the
+    plain days that are also ``#`` or ``L`` days; in day of month it counts ``L`` as a
+    day, so 30 days and ``L`` (``2-31,L``) are "all 31": every day."""
+    if index not in (3, 5):
+        return [value]
     plain: list[str] = []
     special: list[str] = []
-    for term in dow.split(","):
-        (special if "#" in term or term[:1] in ("l", "L") else plain).append(term)
+    for term in value.split(","):
+        last = term[:1] in ("l", "L") or (index == 5 and "#" in term)
+        (special if last else plain).append(term)
     return [",".join(part) for part in (plain, special) if part]
 
 
 def _croniter_exprs(fields: tuple[str, ...]) -> tuple[str, ...]:
     """The croniter expressions (read with ``day_or=False``: every field must match)
     whose matches together are the schedule's. When day of month or day of week starts
-    with ``*`` (or is ``?``) a day matches both: one expression per day-of-week part.
-    Otherwise either: one with day of month and ``*``, and one per day-of-week part with
-    ``*``. (croniter's own ``day_or=True`` OR-s the two fields whenever both are
-    restricted, ``*/10`` with ``2-6`` too, and AND-s them when day of week has ``#`` or
-    ``L``.)"""
+    with ``*`` (or is ``?``) a day matches both: one expression per pair of their
+    :func:`_parts`. Otherwise either: one per day-of-month part with day of week ``*``,
+    and one per day-of-week part with day of month ``*``. (croniter's own
+    ``day_or=True`` OR-s the two fields whenever both are restricted, ``*/10`` with
+    ``2-6`` too, and AND-s them when day of week has ``#`` or ``L``.)"""
     offset = 6 - len(fields)
     *rest, dom, month, dow = (_croniter_field(v, i + offset) for i, v in enumerate(fields))
-    weeks = _day_of_week_parts(dow)
+    dom_parts, dow_parts = _parts(dom, 3), _parts(dow, 5)
     if dom.startswith("*") or dow.startswith("*"):
-        days = [(dom, week) for week in weeks]
+        days = [(d, w) for d in dom_parts for w in dow_parts]
     else:
-        days = [(dom, "*"), *(("*", week) for week in weeks)]
+        days = [*((d, "*") for d in dom_parts), *(("*", w) for w in dow_parts)]
     return tuple(_croniter_form((*rest, d, month, w)) for d, w in days)
 
 
@@ -207,7 +211,7 @@ def _check_fields(expr: str, fields: tuple[str, ...], job: Any) -> tuple[str, ..
     offset = 6 - len(fields)
     for i, value in enumerate(fields):
         given = _croniter_field(value, i + offset)
-        for part in _day_of_week_parts(given) if i + offset == 5 else [given]:
+        for part in _parts(given, i + offset):
             probe = ["*"] * len(fields)
             probe[i] = part
             try:

@@ -1,7 +1,8 @@
 """The Scheduler: Quantum's scheduler as the cluster's Singleton, each tick fired once.
 
-``Scheduler(...)`` is a child spec for the application's tree. On every node it starts
-a small supervisor (``rest_for_one``) with two children:
+``Scheduler(...)`` (made in ``_spec``, re-exported here) is a child spec for the
+application's tree. On every node it starts a small supervisor (``rest_for_one``) with
+two children:
 
 * the node's **task pool** (``_pool.TaskPool``): pre-spawned worker processes that run
   the tasks the scheduler sends to this node;
@@ -27,7 +28,8 @@ for the tick itself, so the lateness is the worker's wake-up, not a network roun
 A run survives the holder's death: its pool keeps reporting the finish until a holder
 acknowledges it.
 
-The decisions are pure functions (``_plan``, ``_ledger``, ``_replica``, ``pick_nodes``).
+The decisions are pure functions (``_plan``, ``_ledger``, ``_replica``, ``_rounds``,
+``pick_nodes``).
 :class:`SchedulerWorker` is a shell that decodes each message once (``_messages``) and
 hands it to the part that owns it: this node's copy (``_member.Member``), its event bus
 (``_events.EventBus``) and, made anew for each term as the holder, the writer
@@ -45,7 +47,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,15 +55,13 @@ from otpkit import actors
 from otpkit import distribution as dist
 from otpkit import quorum as _quorum
 from otpkit.actors import Down, From, shapes
-from otpkit.distribution import NodeDown, NodeUp, encode_term
+from otpkit.distribution import NodeDown, NodeUp
 from otpkit.errors import NodeError, OtpkitError
-from otpkit.registry import Singleton, SingletonWorker
-from otpkit.scheduler import _history
+from otpkit.registry import SingletonWorker
 from otpkit.scheduler._api import Api
 from otpkit.scheduler._engine import Engine, wall_now
 from otpkit.scheduler._events import EventBus, JobEvent, new_event
 from otpkit.scheduler._finishes import Finishes
-from otpkit.scheduler._job import InvalidJob, Job
 from otpkit.scheduler._ledger import LedgerError
 from otpkit.scheduler._member import Member
 from otpkit.scheduler._messages import (
@@ -81,15 +81,14 @@ from otpkit.scheduler._messages import (
     replica_name,
 )
 from otpkit.scheduler._peers import Peers
-from otpkit.scheduler._pool import pool_child_spec, pool_name
+from otpkit.scheduler._pool import pool_name
 from otpkit.scheduler._replication import Writer
 from otpkit.scheduler._retry import PROTOCOL_FEATURES
+from otpkit.scheduler._spec import Scheduler, SchedulerConfig
 from otpkit.scheduler._store import Store, auto_path
-from otpkit.supervision import ChildSpec, Supervisor
 
 log = logging.getLogger("otpkit.scheduler")
 
-POLICIES = ("availability", "majority")
 #: The holder's timers (:class:`_Timer`).
 TIMER_KINDS = ("recover", "wake", "flush", "check", "sync")
 
@@ -102,120 +101,6 @@ class _Timer:
 
     kind: str
     gen: int
-
-
-@dataclass(frozen=True)
-class SchedulerConfig:
-    name: str
-    jobs: tuple[Job, ...]
-    policy: str
-    store: str | None
-    lead: float = 0.05
-    round_timeout: float = 2.0
-    lost_after: float = 30.0
-    max_wait: float = 1.0
-    history: int = _history.KEEP
-    history_days: float = _history.MAX_AGE / 86_400
-
-
-def Scheduler(  # noqa: N802 - reads as the class it makes a spec for
-    jobs: Iterable[Job] = (),
-    name: str = DEFAULT_NAME,
-    policy: str = "majority",
-    store: str | os.PathLike[str] | None = "auto",
-    max_concurrency: int = 10,
-    queue_limit: int = 10_000,
-    settle_timeout: float = 5.0,
-    handover_timeout: float = 5.0,
-    lead: float = 0.05,
-    history: int = _history.KEEP,
-    history_days: float = 7.0,
-    id: Any = None,
-    **options: Any,
-) -> ChildSpec:
-    """The child spec of a cluster scheduler (see the module).
-
-    Args:
-        jobs: configuration jobs: declared state, applied by name at each start of the
-            scheduler (a runtime change to one lasts until then; the overwrite is logged).
-        name: the scheduler's global name (several schedulers may run side by side).
-        policy: ``"majority"`` (default: a tick runs at most once, also across
-            partitions; the minority side fires nothing) or ``"availability"``.
-        store: the SQLite file of this node's replica (``0600``); ``"auto"`` puts it in
-            ``$OTPKIT_DATA_DIR/otpkit/`` (default ``./otpkit-data``; the directory
-            ``0700``, beside the quorum's state) as ``<name>@<node>.sqlite``, and moves a
-            store found where earlier versions kept it (``$OTPKIT_DATA_DIR/``) there;
-            None keeps the replica in memory only (a restart of every node loses runtime
-            jobs and the ledger).
-        max_concurrency: this node's pool of worker processes (runs at once).
-        queue_limit: runs waiting for a worker before new ones fail.
-        lead: seconds before its tick a run is claimed and sent to its pool.
-        history: runs kept per job in the run history (``history(job)``), replicated
-            with the ledger; 0 keeps none.
-        history_days: days a run stays in the history.
-        options: none; the majority lease's ``term`` and ``expected_size`` are the
-            node's (``Node(quorum=QuorumConfig(...))``, ``otpkit run
-            --expected-size``): given here they are refused (ValueError).
-
-    Raises:
-        InvalidJob: a job is malformed (names the job and field); also two jobs of one
-            name.
-        ValueError: a bad option, naming it.
-    """
-    if not isinstance(name, str) or not name or len(name) > 32 or "/" in name:
-        raise ValueError(f"Scheduler name={name!r}: expected a str of 1-32 characters, no '/'")
-    if policy not in POLICIES:
-        raise ValueError(f"Scheduler {name!r}: policy={policy!r}; expected one of {POLICIES}")
-    if isinstance(lead, bool) or not isinstance(lead, int | float) or not 0 <= lead <= 1:
-        raise ValueError(f"Scheduler {name!r}: lead={lead!r}; expected seconds in [0, 1]")
-    declared: list[Job] = []
-    names: set[str] = set()
-    for job in jobs:
-        if not isinstance(job, Job):
-            raise InvalidJob(getattr(job, "name", job), "jobs", job, "a Job")
-        if job.name in names:
-            raise InvalidJob(job.name, "name", job.name, "a name unique among the jobs")
-        try:
-            encode_term(job.to_spec())
-        except (TypeError, ValueError) as exc:
-            raise InvalidJob(job.name, "args", job.args, f"values that can travel ({exc})") from exc
-        declared.append(job)
-        names.add(job.name)
-    path = None if store is None else os.fspath(store)
-    if isinstance(history, bool) or not isinstance(history, int):
-        raise ValueError(f"Scheduler {name!r}: history={history!r}; expected an int in 0..1000")
-    if not 0 <= history <= _history.MAX_KEEP:
-        raise ValueError(f"Scheduler {name!r}: history={history!r}; expected an int in 0..1000")
-    if isinstance(history_days, bool) or not isinstance(history_days, int | float):
-        raise ValueError(f"Scheduler {name!r}: history_days={history_days!r}; expected days > 0")
-    if not 0 < history_days <= 3650:
-        raise ValueError(f"Scheduler {name!r}: history_days={history_days!r}; expected days > 0")
-    config = SchedulerConfig(
-        name,
-        tuple(declared),
-        policy,
-        path,
-        float(lead),
-        history=history,
-        history_days=float(history_days),
-    )
-    worker = ChildSpec("scheduler", SchedulerWorker, (config,), shutdown=handover_timeout + 5)
-    singleton = Singleton(
-        worker,
-        name,
-        policy=policy,
-        settle_timeout=settle_timeout,
-        handover_timeout=handover_timeout,
-        id="singleton",
-        **options,
-    )
-    pool = pool_child_spec(name, max_concurrency=max_concurrency, queue_limit=queue_limit)
-    return ChildSpec(
-        id if id is not None else ("scheduler", name),
-        Supervisor,
-        kwargs={"children": [pool, singleton], "strategy": "rest_for_one", "intensity": 3},
-        type="supervisor",
-    )
 
 
 class SchedulerWorker(SingletonWorker):

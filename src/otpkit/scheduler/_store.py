@@ -39,6 +39,10 @@ Where (:func:`auto_path`, the scheduler's ``store="auto"``): ``<data-dir>/otpkit
 found where earlier versions kept it, ``<data-dir>/<name>@<node>.sqlite``, is moved
 there first (:func:`move_store`: nothing committed is lost, also by a crash during the
 move), with one INFO line.
+
+This module owns :class:`Store` (the reads and writes), the schema version it writes
+(:data:`SCHEMA_VERSION`, with its migration steps) and the store's place on disk; the
+checks, the schema and the migrations that opening a file runs are ``_store_schema``'s.
 """
 
 from __future__ import annotations
@@ -47,8 +51,7 @@ import contextlib
 import logging
 import os
 import sqlite3
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -56,8 +59,17 @@ from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
 
-from otpkit.actors import make_private_dir, narrow, private_file
-from otpkit.errors import OtpkitError
+from otpkit.actors import make_private_dir, narrow
+from otpkit.scheduler._store_schema import (
+    SIDE_FILES,
+    Step,
+    StoreError,
+    connect,
+    pack,
+    rollback,
+    v1_to_v2,
+    v2_to_v3,
+)
 
 __all__ = ["SCHEMA_VERSION", "STATE_DIR", "Store", "StoreError", "auto_path", "move_store"]
 
@@ -65,46 +77,16 @@ log = logging.getLogger("otpkit.scheduler")
 
 #: The schema version this code writes; it reads this one and older ones (migrated
 #: forward when opened), never a newer one. Raise it with any change of the tables or of
-#: what a row holds, and add the step from the previous version to ``_STEPS``.
+#: what a row holds, and add the step from the previous version (in ``_store_schema``)
+#: to ``_STEPS``.
 SCHEMA_VERSION = 3
+#: The migration steps: the one keyed ``n`` turns a store of version ``n`` into version
+#: ``n + 1`` inside the opening transaction (a version raised without a change of the
+#: tables or rows needs none). A step knows the shapes its two versions stored.
+_STEPS: dict[int, Step] = {1: v1_to_v2, 2: v2_to_v3}
 
 #: The directory of a data dir that otpkit keeps its state in (the quorum's too).
 STATE_DIR = "otpkit"
-#: The files SQLite keeps beside a database in WAL mode (and while it switches to it).
-_SIDE_FILES = ("-wal", "-shm", "-journal")
-
-_TABLES = ("otpkit_schema", "jobs", "ledger", "lanes", "runs")
-#: version 3: the run history, one row per record (a job's newest, trimmed by the holder)
-_RUNS_TABLE = (
-    "CREATE TABLE runs (job TEXT NOT NULL, tick TEXT NOT NULL, lane TEXT NOT NULL,"
-    " at TEXT NOT NULL, body BLOB NOT NULL, PRIMARY KEY (job, tick, lane))"
-)
-_SCHEMA = (
-    "CREATE TABLE otpkit_schema (version INTEGER NOT NULL)",
-    "CREATE TABLE jobs (name TEXT PRIMARY KEY, body BLOB NOT NULL)",
-    "CREATE TABLE ledger (id INTEGER PRIMARY KEY CHECK (id = 1), body BLOB NOT NULL)",
-    # one row per ledger lane, so that a write stores the lanes it changed, not all
-    "CREATE TABLE lanes (job TEXT NOT NULL, node TEXT NOT NULL, body BLOB NOT NULL,"
-    " PRIMARY KEY (job, node))",
-    _RUNS_TABLE,
-)
-
-
-class StoreError(OtpkitError):
-    """The store's file cannot be used as it is; ``path`` and ``problem`` say why."""
-
-    def __init__(self, path: Any, problem: str) -> None:
-        super().__init__(f"scheduler store {str(path)!r}: {problem}")
-        self.path = path
-        self.problem = problem
-
-
-def _pack(value: Any, what: str) -> bytes:
-    try:
-        packed: bytes = msgpack.packb(value, use_bin_type=True)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise TypeError(f"{what}: not plain values msgpack can store ({exc})") from exc
-    return packed
 
 
 class Store:
@@ -130,19 +112,7 @@ class Store:
                 application's database, or of an unknown schema version.
         """
         where = Path(path)
-        _check_path(where)
-        _make_private(where)
-        try:
-            conn = sqlite3.connect(where, timeout=timeout, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise StoreError(where, f"cannot open it ({exc})") from exc
-        try:
-            _check_file(where, conn)
-            _prepare(where, conn, timeout)
-        except BaseException:
-            conn.close()
-            raise
-        return cls(where, conn)
+        return cls(where, connect(where, timeout, SCHEMA_VERSION, _STEPS))
 
     @property
     def path(self) -> Path:
@@ -162,7 +132,7 @@ class Store:
         _check_name(name)
         if not isinstance(job, Mapping):
             raise TypeError(f"job {name!r}: {type(job).__name__}, expected a mapping")
-        body = _pack(dict(job), f"job {name!r}")
+        body = pack(dict(job), f"job {name!r}")
         with self._write(f"saving job {name!r}") as conn:
             conn.execute("INSERT OR REPLACE INTO jobs (name, body) VALUES (?, ?)", (name, body))
 
@@ -177,7 +147,7 @@ class Store:
             _check_name(name)
             if not isinstance(job, Mapping):
                 raise TypeError(f"job {name!r}: {type(job).__name__}, expected a mapping")
-            rows.append((name, _pack(dict(job), f"job {name!r}")))
+            rows.append((name, pack(dict(job), f"job {name!r}")))
         if not rows:
             return
         with self._write(f"saving {len(rows)} jobs") as conn:
@@ -212,7 +182,7 @@ class Store:
     # ------------------------------------------------------------------ ledger
 
     def save_ledger(self, ledger: Mapping[str, Any]) -> None:
-        """Store the encoded ledger (see :func:`encode_ledger`), replacing the previous one.
+        """Store the encoded ledger (``_ledger_codec.encode_ledger``), replacing the old one.
 
         Raises:
             TypeError: ``ledger`` is not a mapping of plain (msgpack-able) values.
@@ -220,7 +190,7 @@ class Store:
         """
         if not isinstance(ledger, Mapping):
             raise TypeError(f"ledger: {type(ledger).__name__}, expected a mapping")
-        body = _pack(dict(ledger), "ledger")
+        body = pack(dict(ledger), "ledger")
         with self._write("saving the ledger") as conn:
             conn.execute("INSERT OR REPLACE INTO ledger (id, body) VALUES (1, ?)", (body,))
 
@@ -257,8 +227,8 @@ class Store:
             _check_name(job)
             if not isinstance(body, Mapping):
                 raise TypeError(f"lane {job!r}/{node!r}: {type(body).__name__}, expected a mapping")
-            rows.append((job, node or "", _pack(dict(body), f"lane {job!r}/{node!r}")))
-        head = None if ledger is None else _pack(dict(ledger), "ledger")
+            rows.append((job, node or "", pack(dict(body), f"lane {job!r}/{node!r}")))
+        head = None if ledger is None else pack(dict(ledger), "ledger")
         with self._write("saving ledger lanes") as conn:
             conn.executemany(
                 "INSERT OR REPLACE INTO lanes (job, node, body) VALUES (?, ?, ?)", rows
@@ -307,7 +277,7 @@ class Store:
                     raise TypeError(f"run record of {job!r}: expected an encoded record")
                 lane = record.get("lane") or ""
                 at = str(record.get("at") or "")
-                rows.append((job, record["tick"], lane, at, _pack(dict(record), f"run of {job!r}")))
+                rows.append((job, record["tick"], lane, at, pack(dict(record), f"run of {job!r}")))
         if not rows and older_than is None:
             return
         with self._write("saving the run history") as conn:
@@ -376,10 +346,10 @@ class Store:
             yield conn
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            _rollback(conn)
+            rollback(conn)
             raise StoreError(self._path, f"{what} failed: {exc}") from exc
         except BaseException:
-            _rollback(conn)
+            rollback(conn)
             raise
 
     def _read(self, what: str, sql: str) -> list[Any]:
@@ -400,39 +370,6 @@ class Store:
 def _check_name(name: Any) -> None:
     if not isinstance(name, str) or not name:
         raise ValueError(f"job name {name!r}: expected a non-empty string")
-
-
-def _rollback(conn: sqlite3.Connection) -> None:
-    if conn.in_transaction:
-        conn.execute("ROLLBACK")
-
-
-def _check_path(path: Path) -> None:
-    """Clear errors for what SQLite would report as "unable to open database file"."""
-    directory = path.parent
-    if not directory.is_dir():
-        raise StoreError(path, f"its directory {str(directory)!r} does not exist")
-    if path.is_dir():
-        raise StoreError(path, "it is a directory, expected a database file")
-    if path.exists():
-        if not path.is_file():
-            raise StoreError(path, "it is not a regular file")
-        if not os.access(path, os.R_OK | os.W_OK):
-            raise StoreError(path, "no permission to read and write it")
-    if not os.access(directory, os.W_OK | os.X_OK):
-        # SQLite creates the file, and the WAL and shared-memory files, beside it.
-        raise StoreError(path, f"no permission to create files in {str(directory)!r}")
-
-
-def _make_private(path: Path) -> None:
-    """Create the file ``0600`` if it is missing (SQLite then makes its side files with
-    that mode), else narrow it and its side files to ``0600``."""
-    try:
-        private_file(path, "scheduler store")
-    except OSError as exc:
-        raise StoreError(path, f"cannot create it ({exc.strerror or exc})") from exc
-    for suffix in _SIDE_FILES:
-        narrow(f"{path}{suffix}", 0o600, "scheduler store file")
 
 
 def auto_path(data_dir: str | os.PathLike[str], name: str, node: str) -> Path:
@@ -508,7 +445,7 @@ def move_store(old: Path, new: Path) -> bool:
 def _remove_side_files(old: Path) -> None:
     """The side files of a store moved away: its ``-shm`` (an index of the WAL, rebuilt
     by SQLite) and an empty ``-wal``; a WAL that still holds writes is left (logged)."""
-    for suffix in _SIDE_FILES:
+    for suffix in SIDE_FILES:
         side = Path(f"{old}{suffix}")
         try:
             size = side.stat().st_size
@@ -528,158 +465,3 @@ def _sync_dir(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def _check_file(path: Path, conn: sqlite3.Connection) -> None:
-    """Read-only checks: a SQLite database, not damaged. Nothing is written here."""
-    try:
-        result = conn.execute("PRAGMA quick_check").fetchall()
-    except sqlite3.DatabaseError as exc:
-        text = str(exc)
-        if "not a database" in text:
-            raise StoreError(path, f"not a SQLite database ({text})") from exc
-        raise StoreError(path, f"damaged or truncated database ({text})") from exc
-    if result != [("ok",)]:
-        problems = "; ".join(str(row[0]) for row in result[:3])
-        raise StoreError(path, f"damaged database, quick_check says: {problems}")
-
-
-def _tables(conn: sqlite3.Connection) -> set[str]:
-    rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-    return {row[0] for row in rows}
-
-
-def _stored_version(path: Path, conn: sqlite3.Connection, tables: set[str]) -> int:
-    """The schema version the file names: this code's or an older one; else StoreError."""
-    if "otpkit_schema" not in tables:
-        raise StoreError(
-            path,
-            "not an otpkit scheduler store (it has tables "
-            f"{', '.join(sorted(tables))} and no otpkit_schema table)",
-        )
-    versions = [row[0] for row in conn.execute("SELECT version FROM otpkit_schema").fetchall()]
-    if len(versions) != 1:
-        raise StoreError(path, f"otpkit_schema holds {versions!r}, expected one version")
-    version = versions[0]
-    if type(version) is not int or version < 1:
-        raise StoreError(path, f"schema version {version!r} is no version of otpkit's")
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            path,
-            f"schema version {version} is newer than this otpkit reads ({SCHEMA_VERSION}): "
-            "a downgrade after an upgrade; start the newer otpkit (the file is left as it is)",
-        )
-    return version
-
-
-def _check_tables(path: Path, tables: set[str]) -> None:
-    missing = [name for name in _TABLES if name not in tables]
-    if missing:
-        raise StoreError(
-            path, f"schema version {SCHEMA_VERSION} without its tables {', '.join(missing)}"
-        )
-
-
-def _v1_to_v2(path: Path, conn: sqlite3.Connection) -> None:
-    """Version 1 kept the whole replica in the ledger row: ``{"format", "epoch", "lanes":
-    [lane, ...], "jobs": {}, "where": [[job, at, node, where, epoch?], ...]}``, each lane
-    ``[job, node, ...]``. Version 2 keeps one row per lane, ``{"lane": lane, "where":
-    [[at, where, epoch], ...]}``, and the ledger row only ``{"format", "epoch", "lanes":
-    []}`` (a replica migrated so counts as not synced until a holder writes to it)."""
-    conn.execute(
-        "CREATE TABLE lanes (job TEXT NOT NULL, node TEXT NOT NULL, body BLOB NOT NULL,"
-        " PRIMARY KEY (job, node))"
-    )
-    row = conn.execute("SELECT body FROM ledger WHERE id = 1").fetchone()
-    if row is None:
-        return
-    try:
-        head = msgpack.unpackb(row[0], raw=False, strict_map_key=False)
-        wheres: dict[tuple[str, str | None], list[list[Any]]] = {}
-        for item in head.get("where", ()):
-            epoch = item[4] if len(item) == 5 else 0
-            wheres.setdefault((item[0], item[2]), []).append([item[1], item[3], epoch])
-        rows = []
-        for lane in head["lanes"]:
-            job, node = lane[0], lane[1]
-            body = {"lane": lane, "where": wheres.get((job, node), [])}
-            rows.append((job, node or "", _pack(body, f"lane {job!r}/{node!r}")))
-        new_head = {"format": head["format"], "epoch": head["epoch"], "lanes": []}
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
-        raise StoreError(path, f"a version 1 ledger that cannot be migrated ({exc!r})") from exc
-    conn.executemany("INSERT INTO lanes (job, node, body) VALUES (?, ?, ?)", rows)
-    conn.execute("UPDATE ledger SET body = ? WHERE id = 1", (_pack(new_head, "ledger"),))
-
-
-def _v2_to_v3(path: Path, conn: sqlite3.Connection) -> None:
-    """Version 3 adds the run history (``runs``); an open claim of a lane may carry its
-    attempt (``[tick, epoch, attempt, retry_at]``), which version 2 never wrote."""
-    conn.execute(_RUNS_TABLE)
-
-
-#: The migration steps: the one keyed ``n`` turns a store of version ``n`` into version
-#: ``n + 1`` inside the opening transaction (a version raised without a change of the
-#: tables or rows needs none). A step knows the shapes its two versions stored.
-_STEPS: dict[int, Callable[[Path, sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
-
-
-def _prepare(path: Path, conn: sqlite3.Connection, timeout: float) -> None:
-    """Check the schema, create it in an empty database or migrate an older one; then
-    WAL mode."""
-    migrated: int | None = None
-    try:
-        tables = _tables(conn)
-        if not tables or _stored_version(path, conn, tables) < SCHEMA_VERSION:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                # Another Store may have created or migrated the schema since we looked.
-                tables = _tables(conn)
-                if not tables:
-                    for statement in _SCHEMA:
-                        conn.execute(statement)
-                    conn.execute(
-                        "INSERT INTO otpkit_schema (version) VALUES (?)", (SCHEMA_VERSION,)
-                    )
-                elif (old := _stored_version(path, conn, tables)) < SCHEMA_VERSION:
-                    for version in range(old, SCHEMA_VERSION):
-                        step = _STEPS.get(version)
-                        if step is not None:
-                            step(path, conn)
-                    conn.execute("UPDATE otpkit_schema SET version = ?", (SCHEMA_VERSION,))
-                    migrated = old
-                conn.execute("COMMIT")
-            except BaseException:
-                _rollback(conn)
-                raise
-            tables = _tables(conn)
-        _check_tables(path, tables)
-        if migrated is not None:
-            log.info(
-                "scheduler store %s: schema version %d migrated to %d",
-                path,
-                migrated,
-                SCHEMA_VERSION,
-            )
-        _use_wal(path, conn, timeout)
-        conn.execute("PRAGMA synchronous = FULL")
-    except sqlite3.Error as exc:
-        raise StoreError(path, f"cannot prepare the schema ({exc})") from exc
-
-
-def _use_wal(path: Path, conn: sqlite3.Connection, timeout: float) -> None:
-    """Switch to WAL mode (kept in the file), retrying while another connection is busy.
-
-    SQLite answers "database is locked" at once, without its busy timeout, when two
-    connections switch a new file to WAL together.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            break
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() >= deadline:
-                raise
-            time.sleep(0.01)
-    if str(mode).lower() != "wal":
-        raise StoreError(path, f"cannot use WAL mode (SQLite kept journal mode {mode!r})")
