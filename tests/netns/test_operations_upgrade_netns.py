@@ -4,7 +4,8 @@ state format and scheduler schema versions are one higher (the test makes it: a 
 the nodes' source tree with the three constants raised, ``tests/harness/versions.py``);
 and from the previous release - the last commit whose dist protocol is one below this
 code's, as git has it (``versions.previous_release``) - to this code: the real N-1,
-whose handshake order differs (protocol 2's acceptor proves first, protocol 3's dialer).
+which knows no attempts and no run history (this code's holder writes neither while a
+node of it takes part).
 
 One node at a time, from the highest index down, as a StatefulSet's rolling update
 does: SIGTERM, wait for the exit, start it on the new build (same name, same data dir),
@@ -64,9 +65,9 @@ def test_rolling_update_to_the_next_release(run_cluster: RunCluster, tmp_path: P
 
 def test_rolling_update_from_the_previous_release(tmp_path: Path) -> None:
     """The cluster starts on the previous release's code (a git commit) and is rolled to
-    this code, with the same checks: every node linked to every other while both run (the
-    new nodes dial the old ones: an old node's dial is closed and dialled back), no
-    version refusal, no tick twice, every missing tick reported."""
+    this code, with the same checks: every node linked to every other while both run
+    (either side dials: the handshake did not change), no version refusal, no tick
+    twice, every missing tick reported."""
     try:
         commit = previous_commit()
     except LookupError as exc:

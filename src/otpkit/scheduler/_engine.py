@@ -107,6 +107,8 @@ class Engine:
         self.jobs_cache: dict[str, tuple[tuple[int, int], Job]] = {}
         # open claims whose failed attempt waits for its retry: when the next is due
         self.retries: dict[ClaimKey, datetime] = {}
+        # since when (monotonic) a waiting attempt found no node to run on
+        self.retry_stuck: dict[ClaimKey, float] = {}
         finishes.job_named = self.job_named
         finishes.retry_later = self.retry_later
 
@@ -368,6 +370,23 @@ class Engine:
         self.finishes.schedule_check(3.0)
         return claimed
 
+    def _retry_done(self, key: ClaimKey) -> None:
+        self.retries.pop(key, None)
+        self.retry_stuck.pop(key, None)
+
+    def _attempt_targets(self, key: ClaimKey, spec: Mapping[str, Any]) -> list[str]:
+        """Where the next attempt of ``key`` runs: the lane's node (strategy ``all``, a
+        manual run on every node) if it is up, else where the strategy picks now."""
+        up = self.peers.targets() | {self.node}
+        if key.node is not None and not key.node.startswith(MANUAL):
+            return [key.node] if key.node in up else []
+        if key.node is not None and key.node.startswith(f"{MANUAL}:"):
+            target = key.node.partition(":")[2]
+            return [target] if target in up else []
+        return pick_nodes(
+            spec.get("run_strategy", "local"), self.node, self.peers.targets(), self.rng
+        )
+
     def _send(self, key: ClaimKey, target: str, spec: Mapping[str, Any], attempt: int) -> None:
         """Send attempt ``attempt`` of the claimed run ``key`` to ``target``'s pool."""
         self.finishes.sent(key, time.monotonic())
@@ -392,30 +411,34 @@ class Engine:
         (strategy ``all``) or where the job's strategy picks now."""
         plans: list[tuple[ClaimKey, int, str, Mapping[str, Any]]] = []
         lanes = self.member.rep.ledger.lanes
+        now = wall_now()
         for key in keys:
             lane = lanes.get(key.lane)
             job = self.job_named(key.job)
             attempt, retry_at = attempt_of(lane, key.at) if lane is not None else (0, None)
             if retry_at is None:  # settled meanwhile
-                self.retries.pop(key, None)
+                self._retry_done(key)
                 continue
-            if job is None:
-                # deleted while its attempt waited: the run ends failed, no attempt more
-                self.retries.pop(key, None)
-                self.finishes.give_up(key, "the job was deleted before its next attempt")
+            manual = key.node is not None and key.node.startswith(MANUAL)
+            why = _no_next_attempt(job, attempt, manual)
+            if why is not None:
+                self._retry_done(key)
+                self.finishes.give_up(key, why)
                 continue
+            assert job is not None
             spec = job.to_spec()
-            if key.node is not None and not key.node.startswith(MANUAL):
-                targets = [key.node] if key.node in self.peers.targets() | {self.node} else []
-            elif key.node is not None and key.node.startswith(f"{MANUAL}:"):
-                target = key.node.partition(":")[2]
-                targets = [target] if target in self.peers.targets() | {self.node} else []
-            else:
-                targets = pick_nodes(
-                    spec.get("run_strategy", "local"), self.node, self.peers.targets(), self.rng
-                )
-            if targets:
-                plans.append((key, attempt + 1, targets[0], spec))
+            targets = self._attempt_targets(key, spec)
+            if not targets:
+                # its node is down: try again in a second; give the run up once no node
+                # of its strategy came back for lost_after seconds
+                since = self.retry_stuck.setdefault(key, time.monotonic())
+                if time.monotonic() - since > self.finishes.lost_after:
+                    self._retry_done(key)
+                    self.finishes.give_up(key, "no node of its run strategy is up for a retry")
+                else:
+                    self.retries[key] = now + timedelta(seconds=1.0)
+                continue
+            plans.append((key, attempt + 1, targets[0], spec))
         if not plans:
             return
         ledger, started = start_all(
@@ -426,11 +449,26 @@ class Engine:
         updates = self.writer.lane_updates(ledger, started)
         updates += [["where", encode_key(k), t] for k, _, t, _ in chosen]
         if not started or not self.writer.write(updates):
-            return  # due again at the next wake
+            for key, _, _, _ in plans:  # due again a moment later
+                self.retries[key] = now + timedelta(seconds=0.5)
+            return
         for key, attempt, target, job_spec in chosen:
-            self.retries.pop(key, None)
+            self._retry_done(key)
             self._send(key, target, job_spec, attempt)
         self.finishes.schedule_check(3.0)
+
+
+def _no_next_attempt(job: Job | None, attempt: int, manual: bool) -> str | None:
+    """Why the attempt after ``attempt`` must not start (the run then ends failed), or
+    None: the job was deleted, deactivated (a scheduled run; a manual one runs also for
+    an inactive job) or lowered its ``max_attempts`` meanwhile."""
+    if job is None:
+        return "the job was deleted before its next attempt"
+    if job.state != "active" and not manual:
+        return "the job was deactivated before its next attempt"
+    if attempt >= job.max_attempts:
+        return f"max_attempts is now {job.max_attempts}: no attempt after {attempt}"
+    return None
 
 
 __all__ = ["MANUAL", "Engine", "pick_nodes", "wall_now"]

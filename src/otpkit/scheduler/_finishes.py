@@ -94,7 +94,9 @@ class Finishes:
         )
 
     def done(self, msg: RunDone) -> None:
-        """Keep the report; it is finished at the next flush."""
+        """Keep the report; it is finished at the next flush. A report of an attempt the
+        ledger already moved past (its ack was lost: the pool sends it again) is acked
+        again and nothing else."""
         if not self.writer.recovered:
             return  # the pool sends it again until a holder acknowledges it
         outcome = msg.outcome if msg.outcome in OUTCOME_EVENT else "failed"
@@ -103,10 +105,31 @@ class Finishes:
             info["attempt"] = msg.info.get("attempt")
             info["raised"] = msg.info.get("raised") is True
             info["traceback"] = msg.info.get("traceback")
+            if self._stale(msg.key, info["attempt"]):
+                key = msg.key
+                self._ack(msg.node, [[key.job, key.at, key.node, info["attempt"]]])
+                return
         self.pending[msg.key] = (msg.node, outcome, info)
         if not self.flushing:
             self.flushing = True
             self.later("flush", 0.005)
+
+    def _stale(self, key: ClaimKey, attempt: Any) -> bool:
+        """Whether a report of ``attempt`` of ``key`` is one the ledger has moved past:
+        the claim is open at a later attempt, or at this one waiting for its retry."""
+        if not isinstance(attempt, int) or isinstance(attempt, bool):
+            return False
+        lane = self.member.rep.ledger.lanes.get(key.lane)
+        if lane is None or all(tick != key.at for tick, _ in lane.open):
+            return False
+        current, waiting = attempt_of(lane, key.at)
+        return attempt < current or (attempt == current and waiting is not None)
+
+    def _ack(self, node: str, items: list[Any]) -> None:
+        if node == _HOLDER or (node != self.node and node not in self.peers.up):
+            return  # a pool out of reach sends its report again once connected
+        with contextlib.suppress(OtpkitError):
+            actors.send((self.pool_svc, node), ("ack", items))
 
     def give_up(self, key: ClaimKey, why: str) -> None:
         """End the open claim ``key`` (waiting for a retry) as ``failed`` at the next
@@ -121,12 +144,14 @@ class Finishes:
         self.flushing = False
         self.flush()
 
-    def _retry_at(self, key: ClaimKey, outcome: str, info: Mapping[str, Any]) -> datetime | None:
+    def _retry_at(
+        self, key: ClaimKey, outcome: str, info: Mapping[str, Any], compat: bool
+    ) -> datetime | None:
         """When the next attempt of ``key`` is due, if the reported one gets another
         (``_retry``): only a report of this release's pools names its attempt, and only
         while every member reads attempts."""
         attempt = info.get("attempt")
-        if not isinstance(attempt, int) or self.writer.compat():
+        if not isinstance(attempt, int) or compat:
             return None
         lane = self.member.rep.ledger.lanes.get(key.lane)
         job = self.job_named(key.job)
@@ -143,11 +168,13 @@ class Finishes:
         if not self.pending:
             return
         batch = dict(self.pending)
+        # one reading for the whole write: a member of the previous release takes part
+        compat = self.writer.compat()
         before = self.member.rep.ledger
         retries: list[tuple[ClaimKey, int, datetime]] = []
         ends: list[tuple[ClaimKey, str]] = []
         for key, (_, outcome, info) in batch.items():
-            due = self._retry_at(key, outcome, info)
+            due = self._retry_at(key, outcome, info, compat)
             if due is not None:
                 retries.append((key, int(info["attempt"]), due))
             else:
@@ -155,10 +182,10 @@ class Finishes:
         epoch = self.writer.epoch
         ledger, closed = finish_all(before, ends, epoch)
         ledger, retried = retry_all(ledger, retries, epoch)
-        updates = self.writer.lane_updates(ledger, [*closed, *retried])
+        updates = self.writer.lane_updates(ledger, [*closed, *retried], compat)
         updates += [["where", encode_key(k), None] for k in closed]
         records = [self._record(key, batch[key], before) for key in closed]
-        if records and self.member.keep and not self.writer.compat():
+        if records and self.member.keep and not compat:
             updates.append(["runs", [_history.encode_record(r) for r in records]])
         if (closed or retried) and not self.writer.write(updates):
             self.flushing = True
@@ -219,10 +246,7 @@ class Finishes:
                 )
             )
         for node, keys in acks.items():
-            if node == _HOLDER or (node != self.node and node not in self.peers.up):
-                continue  # a pool out of reach sends its report again once connected
-            with contextlib.suppress(OtpkitError):
-                actors.send((self.pool_svc, node), ("ack", keys))
+            self._ack(node, keys)
 
     def _record(
         self, key: ClaimKey, pending: tuple[str, str, dict[str, Any]], before: Ledger

@@ -39,6 +39,9 @@ KEEP = 20
 MAX_KEEP = 1_000
 #: Seconds a record is kept unless the scheduler says otherwise: 7 days.
 MAX_AGE = 7 * 86_400.0
+#: The longest job name a record takes: as long as any message names a job
+#: (``_pool_wire.JOB_NAME``, which this module cannot import: it imports this one).
+MAX_JOB_NAME = 65_536
 #: The characters of a failure's text kept (its traceback's last lines).
 ERROR_TAIL = 2_000
 
@@ -203,7 +206,7 @@ def decode_record(value: Any) -> RunRecord:
     if not isinstance(value, Mapping):
         raise LedgerError(f"run record: {type(value).__name__}, expected a mapping")
     job = value.get("job")
-    if not isinstance(job, str) or not job or len(job) > 255:
+    if not isinstance(job, str) or not job or len(job) > MAX_JOB_NAME:
         raise LedgerError(f"run record job: {job!r}, expected a non-empty string")
     where = f"run record of job {job!r}"
     outcome = value.get("outcome")

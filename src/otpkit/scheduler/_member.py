@@ -137,14 +137,16 @@ class Member:
 
     # ------------------------------------------------------------------ the rounds
 
-    def handle(self, msg: ReplicaCall) -> Any:
+    def handle(self, msg: ReplicaCall, old_holder: bool = False) -> Any:
         """The answer to a holder's round: ``{"refused": epoch}`` (a newer holder
-        observed), the copy (an observe), or whether the store took it (:meth:`_answer`)."""
+        observed), the copy (an observe: in the previous release's form to a holder of
+        it, ``old_holder``: no attempts, no run history), or whether the store took it
+        (:meth:`_answer`)."""
         try:
             if isinstance(msg, Apply):
                 return self._apply(msg)
             if isinstance(msg, Observe):
-                return self._observe(msg)
+                return self._observe(msg, old_holder)
             if isinstance(msg, Sync):
                 return self._sync(msg)
         except (LedgerError, ValueError, TypeError, KeyError) as exc:
@@ -166,7 +168,7 @@ class Member:
             self.caught_up()
         return self._answer(saved)
 
-    def _observe(self, msg: Observe) -> Any:
+    def _observe(self, msg: Observe, old_holder: bool) -> Any:
         if not may_write(self.rep.epoch, self.observer, int(msg.epoch), str(msg.holder)):
             return {"refused": self.rep.epoch}
         rep, _ = observe_replica(self.rep, int(msg.epoch))
@@ -178,7 +180,7 @@ class Member:
         if self.synced:
             self.caught_up()
         return {
-            "replica": encode_replica(self.rep),
+            "replica": encode_replica(self.rep, compat=old_holder),
             "boot": self.boot,
             "synced": self.synced,
         }

@@ -55,7 +55,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from otpkit.actors import Pid, shapes
-from otpkit.scheduler._history import ERROR_TAIL, tail
+from otpkit.scheduler._history import ERROR_TAIL, MAX_JOB_NAME, tail
 from otpkit.scheduler._ledger import MAX_ATTEMPT, MAX_STAMP
 
 __all__ = [
@@ -145,7 +145,7 @@ def check_pool_args(scheduler: Any, max_concurrency: Any, queue_limit: Any) -> N
 # ---------------------------------------------------------------------- protocols
 
 #: A job's name (``Job`` does not bound it; this keeps out only absurd ones).
-JOB_NAME = shapes.Str(65_536, min_len=1)
+JOB_NAME = shapes.Str(MAX_JOB_NAME, min_len=1)
 #: A node's name (``app@host``: at most 255 characters, see the handshake).
 NODE_NAME = shapes.Str(255, min_len=1)
 #: A scheduler's write epoch (``era * 2**32 + lease``), as the ledger takes it.

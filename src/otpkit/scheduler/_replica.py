@@ -434,8 +434,10 @@ def merge(copies: Iterable[Replica], keep: int = _history.KEEP) -> Replica:
             best = jobs.get(name)
             if best is None or entry.stamp > best.stamp:
                 jobs[name] = entry
-    # the where of an open claim is the one written with the claim (same epoch): an old
-    # holder's where for the same key, from a write that reached no majority, is not
+    # the where of an open claim is the newest written since the claim (its epoch or a
+    # later one: a later holder sends a retried attempt, and writes where it went); an
+    # old holder's where for the same key, from a write that reached no majority, is
+    # older than the claim and is not
     claim_epoch = {
         ClaimKey(job, tick, node): epoch
         for (job, node), lane in ledger.lanes.items()
@@ -446,9 +448,10 @@ def merge(copies: Iterable[Replica], keep: int = _history.KEEP) -> Replica:
     for rep in reps:
         for key, node in rep.where.items():
             want = claim_epoch.get(key)
-            if want is None or key in where:
+            if want is None:
                 continue
-            if rep.where_epochs.get(key, want) == want:
+            written = rep.where_epochs.get(key, want)
+            if written >= want and (key not in where or written > epochs[key]):
                 where[key] = node
-                epochs[key] = want
+                epochs[key] = written
     return Replica(ledger, jobs, where, epochs, _history.merge((r.runs for r in reps), keep))

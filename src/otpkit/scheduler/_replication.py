@@ -330,8 +330,13 @@ class Writer:
         entry = JobEntry(None if spec is None else dict(spec), stamp, origin, since)
         return ["job", name, encode_entry(entry)]
 
-    def lane_updates(self, ledger: Ledger, keys: Iterable[ClaimKey]) -> list[Any]:
-        """The updates that set the lanes of ``keys`` to their state in ``ledger``."""
+    def lane_updates(
+        self, ledger: Ledger, keys: Iterable[ClaimKey], compat: bool | None = None
+    ) -> list[Any]:
+        """The updates that set the lanes of ``keys`` to their state in ``ledger``
+        (``compat``: in the previous release's form; by default as :attr:`compat` says
+        now)."""
+        old = self.compat() if compat is None else compat
         seen: set[tuple[str, str | None]] = set()
         updates: list[Any] = []
         for key in keys:
@@ -344,7 +349,7 @@ class Writer:
             stamp = (self.epoch, self.next_seq(update.lane.stamp[1] - 1))
             lane = replace(update.lane, stamp=stamp)
             lane_update_ = LaneUpdate(update.job, update.node, lane)
-            updates.append(["lane", encode_update(lane_update_, self.compat())])
+            updates.append(["lane", encode_update(lane_update_, old)])
         return updates
 
     def write(self, updates: list[Any], force: bool = False) -> bool:
@@ -426,8 +431,11 @@ class Writer:
         (the holder's copy is the whole state), and counts again from then on."""
         member = self.member
         if member.synced:
-            return member.save(rep, changed, lanes)
-        if not member.save(rep, rep.jobs, rep.ledger.lanes, head=True, synced=True):
+            return member.save(rep, changed, lanes, runs_of=member.rep)
+        whole = member.save(
+            rep, rep.jobs, rep.ledger.lanes, head=True, synced=True, runs_of=Replica()
+        )
+        if not whole:
             return False
         member.synced = True
         member.caught_up()

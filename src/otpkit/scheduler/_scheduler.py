@@ -257,12 +257,24 @@ class SchedulerWorker(SingletonWorker):
         if isinstance(msg, Subscribe):
             return self._subscribe(msg)
         if isinstance(msg, ReplicaCall):
-            return self.member.handle(msg)
+            caller = getattr(getattr(from_, "pid", None), "node", self.node)
+            old = caller != self.node and self._version_of(caller) < PROTOCOL_FEATURES
+            return self.member.handle(msg, old_holder=old)
         if not self.active:
             return ("retry", f"not the active scheduler on {self.node}")
         if not self.writer.recovered:
             return ("retry", f"the scheduler on {self.node} is still recovering")
         return self.api.answer(msg)
+
+    def _version_of(self, node: str) -> int:
+        """The dist protocol ``node`` speaks (asked of dist when no ``NodeUp`` told it
+        yet: a call may come before its node's NodeUp reached this process)."""
+        version = self.peers.versions.get(node)
+        if version is None and self.has_dist:
+            with contextlib.suppress(OtpkitError):
+                self.peers.versions.update(dist.versions())
+            version = self.peers.versions.get(node)
+        return PROTOCOL_FEATURES if version is None else version
 
     def _subscribe(self, msg: Subscribe) -> Any:
         try:
