@@ -120,6 +120,21 @@ def test_a_run_failing_for_good_is_one_failed_run_and_history_survives_everythin
     assert len(failed) == 1 and "fails on purpose" in (failed[0]["error"] or ""), failed
     retrying = [e for e in trio.events() if e["kind"] == "run_retrying" and e["job"] == "doomed"]
     assert [e["extra"]["attempt"] for e in retrying] == [1, 2], retrying
+    # what an operator reads: each retried attempt a WARNING, the run that failed for good
+    # an ERROR, each with the task's traceback (the node's log reaches its file a moment
+    # after the event)
+    log = trio.node_named(holder)
+
+    def lines(level: str, kind: str) -> list[str]:
+        text = log.log()
+        return [
+            chunk
+            for chunk in text.split(f" {level} ")[1:]
+            if f": {kind} job=doomed" in chunk.splitlines()[0] and "RuntimeError: attempt" in chunk
+        ]
+
+    wait_until(lambda: len(lines("ERROR", "run_failed")) == 1, BOUND, what="the ERROR line")
+    assert len(lines("WARNING", "run_retrying")) == 2, log.log()[-3000:]
 
     def history() -> list[tuple[str, int]]:
         rows = trio.nodes[next(iter(trio.nodes))].cmd(op="sched_history", name="doomed")

@@ -198,7 +198,14 @@ class EventBus:
         extra = event.extra or {}
         level = _LEVELS.get(event.kind, logging.INFO)
         trace = extra.get("traceback")
-        attempts = extra.get("attempts") or extra.get("attempt")
+        # an attempt that will be retried names its number, a run that ended its count
+        counted = (
+            f" attempts={extra['attempts']}"
+            if extra.get("attempts")
+            else f" attempt={extra['attempt']}"
+            if extra.get("attempt")
+            else ""
+        )
         log.log(
             level,
             "scheduler %s: %s job=%s tick=%s%s node=%s%s%s%s%s",
@@ -208,7 +215,7 @@ class EventBus:
             event.tick.isoformat() if event.tick else "-",
             f" last={_iso(extra.get('last'))}" if event.kind == "run_missed" else "",
             event.node or "-",
-            f" attempt={attempts}" if attempts else "",
+            counted,
             f" duration={event.duration:.3f}s" if event.duration is not None else "",
             f" error={event.error}" if event.error else "",
             f"\n{trace}" if isinstance(trace, str) and trace else "",
