@@ -38,6 +38,14 @@ def fail(path: str) -> None:
     raise RuntimeError("the task failed on purpose")
 
 
+def _tried(path: str, tick: str) -> int:
+    """The failed attempts of ``tick`` already in the file (its ``try`` lines)."""
+    if not os.path.exists(path):
+        return 0
+    with open(path, encoding="utf-8") as f:
+        return sum(1 for line in f if line.startswith(f"try {tick} "))
+
+
 def flaky(path: str, fails: int) -> None:
     """Fail the first ``fails`` attempts of each tick, then succeed: each attempt appends
     ``try tick node pid start end`` (a failing one) or ``run tick node pid start end lane``.
@@ -46,11 +54,7 @@ def flaky(path: str, fails: int) -> None:
     run = current_run()
     tick = run.tick.isoformat() if run else "-"
     node = otpkit.self().node
-    text = ""
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    tried = sum(1 for line in text.splitlines() if line.startswith(f"try {tick} "))
+    tried = _tried(path, tick)
     if tried < fails:
         _line(path, f"try {tick} {node} {os.getpid()} {start} {time.time()}")
         raise RuntimeError(f"attempt {tried + 1} of {tick} fails on purpose")
@@ -66,11 +70,7 @@ def dice(path: str, odds: float, seed: int) -> None:
     run = current_run()
     tick = run.tick.isoformat() if run else "-"
     node = otpkit.self().node
-    text = ""
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    tried = sum(1 for line in text.splitlines() if line.startswith(f"try {tick} "))
+    tried = _tried(path, tick)
     if random.Random(f"{seed}:{tick}:{tried}").random() < odds:
         _line(path, f"try {tick} {node} {os.getpid()} {start} {time.time()}")
         raise RuntimeError(f"attempt {tried + 1} of {tick} lost the draw")

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from otpkit.scheduler._ledger import OUTCOMES, LedgerError, to_utc
+from otpkit.scheduler._ledger import OUTCOMES, LedgerError
+from otpkit.scheduler._ledger_codec import decode_time
 
 __all__ = [
     "KEEP",
@@ -166,15 +167,7 @@ def _time(at: datetime | None) -> str | None:
 def _parse(value: Any, where: str, optional: bool = False) -> datetime | None:
     if value is None and optional:
         return None
-    if not isinstance(value, str):
-        raise LedgerError(f"{where}: {value!r}, expected an ISO 8601 time string")
-    try:
-        at = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise LedgerError(f"{where}: {value!r}, expected an ISO 8601 time ({exc})") from exc
-    if at.utcoffset() is None:
-        raise LedgerError(f"{where}: {value!r}, expected a time with its UTC offset")
-    return to_utc(at, where)
+    return decode_time(value, where)
 
 
 def encode_record(record: RunRecord) -> dict[str, Any]:

@@ -25,7 +25,14 @@ from otpkit.scheduler._ledger import (
     to_utc,
 )
 
-__all__ = ["LEDGER_FORMAT", "decode_ledger", "decode_update", "encode_ledger", "encode_update"]
+__all__ = [
+    "LEDGER_FORMAT",
+    "decode_ledger",
+    "decode_time",
+    "decode_update",
+    "encode_ledger",
+    "encode_update",
+]
 
 #: The version of the encoded form (:func:`encode_ledger`, :func:`encode_update`).
 LEDGER_FORMAT = 1
@@ -74,7 +81,7 @@ def encode_update(update: LaneUpdate, compat: bool = False) -> dict[str, Any]:
     return {"format": LEDGER_FORMAT, "lane": lane}
 
 
-def _decode_time(value: Any, where: str) -> datetime:
+def decode_time(value: Any, where: str) -> datetime:
     if not isinstance(value, str):
         raise LedgerError(f"{where}: {value!r}, expected an ISO 8601 time string")
     try:
@@ -103,7 +110,7 @@ def _decode_lane(value: Any, where: str) -> tuple[LaneKey, Lane]:
     if node is not None and (not isinstance(node, str) or not node):
         raise LedgerError(f"{where}: node {node!r}, expected None or a non-empty string")
     where = f"{where} (job {job!r}, node {node!r})"
-    high_at = _decode_time(high, f"{where} high")
+    high_at = decode_time(high, f"{where} high")
     if not isinstance(opened, list | tuple):
         raise LedgerError(f"{where} open: {opened!r}, expected a list of [tick, epoch]")
     claims: list[tuple[datetime, int]] = []
@@ -114,7 +121,7 @@ def _decode_lane(value: Any, where: str) -> tuple[LaneKey, Lane]:
                 f"{where} open claim: {item!r}, expected [tick, epoch] or "
                 "[tick, epoch, attempt, retry_at]"
             )
-        tick = _decode_time(item[0], f"{where} open claim")
+        tick = decode_time(item[0], f"{where} open claim")
         if tick > high_at or (claims and tick <= claims[-1][0]):
             raise LedgerError(
                 f"{where} open claim {item[0]!r}: expected ticks ascending and <= high {high!r}"
@@ -128,7 +135,7 @@ def _decode_lane(value: Any, where: str) -> tuple[LaneKey, Lane]:
                 raise LedgerError(
                     f"{where} open claim attempt: {attempt!r}, expected 1..{MAX_ATTEMPT}"
                 )
-            retry_at = None if item[3] is None else _decode_time(item[3], f"{where} retry_at")
+            retry_at = None if item[3] is None else decode_time(item[3], f"{where} retry_at")
             tries.append((tick, attempt, retry_at))
     stamp = (
         _decode_int(stamp_epoch, f"{where} stamp epoch", 0),
