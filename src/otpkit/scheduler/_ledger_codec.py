@@ -82,6 +82,8 @@ def encode_update(update: LaneUpdate, compat: bool = False) -> dict[str, Any]:
 
 
 def decode_time(value: Any, where: str) -> datetime:
+    """The instant an ISO 8601 string with its UTC offset names, in UTC; ``LedgerError``
+    naming ``where`` otherwise."""
     if not isinstance(value, str):
         raise LedgerError(f"{where}: {value!r}, expected an ISO 8601 time string")
     try:
