@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -121,6 +122,8 @@ def main() -> None:
         dist_port=args.port,
         log_dir=args.log_dir,
         quorum=config,
+        # OTPKIT_DRIVER_DEBUG=1: every record at DEBUG (a failure's timeline, rounds included)
+        log_level=logging.DEBUG if os.environ.get("OTPKIT_DRIVER_DEBUG") else logging.INFO,
     ).start()
     out({"ready": args.name, "pids": node.os_pids(), "main": os.getpid()})
     for raw in sys.stdin:
