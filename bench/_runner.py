@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from tests.harness.processes import child_env, python_module
+from tests.harness.processes import child_env, pids_with_env, python_module
 
 MARKER_VAR = "OTPKIT_BENCH_TAG"
 
@@ -109,21 +109,7 @@ def marker() -> str | None:
 
 def marked_pids(tag: str) -> list[int]:
     """Live (non-zombie) processes whose initial environment carries ``tag``."""
-    needle = f"{MARKER_VAR}={tag}".encode() + b"\0"
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                env = f.read()
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if needle in env and stat[stat.rindex(b")") + 2 :][:1] != b"Z":
-            out.append(int(entry))
-    return sorted(out)
+    return pids_with_env(MARKER_VAR, tag)
 
 
 def my_system_pids(include_self: bool = False) -> list[int]:

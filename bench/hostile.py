@@ -265,7 +265,7 @@ class Cluster:
 
     def pids(self, key: str) -> list[int]:
         n = self.nodes[key]
-        own = hostile.pids_with_env(MARKER_VAR, self.tag)
+        own = _runner.marked_pids(self.tag)
         if n.proc is None:
             return []
         return [p for p in own if _in_node(p, n)]
@@ -296,7 +296,7 @@ class Cluster:
         self.kill_left()
 
     def kill_left(self) -> list[int]:
-        left = hostile.pids_with_env(MARKER_VAR, self.tag)
+        left = _runner.marked_pids(self.tag)
         for pid in left:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)

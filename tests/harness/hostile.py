@@ -51,7 +51,6 @@ __all__ = [
     "http_get",
     "junk_frames",
     "listener_pid",
-    "pids_with_env",
     "rss_mib",
     "stream_flood",
     "tcp_listeners",
@@ -508,26 +507,6 @@ def http_get(
 
 
 # --------------------------------------------------------------------------- /proc
-
-
-def pids_with_env(var: str, value: str) -> list[int]:
-    """Live (non-zombie) processes whose initial environment has ``var=value``."""
-    needle = f"{var}={value}".encode() + b"\0"
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                env = f.read()
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        zombie = stat[stat.rindex(b")") + 2 :][:1] == b"Z"
-        if (env.startswith(needle) or b"\0" + needle in env) and not zombie:
-            out.append(int(entry))
-    return sorted(out)
 
 
 def _socket_inodes(pid: int) -> set[int]:

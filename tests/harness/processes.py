@@ -1,6 +1,7 @@
 """Child processes of the tests and benchmarks: the repository root, how a helper module
 is started as a program (``python -m tests.harness.<module>``, or ``bench.<module>``) with
-the root on its ``PYTHONPATH``, and whether an OS process still lives.
+the root on its ``PYTHONPATH``, whether an OS process still lives, and which ones carry a
+variable in their environment (a run's marker).
 
 It imports nothing of otpkit: the benchmarks' raw-Thespian roles use it too."""
 
@@ -36,3 +37,23 @@ def alive(ospid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rindex(b")") + 2 :][:1] != b"Z"
+
+
+def pids_with_env(var: str, value: str) -> list[int]:
+    """Live (non-zombie) processes whose initial environment has ``var=value``."""
+    needle = f"{var}={value}".encode() + b"\0"
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read()
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        zombie = stat[stat.rindex(b")") + 2 :][:1] == b"Z"
+        if (env.startswith(needle) or b"\0" + needle in env) and not zombie:
+            out.append(int(entry))
+    return sorted(out)

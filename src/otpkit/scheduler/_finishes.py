@@ -151,13 +151,21 @@ class Finishes:
         (``_retry``): only a report of this release's pools names its attempt, and only
         while every member reads attempts."""
         attempt = info.get("attempt")
-        if not isinstance(attempt, int) or compat:
+        if not isinstance(attempt, int):
             return None
         lane = self.member.rep.ledger.lanes.get(key.lane)
         job = self.job_named(key.job)
         if lane is None or job is None or attempt_of(lane, key.at) != (attempt, None):
             return None
         if not may_retry(outcome, bool(info.get("raised")), attempt, job.max_attempts):
+            return None
+        if compat:
+            log.warning(
+                "%s: run %s is not retried: a member of the previous release takes part "
+                "(retries resume once every member runs this one)",
+                self.node,
+                key,
+            )
             return None
         delay = backoff_delay(attempt, *job.backoff)
         return datetime.now(UTC) + timedelta(seconds=delay)

@@ -187,12 +187,17 @@ def encode_replica(rep: Replica, compat: bool = False) -> dict[str, Any]:
     return out
 
 
-def decode_runs(value: Any, keep: int = _history.KEEP) -> dict[str, tuple[RunRecord, ...]]:
-    """Run records encoded as a list (a replica's ``runs``, a write's ``runs`` update),
-    grouped by job and trimmed. Raises ``LedgerError`` naming the bad record."""
+def decode_records(value: Any) -> list[RunRecord]:
+    """Run records encoded as a list (a replica's ``runs``, a write's ``runs`` update).
+    Raises ``LedgerError`` naming the bad record."""
     if not isinstance(value, list | tuple):
         raise LedgerError(f"run records: {type(value).__name__}, expected a list")
-    return _history.add({}, (_history.decode_record(v) for v in value), keep)
+    return [_history.decode_record(v) for v in value]
+
+
+def decode_runs(value: Any, keep: int = _history.KEEP) -> dict[str, tuple[RunRecord, ...]]:
+    """:func:`decode_records`, grouped by job and trimmed to ``keep`` each."""
+    return _history.add({}, decode_records(value), keep)
 
 
 def decode_replica(value: Any) -> Replica:
@@ -356,7 +361,7 @@ def apply(
                     f"replica where {update[1]!r}: node {update[2]!r}, expected a string or None"
                 )
         elif kind == "runs" and len(update) == 2:
-            runs += [r for rs in decode_runs(update[1], keep).values() for r in rs]
+            runs += decode_records(update[1])
         else:
             raise LedgerError(f"replica update {str(update)[:80]}: unknown kind or shape")
     ledger, ok = accept_all(observe(rep.ledger, epoch), lanes)
