@@ -20,19 +20,29 @@ handed to :mod:`otpkit.demo` and :mod:`otpkit.shell`.
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from otpkit.actors import load_object, proc_stat
+from otpkit.actors import (
+    json_formatter,
+    load_object,
+    make_private_dir,
+    private_file,
+    proc_stat,
+    text_formatter,
+)
 from otpkit.distribution import DistConfig
 from otpkit.errors import LoadError, NodeError
-from otpkit.node import Node, ProbeServer, bind_host
+from otpkit.node import Node, ProbeServer, probe_hosts
 from otpkit.quorum import QuorumConfig, StoreError
 from otpkit.settings import SettingError, Settings, settings_from
 from otpkit.supervision import ChildSpec
@@ -55,9 +65,50 @@ def load_root(target: str) -> list[Any]:
     return children
 
 
+def _logging(settings: Settings) -> None:
+    """This program's logging, where every record of the node is written once: stderr
+    (what ``kubectl logs`` shows), in the chosen format, and the log file if one is
+    asked for."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    node = settings.name
+    stderr = logging.StreamHandler(sys.stderr)
+    fmt = json_formatter(node) if settings.log_format == "json" else text_formatter(node)
+    stderr.setFormatter(fmt)
+    root.addHandler(stderr)
+    if settings.log_dir is not None:
+        make_private_dir(settings.log_dir)
+        path = os.path.join(settings.log_dir, f"{node}.log")
+        try:
+            private_file(path, "log file")
+            file = logging.FileHandler(path, encoding="utf-8")
+        except OSError as exc:
+            raise SettingError("OTPKIT_LOG_DIR", f"{path}: {exc.strerror or exc}") from None
+        file.setFormatter(text_formatter(node))
+        root.addHandler(file)
+    root.setLevel(settings.log_level)
+
+
+def _own_address(settings: Settings) -> str:
+    """The node's own address: the pod's IP, else its name's host (resolved)."""
+    host = settings.dist_host or settings.name.split("@", 1)[1]
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise SettingError(
+            "OTPKIT_PROBE_BIND", f"cannot resolve {host!r} ({exc}): set the addresses"
+        ) from None
+    return str(infos[0][4][0])
+
+
 def _run(settings: Settings) -> int:
     children = load_root(settings.target)
-    options: dict[str, Any] = {"children": children, "log_dir": settings.log_dir}
+    options: dict[str, Any] = {"children": children, "log_level": settings.log_level}
     # the quorum's store, beside the schedulers' (their default is ./otpkit-data too)
     options["data_dir"] = settings.data_dir or "otpkit-data"
     if settings.dist_port is not None:
@@ -75,7 +126,7 @@ def _run(settings: Settings) -> int:
         try:
             probes = ProbeServer(
                 settings.probe_port,
-                host=bind_host(settings.dist_host),
+                hosts=probe_hosts(_own_address(settings), settings.probe_bind),
                 dist=settings.dist_port is not None,
                 discovery=settings.discovery is not None,
                 settle_timeout=settings.settle_timeout,
@@ -85,6 +136,7 @@ def _run(settings: Settings) -> int:
                 "OTPKIT_PROBE_PORT", f"{settings.probe_port}: {exc.strerror}"
             ) from None
     try:
+        _logging(settings)
         return _serve(settings, options, probes)
     finally:
         if probes is not None:
@@ -120,7 +172,7 @@ def _serve(settings: Settings, options: dict[str, Any], probes: ProbeServer | No
         print(f"otpkit: {store if store is not None else exc}", file=sys.stderr)
         return 1
     if probes is not None:
-        probes.running(node.kernel)
+        probes.running(node.kernel, node.metrics)
     print(f"otpkit: node {settings.name} running (pid {os.getpid()})", flush=True)
     kernel = node.kernel.id
     while not stop.wait(0.5):
@@ -131,7 +183,7 @@ def _serve(settings: Settings, options: dict[str, Any], probes: ProbeServer | No
                 probes.stopping()
             print(
                 f"otpkit: node {settings.name} halted: its kernel (os pid {kernel}) is gone;"
-                f" see {node.log_path}",
+                " see the node's log",
                 file=sys.stderr,
                 flush=True,
             )
@@ -159,12 +211,30 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--expected-size", help="nodes the cluster is meant to have (OTPKIT_EXPECTED_SIZE)"
     )
-    run.add_argument("--probe-port", help="port of /healthz/live and /healthz/ready")
+    run.add_argument("--probe-port", help="port of /healthz/live, /healthz/ready and /metrics")
     run.add_argument(
         "--settle-timeout", help="seconds before ready without every peer (OTPKIT_SETTLE_TIMEOUT)"
     )
     run.add_argument("--data-dir", help="schedulers' store directory (OTPKIT_DATA_DIR)")
-    run.add_argument("--log-dir", help="log directory (OTPKIT_LOG_DIR)")
+    run.add_argument(
+        "--log-dir", help="also write <dir>/<name>.log (OTPKIT_LOG_DIR; default: no file)"
+    )
+    run.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="one line per record on stderr, text or JSON (OTPKIT_LOG_FORMAT; text)",
+    )
+    run.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="the lowest level written (OTPKIT_LOG_LEVEL; INFO)",
+    )
+    run.add_argument(
+        "--probe-bind",
+        help="addresses of the probe port, comma-separated (OTPKIT_PROBE_BIND; the node's"
+        " own address and 127.0.0.1)",
+    )
     run.add_argument("--grace", help="seconds a SIGTERM stop may take (OTPKIT_GRACE)")
     cookie = sub.add_parser("cookie", help="make a dist cookie")
     cookie_sub = cookie.add_subparsers(dest="action", required=True)

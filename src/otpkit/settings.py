@@ -29,8 +29,15 @@ flag                     environment                meaning (default)
                                                     connected (30)
 ``--data-dir``           ``OTPKIT_DATA_DIR``        where schedulers keep their SQLite
                                                     store (``./otpkit-data``)
-``--log-dir``            ``OTPKIT_LOG_DIR``         the node's log directory (a new
-                                                    temporary directory)
+``--log-format``         ``OTPKIT_LOG_FORMAT``      ``text`` or ``json``: one line per
+                                                    record on stderr (text)
+``--log-level``          ``OTPKIT_LOG_LEVEL``       DEBUG, INFO, WARNING or ERROR (INFO)
+``--log-dir``            ``OTPKIT_LOG_DIR``         also write ``<dir>/<name>.log``, in the
+                                                    text format (no file)
+``--probe-bind``         ``OTPKIT_PROBE_BIND``      the addresses the probe port binds,
+                                                    comma-separated (the node's own
+                                                    address, and 127.0.0.1 unless that is
+                                                    loopback)
 ``--grace``              ``OTPKIT_GRACE``           seconds SIGTERM may take (25)
 =======================  =========================  ======================================
 
@@ -46,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import logging
 import os
 import stat
 from collections.abc import Mapping
@@ -57,6 +65,13 @@ from otpkit.discovery import DnsA, DnsSrv, Static
 __all__ = ["DEFAULT_DIST_PORT", "SettingError", "Settings", "cookie_from", "settings_from"]
 
 DEFAULT_DIST_PORT = 4370
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = {
+    "DEBUG": logging.DEBUG,
+    "INFO": logging.INFO,
+    "WARNING": logging.WARNING,
+    "ERROR": logging.ERROR,
+}
 #: The shortest cookie (the rule of ``distribution``'s DistConfig, which this layer does
 #: not import: a unit test keeps the two equal).
 MIN_COOKIE = 16
@@ -86,6 +101,9 @@ class Settings:
     probe_port: int | None = None
     settle_timeout: float = 30.0
     data_dir: str | None = None
+    log_format: str = "text"
+    log_level: int = logging.INFO
+    probe_bind: tuple[str, ...] = ()
 
 
 def _pick(flag: Any, env: Mapping[str, str], key: str) -> str | None:
@@ -252,6 +270,16 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
     raw_grace = _pick(args.grace, env, "OTPKIT_GRACE") or "25"
     grace = _seconds(raw_grace, "OTPKIT_GRACE", zero_ok=False)
     log_dir = _pick(args.log_dir, env, "OTPKIT_LOG_DIR")
+    log_format = _pick(getattr(args, "log_format", None), env, "OTPKIT_LOG_FORMAT") or "text"
+    if log_format not in LOG_FORMATS:
+        raise SettingError("OTPKIT_LOG_FORMAT", f"{log_format!r}: expected text or json")
+    raw_level = _pick(getattr(args, "log_level", None), env, "OTPKIT_LOG_LEVEL") or "INFO"
+    if raw_level.upper() not in LOG_LEVELS:
+        raise SettingError(
+            "OTPKIT_LOG_LEVEL", f"{raw_level!r}: expected one of {', '.join(LOG_LEVELS)}"
+        )
+    raw_bind = _pick(getattr(args, "probe_bind", None), env, "OTPKIT_PROBE_BIND")
+    probe_bind = () if raw_bind is None else _addresses(raw_bind, "OTPKIT_PROBE_BIND")
     data_dir = _pick(args.data_dir, env, "OTPKIT_DATA_DIR")
     return Settings(
         target,
@@ -266,4 +294,20 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         probe_port=probe_port,
         settle_timeout=settle_timeout,
         data_dir=None if data_dir is None else _data_dir(data_dir),
+        log_format=log_format,
+        log_level=LOG_LEVELS[raw_level.upper()],
+        probe_bind=probe_bind,
     )
+
+
+def _addresses(raw: str, setting: str) -> tuple[str, ...]:
+    out = []
+    for part in raw.split(","):
+        text = part.strip().strip("[]")
+        try:
+            out.append(str(ipaddress.ip_address(text)))
+        except ValueError:
+            raise SettingError(setting, f"{part.strip()!r}: expected an IP address") from None
+    if not out:
+        raise SettingError(setting, "expected at least one address")
+    return tuple(dict.fromkeys(out))

@@ -152,6 +152,21 @@ def test_a_bad_setting_is_one_line_naming_it(args, env, names):
             {"OTPKIT_NODE_NAME": "a@127.0.0.1", "OTPKIT_DATA_DIR": f"{APP_FILE}/data"},
             "OTPKIT_DATA_DIR",
         ),
+        (
+            ["run", f"{APP}:root"],
+            {"OTPKIT_NODE_NAME": "a@127.0.0.1", "OTPKIT_LOG_FORMAT": "xml"},
+            "OTPKIT_LOG_FORMAT",
+        ),
+        (
+            ["run", f"{APP}:root"],
+            {"OTPKIT_NODE_NAME": "a@127.0.0.1", "OTPKIT_LOG_LEVEL": "loud"},
+            "OTPKIT_LOG_LEVEL",
+        ),
+        (
+            ["run", f"{APP}:root", "--probe-port", "8080"],
+            {"OTPKIT_NODE_NAME": "a@127.0.0.1", "OTPKIT_PROBE_BIND": "10.0.0.1,pod"},
+            "OTPKIT_PROBE_BIND",
+        ),
     ],
 )
 def test_a_bad_cluster_or_probe_setting_is_one_line_naming_it(args, env, names, capsys):
@@ -179,7 +194,8 @@ def run_cli_app(
     tmp_path: Path, name: str, extra: dict[str, str]
 ) -> tuple[subprocess.Popen[str], Path]:
     """``otpkit run tests.harness.otpkit_run_app:root`` as node ``name``; its worker writes
-    to the marks file."""
+    to the marks file. Its stderr (every log line of the node) goes to ``<tmp>/stderr``,
+    which nothing must leave unread: a full pipe would stop the node's log writer."""
     marks = tmp_path / "marks"
     env = {
         **child_env(),
@@ -189,13 +205,14 @@ def run_cli_app(
         "OTPKIT_DATA_DIR": str(tmp_path / "data"),
         **extra,
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "otpkit", "run", f"{APP}:root"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    with open(tmp_path / "stderr", "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "otpkit", "run", f"{APP}:root"],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env=env,
+        )
     return proc, marks
 
 
@@ -228,7 +245,7 @@ def test_sigterm_stops_the_node_within_its_grace_and_leaves_no_process(tmp_path)
             what="not ready while stopping",
         )
         assert probe(port, "/healthz/live") == (200, "live: stopping")
-        assert proc.wait(30) == 0, proc.stderr.read() if proc.stderr else ""
+        assert proc.wait(30) == 0, (tmp_path / "stderr").read_text()
         assert time.monotonic() - began < 20
         wait_until(lambda: not alive(worker), 10, what="the worker's process is gone")
         assert f"stopped {worker} shutdown" in marks.read_text()
@@ -282,10 +299,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def probe(port: int, path: str) -> tuple[int, str]:
-    """(status, body) of GET ``path`` on the probe port; (0, why) if nothing answered."""
+def probe(port: int, path: str, host: str = "127.0.0.1") -> tuple[int, str]:
+    """(status, body) of GET ``path`` on the probe port of the node at ``host``; (0, why)
+    if nothing answered."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=5) as r:
             return r.status, r.read().decode().strip()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode().strip()
@@ -465,6 +483,10 @@ def test_the_kubernetes_manifests_agree_with_each_other():
     assert int(env["OTPKIT_PROBE_PORT"]) == ports["probe"]
     assert container["readinessProbe"]["httpGet"] == {"path": "/healthz/ready", "port": "probe"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz/live", "port": "probe"}
+    # Prometheus scrapes /metrics on the probe port
+    notes = spec["template"]["metadata"]["annotations"]
+    assert notes["prometheus.io/scrape"] == "true" and notes["prometheus.io/path"] == "/metrics"
+    assert int(notes["prometheus.io/port"]) == ports["probe"]
     # the store on the pod's own volume; the cookie from the Secret, as a file
     mounts = {v["name"]: v["mountPath"] for v in container["volumeMounts"]}
     assert mounts["data"] == env["OTPKIT_DATA_DIR"]
@@ -509,7 +531,7 @@ def test_the_kubernetes_example_runs_as_its_manifest_sets_it(nodes, tmp_path):
         nodes.start(f"myapp-{i}", "myapp.tree:root", env, pythonpath=EXAMPLE)
     for i in range(3):
         wait_until(
-            lambda i=i: probe(probes[i], "/healthz/ready") == (200, "ready"),
+            lambda i=i: probe(probes[i], "/healthz/ready", hosts[i]) == (200, "ready"),
             60,
             what=f"myapp-{i} is ready",
         )
@@ -573,7 +595,7 @@ def test_a_node_whose_kernel_dies_ends_otpkit_run_with_status_1(tmp_path):
         kernel = int(body.split()[2])
         os.kill(kernel, signal.SIGKILL)
         assert proc.wait(30) == 1
-        err = proc.stderr.read() if proc.stderr else ""
+        err = (tmp_path / "stderr").read_text()
         assert f"otpkit: node halt@127.0.0.1 halted: its kernel (os pid {kernel}) is gone" in err
         wait_until(lambda: not alive(worker), 10, what="the worker's process is gone")
     finally:
@@ -626,11 +648,14 @@ def test_a_quorum_store_it_cannot_use_stops_the_start_in_one_line(tmp_path, cont
         "a@127.0.0.1",
         {"OTPKIT_DIST_PORT": str(free_port()), "OTPKIT_COOKIE": "cli-cookie-0123456"},
     )
-    _out, err = proc.communicate(timeout=60)
+    proc.communicate(timeout=60)
+    err = (tmp_path / "stderr").read_text()
     assert proc.returncode == 1, err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"otpkit: quorum store {store}: "), lines
-    assert says in lines[0]
+    assert lines[-1].startswith(f"otpkit: quorum store {store}: "), lines
+    assert says in lines[-1]
+    # before it, the node's own records (stderr is its log): the quorum's refusal
+    assert any(" ERROR a@127.0.0.1 Quorum[" in line for line in lines), err
 
 
 # ---------------------------------------------------------------------- bad numbers

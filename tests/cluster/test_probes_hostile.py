@@ -245,3 +245,55 @@ def _recv(s: socket.socket) -> bytes:
         return s.recv(65536)
     except OSError:
         return b""
+
+
+class _BigMetrics:
+    """A metrics service whose exposition is far larger than a socket's buffer."""
+
+    content_type = "text/plain; version=0.0.4; charset=utf-8"
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def exposition(self) -> bytes:
+        self.asked += 1
+        return b"".join(b'otpkit_x{i="%d"} 1.0\n' % i for i in range(500_000))
+
+
+def test_a_large_metrics_answer_reaches_a_slow_reader_and_a_stalled_one_is_cut_off():
+    """/metrics larger than the socket buffer is written as the client reads it: a slow
+    reader gets it whole while probes are answered at once; a client that never reads is
+    closed after WRITE_TIMEOUT; a client asking in a loop costs one exposition a second."""
+    server = _probes.ProbeServer(free_port(), host="127.0.0.1")
+    metrics = _BigMetrics()
+    server.running(kernel=None, metrics=metrics)
+    expected = metrics.exposition()
+    stalled = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    try:
+        stalled.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as slow:
+            slow.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+            data = b""
+            while chunk := _recv(slow):
+                data += chunk
+                if len(data) < 200_000:
+                    time.sleep(0.01)  # a slow reader, for a while
+                status, _, took = timed_probe(server.port, "/healthz/nope", timeout=2.0)
+                assert status == 404 and took < 1.0
+        head, body = data.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 200 ") and body == expected
+        assert metrics.asked <= 3  # ours, and at most two answers a second apart
+        # the stalled client, which read nothing: given up after WRITE_TIMEOUT
+        wait_until(
+            lambda: not server._listener._writing,
+            _probes.WRITE_TIMEOUT + 5,
+            what="the stalled answer given up",
+        )
+        stalled.settimeout(5)
+        got = 0
+        while chunk := _recv(stalled):
+            got += len(chunk)
+        assert got < len(expected)
+    finally:
+        stalled.close()
+        server.close()

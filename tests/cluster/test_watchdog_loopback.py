@@ -55,10 +55,11 @@ def free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-def probe(port: int) -> tuple[int, str]:
-    """(status, body) of GET /healthz/ready; (0, why) if nothing answered."""
+def probe(port: int, host: str) -> tuple[int, str]:
+    """(status, body) of GET /healthz/ready on the node's own address (a node on a
+    loopback address binds only that one); (0, why) if nothing answered."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz/ready", timeout=5) as r:
+        with urllib.request.urlopen(f"http://{host}:{port}/healthz/ready", timeout=5) as r:
             return r.status, r.read().decode().strip()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode().strip()
@@ -216,8 +217,8 @@ def json_values(text: str) -> list[dict[str, Any]]:
 
 
 def stamp(line: str) -> float:
-    """The time of a log line (``YYYY-MM-DD HH:MM:SS,mmm ...``), in seconds."""
-    found = re.match(r"\d{4}-\d\d-\d\d (\d\d):(\d\d):(\d\d)[,.](\d{3})", line)
+    """The time of a log line (``YYYY-MM-DDTHH:MM:SS.mmmZ ...``), in seconds."""
+    found = re.match(r"\d{4}-\d\d-\d\dT(\d\d):(\d\d):(\d\d)\.(\d{3})Z", line)
     assert found, line
     h, m, s, ms = (int(x) for x in found.groups())
     return h * 3600 + m * 60 + s + ms / 1000
@@ -226,7 +227,9 @@ def stamp(line: str) -> float:
 def test_a_wedged_singleton_says_why_and_a_node_outside_a_majority_is_not_ready(pods, tmp_path):
     t0 = time.monotonic()
     for pod in pods:
-        wait_until(lambda p=pod: probe(p.probe) == (200, "ready"), BOUND, 0.2, f"{pod.name} ready")
+        wait_until(
+            lambda p=pod: probe(p.probe, p.host) == (200, "ready"), BOUND, 0.2, f"{pod.name} ready"
+        )
     holder = wait_until(lambda: holder_of(pods[0]), BOUND, 0.5, "a scheduler holder")
     a = next(p for p in pods if p.name == holder)
     others = [p for p in pods if p is not a]
@@ -264,7 +267,7 @@ def test_a_wedged_singleton_says_why_and_a_node_outside_a_majority_is_not_ready(
         print(f"the shell's nodes:\n{out}")
         assert re.search(rf"majority\s+no holder for \d+ s: waiting for {silent}: ", line), out
         # the node reaches a majority (dist links up): ready all along
-        assert probe(a.probe) == (200, "ready")
+        assert probe(a.probe, a.host) == (200, "ready")
 
         # one line per term: count them over a window of three terms after the first
         window_end = stamp(first) + 3 * TERM + 0.5
@@ -323,7 +326,7 @@ def test_a_wedged_singleton_says_why_and_a_node_outside_a_majority_is_not_ready(
         pod.freeze(pod.whole())
     frozen = time.monotonic()
     _status, body = wait_until(
-        lambda: (r := probe(a.probe))[0] == 503 and r, 3 + 2 * TERM + 30, 0.2, "503 outside"
+        lambda: (r := probe(a.probe, a.host))[0] == 503 and r, 3 + 2 * TERM + 30, 0.2, "503 outside"
     )
     print(f"503 after {time.monotonic() - frozen:.1f} s: {body}")
     found = re.fullmatch(r"not ready: outside a majority for (\d+) s: (.*)", body)
@@ -336,5 +339,5 @@ def test_a_wedged_singleton_says_why_and_a_node_outside_a_majority_is_not_ready(
     assert len(a.log_lines(WATCHDOG, "ERROR")) == errors_before
     for pod in others:
         pod.thaw()
-    wait_until(lambda: probe(a.probe) == (200, "ready"), BOUND, 0.2, "ready again")
+    wait_until(lambda: probe(a.probe, a.host) == (200, "ready"), BOUND, 0.2, "ready again")
     print(f"whole test {time.monotonic() - t0:.1f} s")

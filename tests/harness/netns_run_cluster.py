@@ -770,16 +770,18 @@ class RunCluster:
 
     # ------------------------------------------------------------ what an operator sees
 
-    def probe(self, i: int, path: str = "/healthz/ready") -> tuple[int, str]:
-        """(status, body) of ``GET path`` on node ``i``'s probe port, asked from inside
-        its namespace; (0, why) when nothing answered."""
+    def probe(
+        self, i: int, path: str = "/healthz/ready", host: str = "127.0.0.1"
+    ) -> tuple[int, str]:
+        """(status, body) of ``GET path`` on node ``i``'s probe port at ``host``, asked
+        from inside its namespace; (0, why) when nothing answered."""
         try:
             sock = socket_in(self.ns(i), socket.SOCK_STREAM)
         except OSError as exc:
             return 0, str(exc)
         try:
             sock.settimeout(3.0)
-            sock.connect(("127.0.0.1", PROBE_PORT))
+            sock.connect((host, PROBE_PORT))
             sock.sendall(f"GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
             data = b""
             while chunk := sock.recv(4096):

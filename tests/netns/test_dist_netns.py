@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 
@@ -75,7 +75,7 @@ def no_more_events(node: NetnsNode) -> None:
     assert msg is None, f"{node.name} got an unexpected {msg}"
 
 
-_STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z ")  # a log line's UTC time
 
 
 def stamped(log: str, needle: str) -> list[float]:
@@ -84,7 +84,8 @@ def stamped(log: str, needle: str) -> list[float]:
     for line in log.splitlines():
         m = _STAMP.match(line)
         if m and needle in line:
-            times.append(datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp())
+            at = datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=UTC)
+            times.append(at.timestamp())
     return times
 
 

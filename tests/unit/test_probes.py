@@ -15,7 +15,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otpkit.node._probes import head_length, make_room, response, route, source_of
+from otpkit.node._probes import (
+    head_length,
+    make_room,
+    probe_hosts,
+    response,
+    route,
+    source_of,
+)
 
 
 def test_room_is_made_by_the_oldest_of_the_same_address_first():
@@ -106,3 +113,27 @@ def test_the_answer_is_whole_and_closes_the_connection():
     assert "Content-Length: 20" in lines and "Connection: close" in lines
     assert body == b"not ready: stopping\n"
     assert b"Allow: GET\r\n" in response(405, "method not allowed: GET only")
+
+
+@pytest.mark.parametrize(
+    ("own", "asked", "hosts"),
+    [
+        ("10.1.2.3", (), ("10.1.2.3", "127.0.0.1")),
+        ("fd00::7", (), ("fd00::7", "::1")),
+        ("127.0.0.3", (), ("127.0.0.3",)),  # three nodes on 127.0.0.2-4 share a port
+        ("::1", (), ("::1",)),
+        ("0.0.0.0", (), ("0.0.0.0",)),
+        ("10.1.2.3", ("0.0.0.0",), ("0.0.0.0",)),
+        ("10.1.2.3", ("10.1.2.3", "10.1.2.3", "::1"), ("10.1.2.3", "::1")),
+    ],
+)
+def test_the_probe_port_binds_the_node_s_address_and_loopback(own, asked, hosts):
+    assert probe_hosts(own, asked) == hosts
+
+
+def test_a_metrics_answer_carries_its_content_type_and_bytes():
+    data = response(200, b"# HELP x\nx 1\n", "text/plain; version=0.0.4; charset=utf-8")
+    head, body = data.split(b"\r\n\r\n", 1)
+    assert body == b"# HELP x\nx 1\n"
+    assert b"Content-Type: text/plain; version=0.0.4; charset=utf-8" in head
+    assert f"Content-Length: {len(body)}".encode() in head

@@ -172,6 +172,7 @@ def task_pool() -> pool.TaskPool:
     p.outbox, p.respawn_armed = pool_outbox.Outbox("sched", ME), False
     p.active, p.dying, p.strays = {}, {}, set()
     p.drops = shapes.DropLog(logging.getLogger("test"))
+    p.load = pool.PoolLoad("sched")
     return p
 
 

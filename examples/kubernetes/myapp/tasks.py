@@ -1,4 +1,4 @@
-"""The example's task: one line per tick in the node's log ($OTPKIT_LOG_DIR/<node>.log)."""
+"""The example's task: one line per tick in the node's log (stderr: `kubectl logs`)."""
 
 from __future__ import annotations
 

@@ -53,6 +53,7 @@ from otpkit.actors._frames import (
 )
 from otpkit.actors._host import reason_of
 from otpkit.actors._loader import load_object
+from otpkit.actors._logs import LogWriter, json_formatter, set_tags, text_formatter
 from otpkit.actors._pid import Down, ExitSignal, From, Pid, Ref, is_normal_exit
 from otpkit.actors._proc import proc_stat, process_alive, process_start_ticks
 from otpkit.actors._runtime import (
@@ -136,6 +137,7 @@ __all__ += [
     "ClientRuntime",
     "LocalChannel",
     "LocalSystem",
+    "LogWriter",
     "NodeIdentity",
     "RateLog",
     "RemoteHooks",
@@ -149,6 +151,7 @@ __all__ += [
     "encode_local_frame",
     "halt_local_system",
     "is_stranger",
+    "json_formatter",
     "load_object",
     "make_private_dir",
     "name_address",
@@ -166,6 +169,8 @@ __all__ += [
     "set_current_runtime",
     "set_node_pgid",
     "set_remote_hooks",
+    "set_tags",
     "shapes",
     "start_local_system",
+    "text_formatter",
 ]

@@ -36,7 +36,7 @@ from thespian.actors import (
     WatchMessage,
 )
 
-from otpkit.actors import _runtime
+from otpkit.actors import _logs, _runtime
 from otpkit.actors._actor import IGNORE, NOREPLY, Actor, Stop
 from otpkit.actors._frames import CALL, CAST, INFO, MSG, STARTED
 from otpkit.actors._loader import load_object
@@ -106,21 +106,24 @@ def _fresh_logging(level: int) -> None:
     # flushes when the actor returns to Thespian's loop: a crash report written just
     # before the process exits would be lost. Put back the logging tree this process
     # inherited (module loggers still hang from it), drop the handlers of the program
-    # that started the node, and write to stderr: the node's log file, opened for
-    # appending by the admin.
+    # that started the node, and send every record, and every line printed, to the
+    # node's log writer (see _logs).
     manager = log.manager
     root = manager.root
     logging.root = root
     logging.Logger.root = root
     logging.Logger.manager = manager
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
-    )
-    root.addHandler(handler)
-    root.setLevel(level)
+    _logs.install(level)
+
+
+def _actor_label(payload: SpawnPayload) -> str:
+    """What this process's log lines call it: its registered name, else its class."""
+    if payload.name is not None:
+        return str(payload.name)
+    target = payload.target
+    if isinstance(target, str):
+        return target.rsplit(":", 1)[-1].rsplit(".", 1)[-1]
+    return str(getattr(target, "__name__", type(target).__name__))
 
 
 def reason_of(exc: BaseException) -> Any:
@@ -212,6 +215,7 @@ class Host(ThespianActor):  # type: ignore[misc]
         if payload.parent_ospid is not None and os.getppid() != payload.parent_ospid:
             os._exit(1)  # the parent died before the death signal was armed
         _fresh_logging(payload.log_level)
+        _logs.set_tags(actor=_actor_label(payload), job=None, tick=None)
         _runtime.set_current(self._rt)
         # A process the kernel starts for a client has the client as its OTP parent.
         otp_parent = payload.options.get("parent")
@@ -425,5 +429,6 @@ class Host(ThespianActor):  # type: ignore[misc]
                 with contextlib.suppress(OSError):
                     os.killpg(os.getpgrp(), signal.SIGKILL)
             with contextlib.suppress(Exception):
+                sys.stdout.flush()
                 sys.stderr.flush()
             os._exit(0)

@@ -42,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from otpkit.actors import _wire
+from otpkit.actors import _logs, _wire
 from otpkit.actors._frames import (
     BYE,
     CALL,
@@ -1014,6 +1014,7 @@ class Runtime:
         except OSError:
             return False
         self._names.add(name)
+        _logs.set_tags(actor=name)  # the process's log lines say its name
         return True
 
     def unregister(self, name: str) -> bool:
@@ -1027,6 +1028,10 @@ class Runtime:
                 self._names.discard(name)
                 return True
         return False
+
+    def registered_names(self) -> list[str]:
+        """The local names this process holds, sorted."""
+        return sorted(self._names)
 
     def whereis(self, name: str) -> Pid | None:
         if name in self._names:

@@ -38,6 +38,7 @@ import random
 import resource
 import signal
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ from thespian.actors import ActorSystem
 from thespian.system import multiprocCommon, utilis
 from thespian.system.transport import IPBase, TCPTransport
 
-from otpkit.actors import _files, _host, _runtime, _wire
+from otpkit.actors import _files, _host, _logs, _runtime, _wire
 from otpkit.actors._pid import Pid, Ref
 from otpkit.actors._proc import proc_stat
 from otpkit.errors import FrameError, NodeError
@@ -195,7 +196,10 @@ class _OtpkitAdmin(multiprocCommon.MultiProcAdmin):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         boot = _admin_boot
         if boot is not None:
-            _redirect_stdio(boot["log_path"])
+            _redirect_stdio(boot["stdio"])
+            # not the starting program's handlers (this process inherited them): the
+            # node's writer, as every process of the node
+            _logs.install(boot["log_level"])
             _raise_fd_limit()
             threading.Thread(
                 target=_watch_lifeline,
@@ -215,13 +219,12 @@ def _raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _redirect_stdio(log_path: str) -> None:
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, _files.PRIVATE_FILE)
+def _redirect_stdio(stdio: int) -> None:
+    # descriptors 1 and 2 of every process of the node: the writer's pipe
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
+    os.dup2(stdio, 1)
+    os.dup2(stdio, 2)
     os.close(null)
 
 
@@ -318,7 +321,8 @@ class LocalSystem:
     lifeline: int
     kernel: Pid
     pgid: int
-    log_path: str
+    log_path: str | None
+    writer: _logs.LogWriter | None = None
 
     def node_pids(self) -> list[int]:
         """OS pids of every live process of the node (its process group)."""
@@ -344,15 +348,27 @@ def start_local_system(
     client: Any,
     kernel_target: Any,
     kernel_args: tuple[Any, ...],
-    log_path: str,
+    log_path: str | None,
     log_level: int,
     start_timeout: float,
 ) -> LocalSystem:
-    """Start the admin and the node's kernel process; the kernel reports to ``client``."""
-    global _admin_boot
-    patch_thespian()
-    token: Ref = client.make_ref()
-    _wire.node_key()  # made before the fork, so the admin and actors share it
+    """Start the admin and the node's kernel process; the kernel reports to ``client``.
+
+    The node's records go through one writer (``_logs.LogWriter``): into ``log_path``
+    when given (Thespian's own log beside it, ``<log_path>.thespian``), else into this
+    program's ``logging``."""
+    writer = _start_writer(client.node.name, log_path)
+    try:
+        return _start(client, kernel_target, kernel_args, writer, log_level, start_timeout)
+    except BaseException:
+        writer.close(wait=0.5)
+        raise
+
+
+def _start_writer(node: str, log_path: str | None) -> _logs.LogWriter:
+    if log_path is None:
+        _route_thesplog()
+        return _logs.LogWriter(node)
     for path in (log_path, log_path + ".thespian"):  # 0600 before anyone opens them
         try:
             _files.private_file(path, "log file")
@@ -360,6 +376,22 @@ def start_local_system(
             raise NodeError(f"log file {path}: cannot create it ({exc.strerror or exc})") from exc
     os.environ["THESPLOG_FILE"] = log_path + ".thespian"
     os.environ.setdefault("THESPLOG_THRESHOLD", "WARNING")
+    return _logs.LogWriter(node, log_path)
+
+
+def _start(
+    client: Any,
+    kernel_target: Any,
+    kernel_args: tuple[Any, ...],
+    writer: _logs.LogWriter,
+    log_level: int,
+    start_timeout: float,
+) -> LocalSystem:
+    global _admin_boot
+    patch_thespian()
+    token: Ref = client.make_ref()
+    _wire.node_key()  # made before the fork, so the admin and actors share it
+    log_path = writer.file_path
     with _start_lock:
         _host._pending = _host.SpawnPayload(
             node=client.node,
@@ -377,13 +409,17 @@ def start_local_system(
         for attempt in range(1, _ADMIN_ATTEMPTS + 1):
             read_end, write_end = os.pipe()
             _runtime.close_in_children(write_end)
-            _admin_boot = {"lifeline": read_end, "log_path": log_path}
+            _admin_boot = {
+                "lifeline": read_end,
+                "stdio": writer.stdio_fd,
+                "log_level": max(log_level, logging.WARNING),
+            }
             port = admin_port_candidate()
             try:
                 asys = ActorSystem(
                     "multiprocTCPBase",
                     {"Admin Port": port},
-                    logDefs=_thespian_log_defs(log_path),
+                    logDefs=_thespian_log_defs(),
                     transientUnique=True,
                 )
                 break
@@ -406,6 +442,7 @@ def start_local_system(
             asys.tell(kernel_address, _host.BOOT)
         finally:
             _host._pending = None
+    writer.forked()  # only the node's processes write to it now
     deadline = time.monotonic() + start_timeout
     result: tuple[Any, ...] | None = None
     while time.monotonic() < deadline:
@@ -415,12 +452,13 @@ def start_local_system(
             break
     if result is None or result[0] != "ok":
         os.close(write_end)
-        error = NodeError(f"the node's kernel did not start: {result!r} (log: {log_path})")
+        where = f" (log: {log_path})" if log_path else ""
+        error = NodeError(f"the node's kernel did not start: {result!r}{where}")
         error.reason = None if result is None else result[1]  # why, for a caller to show
         raise error
     kernel: Pid = result[1]
     pgid = os.getpgid(kernel.id)
-    return LocalSystem(asys, port, write_end, kernel, pgid, log_path)
+    return LocalSystem(asys, port, write_end, kernel, pgid, log_path, writer)
 
 
 def halt_local_system(system: LocalSystem, wait: float = 5.0) -> list[int]:
@@ -438,20 +476,37 @@ def halt_local_system(system: LocalSystem, wait: float = 5.0) -> list[int]:
             os.killpg(system.pgid, signal.SIGKILL)
         time.sleep(0.05)
         left = pids_in_group(system.pgid)
+    if system.writer is not None:
+        system.writer.close()  # what the last processes wrote is written
     return left
 
 
-def _thespian_log_defs(log_path: str) -> dict[str, Any]:
+def _thespian_log_defs() -> dict[str, Any]:
+    # Thespian's logger process (and what Thespian's admin logs) sends to the node's
+    # writer like every other process of the node
     return {
         "version": 1,
-        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s thespian %(message)s"}},
-        "handlers": {
-            "file": {
-                "class": "logging.FileHandler",
-                "filename": log_path,
-                "formatter": "plain",
-                "level": logging.WARNING,
-            }
-        },
-        "root": {"handlers": ["file"], "level": logging.WARNING},
+        "handlers": {"sink": {"class": "otpkit.actors._logs.SinkHandler"}},
+        "root": {"handlers": ["sink"], "level": logging.WARNING},
     }
+
+
+def _thesplog(msg: Any, *args: Any, **kw: Any) -> None:
+    level = kw.get("level", logging.INFO)
+    if level >= logging.WARNING:
+        logging.getLogger("thespian").log(level, str(msg), *args)
+
+
+def _route_thesplog() -> None:
+    """Thespian's internal log (``thesplog``) writes a file of its own in $TMPDIR; a node
+    without a log directory sends its warnings to the node's writer instead."""
+    import thespian.system.multiprocTCPBase  # noqa: F401, PLC0415 - loaded, then patched
+
+    original = getattr(utilis, "thesplog", None)
+    if original is None or original is _thesplog:
+        return
+
+    for module in list(sys.modules.values()):
+        name = getattr(module, "__name__", "")
+        if name.startswith("thespian") and getattr(module, "thesplog", None) is original:
+            module.thesplog = _thesplog  # type: ignore[attr-defined]

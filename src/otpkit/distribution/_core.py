@@ -24,6 +24,13 @@ Liveness: every connection sends ``tick`` when it has sent nothing for ``tick`` 
 any bytes received count as life; ``down_after`` seconds of silence, or a closed socket,
 and the node is down. Known peers are redialled every ``redial_interval`` with a short
 connect timeout, so a healed partition re-forms without application traffic.
+
+Metrics: a link that comes up or goes down sets ``otpkit_dist_link_up`` and counts in
+``otpkit_dist_link_changes_total``, labelled by the peer's name. The bytes and frames of
+each link are counted here and added to ``otpkit_dist_{sent,received}_*_total`` at most
+once a second (:data:`TRAFFIC_EVERY`) and when the link goes down. A hidden peer (a
+shell) takes a new name each time: its series are forgotten when its link goes down,
+a visible peer's stay (``link_up`` 0).
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from otpkit import actors
+from otpkit import actors, metrics
 from otpkit.actors import (
     BYE,
     FRAME_ARITY,
@@ -90,6 +97,15 @@ _MAX_WITNESSES = 1024
 #: node redials every redial_interval, and both sides dial), and one whose peer an
 #: unproven hello named also at most once a minute per address; the others at DEBUG.
 _VERSION_LOG_EVERY = 60.0
+#: Seconds between two additions of the links' traffic to the node's metrics.
+TRAFFIC_EVERY = 1.0
+# a link's traffic counters: the metric and the _PeerConn field it adds
+_TRAFFIC = (
+    ("otpkit_dist_sent_bytes_total", "tx_bytes"),
+    ("otpkit_dist_sent_frames_total", "tx_frames"),
+    ("otpkit_dist_received_bytes_total", "rx_bytes"),
+    ("otpkit_dist_received_frames_total", "rx_frames"),
+)
 
 
 @dataclass(frozen=True)
@@ -165,6 +181,11 @@ class _PeerConn:
     witness: bool = False  # a witness dial (state "witness" once proven)
     version: int = 0  # the dist protocol the peer named in its hello or challenge
     witness_of: tuple[str, int] | None = None  # the lease (key, epoch) it witnesses
+    # the link's traffic not yet added to the node's metrics (see DistCore._add_traffic)
+    tx_bytes: int = 0
+    tx_frames: int = 0
+    rx_bytes: int = 0
+    rx_frames: int = 0
 
 
 #: Reasons that mean the peer's process (or host) is gone: its sockets closed without a
@@ -261,6 +282,7 @@ class DistCore:
         self._wake_w.setblocking(False)
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._traffic_due = 0.0  # when the links' traffic is next added to the metrics
         self._listen()
 
     # ------------------------------------------------------------------ setup
@@ -459,6 +481,10 @@ class DistCore:
     def _housekeeping(self, now: float) -> float:
         cfg = self.config
         wait = cfg.tick / 2
+        if now >= self._traffic_due:
+            self._traffic_due = now + TRAFFIC_EVERY
+            for name, peer in self._peers.items():
+                self._add_traffic(name, peer)
         for conn in list(self._conns.values()):
             if not isinstance(conn, _PeerConn) or conn.closed:
                 continue
@@ -626,6 +652,8 @@ class DistCore:
                 self._drop(conn, why)
                 return
             conn.last_rx = time.monotonic()
+            if conn.state == "up":
+                conn.rx_bytes += len(data)
             if not proven:
                 conn.received += len(data)
                 if conn.received > _PREAUTH_BYTES:
@@ -691,6 +719,7 @@ class DistCore:
         if conn.state != "up":
             self._handshake_frame(conn, frame)
             return
+        conn.rx_frames += 1
         if kind == "tick":
             return
         if kind == "closing":
@@ -965,6 +994,8 @@ class DistCore:
         if self._dialing.get(name) is conn:
             del self._dialing[name]
         self._peers[name] = conn
+        metrics.gauge("otpkit_dist_link_up", {"peer": name}, 1)
+        metrics.inc("otpkit_dist_link_changes_total", {"peer": name, "state": "up"})
         if conn.outbound:
             conn.listen = conn.addr
         if not conn.hidden and not self.config.hidden:
@@ -1049,6 +1080,7 @@ class DistCore:
                 self._fail_waiting(name)
         if was_up and name is not None:
             del self._peers[name]
+            self._link_down(name, conn)
             self._node_lost(name, reason, conn.hidden)
             if conn.peer_closing == "disconnect":
                 # the peer left on purpose (disconnect_node / global.disconnect): it is
@@ -1068,6 +1100,32 @@ class DistCore:
                 self._lost[name] = conn.listen or conn.addr
                 self._unblock_keeper(name)
                 self._broadcast(("lost", self.node.name, name), but=name)
+
+    def _add_traffic(self, name: str, conn: _PeerConn) -> None:
+        """Add the traffic counted on the link to ``name`` since the last time to the
+        node's metrics."""
+        if not metrics.enabled():
+            return
+        for metric, field_name in _TRAFFIC:
+            count = getattr(conn, field_name)
+            if count:
+                metrics.inc(metric, {"peer": name}, count)
+                setattr(conn, field_name, 0)
+
+    def _link_down(self, name: str, conn: _PeerConn) -> None:
+        """The link to ``name`` went down, in the node's metrics: a visible peer's
+        series stay (its link 0), a hidden peer's are forgotten."""
+        peer = {"peer": name}
+        if not conn.hidden:
+            self._add_traffic(name, conn)
+            metrics.gauge("otpkit_dist_link_up", peer, 0)
+            metrics.inc("otpkit_dist_link_changes_total", {**peer, "state": "down"})
+            return
+        metrics.forget("otpkit_dist_link_up", peer)
+        for state in ("up", "down"):
+            metrics.forget("otpkit_dist_link_changes_total", {**peer, "state": state})
+        for metric, _ in _TRAFFIC:
+            metrics.forget(metric, peer)
 
     def _close_peer(self, conn: _PeerConn) -> None:
         if conn.closed:
@@ -1099,8 +1157,12 @@ class DistCore:
                     self._close_local(pair)
 
     def _send_peer(self, conn: _PeerConn, frame: tuple[Any, ...]) -> None:
-        conn.wbuf += _codec.encode_frame(frame)
+        data = _codec.encode_frame(frame)
+        conn.wbuf += data
         conn.last_tx = time.monotonic()
+        if conn.state == "up":
+            conn.tx_bytes += len(data)
+            conn.tx_frames += 1
         if not conn.tls_pending:
             self._flush_peer(conn)
 

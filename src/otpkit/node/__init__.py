@@ -4,6 +4,6 @@ service, the discovery poller); ``ProbeServer`` answers Kubernetes' probes for
 ``otpkit run``."""
 
 from otpkit.node._node import SYSTEM_CHILDREN, Kernel, Node
-from otpkit.node._probes import ProbeServer, bind_host
+from otpkit.node._probes import ProbeServer, bind_host, probe_hosts
 
-__all__ = ["SYSTEM_CHILDREN", "Kernel", "Node", "ProbeServer", "bind_host"]
+__all__ = ["SYSTEM_CHILDREN", "Kernel", "Node", "ProbeServer", "bind_host", "probe_hosts"]

@@ -14,12 +14,11 @@ import os
 import secrets
 import signal
 import stat
-import tempfile
 import threading
 from collections.abc import Mapping
 from typing import Any
 
-from otpkit import actors
+from otpkit import actors, metrics
 from otpkit.actors import ClientRuntime, From, NodeIdentity, Pid, shapes
 from otpkit.admin import Admin
 from otpkit.discovery import Discoverer
@@ -139,6 +138,11 @@ class Node:
 
     If this program dies - by any signal - every process of the node dies with it.
 
+    Logs: every process of the node sends its records (and the lines it prints) to one
+    writer in this program, which writes them whole: into ``<log_dir>/<name>.log`` when
+    ``log_dir`` is given, else into this program's own ``logging`` (its handlers, its
+    levels; processes log at ``log_level`` and up). Metrics: :attr:`metrics`.
+
     ``data_dir`` (else ``$OTPKIT_DATA_DIR``): where the quorum of the ``"majority"``
     policy keeps this node's promises (``<data_dir>/otpkit/``), so that a restarted node
     is the same member; give every node one that outlives its process (a StatefulSet's
@@ -163,6 +167,7 @@ class Node:
         prune_after: int = 3,
         quorum: QuorumConfig | None = None,
         data_dir: str | None = None,
+        metrics_service: bool = True,
     ) -> None:
         self.name = name or f"otpkit{os.getpid()}@127.0.0.1"
         if "@" not in self.name:
@@ -199,6 +204,11 @@ class Node:
         self._kernel_args = (self._children, kernel_intensity, kernel_period)
         self._log_dir = log_dir
         self._log_level = log_level
+        self._metrics = metrics_service
+        #: The node's metrics (a :class:`otpkit.metrics.Service`; None before the start
+        #: or with ``metrics_service=False``): ``metrics.registry`` is a
+        #: ``prometheus_client`` registry any of its exposition helpers can serve.
+        self.metrics: metrics.Service | None = None
         self._start_timeout = start_timeout
         self._system: actors.LocalSystem | None = None
         self._client: ClientRuntime | None = None
@@ -217,9 +227,13 @@ class Node:
         try:
             self.creation = secrets.randbits(31) | 1
             identity = NodeIdentity(self.name, self.creation)
-            log_dir = self._log_dir or tempfile.mkdtemp(prefix="otpkit-")
-            actors.make_private_dir(log_dir)  # 0700 if made here; an existing one is the user's
-            log_path = os.path.join(log_dir, f"{self.name}.log")
+            log_path = None
+            if self._log_dir is not None:
+                actors.make_private_dir(self._log_dir)  # 0700 if made here
+                log_path = os.path.join(self._log_dir, f"{self.name}.log")
+            if self._metrics and self.metrics is None:
+                # before the first fork: every process of the node inherits its socket
+                self.metrics = metrics.Service()
             if self.dist_config is not None:
                 actors.set_remote_hooks(DistHooks())  # inherited by every process
             create_shared_table()  # before the fork: every process of the node reads it
@@ -236,7 +250,12 @@ class Node:
             )
             client.kernel = self._system.kernel
             actors.set_node_pgid(self._system.pgid)
-            log.info("node %s started (kernel %r, log %s)", self.name, client.kernel, log_path)
+            log.info(
+                "node %s started (kernel %r, log %s)",
+                self.name,
+                client.kernel,
+                log_path or "this program's logging",
+            )
             # a program that ends without stop() still stops its tree in order
             atexit.register(self._stop_at_exit)
         except BaseException:
@@ -245,6 +264,9 @@ class Node:
             actors.set_current_runtime(None)
             self._client = None
             close_shared_table()
+            if self.metrics is not None:
+                self.metrics.close()
+                self.metrics = None
             raise
         return self
 
@@ -269,6 +291,9 @@ class Node:
             actors.set_node_pgid(os.getpgrp())
             close_shared_table()
             self._client = None
+            if self.metrics is not None:
+                self.metrics.close()
+                self.metrics = None
             atexit.unregister(self._stop_at_exit)
             with _one_node:
                 _running = None
@@ -303,7 +328,8 @@ class Node:
         return self._client.pid
 
     @property
-    def log_path(self) -> str:
+    def log_path(self) -> str | None:
+        """The node's log file, or None when its records go to this program's logging."""
         return self._require().log_path
 
     @property

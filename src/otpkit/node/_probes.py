@@ -76,6 +76,7 @@ from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from typing import Any
 
+from otpkit import actors
 from otpkit.errors import CallTimeout, Exit, NoRuntime, OtpkitError
 from otpkit.registry import ClusterView, ClusterViewError, cluster_view, join_problem
 
@@ -88,6 +89,7 @@ __all__ = [
     "join_problem",
     "make_room",
     "outside_problem",
+    "probe_hosts",
     "ready_problem",
     "response",
     "route",
@@ -116,6 +118,16 @@ MAX_HEAD = 8192
 REPORT_EVERY = 60.0
 
 PHASES = ("starting", "running", "stopping")
+TEXT = "text/plain; charset=utf-8"
+#: Seconds a ``/metrics`` answer is reused: a client asking in a loop costs the node one
+#: exposition a second at most.
+METRICS_FRESH = 1.0
+#: Seconds a connection has to read its answer (a ``/metrics`` answer can outgrow the
+#: socket's buffer), and how many such connections are kept at once.
+WRITE_TIMEOUT = 5.0
+MAX_WRITING = 16
+
+Answer = tuple[int, str] | tuple[int, bytes, str]
 
 
 def ready_problem(
@@ -163,9 +175,22 @@ def outside_problem(outside: tuple[str, float, float] | None) -> str | None:
 
 
 def bind_host(pod_ip: str | None) -> str:
-    """Every address of the pod: the kubelet probes the pod's IP, ``kubectl
-    port-forward`` its loopback. IPv6 when the pod's IP is."""
+    """Every address of the pod (the wildcard of the pod IP's family)."""
     return "::" if pod_ip and ipaddress.ip_address(pod_ip).version == 6 else "0.0.0.0"
+
+
+def probe_hosts(own: str, asked: Sequence[str] = ()) -> tuple[str, ...]:
+    """The addresses the probe port binds: ``asked`` (``--probe-bind``) if given, else
+    the node's own address - the kubelet probes the pod's IP and Prometheus scrapes it -
+    and the loopback address of its family, which ``kubectl port-forward`` connects to,
+    unless the node's address is a loopback one itself (three nodes on 127.0.0.2-4 share
+    a port) or the wildcard (which has loopback)."""
+    if asked:
+        return tuple(dict.fromkeys(asked))
+    ip = ipaddress.ip_address(own)
+    if ip.is_loopback or ip.is_unspecified:
+        return (str(ip),)
+    return (str(ip), "::1" if ip.version == 6 else "127.0.0.1")
 
 
 class ProbeServer:
@@ -181,6 +206,7 @@ class ProbeServer:
         port: int,
         *,
         host: str = "0.0.0.0",
+        hosts: Sequence[str] = (),
         dist: bool = False,
         discovery: bool = False,
         settle_timeout: float = 30.0,
@@ -199,11 +225,14 @@ class ProbeServer:
         self._outside: tuple[tuple[str, float, float] | None, float] | None = None
         self._closing = threading.Event()
         self._asking = threading.Lock()
-        self._routes: dict[str, Callable[[], tuple[int, str]]] = {
+        self._metrics: Any = None  # the node's metrics Service, once running
+        self._exposition: tuple[bytes, float] | None = None
+        self._routes: dict[str, Callable[[], Answer]] = {
             "/healthz/live": self.live,
             "/healthz/ready": self.ready,
+            "/metrics": self.metrics,
         }
-        self._listener = _Listener(host, port, self._get)
+        self._listener = _Listener(tuple(hosts) or (host,), port, self._get)
         self._asker = threading.Thread(
             target=self._ask_loop, name="otpkit-probe-asker", daemon=True
         )
@@ -211,12 +240,19 @@ class ProbeServer:
 
     @property
     def port(self) -> int:
-        port: int = self._listener.sock.getsockname()[1]
+        port: int = self._listener.socks[0].getsockname()[1]
         return port
 
-    def running(self, kernel: Any) -> None:
-        """The node has started; ``kernel`` is its kernel's pid."""
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """Where the probe port listens."""
+        return [s.getsockname()[:2] for s in self._listener.socks]
+
+    def running(self, kernel: Any, metrics: Any = None) -> None:
+        """The node has started; ``kernel`` is its kernel's pid, ``metrics`` its
+        metrics service (``/metrics``)."""
         self.kernel = kernel
+        self._metrics = metrics
         self.started = time.monotonic()
         self.phase = "running"
 
@@ -290,9 +326,22 @@ class ProbeServer:
 
     # ------------------------------------------------------------------ answers
 
-    def _get(self, path: str) -> tuple[int, str]:
+    def _get(self, path: str) -> Answer:
         answer = self._routes.get(path)
         return answer() if answer is not None else (404, "not found")
+
+    def metrics(self) -> Answer:
+        """The node's metrics in Prometheus' text format, at most :data:`METRICS_FRESH`
+        seconds old."""
+        service = self._metrics
+        if service is None:
+            return 503, f"no metrics: {self.phase}"
+        now = time.monotonic()
+        cached = self._exposition
+        if cached is None or now - cached[1] >= METRICS_FRESH:
+            cached = (service.exposition(), now)
+            self._exposition = cached
+        return 200, cached[0], service.content_type
 
     def live(self) -> tuple[int, str]:
         if self.phase != "running":
@@ -395,19 +444,37 @@ def route(head: bytes) -> str | tuple[int, str]:
     return parts[1].split(b"?", 1)[0].decode("latin-1")
 
 
-def response(status: int, body: str) -> bytes:
-    """The whole HTTP answer; the connection closes after it."""
-    data = (body + "\n").encode()
+def response(status: int, body: str | bytes, content_type: str = TEXT) -> bytes:
+    """The whole HTTP answer; the connection closes after it. A text ``body`` is one
+    line; bytes (``/metrics``) are sent as they are."""
+    data = body if isinstance(body, bytes) else (body + "\n").encode()
     head = (
         f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
         "Server: otpkit\r\n"
-        "Content-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Type: {content_type}\r\n"
         f"Content-Length: {len(data)}\r\n"
         "Cache-Control: no-store\r\n"
         + ("Allow: GET\r\n" if status == 405 else "")
         + "Connection: close\r\n\r\n"
     )
     return head.encode("latin-1") + data
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and ipaddress.ip_address(host).is_unspecified:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+        sock.listen(128)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    actors.own_socket(sock)  # no process of the node keeps the probe port
+    return sock
 
 
 class _Waiting:
@@ -431,25 +498,31 @@ class _Listener:
     connection is made as :func:`make_room` decides; a connection about to be closed so
     is read once more first, and answered if its request has come. Connections closed
     unanswered (too slow, or making room) are logged with a count, at most once per
-    :data:`REPORT_EVERY` seconds.
+    :data:`REPORT_EVERY` seconds. An answer larger than the socket's buffer is written
+    as the client reads it, for at most :data:`WRITE_TIMEOUT` seconds; at most
+    :data:`MAX_WRITING` connections are written so (the oldest is closed for a new one).
+
+    Every socket of the port is this program's alone: a process of the node forked
+    from it closes its copy (``actors.own_socket``).
     """
 
-    def __init__(self, host: str, port: int, answer: Callable[[str], tuple[int, str]]) -> None:
-        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+    def __init__(self, hosts: Sequence[str], port: int, answer: Callable[[str], Answer]) -> None:
+        self.socks: list[socket.socket] = []
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-            sock.listen(128)
-            sock.setblocking(False)
+            for host in hosts:
+                self.socks.append(_listen(host, port))
+                port = self.socks[0].getsockname()[1]  # port 0: every address the same
         except BaseException:
-            sock.close()
+            for sock in self.socks:
+                actors.own_socket(sock, on=False)
+                sock.close()
             raise
-        self.sock = sock
         self._answer = answer
         self._selector = selectors.DefaultSelector()
-        self._selector.register(sock, selectors.EVENT_READ, None)
+        for sock in self.socks:
+            self._selector.register(sock, selectors.EVENT_READ, None)
         self._waiting: dict[socket.socket, _Waiting] = {}  # oldest first
+        self._writing: dict[socket.socket, tuple[memoryview, float]] = {}  # oldest first
         self._closing = threading.Event()
         # connections closed unanswered since the last report, by source
         self._dropped: Counter[str] = Counter()
@@ -462,8 +535,12 @@ class _Listener:
         self._thread.join(5)
         for conn in list(self._waiting):
             self._drop(conn)
+        for conn in list(self._writing):
+            self._done(conn)
         self._selector.close()
-        self.sock.close()
+        for sock in self.socks:
+            actors.own_socket(sock, on=False)
+            sock.close()
 
     def _loop(self) -> None:
         while not self._closing.is_set():
@@ -476,26 +553,36 @@ class _Listener:
     def _round(self) -> None:
         now = time.monotonic()
         wait = 0.25
-        if self._waiting:
-            first = next(iter(self._waiting.values()))
-            wait = max(0.0, min(wait, first.deadline - now))
+        for deadline in (
+            next(iter(self._waiting.values())).deadline if self._waiting else None,
+            next(iter(self._writing.values()))[1] if self._writing else None,
+        ):
+            if deadline is not None:
+                wait = max(0.0, min(wait, deadline - now))
         for key, _ in self._selector.select(wait):
             if key.data is None:
-                self._accept()
+                self._accept(key.fileobj)  # type: ignore[arg-type]
             elif key.fileobj in self._waiting:
                 self._read(key.fileobj)
+            elif key.fileobj in self._writing:
+                self._write(key.fileobj)
         now = time.monotonic()
         while self._waiting:  # deadlines follow the order of arrival
             conn, waiting = next(iter(self._waiting.items()))
             if waiting.deadline > now:
                 break
             self._drop(conn, waiting.source)
+        while self._writing:
+            conn, (_, deadline) = next(iter(self._writing.items()))
+            if deadline > now:
+                break
+            self._done(conn)
         self._report(now)
 
-    def _accept(self) -> None:
+    def _accept(self, sock: socket.socket) -> None:
         for _ in range(MAX_CONNECTIONS):  # then the waiting ones get their turn
             try:
-                conn, address = self.sock.accept()
+                conn, address = sock.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return
             except OSError as exc:  # out of descriptors: the waiting ones free some
@@ -506,6 +593,7 @@ class _Listener:
                 else:
                     time.sleep(0.05)
                 return
+            actors.own_socket(conn)
             source = source_of(str(address[0]))
             victim = make_room(
                 [w.source for w in self._waiting.values()], source, PER_SOURCE, MAX_CONNECTIONS
@@ -539,26 +627,56 @@ class _Listener:
             end = head_length(bytes(waiting.data))
             if end is not None:
                 asked = route(bytes(waiting.data[:end]))
-                status, body = self._answer(asked) if isinstance(asked, str) else asked
-                self._send(conn, response(status, body))
+                answer = self._answer(asked) if isinstance(asked, str) else asked
+                self._send(conn, response(*answer))
                 return
             if len(waiting.data) > MAX_HEAD:
                 self._send(conn, response(431, f"request head over {MAX_HEAD} bytes"))
                 return
 
     def _send(self, conn: socket.socket, data: bytes) -> None:
-        """The answer fits an empty send buffer: one non-blocking send, then close."""
+        """One non-blocking send; what the buffer did not take is written as the client
+        reads it (:meth:`_write`), else the connection closes now."""
+        del self._waiting[conn]
+        sent = 0
         with contextlib.suppress(OSError):
-            conn.send(data)
-        self._drop(conn)
+            sent = conn.send(data)
+        if sent <= 0 or sent >= len(data):
+            self._close(conn)
+            return
+        if len(self._writing) >= MAX_WRITING:
+            self._done(next(iter(self._writing)))
+        self._writing[conn] = (memoryview(data)[sent:], time.monotonic() + WRITE_TIMEOUT)
+        self._selector.modify(conn, selectors.EVENT_WRITE, "writing")
+
+    def _write(self, conn: socket.socket) -> None:
+        rest, deadline = self._writing[conn]
+        try:
+            sent = conn.send(rest)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            sent = len(rest)
+        if sent >= len(rest):
+            self._done(conn)
+        else:
+            self._writing[conn] = (rest[sent:], deadline)
+
+    def _done(self, conn: socket.socket) -> None:
+        del self._writing[conn]
+        self._close(conn)
 
     def _drop(self, conn: socket.socket, unanswered: str | None = None) -> None:
         del self._waiting[conn]
-        with contextlib.suppress(KeyError, ValueError):
-            self._selector.unregister(conn)
-        conn.close()
+        self._close(conn)
         if unanswered is not None:
             self._dropped[unanswered] += 1
+
+    def _close(self, conn: socket.socket) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(conn)
+        actors.own_socket(conn, on=False)
+        conn.close()
 
     def _report(self, now: float) -> None:
         if not self._dropped or now - self._reported < REPORT_EVERY:

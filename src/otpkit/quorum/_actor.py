@@ -34,6 +34,10 @@ Client API (from any local process, each blocking the caller at most ``timeout``
 If the quorum actor itself ends, every lease of the node is lost with it: a holder that
 must not outlive that should monitor ``whereis(QUORUM_NAME)``.
 
+After each event the actor sets, in the node's metrics, what changed of
+``otpkit_quorum_members``, ``_membership_version``, ``_has_majority`` and, per lease
+key, ``_lease_epoch`` and ``_lease_held`` (:func:`metric_values`).
+
 Every call and every member's message is checked whole before it acts (:data:`CALLS`,
 :data:`INFOS`): one that does not fit is answered as a refusal (``acquire``: None;
 ``fence``, ``leave``, ``set_expected``: False; others ``("error", "bad quorum call:
@@ -67,7 +71,7 @@ import secrets
 import time
 from typing import Any
 
-from otpkit import actors
+from otpkit import actors, metrics
 from otpkit import distribution as dist
 from otpkit.actors import NOREPLY, Actor, Down, From, Pid, shapes
 from otpkit.distribution import NodeDown, NodeUp, WitnessDown
@@ -88,6 +92,7 @@ from otpkit.quorum._core import (
     Send,
     StateError,
     decode_state,
+    quorum_size,
     state_format,
 )
 
@@ -211,6 +216,36 @@ class QuorumStore:
         self._ready = True
 
 
+def metric_values(core: QuorumCore) -> dict[tuple[str, str | None], float]:
+    """This node's quorum as the node's metrics show it: ``(metric, key) -> value``, with
+    ``key`` the lease key of ``otpkit_quorum_lease_epoch`` and ``_held`` (cut at 200
+    characters) and None for the others.
+
+    ``otpkit_quorum_has_majority`` is 1 while the members this node reaches (itself
+    included) make a majority (as ``QuorumCore.key_status`` counts them). The lease keys
+    are those this node holds, or granted as a member; a key's epoch is the newest this
+    node granted, holds or has a grant record of."""
+    connected = core._connected_incs()
+    live = sum(1 for m in core.members if m == core.me or connected.get(m[0]) == m)
+    out: dict[tuple[str, str | None], float] = {
+        ("otpkit_quorum_members", None): float(len(core.members)),
+        ("otpkit_quorum_membership_version", None): float(core.version),
+        ("otpkit_quorum_has_majority", None): float(
+            live >= quorum_size(core.members, core.expected)
+        ),
+    }
+    for key in sorted({*core.tops, *core.grants, *core.held}):
+        epochs = [core.tops.get(key, 0)]
+        rec, held = core.grants.get(key), core.held.get(key)
+        if rec is not None:
+            epochs.append(rec.epoch)
+        if held is not None:
+            epochs.append(held.epoch)
+        out[("otpkit_quorum_lease_epoch", key[:200])] = float(max(epochs))
+        out[("otpkit_quorum_lease_held", key[:200])] = float(held is not None)
+    return out
+
+
 def data_dir_of(data_dir: str | None) -> str | None:
     """The data dir the quorum keeps its store in: the node's, else
     ``$OTPKIT_DATA_DIR``, else none (no store)."""
@@ -273,12 +308,15 @@ class Quorum(Actor):
         self.outside_since: float | None = None
         self.notices: dict[str, tuple[Pid, dict[str, Any]]] = {}
         self.drops = shapes.DropLog(log)  # malformed messages and refused calls
+        # the metric values last sent (see _send_metrics)
+        self.sent: dict[tuple[str, str | None], float] = {}
         actors.register(QUORUM_NAME)
         dist.register_service(QUORUM_NAME)
         dist.monitor_nodes(True)
         dist.monitor_witnesses(True)
         for name in dist.nodes():
             self._perform(self.core.node_up(name, time.monotonic()))
+        self._send_metrics()
         actors.send_after(TICK, _TICK)
 
     # ------------------------------------------------------------------ effects
@@ -331,6 +369,20 @@ class Quorum(Actor):
                 log.info(
                     "%s: quorum members v%d: %s", self.node, out.version, ", ".join(out.members)
                 )
+        self._send_metrics()
+
+    def _send_metrics(self) -> None:
+        """Send the values of :func:`metric_values` that changed since they were last
+        sent, and forget the series of a lease key no longer listed."""
+        if not metrics.enabled():
+            return
+        values = metric_values(self.core)
+        for (name, key), value in values.items():
+            if self.sent.get((name, key)) != value:
+                metrics.gauge(name, None if key is None else {"key": key}, value)
+        for name, key in self.sent.keys() - values.keys():
+            metrics.forget(name, {"key": key})
+        self.sent = values
 
     def _deliver(self, out: Send | Reply) -> None:
         """Send ``out``; one that cannot cross nodes (a value msgpack cannot carry) is

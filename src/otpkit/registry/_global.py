@@ -22,6 +22,9 @@ the three checks every request and message before it acts (:data:`CALLS`,
 :data:`INFOS`, :data:`MERGER_INFOS`, :data:`RESOLVER_INFOS`; a merger also checks the
 other node's answers): one that does not fit is answered ``("error", "bad global call:
 ...")`` or dropped, with one WARNING a minute.
+
+The server sets ``otpkit_registry_names`` (the names in its table) in the node's
+metrics whenever it publishes a table of another size.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from otpkit import actors
+from otpkit import actors, metrics
 from otpkit.actors import NOREPLY, Actor, Down, From, Pid, Ref, shapes
 from otpkit.distribution import NodeDown, NodeUp, drop_link, register_service
 from otpkit.distribution import monitor_nodes as _monitor_nodes
@@ -209,6 +212,9 @@ class Global(Actor):
         self.drops = shapes.DropLog(log)
         _shared.take_over()
         _shared.publish({})
+        # the name count last sent to the node's metrics: a restarted server starts empty
+        self.counted = 0
+        metrics.gauge("otpkit_registry_names", None, 0)
         actors.register(GLOBAL_NAME)
         self.merger: Pid | None = None
         self.resolver: Pid | None = None
@@ -561,6 +567,9 @@ class Global(Actor):
         if self.dirty:
             self.dirty = False
             _shared.publish({name: e.pid for name, e in self.names.items()})
+            if len(self.names) != self.counted:
+                self.counted = len(self.names)
+                metrics.gauge("otpkit_registry_names", None, self.counted)
         # watchers hear of a change only once whereis_name shows it
         notes, self.notes = self.notes, []
         for watcher, note in notes:

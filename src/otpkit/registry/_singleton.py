@@ -40,6 +40,10 @@ line per term saying why (a store failing, no quorum, waiting for a node), tells
 child (:meth:`SingletonWorker.no_holder`; the scheduler makes it a ``no_holder`` job
 event), and posts it for the shell's ``nodes``; one INFO line (and
 :meth:`SingletonWorker.holder_back`) when a holder is back.
+
+**Metrics.** Each manager sets ``otpkit_singleton_holder`` (1 while its child is the
+active one, else 0) and ``otpkit_singleton_no_holder`` (1 from the watchdog's ERROR line
+until a holder is seen again) for its node, both 0 at its start and once it stops.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from otpkit import actors
+from otpkit import actors, metrics
 from otpkit import quorum as _quorum
 from otpkit.actors import Actor, Down, From, Pid, shapes
 from otpkit.distribution import Witness
@@ -356,6 +360,9 @@ class SingletonManager(Supervisor):
         self.need = 1  # the last majority this node's quorum counted (majority)
         self.trouble: str | None = None  # what the election last ran into
         self.notice: dict[str, Any] | None = None  # the last one posted
+        # the metrics' label, and the gauges' values last sent (see _send_gauges)
+        self.label = (config.name if isinstance(config.name, str) else repr(config.name))[:200]
+        self.sent: dict[str, float] = {}
         children = [config.child] if config.warm else []
         return SupFlags("one_for_one", intensity, period), children
 
@@ -365,6 +372,7 @@ class SingletonManager(Supervisor):
         self._watch_services()
         self._later(0)
         actors.send_after(WATCH_EVERY, _Timer("watchdog"))
+        self._send_gauges()  # 0 and 0: a restarted manager holds nothing yet
         return result
 
     def _watch_services(self) -> bool:
@@ -435,6 +443,7 @@ class SingletonManager(Supervisor):
                     epoch, self.lease = self.lease.epoch, None
                     _quorum.release(self.key, epoch)
                     self._later(0.1)
+        self._send_gauges()
 
     def _name_changed(self, pid: Pid | None) -> None:
         previous, self.holder = self.holder, pid
@@ -749,6 +758,20 @@ class SingletonManager(Supervisor):
         except (CallTimeout, Exit, NodeError) as exc:
             log.debug("%r: notice not posted: %s", self.pid, exc)
 
+    def _send_gauges(self, stopped: bool = False) -> None:
+        """Send what changed of this node's view of the singleton: whether its child is
+        the active one (``otpkit_singleton_holder``) and whether the watchdog misses a
+        holder past its grace (``otpkit_singleton_no_holder``); both 0 once the manager
+        stops."""
+        values = {
+            "otpkit_singleton_holder": 0.0 if stopped else float(self.active),
+            "otpkit_singleton_no_holder": 0.0 if stopped else float(self.watch.missing),
+        }
+        for name, value in values.items():
+            if self.sent.get(name) != value:
+                metrics.gauge(name, {"singleton": self.label}, value)
+                self.sent[name] = value
+
     # ------------------------------------------------------------------ hand-over
 
     def terminate(self, reason: Any) -> None:
@@ -756,6 +779,7 @@ class SingletonManager(Supervisor):
             if self.active:
                 self._hand_over()
         finally:
+            self._send_gauges(stopped=True)
             actors.call(GLOBAL_NAME, ("unwatch", self.config.name, actors.self()))
             super().terminate(reason)
 

@@ -53,6 +53,13 @@ class Watch:
     reported: float | None = None
     not_before: float = 0.0
 
+    @property
+    def missing(self) -> bool:
+        """The ERROR line was logged and no holder has been seen since: what
+        ``otpkit_singleton_no_holder`` shows (a minority side that lost its majority
+        after the line still misses its holder)."""
+        return self.reported is not None
+
 
 @dataclass(frozen=True)
 class ReportMissing:

@@ -222,7 +222,8 @@ class Engine:
                 continue
             if plan.missed:
                 settle_key = ClaimKey(name, plan.missed.last or now, None)
-                extra = {"first": plan.missed.first, "last": plan.missed.last}
+                missed = plan.missed
+                extra = {"first": missed.first, "last": missed.last, "ticks": missed.count()}
                 event = new_event("run_missed", name, tick=plan.missed.first, extra=extra)
                 if not plan.run:
                     settle.append((settle_key, "missed", event))

@@ -3,12 +3,14 @@ process's event bus.
 
 The holder emits an event when a job changes and when a run starts or ends, is missed,
 skipped or interrupted (:meth:`EventBus.emit`): the bus logs it on ``otpkit.scheduler``,
-sends it to this node's subscribers, and hands it to ``broadcast``, which sends it to
-every other node's scheduler process; there :meth:`EventBus.deliver` gives it to that
-node's subscribers. So every subscriber sees every event once (``id`` names it on every
-node). Subscribers are processes of the bus's own node (events travel to them as
-objects), each monitored and dropped when it ends or cannot be sent to. The events of
-this node's Singleton watchdog (``no_holder``, ``holder_back``) are delivered here only.
+counts it in its node's metrics (:mod:`~otpkit.scheduler._metrics`: one node, the
+holder's, counts each run), sends it to this node's subscribers, and hands it to
+``broadcast``, which sends it to every other node's scheduler process; there
+:meth:`EventBus.deliver` gives it to that node's subscribers. So every subscriber sees
+every event once (``id`` names it on every node). Subscribers are processes of the
+bus's own node (events travel to them as objects), each monitored and dropped when it
+ends or cannot be sent to. The events of this node's Singleton watchdog (``no_holder``,
+``holder_back``) are delivered here only.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,6 +26,7 @@ from typing import Any
 from otpkit import actors
 from otpkit.actors import Pid, Ref, shapes
 from otpkit.errors import OtpkitError
+from otpkit.scheduler import _metrics
 from otpkit.scheduler._pool import JOB_NAME
 
 log = logging.getLogger("otpkit.scheduler")
@@ -34,7 +37,11 @@ log = logging.getLogger("otpkit.scheduler")
 #: terms, a majority connected), ``error`` saying why, once per term; then a holder is
 #: back (``extra["holder"]``) after ``duration`` seconds. ``run_retrying``: attempt
 #: ``extra["attempt"]`` failed (``error``, ``extra["traceback"]``) and the next is due at
-#: ``extra["retry_at"]``; the event that ends a run has ``extra["attempts"]``.
+#: ``extra["retry_at"]``; the event that ends a run has ``extra["attempts"]``, the
+#: ``run_started`` of a later attempt than the first ``extra["attempt"]``. A
+#: ``run_missed`` of a span of ticks (misfires) has ``extra["first"]``, ``extra["last"]``
+#: and ``extra["ticks"]``, how many (:meth:`~otpkit.scheduler._plan.MissedTicks.count`);
+#: one of a single tick (no node of its strategy) none of them.
 EVENT_KINDS = (
     "job_added",
     "job_updated",
@@ -165,13 +172,21 @@ def new_event(
 
 class EventBus:
     """The job events of scheduler ``name`` on ``node``: its subscribers, and the
-    events it emits (to them and, through ``broadcast``, to every other node's)."""
+    events it emits (to them and, through ``broadcast``, to every other node's); ``jobs``
+    names the configuration jobs, each with a ``job`` label of its own in the metrics."""
 
-    def __init__(self, name: str, node: str, broadcast: Callable[[JobEvent], None]) -> None:
+    def __init__(
+        self,
+        name: str,
+        node: str,
+        broadcast: Callable[[JobEvent], None],
+        jobs: Iterable[str] = (),
+    ) -> None:
         self.name = name
         self.node = node
         self.broadcast = broadcast
         self.subscribers: dict[Pid, Ref] = {}
+        self.job_labels = _metrics.job_labels(jobs)
 
     def subscribe(self, pid: Pid, on: bool) -> str | None:
         """Send the events to ``pid`` (``on``) or no longer; None, or why not (a pid of
@@ -189,7 +204,8 @@ class EventBus:
         self.subscribers.pop(pid, None)
 
     def emit(self, event: JobEvent) -> None:
-        """Log ``event`` and send it to every node's subscribers (this one's included).
+        """Log ``event``, count it in the node's metrics and send it to every node's
+        subscribers (this one's included).
 
         The line's level: ERROR for a run that failed or timed out for good (with the
         traceback's last lines), WARNING for an attempt that will be retried (with its
@@ -220,6 +236,7 @@ class EventBus:
             f" error={event.error}" if event.error else "",
             f"\n{trace}" if isinstance(trace, str) and trace else "",
         )
+        _metrics.record(event, self.name, self.job_labels)
         self.deliver(event)
         self.broadcast(event)
 

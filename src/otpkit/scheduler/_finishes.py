@@ -87,10 +87,17 @@ class Finishes:
     # ------------------------------------------------------------------ reports
 
     def started(self, msg: RunStarted) -> None:
+        """Emit ``run_started`` (a later attempt than the first names its number)."""
         if not self.writer.recovered:
             return
+        attempt = (msg.info or {}).get("attempt")
+        later = isinstance(attempt, int) and not isinstance(attempt, bool) and attempt > 1
+        key = msg.key
+        extra = {"attempt": attempt} if later else None
         self.bus.emit(
-            new_event("run_started", msg.key.job, tick=msg.key.at, node=msg.node, started=msg.start)
+            new_event(
+                "run_started", key.job, tick=key.at, node=msg.node, extra=extra, started=msg.start
+            )
         )
 
     def done(self, msg: RunDone) -> None:

@@ -35,12 +35,15 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import islice
 
 from otpkit.scheduler._schedule import Schedule
 
 __all__ = ["MISFIRE_POLICIES", "MisfirePlan", "MissedTicks", "plan_misfires"]
 
 MISFIRE_POLICIES = ("run_once", "run_all", "skip")
+#: The ticks :meth:`MissedTicks.count` walks before it estimates the rest of a span.
+COUNT_WALK = 256
 _TICK = timedelta(microseconds=1)
 
 
@@ -63,6 +66,18 @@ class MissedTicks:
         if self.first is None or self.last is None:
             return iter(())
         return self.schedule.fire_times(self.first, self.last + _TICK)
+
+    def count(self, walk: int = COUNT_WALK) -> int:
+        """How many ticks the span holds: exact up to ``walk`` ticks (at least 2); past
+        them, those plus the rest of the span at their mean gap (exact for a schedule of
+        even steps, an estimate for others), so a long gap is not walked tick by tick."""
+        if self.first is None or self.last is None:
+            return 0
+        head = list(islice(self, max(2, walk)))
+        if len(head) < max(2, walk) or head[-1] >= self.last:
+            return len(head)
+        gap = (head[-1] - head[0]) / (len(head) - 1)
+        return len(head) + max(1, round((self.last - head[-1]) / gap))
 
 
 @dataclass(frozen=True)

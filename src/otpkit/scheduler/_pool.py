@@ -52,6 +52,7 @@ from otpkit import distribution as dist
 from otpkit.actors import Actor, ExitSignal, From, Pid, shapes
 from otpkit.distribution import NET_NAME, NodeDown, NodeUp
 from otpkit.errors import OtpkitError
+from otpkit.scheduler._metrics import PoolLoad
 from otpkit.scheduler._pool_outbox import Outbox
 from otpkit.scheduler._pool_wire import (
     CALLS,
@@ -157,6 +158,7 @@ class TaskPool(Actor):
         self.strays: set[Pid] = set()  # killed workers that did not die
         self.respawn_armed = False
         self.drops = shapes.DropLog(log)
+        self.load = PoolLoad(scheduler)  # the node's gauges of queued and running runs
         actors.trap_exit(True)
         actors.register(pool_name(scheduler))
         versions = None
@@ -251,6 +253,7 @@ class TaskPool(Actor):
         deadline = time.monotonic() + _REAP_WAIT
         while any(exists(pid) for pid in workers) and time.monotonic() < deadline:
             time.sleep(0.005)
+        self.load.update(0, 0)  # nothing waits or runs here any more
         if self.busy or self.dying:
             log.info(
                 "%s: task pool of %r stopping (%r): %d running runs killed",
@@ -328,6 +331,7 @@ class TaskPool(Actor):
             self.busy[worker] = Busy(run, timer, rest=rest)
             self.running[run.id] = worker
             actors.send(worker, ("run", run.key, run.task, run.args, run.kwargs))
+        self.load.update(len(self.queue), len(self.running))
 
     def _on_started(self, worker: Any, key: Any, start: Any) -> None:
         busy = self.busy.get(worker)
@@ -482,6 +486,7 @@ class TaskPool(Actor):
             "" if report.error is None else f": {report.error}",
         )
         self.outbox.add(report)
+        self.load.update(len(self.queue), len(self.running))
 
     def _on_ack(self, items: Any) -> None:
         if not isinstance(items, list | tuple):

@@ -11,7 +11,9 @@ a :class:`Busy`, a worker it killed in a :class:`Dying` until its exit is seen o
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -77,6 +79,8 @@ class Worker(Actor):
         while (ahead := due - time.time()) > 0:
             time.sleep(min(ahead, _SLEEP_STEP))
         _context._enter(_context.RunInfo(key[0], key[1], key[2]))
+        # what the task logs or prints is tagged with its job and tick
+        actors.set_tags(job=key[0], tick=key[1].isoformat().replace("+00:00", "Z"))
         start = time.time()
         actors.send(self.pool, ("started", self.pid, key, start))
         try:
@@ -90,6 +94,10 @@ class Worker(Actor):
             return
         finally:
             _context._enter(None)
+            with contextlib.suppress(Exception):  # a last line without its newline
+                sys.stdout.flush()
+                sys.stderr.flush()
+            actors.set_tags(job=None, tick=None)
         actors.send(
             self.pool, ("done", self.pid, key, "finished", start, time.time(), None, False, None)
         )

@@ -128,7 +128,8 @@ class SchedulerWorker(SingletonWorker):
             keep=config.history,
             max_age=config.history_days * 86_400,
         )
-        self.bus = EventBus(config.name, self.node, self._broadcast)
+        jobs = [job.name for job in config.jobs]
+        self.bus = EventBus(config.name, self.node, self._broadcast, jobs)
         self.peers = Peers()
         self.rng = random.Random()
         self.has_dist = True

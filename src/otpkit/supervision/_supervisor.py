@@ -39,18 +39,22 @@ Contract (predict every restart from this text):
   "bad supervisor call: ...")``; a cast or a plain message is dropped (one WARNING a
   minute). A caller of another node gets its answer as plain data (:func:`wire_value`:
   rows as tuples, a spec or an exception as its repr).
+* **Metrics.** Each restart the supervisor tries (a failed one too, as the restart
+  window counts it) adds one to ``otpkit_supervisor_restarts_total``, labelled by the
+  supervisor and the child (:func:`restart_labels`).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from otpkit import actors
+from otpkit import actors, metrics
 from otpkit.actors import (
     IGNORE,
     INFO,
@@ -78,6 +82,16 @@ log = logging.getLogger("otpkit.supervision")
 
 _TIMEOUT = object()
 _keys = itertools.count(1)
+
+#: The ``child`` label of a DynamicSupervisor's restarts: its children's ids are the
+#: caller's, and may not be bounded.
+DYNAMIC_CHILD = "(dynamic)"
+# the longest label value sent (the metrics service takes at most 256 characters)
+_LABEL_MAX = 200
+
+# The os pid of the supervisor that forks a child now and the child's id: a forked
+# supervisor reads its id in its parent here (see restart_labels)
+_starting: tuple[int, Any] | None = None
 
 #: The calls every supervisor answers (its API; ``which_children`` and
 #: ``count_children`` are also asked from other nodes). A child's id, a pid or a spec
@@ -120,6 +134,32 @@ def wire_value(value: Any, _depth: int = 0) -> Any:
         if isinstance(value, dict):
             return {wire_value(k, _depth + 1): wire_value(v, _depth + 1) for k, v in value.items()}
     return repr(value)
+
+
+def restart_labels(
+    names: list[str], id_in_parent: Any, kind: str, child_id: Any, dynamic: bool
+) -> dict[str, str]:
+    """The labels of one restart in ``otpkit_supervisor_restarts_total``.
+
+    ``supervisor``: the supervisor's first registered name (``names``), else its child
+    id in the supervisor that started it (``id_in_parent``; None if none did, as for the
+    kernel), else its class name (``kind``). ``child``: the restarted child's id - a
+    ``simple_one_for_one``'s children share their template's - except under a
+    DynamicSupervisor (``dynamic``), whose children's ids are the caller's and need not
+    be bounded: :data:`DYNAMIC_CHILD`. An id that is not a str is shown as its repr;
+    a value is cut at 200 characters."""
+    if names:
+        supervisor = names[0]
+    elif id_in_parent is not None:
+        supervisor = _label(id_in_parent)
+    else:
+        supervisor = kind
+    child = DYNAMIC_CHILD if dynamic else _label(child_id)
+    return {"supervisor": supervisor[:_LABEL_MAX], "child": child}
+
+
+def _label(value: Any) -> str:
+    return (value if isinstance(value, str) else repr(value))[:_LABEL_MAX]
 
 
 class ChildInfo(NamedTuple):
@@ -171,6 +211,15 @@ def _resolve(start: Any) -> Any:
 def start_spec(spec: ChildSpec, extra: tuple[Any, ...] = ()) -> tuple[Any, ...]:
     """Start one child of the calling supervisor: ("ok", pid[, info]) | ("ignore",) |
     ("error", reason). Runs in the supervisor's process."""
+    global _starting
+    _starting = (os.getpid(), spec.id)  # inherited by the child forked now
+    try:
+        return _start_spec(spec, extra)
+    finally:
+        _starting = None
+
+
+def _start_spec(spec: ChildSpec, extra: tuple[Any, ...]) -> tuple[Any, ...]:
     rt: Any = actors.runtime()
     try:
         start = _resolve(spec.start)
@@ -246,6 +295,11 @@ class Supervisor(Actor):
         self._children: list[_Child] = []
         self._by_pid: dict[Pid, _Child] = {}
         self._restarts: tuple[float, ...] = ()
+        # the id this process has in the supervisor that forked it (its metrics' label)
+        starting = _starting
+        self._id_in_parent = (
+            starting[1] if starting is not None and starting[0] == os.getppid() else None
+        )
         result = self.setup(*args, **kwargs)
         if result is IGNORE:
             return IGNORE
@@ -335,6 +389,7 @@ class Supervisor(Actor):
             self._remove(child)
             raise Stop("shutdown")
         child.restarts += 1
+        self._count_restart(child)
         strategy = flags.strategy
         if self._dynamic or strategy == "one_for_one":
             self._restart_one(child)
@@ -357,6 +412,17 @@ class Supervisor(Actor):
                 sibling.pid = "restarting"
                 self._try_again(sibling)
                 return
+
+    def _count_restart(self, child: _Child) -> None:
+        if metrics.enabled():
+            labels = restart_labels(
+                self._rt.registered_names(),
+                self._id_in_parent,
+                type(self).__name__,
+                child.spec.id,
+                self.dynamic,
+            )
+            metrics.inc("otpkit_supervisor_restarts_total", labels)
 
     def _restart_one(self, child: _Child) -> None:
         res = self._start(child)
