@@ -20,6 +20,7 @@ handed to :mod:`otpkit.demo` and :mod:`otpkit.shell`.
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import logging
 import os
@@ -31,6 +32,8 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import prometheus_client
 
 from otpkit.actors import (
     json_formatter,
@@ -108,6 +111,9 @@ def _own_address(settings: Settings) -> str:
 
 def _run(settings: Settings) -> int:
     children = load_root(settings.target)
+    # this program's only registry is the node's: its counters need no _created series
+    # (half of /metrics' size otherwise)
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     options: dict[str, Any] = {"children": children, "log_level": settings.log_level}
     # the quorum's store, beside the schedulers' (their default is ./otpkit-data too)
     options["data_dir"] = settings.data_dir or "otpkit-data"
@@ -123,15 +129,20 @@ def _run(settings: Settings) -> int:
         os.environ["OTPKIT_DATA_DIR"] = settings.data_dir  # every process of the node reads it
     probes = None
     if settings.probe_port is not None:
+        hosts = probe_hosts(_own_address(settings), settings.probe_bind)
         try:
             probes = ProbeServer(
                 settings.probe_port,
-                hosts=probe_hosts(_own_address(settings), settings.probe_bind),
+                hosts=hosts,
                 dist=settings.dist_port is not None,
                 discovery=settings.discovery is not None,
                 settle_timeout=settings.settle_timeout,
             )
         except OSError as exc:
+            if exc.errno == errno.EADDRNOTAVAIL:  # an address that is not this host's
+                raise SettingError(
+                    "OTPKIT_PROBE_BIND", f"{','.join(hosts)}: {exc.strerror}"
+                ) from None
             raise SettingError(
                 "OTPKIT_PROBE_PORT", f"{settings.probe_port}: {exc.strerror}"
             ) from None

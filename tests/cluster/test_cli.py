@@ -51,6 +51,12 @@ def run(
     )
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 DIST = {
     "OTPKIT_NODE_NAME": "a@127.0.0.1",
     "OTPKIT_DIST_PORT": "4370",
@@ -165,6 +171,11 @@ def test_a_bad_setting_is_one_line_naming_it(args, env, names):
         (
             ["run", f"{APP}:root", "--probe-port", "8080"],
             {"OTPKIT_NODE_NAME": "a@127.0.0.1", "OTPKIT_PROBE_BIND": "10.0.0.1,pod"},
+            "OTPKIT_PROBE_BIND",
+        ),
+        (  # an address this host does not have
+            ["run", f"{APP}:root", "--probe-port", str(_free_port())],
+            {"OTPKIT_NODE_NAME": "a@127.0.0.1", "OTPKIT_PROBE_BIND": "192.0.2.1"},
             "OTPKIT_PROBE_BIND",
         ),
     ],

@@ -515,8 +515,14 @@ def _connect(a: NodeProc, b: NodeProc) -> None:
     a.cmd(op="connect", name=b.name, host=b.host, port=b.port)
 
 
+#: A WARNING of dist's logger, in this release's log format (``... WARNING <node>
+#: <process>[<pid>] otpkit.dist: ...``) or in a previous release's (``... WARNING
+#: otpkit.dist [<pid>] ...``).
+_DIST_WARNING = re.compile(r" WARNING (?:\S+ \S+\[\d+\] )?otpkit\.dist[: ]")
+
+
 def _dist_warnings(node: NodeProc) -> list[str]:
-    return [ln for ln in node.log().splitlines() if " WARNING otpkit.dist " in ln]
+    return [ln for ln in node.log().splitlines() if _DIST_WARNING.search(ln)]
 
 
 def test_a_node_of_the_previous_release_links_both_ways(tmp_path: Path, previous: Path) -> None:

@@ -32,7 +32,7 @@ from tests.harness.polling import wait_for
 pytestmark = pytest.mark.cluster
 
 BOUND = 60.0
-MODULE = "tests.cluster.test_metrics_scheduler"
+MODULE = "tests.cluster.test_metrics_scheduler_loopback"
 TASKS = "tests.harness.scheduler_tasks"
 
 

@@ -83,6 +83,13 @@ class Container:
             self.proc.wait(10)
 
 
+def write_go(path: Path, at: float) -> None:
+    """Tell the storm processes when to log (written whole: renamed into place)."""
+    part = path.with_suffix(".part")
+    part.write_text(f"{at:.3f}")
+    part.rename(path)
+
+
 def records(text: str) -> list[dict[str, str]]:
     """The text format's records: each first line parsed, the lines after it (its
     traceback) in ``rest``. A line that is neither fails the test."""
@@ -147,16 +154,23 @@ def test_a_node_logs_to_stderr_with_its_tasks_lines_and_failed_runs(tmp_path):
 
 
 def test_json_lines_stay_whole_when_four_processes_log_large_tracebacks_at_once(tmp_path):
-    at = time.time() + 6  # every Storm process logs at this moment
     c = Container(
         tmp_path,
         "tests.harness.observe_app:storm",
         "storm@127.0.0.1",
         "--log-format",
         "json",
-        env={"OBS_STORM_AT": f"{at:.3f}", "OTPKIT_LOG_LEVEL": "warning"},
+        env={"OBS_GO": str(tmp_path / "go"), "OTPKIT_LOG_LEVEL": "warning"},
     )
     try:
+        # all four processes are up: then they log at one moment, a second from now
+        wait_for(
+            lambda: len([m for m in c.marks() if m.startswith("ready")]) == 4,
+            60,
+            "the four storm processes ready",
+            diagnose=c.stderr,
+        )
+        write_go(tmp_path / "go", time.time() + 1)
         wait_for(
             lambda: len([m for m in c.marks() if m.startswith("logged")]) == 4,
             60,
@@ -201,6 +215,16 @@ import logging, os, sys, time
 import otpkit
 from tests.harness.observe_app import storm
 
+def marks(word):
+    path = os.environ["OBS_OUT"]
+    return open(path).read().count(word) if os.path.exists(path) else 0
+
+def wait(word):
+    deadline = time.monotonic() + 60
+    while marks(word) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 handler = logging.FileHandler(sys.argv[1])
 handler.setFormatter(logging.Formatter("USER %(levelname)s %(name)s %(message)s"))
 root = logging.getLogger()
@@ -208,13 +232,11 @@ root.addHandler(handler)
 root.setLevel(logging.INFO)
 node = otpkit.Node("lib@127.0.0.1", children=[storm()]).start()
 try:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        done = open(os.environ["OBS_OUT"]).read().count("logged") if os.path.exists(
-            os.environ["OBS_OUT"]) else 0
-        if done == 4:
-            break
-        time.sleep(0.05)
+    wait("ready")
+    with open(os.environ["OBS_GO"] + ".part", "w") as f:
+        f.write(str(time.time() + 0.5))
+    os.rename(os.environ["OBS_GO"] + ".part", os.environ["OBS_GO"])
+    wait("logged")
     print("handlers kept:", root.handlers == [handler], flush=True)
 finally:
     node.stop()
@@ -227,7 +249,7 @@ def test_a_library_user_keeps_their_logging_and_gets_the_node_s_records(tmp_path
     env.update(
         PYTHONPATH=str(REPO_ROOT),
         OBS_OUT=str(tmp_path / "obs"),
-        OBS_STORM_AT=f"{time.time() + 4:.3f}",
+        OBS_GO=str(tmp_path / "go"),
     )
     done = subprocess.run(
         [sys.executable, "-c", LIBRARY_USER, str(logfile)],

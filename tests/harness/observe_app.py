@@ -4,8 +4,9 @@
 <time>`` to the file named by ``OBS_OUT`` every second; ``boom`` raises every other
 second.
 
-``storm``: four processes that each log a traceback of about 20 KB at the same moment
-(``OBS_STORM_AT``, a POSIX time), then write ``logged <pid>`` to ``OBS_OUT``.
+``storm``: four processes that each write ``ready <pid>`` to ``OBS_OUT``, wait for the
+file ``OBS_GO`` (a POSIX time, which the test writes once all four are ready), log a
+traceback of about 20 KB at that moment, then write ``logged <pid>``.
 """
 
 from __future__ import annotations
@@ -56,10 +57,20 @@ def _deep(n: int, payload: str) -> None:
 class Storm(Actor):
     def init(self, index: int) -> None:
         self.index = index
-        at = float(os.environ["OBS_STORM_AT"])
-        otpkit.send_after(max(0.0, at - time.time()), "go")
+        with open(os.environ["OBS_OUT"], "a", encoding="utf-8") as f:
+            f.write(f"ready {os.getpid()}\n")
+        otpkit.send_after(0.02, "poll")
 
     def handle_info(self, msg: Any) -> None:
+        if msg == "poll":
+            try:
+                with open(os.environ["OBS_GO"], encoding="utf-8") as f:
+                    at = float(f.read())
+            except (OSError, ValueError):
+                otpkit.send_after(0.02, "poll")
+                return
+            otpkit.send_after(max(0.0, at - time.time()), "go")
+            return
         marker = f"storm-{self.index}-"
         payload = marker + "x" * (STORM_SIZE - 2 * len(marker)) + marker + "end"
         try:

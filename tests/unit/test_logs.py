@@ -118,12 +118,15 @@ def test_printed_lines_become_records_with_the_process_s_tags(collected):
         stream.write("one\ntw")
         assert [r.getMessage() for r in collected.records] == ["one"]
         stream.write("o\n" + "x" * (_logs.MAX_LINE + 10))
-        stream.flush()
+        stream.flush()  # no record: the line has not ended
+        assert len(collected.records) == 3
+        stream.buffer.write(" é".encode())
+        stream.drain()
         encoded = _logs.decode(_logs.encode(collected.records[0]), "n")
     finally:
         _logs.set_tags(job=None, tick=None)
     messages = [r.getMessage() for r in collected.records]
-    assert messages == ["one", "two", "x" * _logs.MAX_LINE, "x" * 10]
+    assert messages == ["one", "two", "x" * _logs.MAX_LINE, "x" * 10 + " é"]
     assert encoded is not None
     assert (encoded.job, encoded.tick) == ("every5", "2026-12-05T12:00:00Z")  # type: ignore[attr-defined]
 
@@ -193,20 +196,51 @@ def test_the_json_format_is_one_parseable_line():
 def test_a_handler_that_fails_does_not_end_the_writer(collected):
     class Broken(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            raise RuntimeError("broken handler")
+            if "first" in record.getMessage():
+                raise RuntimeError("broken handler")
 
     broken = Broken()
     logger = logging.getLogger("logs_test")
     logger.addHandler(broken)
     writer = _logs.LogWriter("n@127.0.0.1")
     try:
-        pid = _child(lambda: os.write(writer.stdio_fd, b"a\n"))
+
+        def body() -> None:
+            logging.getLogger().handlers[:] = [_logs.SinkHandler()]
+            logging.getLogger("logs_test").warning("first")
+            logging.getLogger("logs_test").warning("second")
+
+        pid = _child(body)
         writer.forked()
         os.waitpid(pid, 0)
-        wait_for(lambda: collected.records, 10, "the line")
-        writer.write(_logs.decode(_logs.encode(_record(name="logs_test")), "n"))  # type: ignore[arg-type]
+        # the first record broke a handler (the other handler still had it); the
+        # writer went on to the second
+        wait_for(lambda: len(collected.records) == 2, 10, "both records")
+        assert [r.getMessage() for r in collected.records] == ["first", "second"]
     finally:
         logger.removeHandler(broken)
+        writer.close()
+
+
+def test_a_large_record_of_wide_characters_arrives_cut_to_its_end(collected):
+    writer = _logs.LogWriter("n@127.0.0.1")
+    try:
+        wide = "é" * 100_000 + "end"
+
+        def body() -> None:
+            logging.getLogger().handlers[:] = [_logs.SinkHandler()]
+            logging.getLogger("logs_test").warning("%s", wide)
+            logging.getLogger("logs_test").warning("after")
+
+        pid = _child(body)
+        writer.forked()
+        os.waitpid(pid, 0)
+        wait_for(lambda: len(collected.records) == 2, 10, "both records")
+        first = collected.records[0].getMessage()
+        assert first.endswith("é" * 1000 + "end") and "bytes cut" in first
+        assert len(first.encode()) <= _logs.MAX_RECORD // 2 + 40
+        assert collected.records[1].getMessage() == "after"
+    finally:
         writer.close()
 
 

@@ -105,3 +105,37 @@ def test_the_series_of_one_metric_are_bounded(service, monkeypatch):
     # a known series still updates
     assert service.apply(msgpack.packb([2, "otpkit_dist_link_up", ["p0"], 0.0]))
     assert value(service, "otpkit_dist_link_up", peer="p0") == 0.0
+
+
+def test_a_restarted_owner_clears_what_its_previous_incarnation_set(service):
+    for peer in ("a", "b"):
+        metrics.gauge("otpkit_dist_link_up", {"peer": peer}, 1)
+    wait_for(lambda: value(service, "otpkit_dist_link_up", peer="b") == 1, 5, "two links")
+    assert metrics.forget_all("otpkit_dist_link_up")
+    metrics.gauge("otpkit_dist_link_up", {"peer": "c"}, 1)
+    wait_for(lambda: value(service, "otpkit_dist_link_up", peer="c") == 1, 5, "the new link")
+    assert value(service, "otpkit_dist_link_up", peer="a") is None
+    assert value(service, "otpkit_dist_link_up", peer="b") is None
+
+
+def test_a_dropped_update_is_reported_to_the_sender_and_counted(service):
+    # the service stops reading: the socket's queue fills, then sends fail at once
+    service._stopping = True
+    service._thread.join(2)
+    sent = [metrics.gauge("otpkit_quorum_members", None, i) for i in range(20_000)]
+    assert sent[0] and not sent[-1]
+    dropped = sent.count(False)
+    # reading again: the count of dropped updates arrives with the next one that fits
+    while service._recv.recv(8192, socket.MSG_DONTWAIT) if _pending(service) else False:
+        pass
+    assert metrics.gauge("otpkit_quorum_members", None, 7)
+    while _pending(service):
+        service.apply(service._recv.recv(8192))
+    assert value(service, "otpkit_metrics_dropped_total", reason="full") == dropped
+    assert value(service, "otpkit_quorum_members") == 7
+
+
+def _pending(service: metrics.Service) -> bool:
+    import select  # noqa: PLC0415
+
+    return bool(select.select([service._recv], [], [], 0)[0])

@@ -53,7 +53,13 @@ from otpkit.actors._frames import (
 )
 from otpkit.actors._host import reason_of
 from otpkit.actors._loader import load_object
-from otpkit.actors._logs import LogWriter, json_formatter, set_tags, text_formatter
+from otpkit.actors._logs import (
+    LogWriter,
+    drain_stdio,
+    json_formatter,
+    set_tags,
+    text_formatter,
+)
 from otpkit.actors._pid import Down, ExitSignal, From, Pid, Ref, is_normal_exit
 from otpkit.actors._proc import proc_stat, process_alive, process_start_ticks
 from otpkit.actors._runtime import (
@@ -148,6 +154,7 @@ __all__ += [
     "address_of",
     "close_in_children",
     "current_runtime",
+    "drain_stdio",
     "encode_local_frame",
     "halt_local_system",
     "is_stranger",

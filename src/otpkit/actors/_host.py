@@ -19,7 +19,6 @@ import logging
 import os
 import pickle
 import signal
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -428,7 +427,5 @@ class Host(ThespianActor):  # type: ignore[misc]
             if halt is not None and halt(reason):
                 with contextlib.suppress(OSError):
                     os.killpg(os.getpgrp(), signal.SIGKILL)
-            with contextlib.suppress(Exception):
-                sys.stdout.flush()
-                sys.stderr.flush()
+            _logs.drain_stdio()
             os._exit(0)

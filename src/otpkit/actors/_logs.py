@@ -27,6 +27,7 @@ those ``otpkit run`` set up (stderr, text or JSON; see :func:`text_formatter` an
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import logging
 import os
@@ -47,6 +48,7 @@ __all__ = [
     "LogWriter",
     "SinkHandler",
     "TextFormatter",
+    "drain_stdio",
     "json_formatter",
     "set_tags",
     "text_formatter",
@@ -64,16 +66,13 @@ _FIELDS = ("name", "levelno", "levelname", "msg", "created", "msecs", "process",
 
 _sock: socket.socket | None = None  # the sending end, inherited by every process
 _tags: dict[str, str] = {}  # this process's: node, actor; a task's job and tick
-_send_lock = threading.Lock()
-_dropped = 0
+_behind = False  # the last record waited SEND_WAIT in vain: the next ones do not wait
 # the writer's reading ends: no node process keeps them
 _readers: set[int] = set()
 _reader_socks: set[socket.socket] = set()
 
 
 def _after_fork_in_child() -> None:
-    global _send_lock
-    _send_lock = threading.Lock()
     for fd in list(_readers):
         with contextlib.suppress(OSError):
             os.close(fd)
@@ -101,9 +100,13 @@ def tags() -> dict[str, str]:
 
 
 def _tail(text: str, limit: int) -> str:
-    if len(text) <= limit:
+    """``text``, or its last ``limit`` bytes (UTF-8) when it is longer."""
+    if len(text) * 4 <= limit:
         return text
-    return f"[{len(text) - limit} characters cut] " + text[-limit:]
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return text
+    return f"[{len(data) - limit} bytes cut] " + data[-limit:].decode("utf-8", "ignore")
 
 
 class SinkHandler(logging.Handler):
@@ -145,24 +148,33 @@ def encode(record: logging.LogRecord, handler: logging.Handler | None = None) ->
 
 
 def _send(sock: socket.socket, data: bytes) -> None:
-    global _dropped
-    deadline = time.monotonic() + SEND_WAIT
-    with _send_lock:
-        while True:
-            try:
-                sock.send(data, socket.MSG_DONTWAIT)
-                break
-            except (BlockingIOError, InterruptedError):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    _dropped += 1
-                    metrics.inc("otpkit_log_records_dropped_total")
-                    return
+    """One record, one message: a send of a ``SOCK_SEQPACKET`` socket is whole, so the
+    threads of a process (and the processes of a node) need no lock between them - and a
+    signal handler that logs while its thread is inside a send cannot deadlock. A writer
+    that is behind makes the first record wait up to :data:`SEND_WAIT`; until one gets
+    through again, the next ones are dropped at once (counted), so a stalled stderr costs
+    each process one wait, not one per record."""
+    global _behind
+    deadline = time.monotonic() + (0.0 if _behind else SEND_WAIT)
+    while True:
+        try:
+            sock.send(data, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            left = deadline - time.monotonic()
+            if left > 0:
                 poller = select.poll()
                 poller.register(sock, select.POLLOUT)
                 poller.poll(min(left, 0.1) * 1000)
-            except OSError:
+                continue
+            _behind = True
+        except OSError as exc:
+            if exc.errno != errno.EMSGSIZE:
                 return  # the writer is gone: the node is stopping
+        else:
+            _behind = False
+            return
+        metrics.inc("otpkit_log_records_dropped_total")
+        return
 
 
 class LineStream(io.TextIOBase):
@@ -208,10 +220,23 @@ class LineStream(io.TextIOBase):
         return len(text)
 
     def flush(self) -> None:
+        """Nothing: a line is a record once it ends (``print(..., end="", flush=True)``
+        progress stays one line); :meth:`drain` writes a last unended one."""
+
+    def drain(self) -> None:
+        """Write the line not ended yet (at the end of a task or of the process)."""
         with self._lock:
             if self._buf:
                 line, self._buf = self._buf, ""
                 self._emit(line)
+
+    @property
+    def buffer(self) -> _Bytes:
+        """For code that writes bytes (``sys.stdout.buffer.write``): decoded as UTF-8."""
+        return _Bytes(self)
+
+    def reconfigure(self, **_: Any) -> None:
+        """Accepted and ignored: the stream is line-based whatever is asked."""
 
     def _emit(self, line: str) -> None:
         self._inside.on = True
@@ -219,6 +244,32 @@ class LineStream(io.TextIOBase):
             self._logger.log(self._level, "%s", line.rstrip("\r"))
         finally:
             self._inside.on = False
+
+
+class _Bytes(io.RawIOBase):
+    """The binary side of a :class:`LineStream`."""
+
+    def __init__(self, text: LineStream) -> None:
+        super().__init__()
+        self._text = text
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._text.fileno()
+
+    def write(self, data: Any) -> int:
+        self._text.write(bytes(data).decode("utf-8", "replace"))
+        return len(data)
+
+
+def drain_stdio() -> None:
+    """Write this process's printed lines not ended yet."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, LineStream):
+            with contextlib.suppress(Exception):
+                stream.drain()
 
 
 def install(level: int) -> None:
@@ -263,7 +314,10 @@ class LogWriter:
             handler.setFormatter(text_formatter(node))
             self._file = handler
         self._pending = b""  # a partial line of the stdio pipe
+        self._buf = bytearray(MAX_RECORD * 4)
         self._closing = False
+        self._released = False
+        self._release_lock = threading.Lock()
         _sock = send
         set_tags(node=node)
         self._thread = threading.Thread(target=self._loop, name="otpkit-log-writer", daemon=True)
@@ -286,13 +340,14 @@ class LogWriter:
                 os.close(fd)
 
     def _loop(self) -> None:
+        recv_fd = self._recv.fileno()
         poller = select.poll()
-        poller.register(self._recv, select.POLLIN)
+        poller.register(recv_fd, select.POLLIN)
         poller.register(self._pipe_r, select.POLLIN)
-        open_fds = {self._recv.fileno(), self._pipe_r}
+        open_fds = {recv_fd, self._pipe_r}
         while open_fds:
             for fd, _ in poller.poll(250):
-                if fd == self._recv.fileno():
+                if fd == recv_fd:
                     if not self._read_record():
                         poller.unregister(fd)
                         open_fds.discard(fd)
@@ -301,16 +356,19 @@ class LogWriter:
                     open_fds.discard(fd)
             if self._closing and not _readable(open_fds):
                 break
+        if self._closing:
+            self._release()  # close() gave up waiting for this thread
 
     def _read_record(self) -> bool:
         try:
-            data = self._recv.recv(MAX_RECORD * 2)
+            size = self._recv.recv_into(self._buf)
         except (BlockingIOError, InterruptedError):
             return True
         except OSError:
             return False
-        if not data:
+        if not size:
             return False
+        data = bytes(self._buf[:size])
         record = decode(data, self.node)
         if record is None:
             record = _stdio_record(self.node, "a malformed log record", logging.WARNING)
@@ -361,9 +419,19 @@ class LogWriter:
             _sock = None
         with contextlib.suppress(OSError):
             self._send_end.close()
+        self._close_stdio_end()
+        if not self._thread.is_alive():
+            self._release()
+        # else the thread still reads (a process of the node that outlived the stop
+        # holds a sending end): it releases the reading ends itself when it ends
+
+    def _release(self) -> None:
+        with self._release_lock:
+            if self._released:
+                return
+            self._released = True
         _readers.discard(self._pipe_r)
         _reader_socks.discard(self._recv)
-        self._close_stdio_end()
         with contextlib.suppress(OSError):
             os.close(self._pipe_r)
         self._recv.close()
@@ -424,7 +492,7 @@ def decode(data: bytes, node: str) -> logging.LogRecord | None:
     return record
 
 
-def _stdio_record(node: str, line: str, level: int = logging.INFO) -> logging.LogRecord:
+def _stdio_record(node: str, line: str, level: int = logging.WARNING) -> logging.LogRecord:
     record = logging.makeLogRecord(
         {"name": "otpkit.stdio", "levelno": level, "levelname": logging.getLevelName(level)}
     )

@@ -134,6 +134,14 @@ def close_in_children(fd: int) -> None:
     _close_in_children.add(fd)
 
 
+def close_here(fd: int) -> None:
+    """Close ``fd`` (one given to :func:`close_in_children`) and forget it: its number,
+    reused by a later descriptor, must not be closed in the next fork's child."""
+    _close_in_children.discard(fd)
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
 def own_socket(sock: socket.socket, on: bool = True) -> None:
     """``sock`` belongs to this process alone: a process forked from it closes its copy
     at once (``on=False`` before closing it here)."""

@@ -426,7 +426,7 @@ def _start(
             except Exception as exc:
                 # the port was taken between the check and the admin's bind: closing the
                 # lifeline ends whatever that admin started; try another port
-                os.close(write_end)
+                _runtime.close_here(write_end)
                 if attempt == _ADMIN_ATTEMPTS:
                     _host._pending = None
                     raise NodeError(
@@ -451,7 +451,7 @@ def _start(
             result = client._started.pop(token)
             break
     if result is None or result[0] != "ok":
-        os.close(write_end)
+        _runtime.close_here(write_end)
         where = f" (log: {log_path})" if log_path else ""
         error = NodeError(f"the node's kernel did not start: {result!r}{where}")
         error.reason = None if result is None else result[1]  # why, for a caller to show
@@ -464,8 +464,7 @@ def _start(
 def halt_local_system(system: LocalSystem, wait: float = 5.0) -> list[int]:
     """Close the lifeline (the admin kills the node's process group) and wait until the
     group is empty. Returns the OS pids still alive after ``wait`` (empty on success)."""
-    with contextlib.suppress(OSError):
-        os.close(system.lifeline)
+    _runtime.close_here(system.lifeline)
     deadline = time.monotonic() + wait
     left = pids_in_group(system.pgid)
     while left and time.monotonic() < deadline:

@@ -229,6 +229,8 @@ class DistCore:
         self.node = node
         self.config = config
         self.io_pid = io_pid
+        # links a previous dist process saw up: none is, until it comes up again here
+        metrics.forget_all("otpkit_dist_link_up")
         self._sel = selectors.DefaultSelector()
         self._peers: dict[str, _PeerConn] = {}  # up connections by node name
         self._pending_conns: set[int] = set()

@@ -16,7 +16,7 @@ from otpkit.metrics._catalog import (
     RUNTIME_JOBS,
     Metric,
 )
-from otpkit.metrics._send import enabled, forget, gauge, inc, observe
+from otpkit.metrics._send import enabled, forget, forget_all, gauge, inc, observe
 from otpkit.metrics._service import MAX_SERIES, Service
 
 __all__ = ["METRICS", "Metric", "Service"]
@@ -29,6 +29,7 @@ __all__ += [
     "RUNTIME_JOBS",
     "enabled",
     "forget",
+    "forget_all",
     "gauge",
     "inc",
     "observe",

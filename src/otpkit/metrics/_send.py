@@ -25,7 +25,7 @@ import msgpack  # type: ignore[import-untyped]
 
 from otpkit.metrics._catalog import METRICS, problem
 
-INC, SET, OBSERVE, FORGET = 1, 2, 3, 4
+INC, SET, OBSERVE, FORGET, CLEAR = 1, 2, 3, 4, 5
 
 _sock: socket.socket | None = None
 _lock = threading.Lock()
@@ -44,44 +44,60 @@ def enabled() -> bool:
     return _sock is not None
 
 
-def inc(name: str, labels: Mapping[str, Any] | None = None, amount: float = 1.0) -> None:
+def inc(name: str, labels: Mapping[str, Any] | None = None, amount: float = 1.0) -> bool:
     """Add ``amount`` to a counter (or a gauge)."""
-    _send(INC, name, labels, amount)
+    return _send(INC, name, labels, amount)
 
 
-def gauge(name: str, labels: Mapping[str, Any] | None = None, value: float = 0.0) -> None:
-    """Set a gauge."""
-    _send(SET, name, labels, value)
+def gauge(name: str, labels: Mapping[str, Any] | None = None, value: float = 0.0) -> bool:
+    """Set a gauge. False when the update was dropped (the service behind): a caller
+    that sends only changes must send the value again."""
+    return _send(SET, name, labels, value)
 
 
-def observe(name: str, labels: Mapping[str, Any] | None = None, value: float = 0.0) -> None:
+def observe(name: str, labels: Mapping[str, Any] | None = None, value: float = 0.0) -> bool:
     """Record one value in a histogram."""
-    _send(OBSERVE, name, labels, value)
+    return _send(OBSERVE, name, labels, value)
 
 
-def forget(name: str, labels: Mapping[str, Any] | None = None) -> None:
+def forget(name: str, labels: Mapping[str, Any] | None = None) -> bool:
     """Remove one labelled series (a peer gone, a singleton stopped)."""
-    _send(FORGET, name, labels, 0.0)
+    return _send(FORGET, name, labels, 0.0)
 
 
-def _send(op: int, name: str, labels: Mapping[str, Any] | None, value: float) -> None:
-    global _dropped
-    sock = _sock
-    if sock is None:
-        return
+def forget_all(name: str) -> bool:
+    """Remove every series of ``name``: what a restarted process sends before its own
+    values, so none its previous incarnation set stays behind."""
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {name!r}")
+    return _emit(msgpack.packb([CLEAR, name, [], 0.0]))
+
+
+def _send(op: int, name: str, labels: Mapping[str, Any] | None, value: float) -> bool:
+    if _sock is None:
+        return True
     text = {k: str(v) for k, v in (labels or {}).items()}
     why = problem(name, text)
     if why is not None:
         raise ValueError(why)
     values = [text[k] for k in METRICS[name].labels]
-    data = msgpack.packb([op, name, values, float(value)])
+    return _emit(msgpack.packb([op, name, values, float(value)]))
+
+
+def _emit(data: bytes) -> bool:
+    global _dropped
+    sock = _sock
+    if sock is None:
+        return True
     with _lock:
         if _dropped:
             note = msgpack.packb([INC, "otpkit_metrics_dropped_total", ["full"], _dropped])
             if _try(sock, note):
                 _dropped = 0
-        if not _try(sock, data):
-            _dropped += 1
+        if _try(sock, data):
+            return True
+        _dropped += 1
+        return False
 
 
 def _try(sock: socket.socket, data: bytes) -> bool:

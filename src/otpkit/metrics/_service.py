@@ -67,7 +67,7 @@ class Service:
         self._lock = threading.Lock()
         self._recv, send = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         with contextlib.suppress(OSError):  # a deeper queue rides out a burst of updates
-            self._recv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            send.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
         self._send = send
         _receivers.add(self._recv)
         self._recv.settimeout(0.25)
@@ -99,6 +99,10 @@ class Service:
         key = tuple(values)
         with self._lock:
             series = self._series[name]
+            if op == _send.CLEAR:
+                series.clear()
+                metric.clear()
+                return True
             if op == _send.FORGET:
                 if key in series:
                     series.discard(key)
@@ -157,11 +161,13 @@ def _decode(data: bytes) -> tuple[int, str, list[str], float] | None:
     if not isinstance(update, list) or len(update) != 4:
         return None
     op, name, values, value = update
-    if type(op) is not int or op not in (_send.INC, _send.SET, _send.OBSERVE, _send.FORGET):
+    ops = (_send.INC, _send.SET, _send.OBSERVE, _send.FORGET, _send.CLEAR)
+    if type(op) is not int or op not in ops:
         return None
     if not isinstance(name, str) or name not in METRICS:
         return None
-    if not isinstance(values, list) or len(values) != len(METRICS[name].labels):
+    wanted = 0 if op == _send.CLEAR else len(METRICS[name].labels)
+    if not isinstance(values, list) or len(values) != wanted:
         return None
     if not all(isinstance(v, str) and len(v) <= 256 for v in values):
         return None

@@ -119,9 +119,14 @@ REPORT_EVERY = 60.0
 
 PHASES = ("starting", "running", "stopping")
 TEXT = "text/plain; charset=utf-8"
-#: Seconds a ``/metrics`` answer is reused: a client asking in a loop costs the node one
-#: exposition a second at most.
+#: Seconds between two expositions of the metrics, made by a thread of their own while
+#: someone scrapes (in the last :data:`SCRAPED_WITHIN` seconds): ``/metrics`` answers the
+#: last one, so its cost (0.1-0.4 s for a thousand jobs) never holds a probe's answer,
+#: and a client asking in a loop costs one exposition a second. Only a scrape after
+#: :data:`METRICS_STALE` seconds without one waits for a fresh exposition.
 METRICS_FRESH = 1.0
+SCRAPED_WITHIN = 120.0
+METRICS_STALE = 5.0
 #: Seconds a connection has to read its answer (a ``/metrics`` answer can outgrow the
 #: socket's buffer), and how many such connections are kept at once.
 WRITE_TIMEOUT = 5.0
@@ -237,6 +242,11 @@ class ProbeServer:
             target=self._ask_loop, name="otpkit-probe-asker", daemon=True
         )
         self._asker.start()
+        self._scraped = 0.0  # monotonic time of the last /metrics request
+        self._exposer = threading.Thread(
+            target=self._expose_loop, name="otpkit-probe-metrics", daemon=True
+        )
+        self._exposer.start()
 
     @property
     def port(self) -> int:
@@ -252,9 +262,14 @@ class ProbeServer:
         """The node has started; ``kernel`` is its kernel's pid, ``metrics`` its
         metrics service (``/metrics``)."""
         self.kernel = kernel
-        self._metrics = metrics
+        if metrics is not None:
+            self.serve_metrics(metrics)
         self.started = time.monotonic()
         self.phase = "running"
+
+    def serve_metrics(self, service: Any) -> None:
+        """Answer ``/metrics`` from ``service`` (``exposition()``, ``content_type``)."""
+        self._metrics = service
 
     def stopping(self) -> None:
         """SIGTERM: answer ``stopping``, and return once no question to the node is under
@@ -267,6 +282,7 @@ class ProbeServer:
         self._closing.set()
         self._listener.close()
         self._asker.join(READY_TIMEOUT * 4 + ASK_INTERVAL)
+        self._exposer.join(5)
 
     # ------------------------------------------------------------------ asking
 
@@ -337,11 +353,23 @@ class ProbeServer:
         if service is None:
             return 503, f"no metrics: {self.phase}"
         now = time.monotonic()
+        self._scraped = now
         cached = self._exposition
-        if cached is None or now - cached[1] >= METRICS_FRESH:
+        if cached is None or now - cached[1] >= METRICS_STALE:
             cached = (service.exposition(), now)
             self._exposition = cached
         return 200, cached[0], service.content_type
+
+    def _expose_loop(self) -> None:
+        """Keep the exposition fresh while someone scrapes (see :data:`METRICS_FRESH`)."""
+        while not self._closing.wait(METRICS_FRESH):
+            service = self._metrics
+            if service is None or time.monotonic() - self._scraped > SCRAPED_WITHIN:
+                continue
+            try:
+                self._exposition = (service.exposition(), time.monotonic())
+            except Exception:  # a collector's bug must not end the thread
+                log.exception("metrics: the exposition failed")
 
     def live(self) -> tuple[int, str]:
         if self.phase != "running":

@@ -308,8 +308,11 @@ class Quorum(Actor):
         self.outside_since: float | None = None
         self.notices: dict[str, tuple[Pid, dict[str, Any]]] = {}
         self.drops = shapes.DropLog(log)  # malformed messages and refused calls
-        # the metric values last sent (see _send_metrics)
+        # the metric values last sent (see _send_metrics); a restarted quorum first drops
+        # the lease series its previous incarnation set
         self.sent: dict[tuple[str, str | None], float] = {}
+        metrics.forget_all("otpkit_quorum_lease_epoch")
+        metrics.forget_all("otpkit_quorum_lease_held")
         actors.register(QUORUM_NAME)
         dist.register_service(QUORUM_NAME)
         dist.monitor_nodes(True)
@@ -377,12 +380,16 @@ class Quorum(Actor):
         if not metrics.enabled():
             return
         values = metric_values(self.core)
+        sent = dict(values)
         for (name, key), value in values.items():
-            if self.sent.get((name, key)) != value:
-                metrics.gauge(name, None if key is None else {"key": key}, value)
+            if self.sent.get((name, key)) != value and not metrics.gauge(
+                name, None if key is None else {"key": key}, value
+            ):
+                sent.pop((name, key))  # dropped: sent again after the next message
         for name, key in self.sent.keys() - values.keys():
-            metrics.forget(name, {"key": key})
-        self.sent = values
+            if not metrics.forget(name, {"key": key}):
+                sent[(name, key)] = self.sent[(name, key)]
+        self.sent = sent
 
     def _deliver(self, out: Send | Reply) -> None:
         """Send ``out``; one that cannot cross nodes (a value msgpack cannot carry) is

@@ -567,9 +567,10 @@ class Global(Actor):
         if self.dirty:
             self.dirty = False
             _shared.publish({name: e.pid for name, e in self.names.items()})
-            if len(self.names) != self.counted:
+            if len(self.names) != self.counted and metrics.gauge(
+                "otpkit_registry_names", None, len(self.names)
+            ):
                 self.counted = len(self.names)
-                metrics.gauge("otpkit_registry_names", None, self.counted)
         # watchers hear of a change only once whereis_name shows it
         notes, self.notes = self.notes, []
         for watcher, note in notes:

@@ -768,8 +768,9 @@ class SingletonManager(Supervisor):
             "otpkit_singleton_no_holder": 0.0 if stopped else float(self.watch.missing),
         }
         for name, value in values.items():
-            if self.sent.get(name) != value:
-                metrics.gauge(name, {"singleton": self.label}, value)
+            if self.sent.get(name) != value and metrics.gauge(
+                name, {"singleton": self.label}, value
+            ):
                 self.sent[name] = value
 
     # ------------------------------------------------------------------ hand-over

@@ -127,8 +127,9 @@ class PoolLoad:
     def update(self, queued: int, running: int) -> None:
         """The pool now has ``queued`` runs waiting and ``running`` handed to workers."""
         last = self.sent
+        ok = True
         if last is None or last[0] != queued:
-            metrics.gauge("otpkit_pool_queue_depth", self.labels, queued)
+            ok = metrics.gauge("otpkit_pool_queue_depth", self.labels, queued)
         if last is None or last[1] != running:
-            metrics.gauge("otpkit_pool_running", self.labels, running)
-        self.sent = (queued, running)
+            ok = metrics.gauge("otpkit_pool_running", self.labels, running) and ok
+        self.sent = (queued, running) if ok else None  # dropped: both again next time

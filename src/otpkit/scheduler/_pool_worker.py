@@ -11,9 +11,7 @@ a :class:`Busy`, a worker it killed in a :class:`Dying` until its exit is seen o
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -94,9 +92,7 @@ class Worker(Actor):
             return
         finally:
             _context._enter(None)
-            with contextlib.suppress(Exception):  # a last line without its newline
-                sys.stdout.flush()
-                sys.stderr.flush()
+            actors.drain_stdio()  # a last line without its newline, still tagged
             actors.set_tags(job=None, tick=None)
         actors.send(
             self.pool, ("done", self.pid, key, "finished", start, time.time(), None, False, None)

@@ -208,11 +208,15 @@ def _resolve(start: Any) -> Any:
     return start
 
 
-def start_spec(spec: ChildSpec, extra: tuple[Any, ...] = ()) -> tuple[Any, ...]:
+def start_spec(
+    spec: ChildSpec, extra: tuple[Any, ...] = (), dynamic: bool = False
+) -> tuple[Any, ...]:
     """Start one child of the calling supervisor: ("ok", pid[, info]) | ("ignore",) |
-    ("error", reason). Runs in the supervisor's process."""
+    ("error", reason). Runs in the supervisor's process. A DynamicSupervisor's child
+    (``dynamic``) that is a supervisor itself labels its restarts :data:`DYNAMIC_CHILD`
+    unless it has a registered name: its id is the caller's, unbounded."""
     global _starting
-    _starting = (os.getpid(), spec.id)  # inherited by the child forked now
+    _starting = (os.getpid(), DYNAMIC_CHILD if dynamic else spec.id)  # inherited by it
     try:
         return _start_spec(spec, extra)
     finally:
@@ -325,7 +329,7 @@ class Supervisor(Actor):
         return None
 
     def _start(self, child: _Child) -> tuple[Any, ...]:
-        res = start_spec(child.spec, child.extra)
+        res = start_spec(child.spec, child.extra, dynamic=self.dynamic)
         if res[0] == "ok":
             child.pid = res[1]
             self._by_pid[res[1]] = child
