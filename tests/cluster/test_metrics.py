@@ -37,10 +37,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from otpkit.actors import proc_stat
 from tests.harness.metrics_app import JOB, SCHEDULER, TICKS_ENV, WORKER_ENV
+from tests.harness.metrics_read import Series, parse, value
 from tests.harness.polling import wait_for
 from tests.harness.processes import REPO_ROOT, alive
 
@@ -54,8 +54,6 @@ BOUND = 30.0
 #: A holder lost: its lease runs out (a 3 s term and its margin), then an election.
 FAILOVER_BOUND = 60.0
 LISTEN = "0A"  # a listening socket's state in /proc/net/tcp
-
-Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def free_port() -> int:
@@ -111,19 +109,6 @@ def get(host: str, port: int, path: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
     except (urllib.error.URLError, OSError) as exc:
         return 0, str(exc)
-
-
-def parse(text: str) -> Series:
-    """Every sample of an exposition, by name and labels."""
-    return {
-        (s.name, frozenset(s.labels.items())): float(s.value)
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def value(series: Series, name: str, **labels: str) -> float | None:
-    return series.get((name, frozenset(labels.items())))
 
 
 def runs_finished(series: Series) -> float:

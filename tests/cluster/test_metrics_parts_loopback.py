@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 import otpkit
 from otpkit import Actor, ChildSpec, Supervisor, metrics
@@ -34,6 +33,7 @@ from otpkit.actors import NodeIdentity, Pid
 from otpkit.distribution import _codec
 from otpkit.distribution._core import DistConfig, DistCore
 from otpkit.registry import Singleton
+from tests.harness import metrics_read
 from tests.harness.node_process import NodeProc
 from tests.harness.polling import wait_for
 
@@ -94,17 +94,8 @@ def node(tmp_path: Path) -> Iterator[NodeProc]:
         proc.close(graceful=True)
 
 
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of a ``/metrics`` text, by name and labels."""
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = float(s.value)
-    return out
-
-
 def value(node: NodeProc, name: str, **labels: str) -> float | None:
-    return samples(node.cmd(op="metrics")).get((name, tuple(sorted(labels.items()))))
+    return metrics_read.value(metrics_read.parse(node.cmd(op="metrics")), name, **labels)
 
 
 def wait_value(node: NodeProc, name: str, ok: Any, what: str, **labels: str) -> None:
@@ -146,15 +137,11 @@ def test_a_node_reports_its_quorum_singleton_registry_and_restarts(node: NodePro
 
 @pytest.fixture
 def service() -> Iterator[metrics.Service]:
-    svc = metrics.Service()
-    try:
-        yield svc
-    finally:
-        svc.close()
+    yield from metrics_read.running_service()
 
 
 def here(svc: metrics.Service, name: str, **labels: str) -> float | None:
-    return samples(svc.exposition().decode()).get((name, tuple(sorted(labels.items()))))
+    return metrics_read.value(metrics_read.parse(svc.exposition()), name, **labels)
 
 
 def wait_here(svc: metrics.Service, name: str, want: float, **labels: str) -> None:
@@ -244,7 +231,7 @@ def test_a_hidden_peers_series_go_with_its_link(
         lambda: (
             not [
                 k
-                for k in samples(service.exposition().decode())
+                for k in metrics_read.parse(service.exposition())
                 if ("peer", "shell@127.0.0.1") in k[1]
             ]
         ),

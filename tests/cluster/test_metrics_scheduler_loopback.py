@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 import otpkit
 from otpkit import scheduler
 from otpkit.scheduler import Job, Scheduler
+from tests.harness import metrics_read
 from tests.harness.node_process import NodeProc
 from tests.harness.polling import wait_for
 
@@ -88,12 +88,7 @@ def node(tmp_path: Path) -> Iterator[NodeProc]:
 
 
 def value(node: NodeProc, name: str, **labels: str) -> float | None:
-    want = sorted(labels.items())
-    for family in text_string_to_metric_families(node.cmd(op="metrics")):
-        for s in family.samples:
-            if s.name == name and sorted(s.labels.items()) == want:
-                return float(s.value)
-    return None
+    return metrics_read.value(metrics_read.parse(node.cmd(op="metrics")), name, **labels)
 
 
 def wait_value(node: NodeProc, name: str, ok: Any, what: str, **labels: str) -> float:

@@ -138,7 +138,13 @@ class NodeProc:
         raise AssertionError(f"no process of {self.name} holds its dist socket")
 
     def kill_node(self) -> None:
-        """SIGKILL the driver and every os process of the node at once (a crashed host)."""
+        """SIGKILL the driver and every os process of the node at once (a crashed host).
+
+        Every process is stopped (SIGSTOP) before any is killed: one kill at a time,
+        the process killed first (the driver, often a lease's holder) would be seen gone
+        by the others, still running - the quorum would release the holder's lease as it
+        is meant to when a holder ends, which a crashed host never does."""
+        self.signal(signal.SIGSTOP)  # nothing of the node runs from here on
         self.signal(signal.SIGKILL)
         self.proc.wait(10)
 

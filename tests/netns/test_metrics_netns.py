@@ -21,8 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.harness.metrics_read import Series, parse, value
 from tests.harness.netns_cluster import ip_of, name_of, sh
 from tests.harness.netns_run_cluster import PROBE_PORT, RunCluster, run_cluster_in
 from tests.harness.polling import wait_for
@@ -35,23 +35,13 @@ READY_BOUND = 90.0
 #: one is redialled within a second or two. Wide for a loaded 2-core machine.
 BOUND = 40.0
 
-Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
 
 def scrape(rc: RunCluster, i: int, host: str = "127.0.0.1") -> Series | None:
     """Node ``i``'s ``/metrics`` at ``host``, parsed; None if it did not answer 200."""
     status, body = rc.probe(i, "/metrics", host)
     if status != 200:
         return None
-    return {
-        (s.name, frozenset(s.labels.items())): float(s.value)
-        for family in text_string_to_metric_families(body)
-        for s in family.samples
-    }
-
-
-def value(series: Series, name: str, **labels: str) -> float | None:
-    return series.get((name, frozenset(labels.items())))
+    return parse(body)
 
 
 def probe_addresses(rc: RunCluster, i: int) -> set[str]:

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from otpkit import metrics
 from otpkit.quorum._actor import Quorum, metric_values
@@ -23,34 +22,20 @@ from otpkit.quorum._core import QuorumCore
 from otpkit.registry._singleton import SingletonManager
 from otpkit.registry._watchdog import ReportBack, ReportMissing, Watch, watch_step
 from otpkit.supervision._supervisor import DYNAMIC_CHILD, restart_labels
+from tests.harness import metrics_read
 from tests.harness.polling import wait_for
 from tests.unit.test_quorum import FAST, NAMES, Sim, formed
 
 BOUND = 20.0  # seconds: a loaded 2-core machine
 
-Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
 
 @pytest.fixture
 def service() -> Iterator[metrics.Service]:
-    svc = metrics.Service()
-    try:
-        yield svc
-    finally:
-        svc.close()
-
-
-def series(svc: metrics.Service) -> Series:
-    """Every sample of ``/metrics``, by name and labels."""
-    out: Series = {}
-    for family in text_string_to_metric_families(svc.exposition().decode()):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
+    yield from metrics_read.running_service()
 
 
 def value(svc: metrics.Service, name: str, **labels: str) -> float | None:
-    return series(svc).get((name, tuple(sorted(labels.items()))))
+    return metrics_read.value(metrics_read.parse(svc.exposition()), name, **labels)
 
 
 def wait_value(svc: metrics.Service, name: str, want: float, **labels: str) -> None:

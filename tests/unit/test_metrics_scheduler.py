@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from otpkit import metrics
 from otpkit.scheduler._engine import Engine
@@ -41,6 +40,7 @@ from otpkit.scheduler._metrics import (
 from otpkit.scheduler._peers import Peers
 from otpkit.scheduler._plan import MissedTicks
 from otpkit.scheduler._schedule import Schedule
+from tests.harness import metrics_read
 from tests.harness.polling import wait_for
 from tests.unit.test_replication import Cluster
 
@@ -202,12 +202,7 @@ def test_an_empty_span_and_a_span_of_one_tick():
 
 
 def sample(svc: metrics.Service, name: str, **labels: str) -> float | None:
-    want = sorted(labels.items())
-    for family in text_string_to_metric_families(svc.exposition().decode()):
-        for s in family.samples:
-            if s.name == name and sorted(s.labels.items()) == want:
-                return float(s.value)
-    return None
+    return metrics_read.value(metrics_read.parse(svc.exposition()), name, **labels)
 
 
 def wait_sample(svc: metrics.Service, name: str, value: float, **labels: str) -> None:
@@ -221,11 +216,7 @@ def wait_sample(svc: metrics.Service, name: str, value: float, **labels: str) ->
 
 @pytest.fixture
 def service() -> Iterator[metrics.Service]:
-    svc = metrics.Service()
-    try:
-        yield svc
-    finally:
-        svc.close()
+    yield from metrics_read.running_service()
 
 
 @pytest.fixture

@@ -8,32 +8,24 @@ import socket
 
 import msgpack
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from otpkit import metrics
 from otpkit.metrics import _send, _service
+from tests.harness import metrics_read
 from tests.harness.polling import wait_for
 
 
-def samples(service: metrics.Service) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    out = {}
-    for family in text_string_to_metric_families(service.exposition().decode()):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
+def samples(service: metrics.Service) -> metrics_read.Series:
+    return metrics_read.parse(service.exposition())
 
 
 def value(service: metrics.Service, name: str, **labels: str) -> float | None:
-    return samples(service).get((name, tuple(sorted(labels.items()))))
+    return metrics_read.value(samples(service), name, **labels)
 
 
 @pytest.fixture
 def service():
-    svc = metrics.Service()
-    try:
-        yield svc
-    finally:
-        svc.close()
+    yield from metrics_read.running_service()
 
 
 def test_updates_reach_the_registry(service):
