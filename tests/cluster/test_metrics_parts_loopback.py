@@ -141,7 +141,7 @@ def service() -> Iterator[metrics.Service]:
 
 
 def here(svc: metrics.Service, name: str, **labels: str) -> float | None:
-    return metrics_read.value(metrics_read.parse(svc.exposition()), name, **labels)
+    return metrics_read.value(metrics_read.read(svc), name, **labels)
 
 
 def wait_here(svc: metrics.Service, name: str, want: float, **labels: str) -> None:

@@ -29,6 +29,12 @@ def value(series: Series, name: str, **labels: str) -> float | None:
     return series.get((name, tuple(sorted(labels.items()))))
 
 
+def read(svc: metrics.Service) -> Series:
+    """The samples of ``svc`` once every update this process sent is applied."""
+    assert svc.sync(), "the metrics service applied nothing for 5 s"
+    return parse(svc.exposition())
+
+
 def running_service() -> Iterator[metrics.Service]:
     """A metrics service in this process (its updates are this process's), closed after
     (a fixture's body: ``yield from running_service()``)."""

@@ -35,7 +35,7 @@ def service() -> Iterator[metrics.Service]:
 
 
 def value(svc: metrics.Service, name: str, **labels: str) -> float | None:
-    return metrics_read.value(metrics_read.parse(svc.exposition()), name, **labels)
+    return metrics_read.value(metrics_read.read(svc), name, **labels)
 
 
 def wait_value(svc: metrics.Service, name: str, want: float, **labels: str) -> None:

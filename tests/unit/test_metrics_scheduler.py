@@ -202,7 +202,7 @@ def test_an_empty_span_and_a_span_of_one_tick():
 
 
 def sample(svc: metrics.Service, name: str, **labels: str) -> float | None:
-    return metrics_read.value(metrics_read.parse(svc.exposition()), name, **labels)
+    return metrics_read.value(metrics_read.read(svc), name, **labels)
 
 
 def wait_sample(svc: metrics.Service, name: str, value: float, **labels: str) -> None:

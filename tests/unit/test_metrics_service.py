@@ -16,7 +16,7 @@ from tests.harness.polling import wait_for
 
 
 def samples(service: metrics.Service) -> metrics_read.Series:
-    return metrics_read.parse(service.exposition())
+    return metrics_read.read(service)
 
 
 def value(service: metrics.Service, name: str, **labels: str) -> float | None:
@@ -111,7 +111,8 @@ def test_a_restarted_owner_clears_what_its_previous_incarnation_set(service):
 
 
 def test_a_dropped_update_is_reported_to_the_sender_and_counted(service):
-    # the service stops reading: the socket's queue fills, then sends fail at once
+    # the service stops reading: the socket's queue fills, then sends fail at once (no
+    # sync from here on: the service's thread is gone; the registry is read as it is)
     service._stopping = True
     service._thread.join(2)
     sent = [metrics.gauge("otpkit_quorum_members", None, i) for i in range(20_000)]
@@ -123,11 +124,27 @@ def test_a_dropped_update_is_reported_to_the_sender_and_counted(service):
     assert metrics.gauge("otpkit_quorum_members", None, 7)
     while _pending(service):
         service.apply(service._recv.recv(8192))
-    assert value(service, "otpkit_metrics_dropped_total", reason="full") == dropped
-    assert value(service, "otpkit_quorum_members") == 7
+    assert (
+        metrics_read.value(
+            metrics_read.parse(service.exposition()), "otpkit_metrics_dropped_total", reason="full"
+        )
+        == dropped
+    )
+    assert (
+        metrics_read.value(metrics_read.parse(service.exposition()), "otpkit_quorum_members") == 7
+    )
 
 
 def _pending(service: metrics.Service) -> bool:
     import select  # noqa: PLC0415
 
     return bool(select.select([service._recv], [], [], 0)[0])
+
+
+def test_sync_waits_for_what_was_sent_before(service):
+    for i in range(500):
+        metrics.gauge("otpkit_quorum_members", None, i)
+    assert service.sync()
+    assert value(service, "otpkit_quorum_members") == 499
+    # a malformed sync is a malformed update
+    assert not service.apply(msgpack.packb([6, "x", [], 1.0]))

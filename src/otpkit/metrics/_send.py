@@ -25,7 +25,7 @@ import msgpack  # type: ignore[import-untyped]
 
 from otpkit.metrics._catalog import METRICS, problem
 
-INC, SET, OBSERVE, FORGET, CLEAR = 1, 2, 3, 4, 5
+INC, SET, OBSERVE, FORGET, CLEAR, SYNC = 1, 2, 3, 4, 5, 6
 
 _sock: socket.socket | None = None
 _lock = threading.Lock()

@@ -12,6 +12,7 @@ a flood of peers' names could take.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import socket
@@ -72,6 +73,8 @@ class Service:
         _receivers.add(self._recv)
         self._recv.settimeout(0.25)
         self._stopping = False
+        self._syncs: dict[int, threading.Event] = {}
+        self._tokens = itertools.count(1)
         _send.attach(send)
         self._thread = threading.Thread(target=self._loop, daemon=True, name="otpkit-metrics")
         self._thread.start()
@@ -95,6 +98,11 @@ class Service:
             self._drop("malformed")
             return False
         op, name, values, value = update
+        if op == _send.SYNC:
+            event = self._syncs.pop(int(value), None)
+            if event is not None:
+                event.set()
+            return True
         metric = self._metrics[name]
         key = tuple(values)
         with self._lock:
@@ -133,6 +141,18 @@ class Service:
                 return False
         return True
 
+    def sync(self, timeout: float = 5.0) -> bool:
+        """Wait until every update this process sent before is applied (the socket
+        keeps one sender's order). False if the service did not get there in time."""
+        token = next(self._tokens)
+        event = self._syncs[token] = threading.Event()
+        if not _send._emit(msgpack.packb([_send.SYNC, "", [], float(token)])):
+            self._syncs.pop(token, None)
+            return False
+        done = event.wait(timeout)
+        self._syncs.pop(token, None)
+        return done
+
     def _drop(self, reason: str) -> None:
         with self._lock:
             self._metrics["otpkit_metrics_dropped_total"].labels(reason).inc()
@@ -162,6 +182,9 @@ def _decode(data: bytes) -> tuple[int, str, list[str], float] | None:
         return None
     op, name, values, value = update
     ops = (_send.INC, _send.SET, _send.OBSERVE, _send.FORGET, _send.CLEAR)
+    if type(op) is int and op == _send.SYNC:
+        ok = name == "" and values == [] and type(value) is float and value > 0
+        return (op, name, [], value) if ok else None
     if type(op) is not int or op not in ops:
         return None
     if not isinstance(name, str) or name not in METRICS:
